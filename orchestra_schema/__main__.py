@@ -1,0 +1,3 @@
+from orchestra_schema.cli import main
+
+main()

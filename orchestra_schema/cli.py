@@ -1,0 +1,203 @@
+"""The orchestra-schema command line: parse, call one library function, render.
+
+This is the only module that knows about exit codes, terminals and JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+from . import commands
+from .errors import EXIT_CODES, OrchestraError
+
+INTERNAL_ERROR = 70
+EXIT_CODE_HELP = "\b\nExit codes:\n" + "\n".join(
+    f"  {code}  {meaning}" for code, meaning in EXIT_CODES.items()
+) + f"\n  {INTERNAL_ERROR} internal error (a bug; rerun with -v and report it)"
+
+
+@dataclasses.dataclass
+class Settings:
+    ctx: commands.Context
+    json: bool
+    quiet: bool
+    verbose: bool
+
+    def say(self, message: str) -> None:
+        """A message for the person: stderr, silent under -q."""
+        if not self.quiet:
+            click.echo(message, err=True)
+
+    def warn(self, message: str) -> None:
+        click.echo(f"orchestra-schema: warning: {message}", err=True)
+
+    def emit(self, data, text: str | None) -> None:
+        """The command's data: JSON under --json, else text, on stdout."""
+        if self.json:
+            click.echo(json.dumps(_plain(data), indent=2, sort_keys=False))
+        elif text:
+            click.echo(text)
+
+
+def _plain(data):
+    if dataclasses.is_dataclass(data):
+        return {k: _plain(v) for k, v in dataclasses.asdict(data).items()}
+    if isinstance(data, dict):
+        return {str(k): _plain(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_plain(v) for v in data]
+    if isinstance(data, Path):
+        return str(data)
+    return data
+
+
+class OrchestraGroup(click.Group):
+    """Turns project errors into one line on stderr and their exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except OrchestraError as err:
+            _fail(ctx, err, err.exit_code, str(err))
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            _fail(ctx, None, 130, "interrupted")
+        except Exception as err:  # a bug: still one line, traceback with -v
+            _fail(ctx, err, INTERNAL_ERROR,
+                  f"internal error: {type(err).__name__}: {err} (rerun with -v for the traceback)")
+
+
+def _fail(ctx: click.Context, err, code: int, message: str):
+    settings = ctx.find_object(Settings)
+    if settings and settings.verbose and err is not None:
+        traceback.print_exception(err)
+    click.echo(f"orchestra-schema: error: {message}", err=True)
+    ctx.exit(code)
+
+
+def _database_path(ctx, param, value: str) -> Path:
+    # HANGFIRE_CONNECTION may be a connection string: "Data Source=orchestra.db;..."
+    for part in value.split(";"):
+        key, sep, rest = part.partition("=")
+        if sep and key.strip().lower() in ("data source", "datasource", "filename"):
+            return Path(rest.strip())
+    return Path(value)
+
+
+@click.group(cls=OrchestraGroup, epilog=EXIT_CODE_HELP,
+             context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--database", "-d", default="orchestra.db", show_default=True,
+              envvar=["ORCHESTRA_DB", "HANGFIRE_CONNECTION"], callback=_database_path,
+              help="SQLite file; defaults to $ORCHESTRA_DB, then $HANGFIRE_CONNECTION.")
+@click.option("--sql-dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Directory of paired ID.sql / ID.rollback.sql files "
+                   "(default: the SQL installed with this package).")
+@click.option("--json", "as_json", is_flag=True, help="Print results as JSON on stdout.")
+@click.option("-q", "--quiet", is_flag=True, help="No messages on success.")
+@click.option("-v", "--verbose", is_flag=True, help="Show tracebacks on errors.")
+@click.option("--timeout", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              help="Seconds to wait for a lock held by another process before exit 3.")
+@click.version_option(package_name="orchestra-schema")
+@click.pass_context
+def main(ctx, database, sql_dir, as_json, quiet, verbose, timeout):
+    """Paired SQL migrations, backups and checks for the Orchestra API's orchestra.db."""
+    ctx.obj = Settings(commands.Context(database, sql_dir, timeout), as_json, quiet, verbose)
+
+
+pass_settings = click.make_pass_decorator(Settings)
+
+
+def _status_line(m: commands.MigrationStatus) -> str:
+    state = "applied" if m.applied else "pending"
+    when = (m.applied_at or "")[:19]
+    notes = []
+    if not m.in_sql_dir:
+        notes.append("FILE MISSING from sql dir")
+    if m.forward_matches is False:
+        notes.append("FORWARD FILE CHANGED since applied")
+    if m.rollback_matches is False:
+        notes.append("ROLLBACK FILE CHANGED since applied")
+    if m.applied and m.in_sql_dir and m.forward_matches is None:
+        notes.append("no checksum recorded")
+    if m.in_sql_dir and not m.has_rollback:
+        notes.append("NO ROLLBACK FILE")
+    return f"{state:8} {when:19}  {m.id}" + (f"  ({'; '.join(notes)})" if notes else "")
+
+
+@main.command()
+@pass_settings
+def status(s: Settings):
+    """List migrations: applied or pending, when, and whether files still match."""
+    report = commands.status(s.ctx)
+    lines = [f"database: {report.database}"] + [_status_line(m) for m in report.migrations]
+    s.emit(report, "\n".join(lines))
+
+
+@main.command()
+@click.option("--to", "to", metavar="ID", help="Apply up to ID (and what it depends on) only.")
+@click.option("--dry-run", is_flag=True, help="Print the SQL that would run; change nothing.")
+@pass_settings
+def apply(s: Settings, to, dry_run):
+    """Apply pending migrations (creates the database file if absent)."""
+    result = commands.apply(s.ctx, to=to, dry_run=dry_run)
+    if dry_run:
+        s.emit(result, result.sql or "-- nothing to apply")
+        return
+    for mid in result.applied:
+        s.say(f"applied {mid}")
+    for mid in result.skipped:
+        s.say(f"skipped {mid} (applied meanwhile by another run)")
+    if not result.applied and not result.skipped:
+        s.say(f"{result.database}: up to date, nothing to apply")
+    s.emit(result, None)
+
+
+@main.command()
+@click.option("--to", "to", required=True, metavar="ID|0",
+              help="Keep ID and what it depends on; roll back the rest. 0: roll back everything.")
+@click.option("--dry-run", is_flag=True, help="Print the SQL that would run; change nothing.")
+@click.option("--yes", "-y", is_flag=True, help="Accept the loss of rows in dropped tables.")
+@pass_settings
+def rollback(s: Settings, to, dry_run, yes):
+    """Roll back applied migrations with their rollback files."""
+    result = commands.rollback(s.ctx, to=to, dry_run=dry_run, yes=yes,
+                               confirm=None if s.json else _ask_on_terminal(s))
+    for warning in result.warnings:
+        s.warn(warning)
+    if dry_run:
+        for table, n in result.rows_lost.items():
+            s.say(f"-- would delete {n} row(s) of {table}")
+        s.emit(result, result.sql or "-- nothing to roll back")
+        return
+    for mid in result.rolled_back:
+        s.say(f"rolled back {mid}")
+    if not result.rolled_back and not result.skipped:
+        s.say(f"{result.database}: nothing to roll back")
+    s.emit(result, None)
+
+
+def _ask_on_terminal(s: Settings):
+    """A prompt only where a person can answer: never on a pipe or in cron."""
+    def confirm(rows_lost: dict[str, int]) -> bool:
+        if not (sys.stdin.isatty() and sys.stderr.isatty()):
+            return False
+        for table, n in rows_lost.items():
+            click.echo(f"{table}: {n} row(s) will be deleted", err=True)
+        return click.confirm("Roll back and lose these rows?", default=False, err=True)
+    return confirm
+
+
+@main.command()
+@click.argument("name")
+@pass_settings
+def new(s: Settings, name):
+    """Create NAME's forward/rollback pair with the next id."""
+    forward, rollback_file = commands.new(s.ctx, name)
+    s.emit({"forward": forward, "rollback": rollback_file}, f"{forward}\n{rollback_file}")

@@ -1,0 +1,166 @@
+"""One plain function per migration command; each returns data and never prints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from . import migrations as mig
+from .database import Database
+from .engine import AppliedRecord, applied_migrations, apply_one, count_rows, dropped_tables, rollback_one
+from .errors import Refused
+
+
+@dataclass
+class Context:
+    """What every command needs: where the database and the SQL are, how long to wait."""
+
+    database: Path
+    sql_dir: Path | None = None
+    timeout: float = 5.0
+
+    def migrations(self) -> list[mig.MigrationFile]:
+        return mig.load(self.sql_dir)
+
+    def open(self, *, readonly: bool = False, create: bool = False) -> Database:
+        return Database.open(self.database, timeout=self.timeout, readonly=readonly, create=create)
+
+
+@dataclass
+class MigrationStatus:
+    id: str
+    applied: bool
+    applied_at: str | None
+    has_rollback: bool
+    in_sql_dir: bool
+    forward_matches: bool | None  # None: no checksum recorded, or not applied
+    rollback_matches: bool | None
+
+
+@dataclass
+class StatusReport:
+    database: str
+    migrations: list[MigrationStatus]
+
+
+def _migration_status(mid: str, m: mig.MigrationFile | None, rec: AppliedRecord | None):
+    # Matches are None (unknown) unless applied, on disk, and checksummed when applied.
+    comparable = bool(m and rec and rec.forward_sha256)
+    return MigrationStatus(
+        id=mid,
+        applied=rec is not None,
+        applied_at=rec.applied_at if rec else None,
+        has_rollback=bool(m and m.has_rollback),
+        in_sql_dir=m is not None,
+        forward_matches=rec.forward_sha256 == m.forward_sha256 if comparable else None,
+        rollback_matches=rec.rollback_sha256 == m.rollback_sha256 if comparable else None,
+    )
+
+
+def status(ctx: Context) -> StatusReport:
+    migrations = ctx.migrations()
+    with ctx.open(readonly=True) as db:
+        applied = applied_migrations(db)
+    rows = [_migration_status(m.id, m, applied.get(m.id)) for m in migrations]
+    known = {m.id for m in migrations}
+    rows += [_migration_status(mid, None, rec) for mid, rec in applied.items() if mid not in known]
+    return StatusReport(database=str(ctx.database), migrations=rows)
+
+
+@dataclass
+class ApplyResult:
+    database: str
+    created: bool
+    applied: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # applied meanwhile by another run
+    sql: str | None = None  # dry run only
+
+
+def apply(ctx: Context, to: str | None = None, dry_run: bool = False) -> ApplyResult:
+    migrations = ctx.migrations()
+    mig.resolve_target(to, migrations)  # an unknown --to fails before any file is touched
+    exists = ctx.database.exists()
+    result = ApplyResult(database=str(ctx.database), created=not exists)
+    if dry_run:
+        applied = set()
+        if exists:
+            with ctx.open(readonly=True) as db:
+                applied = set(applied_migrations(db))
+        result.sql = mig.dry_run_sql(mig.plan_apply(migrations, applied, to), "apply")
+        return result
+    with ctx.open(create=True) as db:
+        for m in mig.plan_apply(migrations, set(applied_migrations(db)), to):
+            (result.applied if apply_one(db, m) else result.skipped).append(m.id)
+    return result
+
+
+@dataclass
+class RollbackResult:
+    database: str
+    rolled_back: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    rows_lost: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    sql: str | None = None
+
+
+def rollback(ctx: Context, to: str, dry_run: bool = False, yes: bool = False,
+             confirm: Callable[[dict[str, int]], bool] | None = None) -> RollbackResult:
+    """Roll back every applied migration not needed by `to` ('0': all).
+
+    Refuses (exit 5) when a rollback file is missing or changed since it was
+    applied, or when rows would be lost and neither --yes nor confirm() agrees.
+    """
+    migrations = ctx.migrations()
+    mig.resolve_target(to, migrations)
+    result = RollbackResult(database=str(ctx.database))
+    with ctx.open(readonly=dry_run) as db:
+        applied = applied_migrations(db)
+        plan = mig.plan_rollback(migrations, set(applied), to)
+        result.warnings = _check_rollback_safe(plan, applied, {m.id for m in migrations})
+        statements = [s for m in plan for s in m.rollback_statements]
+        result.rows_lost = {t: n for t, n in count_rows(db, dropped_tables(db, statements)).items() if n}
+        if dry_run:
+            result.sql = mig.dry_run_sql(plan, "rollback")
+            return result
+        if result.rows_lost and not yes and not (confirm and confirm(result.rows_lost)):
+            lost = ", ".join(f"{t} {n}" for t, n in result.rows_lost.items())
+            raise Refused(
+                f"{ctx.database}: rollback would delete rows ({lost}); nothing changed; "
+                "rerun with --yes to accept the loss (take a backup first)"
+            )
+        for m in plan:
+            (result.rolled_back if rollback_one(db, m) else result.skipped).append(m.id)
+    return result
+
+
+def _check_rollback_safe(plan, applied: dict[str, AppliedRecord], known: set[str]) -> list[str]:
+    unknown = [mid for mid in applied if mid not in known]
+    if unknown:
+        raise Refused(
+            f"history lists applied migration(s) {', '.join(unknown)} that the sql dir lacks; "
+            "nothing changed; use the sql dir they came from (--sql-dir)"
+        )
+    warnings = []
+    for m in plan:
+        if not m.has_rollback:
+            raise Refused(
+                f"{m.id}: no rollback file {m.path.stem}.rollback.sql; nothing changed; "
+                "write one (stock yoyo would record the rollback and leave the tables)"
+            )
+        recorded = applied[m.id].rollback_sha256
+        if applied[m.id].forward_sha256 is None:
+            warnings.append(f"{m.id}: no checksum recorded when applied; cannot tell "
+                            "whether its rollback file changed since")
+        elif recorded != m.rollback_sha256:
+            raise Refused(
+                f"{m.rollback_path}: changed since {m.id} was applied (SHA-256 differs); "
+                "nothing changed; restore the file as applied (git) or review the change"
+            )
+    return warnings
+
+
+def new(ctx: Context, name: str) -> tuple[Path, Path]:
+    sql_dir = ctx.sql_dir or mig.default_sql_dir()
+    return mig.new_pair(sql_dir, name)

@@ -1,0 +1,136 @@
+"""The one way this tool opens SQLite: apsw, with a busy timeout, errors mapped.
+
+Python's sqlite3 module is never imported: it links another copy of SQLite,
+and two copies in one process can silently drop each other's POSIX locks
+(sqlite.org, How To Corrupt An SQLite Database File, 2.2.1).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import apsw
+
+from .errors import Busy, DatabaseUnavailable
+
+_UNREADABLE = (
+    apsw.NotADBError,
+    apsw.CorruptError,
+    apsw.CantOpenError,
+    apsw.IOError,
+    apsw.PermissionsError,
+    apsw.AuthError,
+    apsw.ReadOnlyError,
+    apsw.FullError,
+)
+
+
+def database_error(err: apsw.Error, path: Path, doing: str) -> Exception:
+    """Map an apsw error to the project exception with the right exit code."""
+    if isinstance(err, (apsw.BusyError, apsw.LockedError)):
+        return Busy(
+            f"{path}: database is locked by another process while {doing}; "
+            "retry later or raise --timeout"
+        )
+    if isinstance(err, apsw.NotADBError):
+        return DatabaseUnavailable(f"{path}: not an SQLite database; check --database")
+    if isinstance(err, apsw.CorruptError):
+        return DatabaseUnavailable(
+            f"{path}: database is corrupt ({err}); restore or recover it from a backup"
+        )
+    if isinstance(err, _UNREADABLE):
+        return DatabaseUnavailable(f"{path}: cannot use database while {doing}: {err}")
+    return err
+
+
+@contextlib.contextmanager
+def translated(path: Path, doing: str):
+    """Re-raise apsw errors as project errors naming the path and the action."""
+    try:
+        yield
+    except apsw.Error as err:
+        mapped = database_error(err, path, doing)
+        if mapped is err:
+            raise
+        raise mapped from err
+
+
+class Database:
+    """An apsw connection to one database file, foreign keys off, busy timeout set."""
+
+    def __init__(self, path: Path, connection: apsw.Connection, readonly: bool):
+        self.path = path
+        self.connection = connection
+        self.readonly = readonly
+
+    @classmethod
+    def open(cls, path: Path, *, timeout: float = 5.0, create: bool = False,
+             readonly: bool = False) -> "Database":
+        path = Path(path)
+        _check_path(path, create=create)
+        flags = apsw.SQLITE_OPEN_READONLY if readonly else apsw.SQLITE_OPEN_READWRITE
+        if create and not readonly:
+            flags |= apsw.SQLITE_OPEN_CREATE
+        with translated(path, "opening"):
+            conn = apsw.Connection(str(path), flags=flags)
+            conn.setbusytimeout(int(timeout * 1000))
+            db = cls(path, conn, readonly)
+            # Reading the schema proves it is SQLite; schema changes want FKs off.
+            conn.execute("PRAGMA foreign_keys = OFF")
+            db.table_names()
+        return db
+
+    def execute(self, sql: str, bindings=None) -> apsw.Cursor:
+        return self.connection.execute(sql, bindings)
+
+    def rows(self, sql: str, bindings=None) -> list[tuple]:
+        return list(self.connection.execute(sql, bindings))
+
+    def scalar(self, sql: str, bindings=None):
+        row = self.connection.execute(sql, bindings).fetchone()
+        return None if row is None else row[0]
+
+    def table_names(self) -> set[str]:
+        return {
+            name
+            for (name,) in self.rows(
+                "SELECT name FROM sqlite_schema WHERE type = 'table' "
+                "AND name NOT LIKE 'sqlite_%'"
+            )
+        }
+
+    def row_count(self, table: str) -> int:
+        return self.scalar(f"SELECT count(*) FROM {quote(table)}")
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def __enter__(self) -> "Database":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def quote(identifier: str) -> str:
+    """Quote an SQL identifier (table and index names come from the database)."""
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _check_path(path: Path, *, create: bool) -> None:
+    if path.is_dir():
+        raise DatabaseUnavailable(f"{path}: is a directory, not a database file; check --database")
+    if path.exists():
+        if not os.access(path, os.R_OK):
+            raise DatabaseUnavailable(f"{path}: permission denied; check the file's owner and mode")
+        return
+    if not create:
+        raise DatabaseUnavailable(
+            f"{path}: database not found; check --database ($ORCHESTRA_DB, $HANGFIRE_CONNECTION)"
+        )
+    if not path.parent.is_dir():
+        raise DatabaseUnavailable(
+            f"{path}: directory {path.parent} does not exist; create it or fix --database"
+        )

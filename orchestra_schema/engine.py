@@ -1,0 +1,282 @@
+"""yoyo's backend on apsw, and one transaction per migration including its history.
+
+Stock yoyo runs a migration's steps on a copy of the connection and records the
+history afterwards in separate transactions, so a kill in between leaves the
+schema ahead of the history. Here each migration runs in one BEGIN IMMEDIATE
+transaction that also writes yoyo's history rows and our checksums: a kill at
+any instant leaves the database exactly before or after the migration.
+
+The write lock that keeps two runs apart is SQLite's own (a POSIX lock on the
+database file), so the kernel releases it when a process dies; a second run
+waits up to the busy timeout and then fails with Busy (exit 3).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import apsw
+from yoyo import internalmigrations
+from yoyo.backends.base import DatabaseBackend
+from yoyo.migrations import default_migration_table, get_migration_hash
+
+from .database import Database, translated
+from .errors import MigrationFailed
+from .migrations import MigrationFile
+
+CHECKSUM_TABLE = "_orchestra_schema_checksum"
+YOYO_TABLES = {default_migration_table, "_yoyo_log", "_yoyo_version", "yoyo_lock"}
+HISTORY_TABLES = YOYO_TABLES | {CHECKSUM_TABLE}
+
+CREATE_CHECKSUM_TABLE = f"""
+CREATE TABLE IF NOT EXISTS {CHECKSUM_TABLE} (
+    migration_hash VARCHAR(64) NOT NULL PRIMARY KEY,
+    migration_id TEXT NOT NULL,
+    forward_sha256 TEXT NOT NULL,
+    rollback_sha256 TEXT,
+    applied_at_utc TIMESTAMP NOT NULL
+)"""
+
+
+class _ApswDriver:
+    """The slice of a DB-API module that yoyo's backend asks for."""
+
+    DatabaseError = apsw.Error
+    paramstyle = "named"
+
+
+class ApswBackend(DatabaseBackend):
+    """yoyo's SQLite backend, but on an existing apsw connection.
+
+    It keeps yoyo's history tables and SQL, so stock `yoyo list` reads them.
+    """
+
+    list_tables_sql = "SELECT name FROM sqlite_schema WHERE type = 'table'"
+    _driver = _ApswDriver
+
+    def __init__(self, db: Database):
+        self.uri = db.path
+        self.db = db
+        self.DatabaseError = apsw.Error
+        self._connection = db.connection
+        self.migration_table = default_migration_table
+        self.has_transactional_ddl = True
+        # Our own transaction already holds the write lock; yoyo's upgrade
+        # of its tables must not commit on its own.
+        self._internal_schema_updated = True
+
+    def execute(self, sql, params=None):
+        # apsw binds no datetimes; yoyo's sqlite backend stores them ISO 8601.
+        params = {k: v.isoformat() if isinstance(v, datetime) else v
+                  for k, v in (params or {}).items()}
+        return self._connection.execute(sql, params)
+
+    def list_tables(self, **kwargs):
+        return [row[0] for row in self._connection.execute(self.list_tables_sql)]
+
+    def begin(self):
+        self._in_transaction = True
+        self._connection.execute("BEGIN IMMEDIATE")
+
+    def commit(self):
+        self._connection.execute("COMMIT")
+        self._in_transaction = False
+
+    def rollback(self):
+        if not self._connection.get_autocommit():
+            self._connection.execute("ROLLBACK")
+        self._in_transaction = False
+
+    @contextlib.contextmanager
+    def lock(self, timeout=10):
+        # SQLite's write lock (BEGIN IMMEDIATE) is the lock; yoyo's lock row
+        # would survive a kill -9 and block every later run.
+        yield
+
+    def get_log_data(self, migration=None, operation="apply"):
+        # yoyo's own calls socket.getfqdn(), which can hang on DNS at 3 a.m.
+        return {
+            "id": str(uuid.uuid1()),
+            "migration_id": migration.id if migration else None,
+            "migration_hash": migration.hash if migration else None,
+            "username": _username(),
+            "hostname": socket.gethostname(),
+            "created_at_utc": datetime.now(timezone.utc).replace(tzinfo=None),
+            "operation": operation,
+        }
+
+
+def _username() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry for this uid in some containers
+        return str(os.getuid())
+
+
+@dataclass(frozen=True)
+class _YoyoRef:
+    """What yoyo's mark/unmark/log SQL needs of a migration."""
+
+    id: str
+
+    @property
+    def hash(self) -> str:
+        return get_migration_hash(self.id)
+
+
+@dataclass(frozen=True)
+class AppliedRecord:
+    id: str
+    applied_at: str | None
+    forward_sha256: str | None
+    rollback_sha256: str | None
+
+
+def applied_migrations(db: Database) -> dict[str, AppliedRecord]:
+    """yoyo's history (with our checksums where recorded), in applied order."""
+    tables = db.table_names()
+    if default_migration_table not in tables:
+        return {}
+    join = (f"LEFT JOIN {CHECKSUM_TABLE} c USING (migration_hash)"
+            if CHECKSUM_TABLE in tables else "")
+    sums = "c.forward_sha256, c.rollback_sha256" if join else "NULL, NULL"
+    with translated(db.path, "reading the migration history"):
+        rows = db.rows(
+            f"SELECT m.migration_id, m.applied_at_utc, {sums} "
+            f"FROM {default_migration_table} m {join} ORDER BY m.applied_at_utc"
+        )
+    return {r[0]: AppliedRecord(*r) for r in rows}
+
+
+@contextlib.contextmanager
+def write_transaction(db: Database, doing: str):
+    """BEGIN IMMEDIATE ... COMMIT on db, yoyo's history tables ensured inside."""
+    backend = ApswBackend(db)
+    with translated(db.path, doing):
+        backend.begin()
+        try:
+            if internalmigrations.needs_upgrading(backend):
+                internalmigrations.upgrade(backend)
+            db.execute(CREATE_CHECKSUM_TABLE)
+            yield backend
+            backend.commit()
+        except BaseException:
+            backend.rollback()
+            raise
+
+
+class ForeignKeyViolation(MigrationFailed):
+    pass
+
+
+def apply_one(db: Database, m: MigrationFile) -> bool:
+    """Apply m and record it, atomically. False if it was already applied."""
+    with _explaining_violations(db, m), write_transaction(db, f"applying {m.id}") as backend:
+        if m.id in applied_migrations(db):
+            return False  # another run applied it while we waited for the lock
+        _run_statements(db, m, m.statements, m.path)
+        ref = _YoyoRef(m.id)
+        backend.mark_one(ref, log=False)
+        backend.log_migration(ref, "apply")
+        db.execute(
+            f"INSERT INTO {CHECKSUM_TABLE} VALUES (?, ?, ?, ?, ?)",
+            (ref.hash, m.id, m.forward_sha256, m.rollback_sha256, _now()),
+        )
+        _check_foreign_keys(db, m)
+    return True
+
+
+def rollback_one(db: Database, m: MigrationFile) -> bool:
+    """Run m's rollback file and remove its history, atomically."""
+    with _explaining_violations(db, m), write_transaction(db, f"rolling back {m.id}") as backend:
+        if m.id not in applied_migrations(db):
+            return False  # another run rolled it back while we waited
+        _run_statements(db, m, m.rollback_statements, m.rollback_path)
+        ref = _YoyoRef(m.id)
+        backend.unmark_one(ref, log=False)
+        backend.log_migration(ref, "rollback")
+        db.execute(f"DELETE FROM {CHECKSUM_TABLE} WHERE migration_hash = ?", (ref.hash,))
+        _check_foreign_keys(db, m)
+    return True
+
+
+def _run_statements(db: Database, m: MigrationFile, statements, path) -> None:
+    for number, sql in enumerate(statements, 1):
+        try:
+            db.execute(sql)
+        except (apsw.BusyError, apsw.LockedError):
+            raise
+        except apsw.Error as err:
+            first_line = sql.strip().splitlines()[0][:80]
+            raise MigrationFailed(
+                f"{m.id}: statement {number} in {path} failed: {err} [{first_line}]; "
+                "the migration was rolled back and nothing changed; fix the SQL and run again"
+            ) from err
+
+
+def _check_foreign_keys(db: Database, m: MigrationFile) -> None:
+    """SQLite's schema-change procedure: commit only if foreign_key_check is clean."""
+    violations = db.rows("PRAGMA foreign_key_check")
+    if violations:
+        table, rowid, parent, _ = violations[0]
+        raise ForeignKeyViolation(
+            f"{m.id}: would leave {len(violations)} foreign key violation(s), first in "
+            f"{table} rowid {rowid} -> {parent}; the migration was rolled back; "
+            "fix the data (PRAGMA foreign_key_check lists them) and run again"
+        )
+
+
+@contextlib.contextmanager
+def _explaining_violations(db: Database, m: MigrationFile):
+    """After a rolled-back FK failure, say whether the violations were there before."""
+    try:
+        yield
+    except ForeignKeyViolation:
+        before = db.rows("PRAGMA foreign_key_check")
+        if not before:
+            raise
+        table, rowid, parent, _ = before[0]
+        raise MigrationFailed(
+            f"{m.id}: not run: the database already has {len(before)} foreign key "
+            f"violation(s), first in {table} rowid {rowid} -> {parent}; "
+            "fix them first (PRAGMA foreign_key_check lists them)"
+        ) from None
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).replace(tzinfo=None).isoformat()
+
+
+def count_rows(db: Database, tables) -> dict[str, int]:
+    existing = db.table_names()
+    return {t: db.row_count(t) for t in tables if t in existing}
+
+
+def dropped_tables(db: Database, statements) -> list[str]:
+    """Tables the statements would drop, found by SQLite's authorizer at prepare time.
+
+    EXPLAIN compiles a statement without running it, so this works read-only.
+    """
+    dropped: list[str] = []
+
+    def authorizer(op, arg1, arg2, dbname, trigger):
+        if op == apsw.SQLITE_DROP_TABLE and arg1 not in dropped:
+            dropped.append(arg1)
+        return apsw.SQLITE_OK
+
+    previous = db.connection.authorizer
+    db.connection.authorizer = authorizer
+    try:
+        for sql in statements:
+            with contextlib.suppress(apsw.SQLError):  # e.g. DROP of a missing table
+                list(db.connection.execute(sql, explain=1))
+    finally:
+        db.connection.authorizer = previous
+    return dropped
+
