@@ -15,6 +15,8 @@ import apsw
 
 from .errors import Busy, DatabaseUnavailable
 
+_READONLY_ROLLBACK = 776  # SQLITE_READONLY_ROLLBACK: hot journal, read-only connection
+
 _UNREADABLE = (
     apsw.NotADBError,
     apsw.CorruptError,
@@ -74,12 +76,24 @@ class Database:
         if create and not readonly:
             flags |= apsw.SQLITE_OPEN_CREATE
         with translated(path, "opening"):
-            conn = apsw.Connection(str(path), flags=flags)
-            conn.setbusytimeout(int(timeout * 1000))
-            db = cls(path, conn, readonly)
-            # Reading the schema proves it is SQLite; schema changes want FKs off.
-            conn.execute("PRAGMA foreign_keys = OFF")
-            db.table_names()
+            try:
+                return cls._connect(path, flags, timeout, readonly)
+            except apsw.ReadOnlyError as err:
+                if err.extendedresult != _READONLY_ROLLBACK or not os.access(path, os.W_OK):
+                    raise
+            # A crashed writer left a hot journal that a read-only connection
+            # cannot roll back. Opening read-write (never create) lets SQLite
+            # restore the last committed state, as any reader of the file would.
+            return cls._connect(path, apsw.SQLITE_OPEN_READWRITE, timeout, readonly)
+
+    @classmethod
+    def _connect(cls, path: Path, flags: int, timeout: float, readonly: bool) -> "Database":
+        conn = apsw.Connection(str(path), flags=flags)
+        conn.setbusytimeout(int(timeout * 1000))
+        db = cls(path, conn, readonly)
+        # Reading the schema proves it is SQLite; schema changes want FKs off.
+        conn.execute("PRAGMA foreign_keys = OFF")
+        db.table_names()
         return db
 
     def execute(self, sql: str, bindings=None) -> apsw.Cursor:

@@ -1,0 +1,174 @@
+"""A structural snapshot of a database's schema, and the difference of two.
+
+Compared: tables (WITHOUT ROWID, STRICT), columns in order (type, NOT NULL,
+default, primary key position), indexes (name, uniqueness, key columns with
+order and collation, partial or not), foreign keys (columns and actions), and
+views and triggers by their SQL. Not compared: the CREATE text itself, so a
+reformatted but equivalent statement is no difference.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .database import Database, quote
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    notnull: bool
+    default: str | None
+    pk: int
+    hidden: int
+
+
+@dataclass(frozen=True)
+class Index:
+    name: str
+    unique: bool
+    origin: str  # c: CREATE INDEX, u: UNIQUE constraint, pk: PRIMARY KEY
+    partial: bool
+    columns: tuple[tuple[str | None, bool, str], ...]  # (name, desc, collation)
+
+
+@dataclass(frozen=True)
+class ForeignKey:
+    columns: tuple[str, ...]
+    parent: str
+    parent_columns: tuple[str | None, ...]
+    on_update: str
+    on_delete: str
+    match: str
+
+    def describe(self, table: str) -> str:
+        return (f"{table}({', '.join(self.columns)}) -> {self.parent}"
+                f"({', '.join(c or '<pk>' for c in self.parent_columns)}) ON DELETE {self.on_delete}")
+
+
+@dataclass
+class Table:
+    name: str
+    without_rowid: bool = False
+    strict: bool = False
+    columns: list[Column] = field(default_factory=list)
+    indexes: dict[str, Index] = field(default_factory=dict)
+    foreign_keys: frozenset[ForeignKey] = frozenset()
+
+
+@dataclass
+class Schema:
+    tables: dict[str, Table] = field(default_factory=dict)
+    others: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # (kind, sql, table)
+
+    def restricted_to(self, tables) -> "Schema":
+        """Only these tables, and the triggers and views on them."""
+        keep = set(tables)
+        return Schema(
+            {n: t for n, t in self.tables.items() if n in keep},
+            {n: o for n, o in self.others.items() if o[2] in keep or n in keep},
+        )
+
+
+def snapshot(db: Database) -> Schema:
+    """The schema of db's main database, sqlite_ internals left out."""
+    schema = Schema()
+    listing = {name: (wr, strict) for _, name, kind, _, wr, strict
+               in db.rows("PRAGMA main.table_list") if kind == "table"}
+    for name, (wr, strict) in sorted(listing.items()):
+        if not name.startswith("sqlite_"):
+            schema.tables[name] = _table(db, name, bool(wr), bool(strict))
+    for kind, name, tbl, sql in db.rows(
+            "SELECT type, name, tbl_name, sql FROM sqlite_schema "
+            "WHERE type IN ('view', 'trigger') ORDER BY name"):
+        schema.others[name] = (kind, _normalize_sql(sql), tbl)
+    return schema
+
+
+def _table(db: Database, name: str, without_rowid: bool, strict: bool) -> Table:
+    q = quote(name)
+    columns = [Column(n, (t or "").upper(), bool(nn), d, pk, hidden)
+               for _, n, t, nn, d, pk, hidden in db.rows(f"PRAGMA table_xinfo({q})")]
+    indexes = {}
+    for _, iname, unique, origin, partial in db.rows(f"PRAGMA index_list({q})"):
+        keys = tuple((c, bool(desc), coll) for _, _, c, desc, coll, key
+                     in db.rows(f"PRAGMA index_xinfo({quote(iname)})") if key)
+        indexes[iname] = Index(iname, bool(unique), origin, bool(partial), keys)
+    groups: dict[int, list] = {}
+    for fid, _, parent, frm, to, on_update, on_delete, match in db.rows(
+            f"PRAGMA foreign_key_list({q})"):
+        groups.setdefault(fid, []).append((parent, frm, to, on_update, on_delete, match))
+    fks = frozenset(
+        ForeignKey(tuple(r[1] for r in rows), rows[0][0], tuple(r[2] for r in rows),
+                   rows[0][3], rows[0][4], rows[0][5])
+        for rows in groups.values()
+    )
+    return Table(name, without_rowid, strict, columns, indexes, fks)
+
+
+def _normalize_sql(sql: str | None) -> str:
+    return re.sub(r"\s+", " ", sql or "").strip()
+
+
+def diff(expected: Schema, actual: Schema) -> list[str]:
+    """Every difference, one readable line each; empty when structurally equal."""
+    out: list[str] = []
+    for name in sorted(expected.tables.keys() - actual.tables.keys()):
+        out.append(f"table {name}: missing")
+    for name in sorted(actual.tables.keys() - expected.tables.keys()):
+        out.append(f"table {name}: not expected (extra)")
+    for name in sorted(expected.tables.keys() & actual.tables.keys()):
+        out += _table_diff(expected.tables[name], actual.tables[name])
+    for name in sorted(expected.others.keys() | actual.others.keys()):
+        e, a = expected.others.get(name), actual.others.get(name)
+        if e != a:
+            kind = (e or a)[0]
+            state = "missing" if a is None else "not expected (extra)" if e is None else "differs"
+            out.append(f"{kind} {name}: {state}")
+    return out
+
+
+def _table_diff(e: Table, a: Table) -> list[str]:
+    out = []
+    if (e.without_rowid, e.strict) != (a.without_rowid, a.strict):
+        out.append(f"table {e.name}: WITHOUT ROWID/STRICT differ")
+    out += _column_diff(e, a)
+    for name in sorted(e.indexes.keys() - a.indexes.keys()):
+        out.append(f"index {name} on {e.name}: missing")
+    for name in sorted(a.indexes.keys() - e.indexes.keys()):
+        out.append(f"index {name} on {e.name}: not expected (extra)")
+    for name in sorted(e.indexes.keys() & a.indexes.keys()):
+        if e.indexes[name] != a.indexes[name]:
+            out.append(f"index {name} on {e.name}: differs "
+                       f"({_index_text(e.indexes[name])} expected, {_index_text(a.indexes[name])} found)")
+    for fk in sorted(e.foreign_keys - a.foreign_keys, key=repr):
+        out.append(f"foreign key {fk.describe(e.name)}: missing or different")
+    for fk in sorted(a.foreign_keys - e.foreign_keys, key=repr):
+        out.append(f"foreign key {fk.describe(a.name)}: not expected (extra)")
+    return out
+
+
+def _column_diff(e: Table, a: Table) -> list[str]:
+    out = []
+    e_cols, a_cols = {c.name: c for c in e.columns}, {c.name: c for c in a.columns}
+    for name in [c.name for c in e.columns if c.name not in a_cols]:
+        out.append(f"column {e.name}.{name}: missing")
+    for name in [c.name for c in a.columns if c.name not in e_cols]:
+        out.append(f"column {a.name}.{name}: not expected (extra)")
+    for name in [c.name for c in e.columns if c.name in a_cols]:
+        ec, ac = e_cols[name], a_cols[name]
+        for attr in ("type", "notnull", "default", "pk", "hidden"):
+            if getattr(ec, attr) != getattr(ac, attr):
+                out.append(f"column {e.name}.{name}: {attr} {getattr(ec, attr)!r} expected, "
+                           f"{getattr(ac, attr)!r} found")
+    shared = [c for c in e_cols if c in a_cols]
+    if not out and shared != [c for c in a_cols if c in e_cols]:
+        out.append(f"table {e.name}: column order differs")
+    return out
+
+
+def _index_text(ix: Index) -> str:
+    cols = ", ".join(f"{c}{' DESC' if d else ''}" for c, d, _ in ix.columns)
+    return f"{'UNIQUE ' if ix.unique else ''}({cols}){' partial' if ix.partial else ''}"
