@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import subprocess
@@ -36,8 +37,14 @@ def run(*args, timeout=60, env=None, **kw):
                           env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL, **kw)
 
 
-def connect(path) -> apsw.Connection:
-    return apsw.Connection(str(path))
+@contextlib.contextmanager
+def connect(path):
+    """An apsw connection that is closed afterwards (apsw's own `with` is a transaction)."""
+    c = apsw.Connection(str(path))
+    try:
+        yield c
+    finally:
+        c.close()
 
 
 def tables(path) -> set[str]:
