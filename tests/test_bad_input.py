@@ -1,0 +1,119 @@
+"""Bad input: one clear line, the documented exit code, and no change to any file."""
+
+import pytest
+
+from conftest import CHAT, CORE, cli, file_state, history, run, tables
+
+ONE_LINE = "orchestra-schema: error: "
+
+
+def assert_error(result, code, *words):
+    assert result.exit_code == code, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(ONE_LINE), result.stderr
+    for word in words:
+        assert word in lines[0]
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("command", [["status"], ["apply"], ["rollback", "--to", "0", "--yes"],
+                                     ["apply", "--dry-run"]])
+def test_non_sqlite_file_is_refused_unchanged(tmp_path, command):
+    path = tmp_path / "orchestra.db"
+    path.write_bytes(b"this is a CSV export, not a database\n" * 200)
+    before = file_state(path)
+    assert_error(cli("-d", path, *command), 6, str(path), "not an SQLite database")
+    assert file_state(path) == before
+
+
+@pytest.mark.parametrize("command", [["status"], ["apply"], ["rollback", "--to", "0"]])
+def test_directory_is_refused(tmp_path, command):
+    assert_error(cli("-d", tmp_path, *command), 6, "is a directory")
+
+
+@pytest.mark.parametrize("command", [["status"], ["rollback", "--to", "0"], ["rollback", "--to", "0", "--dry-run"]])
+def test_missing_file_for_commands_that_do_not_create_creates_nothing(tmp_path, command):
+    path = tmp_path / "missing.db"
+    assert_error(cli("-d", path, *command), 6, "not found")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_apply_into_a_missing_directory_is_refused(tmp_path):
+    assert_error(cli("-d", tmp_path / "nowhere" / "o.db", "apply"), 6, "does not exist")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", [["apply", "--to", "nope"], ["rollback", "--to", "nope", "--yes"],
+                                     ["apply", "--to", "nope", "--dry-run"]])
+def test_unknown_target_is_a_usage_error_and_touches_nothing(db, command):
+    before = file_state(db)
+    assert_error(cli("-d", db, *command), 2, "unknown migration 'nope'", CORE)
+    assert file_state(db) == before
+
+
+def test_unknown_target_on_a_missing_database_creates_nothing(tmp_path):
+    path = tmp_path / "o.db"
+    assert_error(cli("-d", path, "apply", "--to", "nope"), 2)
+    assert not path.exists()
+
+
+def test_missing_or_empty_sql_dir(tmp_path):
+    path = tmp_path / "o.db"
+    assert_error(cli("--sql-dir", tmp_path / "nosql", "-d", path, "apply"), 2, "sql directory not found")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert_error(cli("--sql-dir", empty, "-d", path, "apply"), 2, "no migrations")
+    assert not path.exists()
+
+
+def test_rollback_file_without_forward_file(tmp_path):
+    sql = tmp_path / "sql"
+    sql.mkdir()
+    (sql / "0001_a.sql").write_text("CREATE TABLE a(x);\n")
+    (sql / "0002_b.rollback.sql").write_text("DROP TABLE b;\n")
+    assert_error(cli("--sql-dir", sql, "-d", tmp_path / "o.db", "apply"), 2, "0002_b.rollback.sql")
+
+
+def test_unknown_dependency_and_cycles(tmp_path):
+    sql = tmp_path / "sql"
+    sql.mkdir()
+    (sql / "0001_a.sql").write_text("-- depends: 0009_missing\nCREATE TABLE a(x);\n")
+    assert_error(cli("--sql-dir", sql, "-d", tmp_path / "o.db", "apply"), 2, "0009_missing")
+    (sql / "0001_a.sql").write_text("-- depends: 0002_b\nCREATE TABLE a(x);\n")
+    (sql / "0002_b.sql").write_text("-- depends: 0001_a\nCREATE TABLE b(x);\n")
+    assert_error(cli("--sql-dir", sql, "-d", tmp_path / "o.db", "apply"), 2, "circular")
+    assert not (tmp_path / "o.db").exists()
+
+
+@pytest.mark.parametrize("name", ["with space.db", "hash#tag.db", "what?.db", "per%20cent.db",
+                                  "ümlaut-数据.db", "file:looks-like-uri.db"])
+def test_awkward_paths_work_literally(tmp_path, name):
+    path = tmp_path / name
+    result = run("-d", path, "apply")
+    assert result.returncode == 0, result.stderr
+    assert path.exists() and history(path) == {CORE, CHAT}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # no stray file under a mangled name
+    assert run("-d", path, "status").returncode == 0
+    assert run("-d", path, "rollback", "--to", CORE).returncode == 0
+    assert "ChatSessions" not in tables(path)
+
+
+def test_awkward_sql_dir_path(tmp_path):
+    from orchestra_schema.migrations import default_sql_dir
+    sql = tmp_path / "my [sql] dir?#"
+    sql.mkdir()
+    for f in default_sql_dir().glob("*.sql"):
+        (sql / f.name).write_bytes(f.read_bytes())
+    assert cli("--sql-dir", sql, "-d", tmp_path / "o.db", "apply").exit_code == 0
+
+
+def test_click_usage_errors_exit_2():
+    assert cli("rollback").exit_code == 2  # --to is required
+    assert cli("--timeout", "-1", "status").exit_code == 2
+
+
+def test_verbose_shows_the_traceback(tmp_path):
+    path = tmp_path / "x.db"
+    path.write_bytes(b"garbage" * 1000)
+    result = run("-v", "-d", path, "status")
+    assert result.returncode == 6 and "Traceback" in result.stderr

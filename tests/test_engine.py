@@ -1,0 +1,174 @@
+"""Atomic migrations: statements, history and checksums commit together or not at all."""
+
+import shutil
+import subprocess
+import sys
+
+from conftest import CHAT, CORE, cli, connect, count, file_state, history, run, tables
+from orchestra_schema.migrations import default_sql_dir
+
+
+def sql_dir(tmp_path, files: dict[str, str]):
+    d = tmp_path / "sql"
+    d.mkdir(exist_ok=True)
+    for name, text in files.items():
+        (d / name).write_text(text)
+    return d
+
+
+def copy_of_shipped_sql(tmp_path):
+    d = tmp_path / "sql"
+    shutil.copytree(default_sql_dir(), d)
+    return d
+
+
+def test_failing_statement_rolls_back_the_whole_migration(tmp_path):
+    d = sql_dir(tmp_path, {
+        "0001_ok.sql": "CREATE TABLE a(x);\n",
+        "0002_bad.sql": "CREATE TABLE b(x);\nINSERT INTO b VALUES (1);\nINSERT INTO nosuch VALUES (1);\n",
+    })
+    path = tmp_path / "o.db"
+    result = cli("--sql-dir", d, "-d", path, "apply")
+    assert result.exit_code == 4
+    line = result.stderr.strip().splitlines()[-1]
+    assert "0002_bad: statement 3 in" in line and "0002_bad.sql" in line and "no such table: nosuch" in line
+    assert "rolled back" in line
+    assert "a" in tables(path) and "b" not in tables(path)
+    assert history(path) == {"0001_ok"}
+
+
+def test_foreign_key_violation_fails_the_migration(tmp_path):
+    d = sql_dir(tmp_path, {
+        "0001_p.sql": "CREATE TABLE p(id INTEGER PRIMARY KEY);\n"
+                      "CREATE TABLE c(id INTEGER PRIMARY KEY, pid INTEGER REFERENCES p(id));\n",
+        "0002_orphan.sql": "-- depends: 0001_p\nINSERT INTO c VALUES (1, 42);\n",
+    })
+    path = tmp_path / "o.db"
+    result = cli("--sql-dir", d, "-d", path, "apply")
+    assert result.exit_code == 4
+    assert "0002_orphan: would leave 1 foreign key violation(s), first in c rowid 1 -> p" in result.stderr
+    assert count(path, "c") == 0 and history(path) == {"0001_p"}
+
+
+def test_pre_existing_foreign_key_violations_are_named_as_such(tmp_path):
+    d = sql_dir(tmp_path, {
+        "0001_p.sql": "CREATE TABLE p(id INTEGER PRIMARY KEY);\n"
+                      "CREATE TABLE c(id INTEGER PRIMARY KEY, pid INTEGER REFERENCES p(id));\n",
+        "0002_more.sql": "-- depends: 0001_p\nCREATE TABLE d(x);\n",
+    })
+    path = tmp_path / "o.db"
+    assert cli("--sql-dir", d, "-d", path, "apply", "--to", "0001_p").exit_code == 0
+    with connect(path) as c:
+        c.execute("INSERT INTO c VALUES (1, 42)")  # foreign keys are off on this connection
+    before = file_state(path)
+    result = cli("--sql-dir", d, "-d", path, "apply")
+    assert result.exit_code == 4
+    assert "already has 1 foreign key violation(s)" in result.stderr
+    assert file_state(path) == before
+
+
+def test_rollback_file_changed_since_apply_is_refused(db, tmp_path):
+    d = copy_of_shipped_sql(tmp_path)
+    assert cli("--sql-dir", d, "-d", db, "status").exit_code == 0
+    rb = d / f"{CHAT}.rollback.sql"
+    rb.write_text(rb.read_text() + "\n-- reviewed again\n")
+    before = file_state(db)
+    result = cli("--sql-dir", d, "-d", db, "rollback", "--to", CORE, "--yes")
+    assert result.exit_code == 5
+    assert f"{CHAT}.rollback.sql: changed since {CHAT} was applied" in result.stderr
+    assert file_state(db) == before
+    assert "ROLLBACK FILE CHANGED" in cli("--sql-dir", d, "-d", db, "status").stdout
+
+
+def test_missing_rollback_file_is_refused(db, tmp_path):
+    d = copy_of_shipped_sql(tmp_path)
+    (d / f"{CHAT}.rollback.sql").unlink()
+    before = file_state(db)
+    result = cli("--sql-dir", d, "-d", db, "rollback", "--to", CORE, "--yes")
+    assert result.exit_code == 5 and "no rollback file" in result.stderr
+    assert file_state(db) == before
+    assert "NO ROLLBACK FILE" in cli("--sql-dir", d, "-d", db, "status").stdout
+
+
+def test_history_entry_without_a_file_blocks_rollback(db, tmp_path):
+    d = copy_of_shipped_sql(tmp_path)
+    for f in d.glob(f"{CHAT}*"):
+        f.unlink()
+    before = file_state(db)
+    result = cli("--sql-dir", d, "-d", db, "rollback", "--to", "0", "--yes")
+    assert result.exit_code == 5 and CHAT in result.stderr
+    assert file_state(db) == before
+    assert "FILE MISSING" in cli("--sql-dir", d, "-d", db, "status").stdout
+
+
+def test_migration_applied_by_stock_yoyo_rolls_back_with_a_warning(tmp_path):
+    import os
+    yoyo = os.path.join(os.path.dirname(sys.executable), "yoyo")
+    path = tmp_path / "o.db"
+    subprocess.run([yoyo, "apply", "--batch", "--database", f"sqlite:///{path}", str(default_sql_dir())],
+                   check=True, capture_output=True, timeout=60)
+    assert history(path) == {CORE, CHAT}
+    assert "no checksum recorded" in cli("-d", path, "status").stdout
+    result = cli("-d", path, "rollback", "--to", CORE)
+    assert result.exit_code == 0 and "no checksum recorded" in result.stderr
+    assert history(path) == {CORE}
+
+
+HOLD_WRITE_LOCK = """
+import apsw, sys, time
+c = apsw.Connection(sys.argv[1])
+c.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_busy_database_exits_3_after_timeout_and_changes_nothing(db):
+    cli("-d", db, "rollback", "--to", CORE, "--yes")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_WRITE_LOCK, str(db), "30"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        result = run("--timeout", "0.5", "-d", db, "apply")
+        assert result.returncode == 3
+        assert "locked by another process" in result.stderr and "--timeout" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    finally:
+        holder.kill()
+        holder.wait()
+    assert history(db) == {CORE}
+
+
+def test_a_killed_lock_holder_leaves_no_stale_lock(db):
+    cli("-d", db, "rollback", "--to", CORE, "--yes")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_WRITE_LOCK, str(db), "30"],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    holder.kill()  # SIGKILL: the kernel drops its POSIX locks
+    holder.wait()
+    result = run("--timeout", "0", "-d", db, "apply")  # no waiting allowed at all
+    assert result.returncode == 0, result.stderr
+    assert history(db) == {CORE, CHAT}
+
+
+def test_second_run_waits_for_the_first_within_timeout(db):
+    cli("-d", db, "rollback", "--to", CORE, "--yes")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_WRITE_LOCK, str(db), "1"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        result = run("--timeout", "30", "-d", db, "apply")
+        assert result.returncode == 0, result.stderr
+    finally:
+        holder.wait()
+    assert history(db) == {CORE, CHAT}
+
+
+def test_schema_and_history_commit_together_in_wal_mode_too(tmp_path):
+    path = tmp_path / "wal.db"
+    with connect(path) as c:
+        c.execute("PRAGMA journal_mode=WAL")
+    assert cli("-d", path, "apply").exit_code == 0
+    with connect(path) as c:
+        assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # left as the app set it
+    assert history(path) == {CORE, CHAT}
