@@ -116,7 +116,7 @@ pass_settings = click.make_pass_decorator(Settings)
 
 def _status_line(m: commands.MigrationStatus) -> str:
     state = "applied" if m.applied else "pending"
-    when = (m.applied_at or "")[:19]
+    when = m.applied_at or ""
     notes = []
     if not m.in_sql_dir:
         notes.append("FILE MISSING from sql dir")
@@ -128,7 +128,7 @@ def _status_line(m: commands.MigrationStatus) -> str:
         notes.append("no checksum recorded")
     if m.in_sql_dir and not m.has_rollback:
         notes.append("NO ROLLBACK FILE")
-    return f"{state:8} {when:19}  {m.id}" + (f"  ({'; '.join(notes)})" if notes else "")
+    return f"{state:8} {when:20}  {m.id}" + (f"  ({'; '.join(notes)})" if notes else "")
 
 
 @main.command()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
 from . import migrations as mig
 from .database import Database
-from .engine import AppliedRecord, applied_migrations, apply_one, count_rows, dropped_tables, rollback_one
+from .engine import AppliedRecord, applied_migrations, apply_one, count_rows, rollback_one, tables_losing_rows
 from .errors import Refused
 
 
@@ -50,12 +51,19 @@ def _migration_status(mid: str, m: mig.MigrationFile | None, rec: AppliedRecord 
     return MigrationStatus(
         id=mid,
         applied=rec is not None,
-        applied_at=rec.applied_at if rec else None,
+        applied_at=_utc(rec.applied_at) if rec else None,
         has_rollback=bool(m and m.has_rollback),
         in_sql_dir=m is not None,
         forward_matches=rec.forward_sha256 == m.forward_sha256 if comparable else None,
         rollback_matches=rec.rollback_sha256 == m.rollback_sha256 if comparable else None,
     )
+
+
+def _utc(stored: str | None) -> str | None:
+    """yoyo stores naive UTC; say so: ISO 8601 with Z."""
+    if not stored:
+        return None
+    return datetime.fromisoformat(str(stored)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def status(ctx: Context) -> StatusReport:
@@ -120,7 +128,7 @@ def rollback(ctx: Context, to: str, dry_run: bool = False, yes: bool = False,
         plan = mig.plan_rollback(migrations, set(applied), to)
         result.warnings = _check_rollback_safe(plan, applied, {m.id for m in migrations})
         statements = [s for m in plan for s in m.rollback_statements]
-        result.rows_lost = {t: n for t, n in count_rows(db, dropped_tables(db, statements)).items() if n}
+        result.rows_lost = {t: n for t, n in count_rows(db, tables_losing_rows(db, statements)).items() if n}
         if dry_run:
             result.sql = mig.dry_run_sql(plan, "rollback")
             return result

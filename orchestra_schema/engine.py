@@ -259,15 +259,25 @@ def count_rows(db: Database, tables) -> dict[str, int]:
 
 
 def dropped_tables(db: Database, statements) -> list[str]:
-    """Tables the statements would drop, found by SQLite's authorizer at prepare time.
+    """Tables the statements would drop."""
+    return _tables_authorized(db, statements, {apsw.SQLITE_DROP_TABLE})
+
+
+def tables_losing_rows(db: Database, statements) -> list[str]:
+    """Tables the statements would drop or delete rows from (DROP TABLE, DELETE)."""
+    return _tables_authorized(db, statements, {apsw.SQLITE_DROP_TABLE, apsw.SQLITE_DELETE})
+
+
+def _tables_authorized(db: Database, statements, ops: set[int]) -> list[str]:
+    """User tables that SQLite's authorizer reports for `ops` while compiling statements.
 
     EXPLAIN compiles a statement without running it, so this works read-only.
     """
-    dropped: list[str] = []
+    found: list[str] = []
 
     def authorizer(op, arg1, arg2, dbname, trigger):
-        if op == apsw.SQLITE_DROP_TABLE and arg1 not in dropped:
-            dropped.append(arg1)
+        if op in ops and arg1 not in found and not arg1.startswith("sqlite_"):
+            found.append(arg1)
         return apsw.SQLITE_OK
 
     previous = db.connection.authorizer
@@ -278,5 +288,4 @@ def dropped_tables(db: Database, statements) -> list[str]:
                 list(db.connection.execute(sql, explain=1))
     finally:
         db.connection.authorizer = previous
-    return dropped
-
+    return found

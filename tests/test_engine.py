@@ -172,3 +172,19 @@ def test_schema_and_history_commit_together_in_wal_mode_too(tmp_path):
     with connect(path) as c:
         assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # left as the app set it
     assert history(path) == {CORE, CHAT}
+
+
+def test_rollback_that_deletes_rows_needs_yes(tmp_path):
+    d = sql_dir(tmp_path, {
+        "0001_t.sql": "CREATE TABLE t(x);\n",
+        "0002_seed.sql": "-- depends: 0001_t\nINSERT INTO t VALUES (1), (2);\n",
+        "0002_seed.rollback.sql": "DELETE FROM t WHERE x > 0;\n",
+    })
+    path = tmp_path / "o.db"
+    assert cli("--sql-dir", d, "-d", path, "apply").exit_code == 0
+    with connect(path) as c:
+        c.execute("INSERT INTO t VALUES (3)")
+    result = cli("--sql-dir", d, "-d", path, "rollback", "--to", "0001_t")
+    assert result.exit_code == 5 and "(t 3)" in result.stderr
+    assert cli("--sql-dir", d, "-d", path, "rollback", "--to", "0001_t", "--yes").exit_code == 0
+    assert count(path, "t") == 0
