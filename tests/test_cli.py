@@ -169,3 +169,35 @@ def test_help_documents_exit_codes():
     out = cli("--help").stdout
     for code in range(7):
         assert f"  {code}  " in out
+
+
+def _run_on_terminal(args, answer):
+    """Run the CLI with a real pseudo-terminal as stdin/stderr and answer its prompt."""
+    import pty
+    import subprocess
+    import sys
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "orchestra_schema", *map(str, args)],
+                            stdin=follower, stdout=subprocess.PIPE, stderr=follower)
+    os.close(follower)
+    seen = b""
+    while b"lose these rows?" not in seen:
+        chunk = os.read(leader, 1024)
+        assert chunk, seen
+        seen += chunk
+    os.write(leader, answer + b"\n")
+    proc.wait(timeout=30)
+    os.close(leader)
+    return proc.returncode, seen.decode()
+
+
+@pytest.mark.parametrize("answer, code", [(b"y", 0), (b"n", 5)])
+def test_on_a_terminal_rollback_asks_and_obeys(db, answer, code):
+    before = file_state(db)
+    returncode, prompt = _run_on_terminal(["-d", db, "rollback", "--to", CORE], answer)
+    assert "ChatMessages: 15 row(s) will be deleted" in prompt
+    assert returncode == code
+    if code == 0:
+        assert history(db) == {CORE}
+    else:
+        assert file_state(db) == before
