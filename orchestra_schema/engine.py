@@ -26,7 +26,7 @@ from yoyo import internalmigrations
 from yoyo.backends.base import DatabaseBackend
 from yoyo.migrations import default_migration_table, get_migration_hash
 
-from .database import Database, translated
+from .database import Database, quote, translated
 from .errors import MigrationFailed
 from .migrations import MigrationFile
 
@@ -180,7 +180,7 @@ def apply_one(db: Database, m: MigrationFile) -> bool:
     with _explaining_violations(db, m), write_transaction(db, f"applying {m.id}") as backend:
         if m.id in applied_migrations(db):
             return False  # another run applied it while we waited for the lock
-        _run_statements(db, m, m.statements, m.path)
+        touched = _run_statements(db, m, m.statements, m.path)
         ref = _YoyoRef(m.id)
         backend.mark_one(ref, log=False)
         backend.log_migration(ref, "apply")
@@ -188,7 +188,7 @@ def apply_one(db: Database, m: MigrationFile) -> bool:
             f"INSERT INTO {CHECKSUM_TABLE} VALUES (?, ?, ?, ?, ?)",
             (ref.hash, m.id, m.forward_sha256, m.rollback_sha256, _now()),
         )
-        _check_foreign_keys(db, m)
+        _check_foreign_keys(db, m, touched)
     return True
 
 
@@ -197,32 +197,63 @@ def rollback_one(db: Database, m: MigrationFile) -> bool:
     with _explaining_violations(db, m), write_transaction(db, f"rolling back {m.id}") as backend:
         if m.id not in applied_migrations(db):
             return False  # another run rolled it back while we waited
-        _run_statements(db, m, m.rollback_statements, m.rollback_path)
+        touched = _run_statements(db, m, m.rollback_statements, m.rollback_path)
         ref = _YoyoRef(m.id)
         backend.unmark_one(ref, log=False)
         backend.log_migration(ref, "rollback")
         db.execute(f"DELETE FROM {CHECKSUM_TABLE} WHERE migration_hash = ?", (ref.hash,))
-        _check_foreign_keys(db, m)
+        _check_foreign_keys(db, m, touched)
     return True
 
 
-def _run_statements(db: Database, m: MigrationFile, statements, path) -> None:
-    for number, sql in enumerate(statements, 1):
-        try:
-            db.execute(sql)
-        except (apsw.BusyError, apsw.LockedError):
-            raise
-        except apsw.Error as err:
-            first_line = sql.strip().splitlines()[0][:80]
-            raise MigrationFailed(
-                f"{m.id}: statement {number} in {path} failed: {err} [{first_line}]; "
-                "the migration was rolled back and nothing changed; fix the SQL and run again"
-            ) from err
+_WRITES = {apsw.SQLITE_INSERT, apsw.SQLITE_UPDATE, apsw.SQLITE_DELETE,
+           apsw.SQLITE_CREATE_TABLE, apsw.SQLITE_DROP_TABLE}
 
 
-def _check_foreign_keys(db: Database, m: MigrationFile) -> None:
-    """SQLite's schema-change procedure: commit only if foreign_key_check is clean."""
-    violations = db.rows("PRAGMA foreign_key_check")
+def _run_statements(db: Database, m: MigrationFile, statements, path) -> set[str]:
+    """Run the statements; return the tables they wrote, created, altered or dropped."""
+    touched: set[str] = set()
+
+    def authorizer(op, arg1, arg2, dbname, trigger):
+        if op in _WRITES:
+            touched.add(arg1)
+        elif op == apsw.SQLITE_ALTER_TABLE:
+            touched.add(arg2)
+        return apsw.SQLITE_OK
+
+    db.connection.authorizer = authorizer
+    try:
+        for number, sql in enumerate(statements, 1):
+            _run_statement(db, m, number, sql, path)
+    finally:
+        db.connection.authorizer = None
+    return {t for t in touched if t and not t.startswith("sqlite_")}
+
+
+def _run_statement(db: Database, m: MigrationFile, number: int, sql: str, path) -> None:
+    try:
+        db.execute(sql)
+    except (apsw.BusyError, apsw.LockedError):
+        raise
+    except apsw.Error as err:
+        first_line = sql.strip().splitlines()[0][:80]
+        raise MigrationFailed(
+            f"{m.id}: statement {number} in {path} failed: {err} [{first_line}]; "
+            "the migration was rolled back and nothing changed; fix the SQL and run again"
+        ) from err
+
+
+def _check_foreign_keys(db: Database, m: MigrationFile, touched: set[str]) -> None:
+    """SQLite's schema-change procedure: commit only if foreign_key_check is clean.
+
+    Only the tables the migration touched, and the tables whose foreign keys
+    point at them, can have new violations; checking just those keeps a
+    migration from scanning millions of unrelated log rows.
+    """
+    existing = db.table_names()
+    suspects = (touched & existing) | _children_of(db, touched, existing)
+    violations = [v for t in sorted(suspects)
+                  for v in db.rows(f"PRAGMA foreign_key_check({quote(t)})")]
     if violations:
         table, rowid, parent, _ = violations[0]
         raise ForeignKeyViolation(
@@ -230,6 +261,11 @@ def _check_foreign_keys(db: Database, m: MigrationFile) -> None:
             f"{table} rowid {rowid} -> {parent}; the migration was rolled back; "
             "fix the data (PRAGMA foreign_key_check lists them) and run again"
         )
+
+
+def _children_of(db: Database, parents: set[str], existing: set[str]) -> set[str]:
+    return {t for t in existing
+            if any(row[2] in parents for row in db.rows(f"PRAGMA foreign_key_list({quote(t)})"))}
 
 
 @contextlib.contextmanager

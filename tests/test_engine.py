@@ -54,17 +54,36 @@ def test_pre_existing_foreign_key_violations_are_named_as_such(tmp_path):
     d = sql_dir(tmp_path, {
         "0001_p.sql": "CREATE TABLE p(id INTEGER PRIMARY KEY);\n"
                       "CREATE TABLE c(id INTEGER PRIMARY KEY, pid INTEGER REFERENCES p(id));\n",
-        "0002_more.sql": "-- depends: 0001_p\nCREATE TABLE d(x);\n",
+        "0002_unrelated.sql": "-- depends: 0001_p\nCREATE TABLE d(x);\n",
+        "0003_touches_c.sql": "-- depends: 0002_unrelated\nINSERT INTO p VALUES (7);\nINSERT INTO c VALUES (2, 7);\n",
     })
     path = tmp_path / "o.db"
     assert cli("--sql-dir", d, "-d", path, "apply", "--to", "0001_p").exit_code == 0
     with connect(path) as c:
         c.execute("INSERT INTO c VALUES (1, 42)")  # foreign keys are off on this connection
+    # A migration that does not touch c (or its parents) is not blocked by c's old violation...
+    assert cli("--sql-dir", d, "-d", path, "apply", "--to", "0002_unrelated").exit_code == 0
+    # ...one that writes to c is, and the message says the violation was there before.
     before = file_state(path)
     result = cli("--sql-dir", d, "-d", path, "apply")
     assert result.exit_code == 4
-    assert "already has 1 foreign key violation(s)" in result.stderr
+    assert "0003_touches_c: not run: the database already has 1 foreign key violation(s)" in result.stderr
     assert file_state(path) == before
+
+
+def test_dropping_a_parent_that_rows_still_reference_is_a_violation(tmp_path):
+    d = sql_dir(tmp_path, {
+        "0001_p.sql": "CREATE TABLE p(id INTEGER PRIMARY KEY);\n",
+        "0001_p.rollback.sql": "DROP TABLE p;\n",
+        "0002_c.sql": "CREATE TABLE c(id INTEGER PRIMARY KEY, pid INTEGER REFERENCES p(id));\n",
+    })
+    path = tmp_path / "o.db"
+    assert cli("--sql-dir", d, "-d", path, "apply").exit_code == 0
+    with connect(path) as c:
+        c.execute("PRAGMA foreign_keys=ON; INSERT INTO p VALUES (1); INSERT INTO c VALUES (1, 1)")
+    result = cli("--sql-dir", d, "-d", path, "rollback", "--to", "0002_c", "--yes")
+    assert result.exit_code == 4 and "foreign key violation(s), first in c rowid 1 -> p" in result.stderr
+    assert "p" in tables(path) and history(path) == {"0001_p", "0002_c"}
 
 
 def test_rollback_file_changed_since_apply_is_refused(db, tmp_path):
