@@ -13,8 +13,8 @@ from pathlib import Path
 
 import click
 
-from . import commands
-from .errors import EXIT_CODES, OrchestraError
+from . import commands, ef, history, rehearse as rehearsal, verify as checks
+from .errors import EXIT_CODES, CheckFailed, OrchestraError
 
 INTERNAL_ERROR = 70
 EXIT_CODE_HELP = "\b\nExit codes:\n" + "\n".join(
@@ -137,7 +137,8 @@ def status(s: Settings):
     """List migrations: applied or pending, when, and whether files still match."""
     report = commands.status(s.ctx)
     lines = [f"database: {report.database}"] + [_status_line(m) for m in report.migrations]
-    s.emit(report, "\n".join(lines))
+    s.emit(report, "\n".join(lines + [_ef_line(report.ef_history)]))
+
 
 
 @main.command()
@@ -154,6 +155,7 @@ def apply(s: Settings, to, dry_run):
         s.say(f"applied {mid}")
     for mid in result.skipped:
         s.say(f"skipped {mid} (applied meanwhile by another run)")
+    _say_ef_changes(s, result.ef_history)
     if not result.applied and not result.skipped:
         s.say(f"{result.database}: up to date, nothing to apply")
     s.emit(result, None)
@@ -178,6 +180,7 @@ def rollback(s: Settings, to, dry_run, yes):
         return
     for mid in result.rolled_back:
         s.say(f"rolled back {mid}")
+    _say_ef_changes(s, result.ef_history)
     if not result.rolled_back and not result.skipped:
         s.say(f"{result.database}: nothing to roll back")
     s.emit(result, None)
@@ -186,7 +189,7 @@ def rollback(s: Settings, to, dry_run, yes):
 def _ask_on_terminal(s: Settings):
     """A prompt only where a person can answer: never on a pipe or in cron."""
     def confirm(rows_lost: dict[str, int]) -> bool:
-        if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        if not _on_terminal():
             return False
         for table, n in rows_lost.items():
             click.echo(f"{table}: {n} row(s) will be deleted", err=True)
@@ -201,3 +204,130 @@ def new(s: Settings, name):
     """Create NAME's forward/rollback pair with the next id."""
     forward, rollback_file = commands.new(s.ctx, name)
     s.emit({"forward": forward, "rollback": rollback_file}, f"{forward}\n{rollback_file}")
+
+
+# ---- EF Core interop, checks and rehearsal (issue 4)
+
+def _ef_line(entries) -> str:
+    if entries is None:
+        return f"EF history: none (no {ef.TABLE} table)"
+    listed = ", ".join(f"{e.migration_id} (EF Core {e.product_version})" for e in entries)
+    return f"EF history ({ef.TABLE}): {listed or 'empty'}"
+
+
+def _say_ef_changes(s: Settings, changes: list[str]) -> None:
+    for change in changes:
+        s.say(f"{ef.TABLE}: {change}")
+
+
+def _on_terminal() -> bool:
+    return sys.stdin.isatty() and sys.stderr.isatty()
+
+
+@main.command()
+@click.option("--full", is_flag=True,
+              help="PRAGMA integrity_check instead of quick_check (about 25 s per GB).")
+@pass_settings
+def verify(s: Settings, full):
+    """Check integrity, foreign keys, migration files, schema drift and EF history."""
+    report = checks.verify(s.ctx, full=full)
+    lines = [f"database: {report.database}",
+             f"yoyo history: {', '.join(report.yoyo_history) or 'empty'}",
+             _ef_line(report.ef_history)]
+    for check in report.checks:
+        label = f"{check.name} ({report.integrity_pragma})" if check.name == "integrity" else check.name
+        lines.append(f"{'ok' if check.ok else 'FAIL':5} {label}")
+        lines += [f"        {p}" for p in check.problems]
+    if report.unmanaged_tables:
+        lines.append(f"unmanaged tables (not this tool's, not drift): "
+                     f"{', '.join(report.unmanaged_tables)}")
+    lines += [f"note: {n}" for n in report.notes]
+    s.emit(report, "\n".join(lines))
+    if not report.ok:
+        failed = ", ".join(c.name for c in report.checks if not c.ok)
+        raise CheckFailed(f"{report.database}: verify found {len(report.problems)} problem(s) "
+                          f"in {failed}; the report names each")
+    s.say(f"{report.database}: verify passed")
+
+
+@main.command()
+@click.option("--full", is_flag=True, help="PRAGMA integrity_check instead of quick_check.")
+@pass_settings
+def checklist(s: Settings, full):
+    """The rollback procedure's Validation Checklist, checked: exit 0 only if no item fails."""
+    report = checks.checklist(s.ctx, full=full)
+    s.emit(report, "\n".join(f"[{i.status:4}] {i.name}: {i.detail}" for i in report.items))
+    failed = [i.name for i in report.items if i.status == checks.FAIL]
+    if failed:
+        raise CheckFailed(f"{report.database}: checklist: {len(failed)} item(s) failed: "
+                          f"{'; '.join(failed)}")
+
+
+@main.command()
+@click.option("--to", "to", metavar="ID|0",
+              help="Rehearse rolling back to ID (0: everything). Default: keep the core, "
+                   "roll back the chat tables.")
+@click.option("--memory", is_flag=True, help="Snapshot into memory instead of a temporary file.")
+@click.option("--workdir", type=click.Path(path_type=Path, file_okay=False),
+              help="Directory for the temporary snapshot (default: the system temp dir).")
+@pass_settings
+def rehearse(s: Settings, to, memory, workdir):
+    """Roll back and re-apply on an online snapshot; the live database is never written."""
+    report = rehearsal.rehearse(s.ctx, to=to, memory=memory, workdir=workdir)
+    for warning in report.warnings:
+        s.warn(warning)
+    lines = [f"rehearsal: roll back {report.database} to {report.target} "
+             f"on a snapshot in {report.snapshot}"]
+    if not report.rolled_back:
+        lines.append(f"nothing to roll back to {report.target}")
+    lines += [f"real rollback would delete {n} row(s) of {t}" for t, n in report.rows_lost.items()]
+    lines += [f"{st.name:22} {st.seconds:9.3f} s  {'ok' if st.ok else 'FAIL: ' + st.detail}"
+              for st in report.steps]
+    s.emit(report, "\n".join(lines))
+    if not report.ok:
+        raise CheckFailed(f"{report.database}: rehearsal failed: {'; '.join(report.problems)}")
+
+
+@main.command()
+@pass_settings
+def adopt(s: Settings):
+    """Take over a database EF Core made: record the migrations as applied, without running them."""
+    result = history.adopt(s.ctx)
+    _say_backup(s, result.backup)
+    if result.already_adopted:
+        s.say(f"{result.database}: already adopted, nothing to do")
+    for mid in result.recorded:
+        s.say(f"recorded {mid} as applied (schema matched; not run)")
+    s.emit(result, None)
+
+
+@main.group("history")
+def history_group():
+    """Repair the migration histories (yoyo's and EF Core's) without touching the schema."""
+
+
+@history_group.command()
+@click.argument("migration_id", metavar="ID")
+@click.option("--from", "source", type=click.Choice([history.YOYO, history.EF]),
+              help="Which history, when ID is in both.")
+@click.option("--yes", "-y", is_flag=True, help="Do it without asking.")
+@pass_settings
+def forget(s: Settings, migration_id, source, yes):
+    """Remove ID from yoyo's history (and its checksums) or from __EFMigrationsHistory."""
+    result = history.forget(s.ctx, migration_id, source=source, yes=yes,
+                            confirm=None if s.json else _confirm_on_terminal)
+    _say_backup(s, result.backup)
+    s.say(f"removed {result.migration_id} from {result.history} history; schema untouched")
+    s.emit(result, None)
+
+
+def _confirm_on_terminal(question: str) -> bool:
+    return _on_terminal() and click.confirm(f"{question[:1].upper()}{question[1:]}?",
+                                            default=False, err=True)
+
+
+def _say_backup(s: Settings, path) -> None:
+    if path:
+        s.say(f"backup: {path}")
+    else:
+        s.warn("no backup taken: backup support is not in this build")

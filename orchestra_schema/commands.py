@@ -7,6 +7,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
+from . import ef
 from . import migrations as mig
 from .database import Database
 from .engine import AppliedRecord, applied_migrations, apply_one, count_rows, rollback_one, tables_losing_rows
@@ -43,6 +44,7 @@ class MigrationStatus:
 class StatusReport:
     database: str
     migrations: list[MigrationStatus]
+    ef_history: list[ef.EfEntry] | None = None  # None: no __EFMigrationsHistory table
 
 
 def _migration_status(mid: str, m: mig.MigrationFile | None, rec: AppliedRecord | None):
@@ -66,14 +68,21 @@ def _utc(stored: str | None) -> str | None:
     return datetime.fromisoformat(str(stored)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def migration_statuses(migrations, applied: dict[str, AppliedRecord]) -> list[MigrationStatus]:
+    """Every migration in the sql dir, then applied ones the sql dir lacks."""
+    rows = [_migration_status(m.id, m, applied.get(m.id)) for m in migrations]
+    known = {m.id for m in migrations}
+    rows += [_migration_status(mid, None, rec) for mid, rec in applied.items() if mid not in known]
+    return rows
+
+
 def status(ctx: Context) -> StatusReport:
     migrations = ctx.migrations()
     with ctx.open(readonly=True) as db:
         applied = applied_migrations(db)
-    rows = [_migration_status(m.id, m, applied.get(m.id)) for m in migrations]
-    known = {m.id for m in migrations}
-    rows += [_migration_status(mid, None, rec) for mid, rec in applied.items() if mid not in known]
-    return StatusReport(database=str(ctx.database), migrations=rows)
+        ef_history = ef.entries(db)
+    return StatusReport(database=str(ctx.database),
+                        migrations=migration_statuses(migrations, applied), ef_history=ef_history)
 
 
 @dataclass
@@ -83,6 +92,7 @@ class ApplyResult:
     applied: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # applied meanwhile by another run
     sql: str | None = None  # dry run only
+    ef_history: list[str] = field(default_factory=list)  # rows added to/removed from EF's
 
 
 def apply(ctx: Context, to: str | None = None, dry_run: bool = False) -> ApplyResult:
@@ -95,12 +105,28 @@ def apply(ctx: Context, to: str | None = None, dry_run: bool = False) -> ApplyRe
         if exists:
             with ctx.open(readonly=True) as db:
                 applied = set(applied_migrations(db))
+                _refuse_unadopted(db, applied)
         result.sql = mig.dry_run_sql(mig.plan_apply(migrations, applied, to), "apply")
         return result
     with ctx.open(create=True) as db:
-        for m in mig.plan_apply(migrations, set(applied_migrations(db)), to):
+        applied = set(applied_migrations(db))
+        _refuse_unadopted(db, applied)
+        ef_before = ef.entries(db)
+        for m in mig.plan_apply(migrations, applied, to):
             (result.applied if apply_one(db, m) else result.skipped).append(m.id)
+        result.ef_history = ef.changes(ef_before, ef.entries(db))
     return result
+
+
+def _refuse_unadopted(db: Database, applied: set[str]) -> None:
+    """EF Core made this schema: applying the SQL on top would fail on every CREATE."""
+    listed = ef.ids(ef.entries(db))
+    if listed and not applied:
+        raise Refused(
+            f"{db.path}: made by EF Core ({ef.TABLE} lists {', '.join(sorted(listed))}) "
+            "and not adopted; nothing changed; "
+            "run `orchestra-schema adopt` first"
+        )
 
 
 @dataclass
@@ -111,6 +137,7 @@ class RollbackResult:
     rows_lost: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     sql: str | None = None
+    ef_history: list[str] = field(default_factory=list)  # rows added to/removed from EF's
 
 
 def rollback(ctx: Context, to: str, dry_run: bool = False, yes: bool = False,
@@ -138,8 +165,10 @@ def rollback(ctx: Context, to: str, dry_run: bool = False, yes: bool = False,
                 f"{ctx.database}: rollback would delete rows ({lost}); nothing changed; "
                 "rerun with --yes to accept the loss (take a backup first)"
             )
+        ef_before = ef.entries(db)
         for m in plan:
             (result.rolled_back if rollback_one(db, m) else result.skipped).append(m.id)
+        result.ef_history = ef.changes(ef_before, ef.entries(db))
     return result
 
 

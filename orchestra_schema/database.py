@@ -87,6 +87,13 @@ class Database:
             return cls._connect(path, apsw.SQLITE_OPEN_READWRITE, timeout, readonly)
 
     @classmethod
+    def in_memory(cls) -> "Database":
+        """A private scratch database (replays, rehearsals), set up like open()'s."""
+        conn = apsw.Connection(":memory:")
+        conn.execute("PRAGMA foreign_keys = OFF")
+        return cls(Path(":memory:"), conn, readonly=False)
+
+    @classmethod
     def _connect(cls, path: Path, flags: int, timeout: float, readonly: bool) -> "Database":
         conn = apsw.Connection(str(path), flags=flags)
         conn.setbusytimeout(int(timeout * 1000))

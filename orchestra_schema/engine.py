@@ -26,9 +26,11 @@ from yoyo import internalmigrations
 from yoyo.backends.base import DatabaseBackend
 from yoyo.migrations import default_migration_table, get_migration_hash
 
+from . import ef
 from .database import Database, quote, translated
 from .errors import MigrationFailed
 from .migrations import MigrationFile
+from .schema import Schema, snapshot
 
 CHECKSUM_TABLE = "_orchestra_schema_checksum"
 YOYO_TABLES = {default_migration_table, "_yoyo_log", "_yoyo_version", "yoyo_lock"}
@@ -176,34 +178,75 @@ class ForeignKeyViolation(MigrationFailed):
 
 
 def apply_one(db: Database, m: MigrationFile) -> bool:
-    """Apply m and record it, atomically. False if it was already applied."""
+    """Apply m and record it (and EF's history), atomically. False if it was already applied."""
     with _explaining_violations(db, m), write_transaction(db, f"applying {m.id}") as backend:
         if m.id in applied_migrations(db):
             return False  # another run applied it while we waited for the lock
         touched = _run_statements(db, m, m.statements, m.path)
-        ref = _YoyoRef(m.id)
-        backend.mark_one(ref, log=False)
-        backend.log_migration(ref, "apply")
-        db.execute(
-            f"INSERT INTO {CHECKSUM_TABLE} VALUES (?, ?, ?, ?, ?)",
-            (ref.hash, m.id, m.forward_sha256, m.rollback_sha256, _now()),
-        )
+        _record(db, backend, m, "apply")
+        ef.keep_in_step(db, set(applied_migrations(db)))
         _check_foreign_keys(db, m, touched)
     return True
 
 
 def rollback_one(db: Database, m: MigrationFile) -> bool:
-    """Run m's rollback file and remove its history, atomically."""
+    """Run m's rollback file and remove its history (and EF's row), atomically."""
     with _explaining_violations(db, m), write_transaction(db, f"rolling back {m.id}") as backend:
         if m.id not in applied_migrations(db):
             return False  # another run rolled it back while we waited
         touched = _run_statements(db, m, m.rollback_statements, m.rollback_path)
-        ref = _YoyoRef(m.id)
-        backend.unmark_one(ref, log=False)
-        backend.log_migration(ref, "rollback")
-        db.execute(f"DELETE FROM {CHECKSUM_TABLE} WHERE migration_hash = ?", (ref.hash,))
+        _unrecord(db, backend, m.id, "rollback")
+        ef.keep_in_step(db, set(applied_migrations(db)))
         _check_foreign_keys(db, m, touched)
     return True
+
+
+def record_applied(db: Database, migrations, check=None) -> list[str]:
+    """Record migrations as applied without running them (adopting a database
+    whose schema they already describe), in one transaction; returns the ids recorded.
+
+    check(db), if given, runs first under the write lock: raise to record nothing.
+    """
+    with write_transaction(db, "recording migrations as applied") as backend:
+        if check:
+            check(db)
+        already, recorded = applied_migrations(db), []
+        for m in migrations:
+            if m.id not in already:
+                _record(db, backend, m, "mark")  # yoyo's word for recorded, not run
+                recorded.append(m.id)
+        ef.keep_in_step(db, set(applied_migrations(db)))
+    return recorded
+
+
+def forget_applied(db: Database, migration_id: str) -> bool:
+    """Remove one entry from yoyo's history and our checksums, schema untouched.
+
+    False if the id was not in the history.
+    """
+    with write_transaction(db, f"forgetting {migration_id}") as backend:
+        if migration_id not in applied_migrations(db):
+            return False
+        _unrecord(db, backend, migration_id, "unmark")
+    return True
+
+
+def _record(db: Database, backend: ApswBackend, m: MigrationFile, operation: str) -> None:
+    """yoyo's history row and log entry, and our checksums of both files."""
+    ref = _YoyoRef(m.id)
+    backend.mark_one(ref, log=False)
+    backend.log_migration(ref, operation)
+    db.execute(
+        f"INSERT INTO {CHECKSUM_TABLE} VALUES (?, ?, ?, ?, ?)",
+        (ref.hash, m.id, m.forward_sha256, m.rollback_sha256, _now()),
+    )
+
+
+def _unrecord(db: Database, backend: ApswBackend, migration_id: str, operation: str) -> None:
+    ref = _YoyoRef(migration_id)
+    backend.unmark_one(ref, log=False)
+    backend.log_migration(ref, operation)
+    db.execute(f"DELETE FROM {CHECKSUM_TABLE} WHERE migration_hash = ?", (ref.hash,))
 
 
 _WRITES = {apsw.SQLITE_INSERT, apsw.SQLITE_UPDATE, apsw.SQLITE_DELETE,
@@ -325,3 +368,29 @@ def _tables_authorized(db: Database, statements, ops: set[int]) -> list[str]:
     finally:
         db.connection.authorizer = previous
     return found
+
+
+@dataclass
+class Replay:
+    schema: Schema  # what the migrations produce on an empty database
+    created: dict[str, list[str]]  # migration id -> tables it creates, in order
+
+
+def replay(migrations) -> Replay:
+    """Run the migrations, in order, on an empty in-memory database.
+
+    Raises MigrationFailed naming the statement that fails.
+    """
+    created = {}
+    with Database.in_memory() as scratch:
+        for m in migrations:
+            before = _tables_in_order(scratch)
+            _run_statements(scratch, m, m.statements, m.path)
+            created[m.id] = [t for t in _tables_in_order(scratch) if t not in before]
+        return Replay(snapshot(scratch), created)
+
+
+def _tables_in_order(db: Database) -> list[str]:
+    return [name for (name,) in db.rows(
+        "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
+        "ORDER BY rowid")]

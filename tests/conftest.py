@@ -112,3 +112,20 @@ def db(tmp_path) -> Path:
     with connect(path) as c:
         add_rows(c)
     return path
+
+
+def ef_history(path) -> dict[str, str] | None:
+    """__EFMigrationsHistory as {MigrationId: ProductVersion}; None without the table."""
+    with connect(path) as c:
+        if not c.execute("SELECT 1 FROM sqlite_schema WHERE name='__EFMigrationsHistory'").fetchall():
+            return None
+        return dict(c.execute('SELECT "MigrationId", "ProductVersion" FROM "__EFMigrationsHistory"'))
+
+
+@pytest.fixture
+def ef_db(tmp_path) -> Path:
+    """An orchestra.db as EF Core made it (rows, a Hangfire table), adopted by the tool."""
+    path = build_ef_database(tmp_path / "orchestra.db")
+    result = cli("--database", path, "adopt")
+    assert result.exit_code == 0, result.output
+    return path

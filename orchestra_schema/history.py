@@ -1,0 +1,135 @@
+"""Changing the migration histories without touching the schema: adopt, forget.
+
+`adopt` records the migrations as applied on a database EF Core made, once
+its schema is proved to be what they produce; `history forget` is the
+procedure's "Reset migrations table" without hand-typed SQL. Both take a
+backup first, and change only history rows.
+
+(These live here, not in ef.py, because they need engine, and engine calls
+ef.keep_in_step from inside each migration's transaction.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from . import ef
+from .commands import Context
+from .database import Database
+from .engine import applied_migrations, forget_applied, record_applied
+from .errors import Refused, UsageError
+from .verify import drift
+
+YOYO, EF = "yoyo", "ef"
+
+
+def backup_before_change(ctx: Context, doing: str) -> str | None:
+    """WIRING POINT for backup.py (branch `backup`, not merged here yet).
+
+    Before adopt or history forget writes anything, take the automatic backup
+    and return its path: `return str(backup.backup(ctx).path)`. Until then no
+    backup is taken, and the results say so (backup: null).
+    """
+    return None
+
+
+@dataclass
+class AdoptResult:
+    database: str
+    recorded: list[str]  # migrations recorded as applied, without running them
+    already_adopted: bool
+    ef_history: list[ef.EfEntry] | None
+    backup: str | None
+
+
+def adopt(ctx: Context) -> AdoptResult:
+    """Record the migrations EF Core's history stands for, if the schema is theirs.
+
+    Refuses (exit 5, nothing changed) listing every difference otherwise.
+    """
+    migrations = ctx.migrations()
+    with ctx.open(readonly=True) as db:
+        plan = adoption_plan(db, migrations)
+        result = AdoptResult(str(ctx.database), [], not plan, ef.entries(db), None)
+    if not plan:
+        return result
+    result.backup = backup_before_change(ctx, "adopt")
+    with ctx.open() as db:
+        # Checked again under the write lock: the schema cannot change before the commit.
+        result.recorded = record_applied(db, plan, check=lambda d: adoption_plan(d, migrations))
+        result.ef_history = ef.entries(db)
+    return result
+
+
+def adoption_plan(db: Database, migrations) -> list:
+    """The migrations to record ([] when already adopted); Refused when unsafe."""
+    listed = ef.ids(ef.entries(db))
+    if ef.CHAT not in listed:
+        raise Refused(f"{db.path}: {ef.TABLE} does not list {ef.CHAT}, so EF Core did not "
+                      "make this schema; nothing changed; adopt is only for EF-made databases")
+    unknown = sorted(listed - ef.STANDS_FOR.keys())
+    if unknown:
+        raise Refused(f"{db.path}: {ef.TABLE} also lists {', '.join(unknown)}, which no "
+                      "migration here stands for; nothing changed")
+    wanted = ef.STANDS_FOR[ef.CHAT]
+    plan = [m for m in migrations if m.id in wanted]
+    if len(plan) != len(wanted):
+        raise UsageError(f"the sql dir lacks {', '.join(sorted(set(wanted) - {m.id for m in plan}))}; "
+                         "adopt needs both; check --sql-dir")
+    applied = applied_migrations(db)
+    if set(wanted) <= set(applied):
+        return []
+    if applied:
+        raise Refused(f"{db.path}: already has this tool's history ({', '.join(applied)}); "
+                      "nothing changed; adopt only a database without one")
+    differences = drift(db, migrations, set(wanted)).differences
+    if differences:
+        raise Refused(f"{db.path}: schema differs from what {' + '.join(wanted)} produce in "
+                      f"{len(differences)} way(s): {'; '.join(differences)}; nothing changed; "
+                      "fix the schema (or the SQL), then adopt")
+    return plan
+
+
+@dataclass
+class ForgetResult:
+    database: str
+    migration_id: str
+    history: str  # "yoyo" (its entry and our checksum row) or "ef" (__EFMigrationsHistory)
+    backup: str | None
+
+
+def forget(ctx: Context, migration_id: str, source: str | None = None, yes: bool = False,
+           confirm: Callable[[str], bool] | None = None) -> ForgetResult:
+    """Remove one history entry, schema untouched; the id is bound, never spliced."""
+    with ctx.open(readonly=True) as db:
+        source = _which_history(db, migration_id, source)
+    question = f"remove {migration_id} from {_history_name(source)}"
+    if not yes and not (confirm and confirm(question)):
+        raise Refused(f"{ctx.database}: would {question}; nothing changed; rerun with --yes")
+    backup = backup_before_change(ctx, f"forgetting {migration_id}")
+    with ctx.open() as db:
+        done = forget_applied(db, migration_id) if source == YOYO else ef.delete(db, migration_id)
+    if not done:
+        raise UsageError(f"{migration_id} left {_history_name(source)} meanwhile "
+                         "(another run?); nothing changed")
+    return ForgetResult(str(ctx.database), migration_id, source, backup)
+
+
+def _which_history(db: Database, migration_id: str, source: str | None) -> str:
+    listed_in = [name for name, ids in ((YOYO, applied_migrations(db)), (EF, ef.ids(ef.entries(db))))
+                 if migration_id in ids]
+    if source is not None and source not in listed_in:
+        raise UsageError(f"{migration_id!r} is not in {_history_name(source)}; nothing changed; "
+                         "`status` lists both histories")
+    if not listed_in:
+        raise UsageError(f"{migration_id!r} is in neither yoyo's history nor {ef.TABLE}; "
+                         "nothing changed; `status` lists both histories")
+    if source is None and len(listed_in) > 1:
+        raise UsageError(f"{migration_id} is in both yoyo's history and {ef.TABLE}; "
+                         "say which with --from yoyo or --from ef; nothing changed")
+    return source or listed_in[0]
+
+
+def _history_name(source: str) -> str:
+    return "yoyo's history" if source == YOYO else ef.TABLE

@@ -1,0 +1,171 @@
+"""rehearse: the procedure's "Testing Rollback Procedure" without the hand-made copy.
+
+An online snapshot of the live database (SQLite's backup API, one read
+transaction) goes to a temporary file or to memory; on the snapshot the real
+engine rolls back to the target, the result is checked, the migrations are
+applied again, and the schema must be what it was. The live database is only
+ever opened read-only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import ef
+from . import migrations as mig
+from .commands import Context, _check_rollback_safe
+from .database import Database, translated
+from .engine import HISTORY_TABLES, applied_migrations, apply_one, count_rows, dropped_tables, rollback_one
+from .errors import MigrationFailed, Refused, UsageError
+from .schema import diff, snapshot
+
+
+@dataclass
+class Step:
+    name: str
+    seconds: float
+    ok: bool
+    detail: str
+
+
+@dataclass
+class RehearsalReport:
+    database: str
+    snapshot: str  # "memory", or the temporary file (deleted afterwards)
+    target: str
+    rolled_back: list[str] = field(default_factory=list)
+    rows_lost: dict[str, int] = field(default_factory=dict)  # per dropped table, real rollback
+    warnings: list[str] = field(default_factory=list)
+    steps: list[Step] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    ok: bool = True
+
+
+def default_target(migrations) -> str:
+    """Keep what the chat migration depends on (the core): roll back the chat tables."""
+    chat = next((m for m in migrations if m.id == ef.CHAT), None)
+    if chat is None or len(chat.depends) != 1:
+        raise UsageError(f"no default target without {ef.CHAT} in the sql dir; give --to ID or 0")
+    return chat.depends[0]
+
+
+def rehearse(ctx: Context, to: str | None = None, memory: bool = False,
+             workdir: Path | None = None) -> RehearsalReport:
+    migrations = ctx.migrations()
+    to = to if to is not None else default_target(migrations)
+    mig.resolve_target(to, migrations)  # an unknown --to fails before anything is copied
+    with ctx.open(readonly=True) as live, _scratch(live, memory, workdir) as (snap, where):
+        report = RehearsalReport(str(ctx.database), where, to)
+        with translated(ctx.database, "taking the snapshot"):
+            _timed(report, "snapshot", lambda: _copy(live, snap))
+        with translated(Path(where), "rehearsing on the snapshot"):
+            _rehearse_on(snap, migrations, report)
+    report.problems = [f"{s.name}: {s.detail}" for s in report.steps if not s.ok]
+    report.ok = not report.problems
+    return report
+
+
+def _rehearse_on(snap: Database, migrations, report: RehearsalReport) -> None:
+    applied = applied_migrations(snap)
+    plan = mig.plan_rollback(migrations, set(applied), report.target)
+    # Refused exactly where the real rollback would be.
+    report.warnings = _check_rollback_safe(plan, applied, {m.id for m in migrations})
+    if not plan:
+        return
+    before_schema, before_counts = snapshot(snap), count_rows(snap, snap.table_names())
+    before_history = _histories(snap)
+    dropped = dropped_tables(snap, [s for m in plan for s in m.rollback_statements])
+    report.rows_lost = {t: before_counts.get(t, 0) for t in dropped}
+    report.rolled_back = [m.id for m in plan]
+    steps = [
+        ("rollback", lambda: _run(rollback_one, snap, plan)),
+        ("check after rollback", lambda: _after_rollback(snap, dropped, before_counts)),
+        ("apply again", lambda: _run(apply_one, snap, list(reversed(plan)))),
+        ("check after apply", lambda: _after_apply(snap, before_schema, before_history)),
+    ]
+    for name, run in steps:
+        if not _timed(report, name, run):
+            break  # later steps would only repeat the failure
+
+
+def _timed(report: RehearsalReport, name: str, run) -> bool:
+    """Run one step, record its time and outcome; run() returns its problems."""
+    start = time.perf_counter()
+    try:
+        problems = run()
+    except MigrationFailed as err:
+        problems = [str(err)]
+    ok = not problems
+    report.steps.append(Step(name, round(time.perf_counter() - start, 3), ok,
+                             "; ".join(problems) if problems else "ok"))
+    return ok
+
+
+def _copy(live: Database, snap: Database) -> list[str]:
+    with snap.connection.backup("main", live.connection, "main") as copy:
+        copy.step(-1)  # one read transaction: writers to the live file are not stopped in WAL mode
+    return []
+
+
+def _run(operation, snap: Database, plan) -> list[str]:
+    for m in plan:
+        operation(snap, m)
+    return []
+
+
+def _after_rollback(snap: Database, dropped: list[str], before: dict[str, int]) -> list[str]:
+    """Dropped tables are gone; every other table is there with all its rows."""
+    now = count_rows(snap, snap.table_names())
+    problems = [f"{t} still exists" for t in dropped if t in now]
+    for table, rows in before.items():
+        if table in dropped or table in HISTORY_TABLES or table == ef.TABLE:
+            continue
+        if table not in now:
+            problems.append(f"{table} is gone (not dropped by the rollback file)")
+        elif now[table] != rows:
+            problems.append(f"{table} has {now[table]} row(s), had {rows}")
+    return problems + ef.disagreements(ef.entries(snap), set(applied_migrations(snap)))
+
+
+def _after_apply(snap: Database, before_schema, before_history) -> list[str]:
+    problems = [f"schema differs from the start: {d}" for d in diff(before_schema, snapshot(snap))]
+    if _histories(snap) != before_history:
+        problems.append(f"histories differ from the start: {_histories(snap)} now, "
+                        f"{before_history} before")
+    return problems
+
+
+def _histories(db: Database) -> tuple:
+    return sorted(applied_migrations(db)), sorted(ef.ids(ef.entries(db)))
+
+
+@contextlib.contextmanager
+def _scratch(live: Database, memory: bool, workdir: Path | None):
+    """The database the rehearsal may change: in memory, or a temporary file removed after."""
+    if memory:
+        with Database.in_memory() as db:
+            yield db, "memory"
+        return
+    if workdir is not None and not Path(workdir).is_dir():
+        raise UsageError(f"{workdir}: --workdir is not a directory")
+    directory = Path(tempfile.mkdtemp(prefix="orchestra-rehearse-", dir=workdir))
+    try:
+        _check_space(live, directory)
+        path = directory / live.path.name
+        with Database.open(path, create=True) as db:
+            yield db, str(path)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _check_space(live: Database, directory: Path) -> None:
+    needed = live.path.stat().st_size
+    free = shutil.disk_usage(directory).free
+    if free < needed:
+        raise Refused(f"{directory}: {free // 2**20} MiB free, the snapshot needs "
+                      f"{needed // 2**20} MiB; nothing changed; use --workdir DIR or --memory")

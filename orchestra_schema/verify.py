@@ -1,0 +1,261 @@
+"""verify and checklist: is the database sound, and does it match its history?
+
+Drift compares the live schema of the tables the migrations create with what
+the applied migrations produce when replayed into an empty in-memory database,
+structurally (schema.diff). Tables no migration creates (Hangfire's) are not
+drift; they are listed as unmanaged. The history tables (yoyo's, ours, EF's)
+are neither. Every check is read-only: the database is opened read-only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import apsw
+
+from . import ef
+from .commands import Context, migration_statuses
+from .database import Database, translated
+from .engine import HISTORY_TABLES, AppliedRecord, applied_migrations, replay
+from .errors import DatabaseUnavailable, MigrationFailed, UsageError
+from .schema import diff, snapshot
+
+CHAT = ef.CHAT
+MAX_LINES = 10  # of one PRAGMA's complaints; the rest are counted
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Drift:
+    differences: list[str]
+    managed_tables: list[str]
+    unmanaged_tables: list[str]
+
+
+@dataclass
+class VerifyReport:
+    database: str
+    ok: bool
+    integrity_pragma: str  # quick_check, or integrity_check with --full
+    checks: list[Check]
+    problems: list[str]  # every check's problems, "check: problem"
+    notes: list[str]  # worth knowing, not a problem
+    yoyo_history: list[str]
+    ef_history: list[ef.EfEntry] | None  # None: no __EFMigrationsHistory table
+    managed_tables: list[str]
+    unmanaged_tables: list[str]
+
+
+def verify(ctx: Context, full: bool = False) -> VerifyReport:
+    migrations = ctx.migrations()
+    with ctx.open(readonly=True) as db, translated(ctx.database, "verifying"):
+        applied = applied_migrations(db)
+        ef_history = ef.entries(db)
+        found = Drift([], [], [])
+
+        def drift_check():
+            nonlocal found
+            found = drift(db, migrations, set(applied))
+            return found.differences
+
+        checks = [
+            _check("integrity", lambda: integrity_problems(db, full)),
+            _check("foreign_keys", lambda: foreign_key_problems(db)),
+            _check("migration_files", lambda: file_problems(migrations, applied)),
+            _check("drift", drift_check),
+            _check("ef_history", lambda: ef.disagreements(ef_history, set(applied))),
+        ]
+    problems = [f"{c.name}: {p}" for c in checks for p in c.problems]
+    return VerifyReport(
+        database=str(ctx.database), ok=not problems,
+        integrity_pragma=_pragma(full), checks=checks, problems=problems,
+        notes=[f"{mid}: no checksum recorded when applied; cannot tell whether its files changed"
+               for mid, rec in applied.items() if rec.forward_sha256 is None],
+        yoyo_history=list(applied), ef_history=ef_history,
+        managed_tables=found.managed_tables, unmanaged_tables=found.unmanaged_tables,
+    )
+
+
+def _answer(run, failed):
+    """run(); a database too damaged to answer (or SQL that no longer replays)
+    gives failed(error) as the answer instead of a crash. Locks still raise (exit 3)."""
+    try:
+        return run()
+    except (apsw.BusyError, apsw.LockedError):
+        raise
+    except (apsw.Error, DatabaseUnavailable, MigrationFailed) as err:
+        return failed(f"could not check: {err}")
+
+
+def _check(name: str, run) -> Check:
+    problems = _answer(run, lambda why: [why])
+    return Check(name, not problems, problems)
+
+
+def _pragma(full: bool) -> str:
+    return "integrity_check" if full else "quick_check"
+
+
+def integrity_problems(db: Database, full: bool = False) -> list[str]:
+    pragma = _pragma(full)
+    lines = [row[0] for row in db.rows(f"PRAGMA {pragma}")]
+    if lines == ["ok"]:
+        return []
+    more = [f"... and {len(lines) - MAX_LINES} more"] if len(lines) > MAX_LINES else []
+    return [f"PRAGMA {pragma}: {line}" for line in lines[:MAX_LINES]] + more
+
+
+def foreign_key_problems(db: Database) -> list[str]:
+    counts: dict[tuple[str, str], list] = {}
+    for table, rowid, parent, _ in db.rows("PRAGMA foreign_key_check"):
+        counts.setdefault((table, parent), []).append(rowid)
+    return [f"{table}: {len(rowids)} row(s) reference missing {parent} rows "
+            f"(first rowid {rowids[0]})" for (table, parent), rowids in counts.items()]
+
+
+def file_problems(migrations, applied: dict[str, AppliedRecord]) -> list[str]:
+    """Files changed since applied, missing, without rollback, or pending out of order."""
+    by_id = {m.id: m for m in migrations}
+    newest = max(applied, default="")
+    out = []
+    for s in migration_statuses(migrations, applied):
+        m = by_id.get(s.id)
+        if not s.in_sql_dir:
+            out.append(f"{s.id}: applied but missing from the sql dir")
+        if s.forward_matches is False:
+            out.append(f"{s.id}: {m.path} changed since it was applied (SHA-256 differs)")
+        if s.rollback_matches is False:
+            out.append(f"{s.id}: rollback file {m.rollback_path or '(now missing)'} "
+                       "changed since it was applied (SHA-256 differs)")
+        if m and not m.has_rollback:
+            out.append(f"{s.id}: no rollback file {m.path.stem}.rollback.sql")
+        if not s.applied and s.id < newest:
+            out.append(f"{s.id}: pending but older than the newest applied migration {newest}")
+    return out
+
+
+def drift(db: Database, migrations, applied: set[str], ignore=()) -> Drift:
+    """The managed tables' schema against what the applied migrations produce.
+
+    Managed: every table some migration in the sql dir creates, minus `ignore`.
+    """
+    expected = replay([m for m in migrations if m.id in applied])
+    created = replay(migrations).created
+    managed = set().union(expected.schema.tables, *created.values()) - set(ignore)
+    actual = snapshot(db).restricted_to(managed)
+    unmanaged = db.table_names() - managed - HISTORY_TABLES - {ef.TABLE} - set(ignore)
+    return Drift(diff(expected.schema.restricted_to(managed), actual),
+                 sorted(managed), sorted(unmanaged))
+
+
+# ---- checklist: the procedure's Validation Checklist, after rolling back the chat tables
+
+PASS, FAIL, NOT_APPLICABLE = "pass", "fail", "n/a"
+
+
+@dataclass
+class Item:
+    name: str
+    status: str  # pass, fail, or n/a (cannot apply here; detail says why)
+    detail: str
+
+
+@dataclass
+class ChecklistReport:
+    database: str
+    ok: bool  # no item failed
+    items: list[Item]
+
+
+def checklist(ctx: Context, full: bool = False) -> ChecklistReport:
+    migrations = ctx.migrations()
+    chat = next((m for m in migrations if m.id == CHAT), None)
+    if chat is None:
+        raise UsageError(f"{CHAT} is not in the sql dir; the checklist is for its rollback; "
+                         "check --sql-dir")
+    with ctx.open(readonly=True) as db, translated(ctx.database, "running the checklist"):
+        applied = applied_migrations(db)
+        chat_tables = replay(migrations).created[CHAT]
+        items = [
+            _item(f"{CHAT} absent from yoyo's history",
+                  lambda: _absent_from_yoyo(applied)),
+            _item(f"{CHAT} absent from {ef.TABLE}", lambda: _absent_from_ef(db)),
+            *[_item(f"table {t} does not exist", lambda t=t: _table_absent(db, t))
+              for t in chat_tables],
+            _item("every other managed table present and matching its history",
+                  lambda: _others_match(db, migrations, applied, chat_tables)),
+            _item(f"database passes PRAGMA {_pragma(full)}",
+                  lambda: _integrity_item(db, full)),
+            _item("a backup taken before the rollback exists and matches its manifest",
+                  lambda: _backup_item(db, ctx)),
+        ]
+    return ChecklistReport(str(ctx.database), all(i.status != FAIL for i in items), items)
+
+
+def _item(name: str, run) -> Item:
+    return Item(name, *_answer(run, lambda why: (FAIL, why)))
+
+
+def _absent_from_yoyo(applied: dict[str, AppliedRecord]):
+    if CHAT in applied:
+        return FAIL, f"still applied (since {applied[CHAT].applied_at})"
+    return PASS, "not in _yoyo_migration"
+
+
+def _absent_from_ef(db: Database):
+    found = ef.entries(db)
+    if found is None:
+        return NOT_APPLICABLE, f"no {ef.TABLE} table: the database was not made by EF Core"
+    if CHAT in ef.ids(found):
+        return FAIL, "still listed: the EF app believes the chat tables exist"
+    return PASS, f"not in {ef.TABLE}"
+
+
+def _table_absent(db: Database, table: str):
+    if table in db.table_names():
+        return FAIL, f"exists with {db.row_count(table)} row(s)"
+    return PASS, "absent"
+
+
+def _others_match(db: Database, migrations, applied, chat_tables):
+    others = [m.id for m in migrations if m.id in applied and m.id != CHAT]
+    if not others:
+        return NOT_APPLICABLE, "no other migration is applied"
+    found = drift(db, migrations, set(applied), ignore=chat_tables)
+    if found.differences:
+        return FAIL, "; ".join(found.differences)
+    return PASS, f"{len(found.managed_tables)} tables match {', '.join(others)}"
+
+
+def _integrity_item(db: Database, full: bool):
+    problems = integrity_problems(db, full)
+    return (FAIL, "; ".join(problems)) if problems else (PASS, "ok")
+
+
+def last_rollback(db: Database, migration_id: str) -> str | None:
+    """When migration_id was last rolled back (UTC, from yoyo's log), if ever."""
+    if "_yoyo_log" not in db.table_names():
+        return None
+    return db.scalar("SELECT max(created_at_utc) FROM _yoyo_log "
+                     "WHERE migration_id = ? AND operation = 'rollback'", (migration_id,))
+
+
+def _backup_item(db: Database, ctx: Context):
+    """WIRING POINT for backup.py (branch `backup`, not merged here yet).
+
+    To wire: among backup.backups_of(ctx.database) (oldest first) take the
+    newest one taken at or before `when`, and return PASS when
+    backup.check_backup(path).ok, else FAIL with its problems; FAIL when
+    there is none.
+    """
+    when = last_rollback(db, CHAT)
+    if when is None:
+        return NOT_APPLICABLE, f"no rollback of {CHAT} recorded in _yoyo_log"
+    return NOT_APPLICABLE, (f"rolled back at {when[:19]} UTC; cannot check its backup: "
+                            "backup support (backup.py) is not in this build")
