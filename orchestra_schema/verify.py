@@ -15,7 +15,7 @@ import apsw
 
 from . import ef
 from .commands import Context, migration_statuses
-from .database import Database, translated
+from .database import Database, quote, translated
 from .engine import HISTORY_TABLES, AppliedRecord, applied_migrations, replay
 from .errors import DatabaseUnavailable, MigrationFailed, UsageError
 from .schema import diff, snapshot
@@ -104,11 +104,27 @@ def _pragma(full: bool) -> str:
 
 def integrity_problems(db: Database, full: bool = False) -> list[str]:
     pragma = _pragma(full)
-    lines = [row[0] for row in db.rows(f"PRAGMA {pragma}")]
+    try:
+        lines = [row[0] for row in db.rows(f"PRAGMA {pragma}")]
+    except apsw.CorruptError as err:  # some damage stops the check instead of being listed
+        return [f"PRAGMA {pragma} stopped: {err}"] + _damaged_tables(db, pragma)
     if lines == ["ok"]:
         return []
     more = [f"... and {len(lines) - MAX_LINES} more"] if len(lines) > MAX_LINES else []
     return [f"PRAGMA {pragma}: {line}" for line in lines[:MAX_LINES]] + more
+
+
+def _damaged_tables(db: Database, pragma: str) -> list[str]:
+    """Where the damage is: the same check, one table (with its indexes) at a time."""
+    out = []
+    for table in sorted(db.table_names()):
+        try:
+            lines = [row[0] for row in db.rows(f"PRAGMA {pragma}({quote(table)})")]
+        except apsw.CorruptError as err:
+            lines = [str(err)]
+        if lines != ["ok"]:
+            out.append(f"table {table} is damaged ({lines[0]}); restore it from a backup")
+    return out
 
 
 def foreign_key_problems(db: Database) -> list[str]:

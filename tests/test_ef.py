@@ -1,0 +1,181 @@
+"""EF Core interop on real files: adopt, EF history kept in step, history forget."""
+
+import json
+import shutil
+
+import pytest
+
+from conftest import (CHAT, CHAT_TABLES, CORE, CORE_TABLES, build_ef_database, cli, connect, count,
+                      ef_history, file_state, history, run, tables)
+from orchestra_schema.migrations import default_sql_dir
+
+EF_ROW = {CHAT: "9.0.6"}
+
+
+def _log_operations(path, migration_id):
+    with connect(path) as c:
+        return [r[0] for r in c.execute(
+            "SELECT operation FROM _yoyo_log WHERE migration_id = ? ORDER BY created_at_utc",
+            (migration_id,))]
+
+
+def _counts(path):
+    return {t: count(path, t) for t in tables(path) if not t.startswith("_yoyo")}
+
+
+def test_adopt_records_both_migrations_without_running_them(tmp_path):
+    path = build_ef_database(tmp_path / "orchestra.db")
+    rows_before = _counts(path)
+
+    result = cli("--database", path, "--json", "adopt")
+
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["recorded"] == [CORE, CHAT] and data["already_adopted"] is False
+    assert data["ef_history"] == [{"migration_id": CHAT, "product_version": "9.0.6"}]
+    assert history(path) == {CORE, CHAT}
+    assert ef_history(path) == EF_ROW
+    assert _log_operations(path, CORE) == ["mark"] and _log_operations(path, CHAT) == ["mark"]
+    after = _counts(path)
+    assert {t: n for t, n in after.items() if t in rows_before} == rows_before
+    status = json.loads(cli("--database", path, "--json", "status").stdout)
+    assert [(m["forward_matches"], m["rollback_matches"]) for m in status["migrations"]] == \
+        [(True, True), (True, True)]
+    assert cli("--database", path, "verify").exit_code == 0
+
+
+def test_adopt_twice_changes_nothing(ef_db):
+    before = file_state(ef_db)
+    result = cli("--database", ef_db, "adopt")
+    assert result.exit_code == 0
+    assert "already adopted" in result.stderr
+    assert file_state(ef_db) == before
+
+
+@pytest.mark.parametrize("by_hand, words", [
+    # every difference, in one line
+    (['DROP INDEX "IX_Tasks_Status"', 'ALTER TABLE "ChatSessions" ADD COLUMN "Pinned" INTEGER'],
+     ["2 way(s)", "index IX_Tasks_Status on Tasks: missing", "column ChatSessions.Pinned"]),
+    (['DELETE FROM "__EFMigrationsHistory"'], ["does not list", "EF Core did not make"]),
+    (["INSERT INTO __EFMigrationsHistory VALUES ('20990101000000_Later', '9.0.6')"],
+     ["also lists 20990101000000_Later"]),
+])
+def test_adopt_refuses_and_changes_nothing(tmp_path, by_hand, words):
+    path = build_ef_database(tmp_path / "orchestra.db")
+    with connect(path) as c:
+        for sql in by_hand:
+            c.execute(sql)
+    before = file_state(path)
+
+    result = cli("--database", path, "adopt")
+
+    assert result.exit_code == 5
+    assert all(w in result.stderr for w in words), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert file_state(path) == before
+    assert history(path) == set()
+
+
+def test_apply_on_an_unadopted_ef_database_says_adopt(tmp_path):
+    path = build_ef_database(tmp_path / "orchestra.db")
+    before = file_state(path)
+    for args in (["apply"], ["apply", "--dry-run"]):
+        result = cli("--database", path, *args)
+        assert result.exit_code == 5
+        assert "orchestra-schema adopt" in result.stderr
+    assert file_state(path) == before
+
+
+def test_rollback_and_apply_keep_the_ef_row_in_step(ef_db):
+    result = cli("--database", ef_db, "--json", "rollback", "--to", CORE, "--yes")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["ef_history"] == [f"removed {CHAT}"]
+    assert "__EFMigrationsHistory: removed" in result.stderr
+    assert ef_history(ef_db) == {}
+    assert not tables(ef_db) & CHAT_TABLES and CORE_TABLES <= tables(ef_db)
+    assert count(ef_db, "HangFire.Job") == 2 and count(ef_db, "Tasks") == 1
+
+    result = cli("--database", ef_db, "--json", "apply")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["ef_history"] == [f"added {CHAT} (ProductVersion 9.0.6)"]
+    assert ef_history(ef_db) == EF_ROW
+
+    assert cli("--database", ef_db, "rollback", "--to", "0", "--yes").exit_code == 0
+    assert ef_history(ef_db) == {} and history(ef_db) == set()
+    assert cli("--database", ef_db, "apply", "--to", CORE).exit_code == 0
+    assert ef_history(ef_db) == {}  # the core alone is not what EF's row stands for
+    assert cli("--database", ef_db, "apply").exit_code == 0
+    assert ef_history(ef_db) == EF_ROW
+    assert cli("--database", ef_db, "verify").exit_code == 0
+
+
+def test_ef_row_is_in_the_migrations_transaction(ef_db, tmp_path):
+    """A migration that fails after the EF row was written leaves no EF row behind."""
+    assert cli("--database", ef_db, "rollback", "--to", CORE, "--yes").exit_code == 0
+    sql_dir = tmp_path / "sql"
+    shutil.copytree(default_sql_dir(), sql_dir)
+    with open(sql_dir / f"{CHAT}.sql", "a") as f:  # fails the final foreign_key_check
+        f.write("\nINSERT INTO ChatMessages VALUES ('x', 'no-such-session', 'a', 'c', 0, 'now', NULL);\n")
+    before = file_state(ef_db)
+
+    result = cli("--database", ef_db, "--sql-dir", sql_dir, "apply")
+
+    assert result.exit_code == 4, result.stderr
+    assert ef_history(ef_db) == {} and history(ef_db) == {CORE}
+    assert file_state(ef_db)[0][1] == before[0][1]  # same bytes
+
+
+def test_status_shows_ef_history_next_to_yoyos(ef_db):
+    result = cli("--database", ef_db, "status")
+    assert f"EF history (__EFMigrationsHistory): {CHAT} (EF Core 9.0.6)" in result.stdout
+    data = json.loads(cli("--database", ef_db, "--json", "status").stdout)
+    assert data["ef_history"] == [{"migration_id": CHAT, "product_version": "9.0.6"}]
+
+
+def test_status_of_a_database_without_ef_history(db):
+    data = json.loads(cli("--database", db, "--json", "status").stdout)
+    assert data["ef_history"] is None
+    assert "no __EFMigrationsHistory table" in cli("--database", db, "status").stdout
+
+
+def test_forget_ef_row_leaves_schema_and_yoyo_history(ef_db):
+    schema_before = tables(ef_db)
+    result = cli("--database", ef_db, "--json", "history", "forget", CHAT, "--from", "ef", "--yes")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout) == {"database": str(ef_db), "migration_id": CHAT,
+                                         "history": "ef", "backup": None}
+    assert ef_history(ef_db) == {}
+    assert history(ef_db) == {CORE, CHAT} and tables(ef_db) == schema_before
+    verify = cli("--database", ef_db, "verify")
+    assert verify.exit_code == 1 and f"lacks {CHAT}" in verify.stdout
+
+
+def test_forget_yoyo_entry_removes_its_checksum_and_keeps_the_tables(ef_db):
+    result = cli("--database", ef_db, "history", "forget", CHAT, "--from", "yoyo", "--yes")
+    assert result.exit_code == 0, result.stderr
+    assert history(ef_db) == {CORE} and ef_history(ef_db) == EF_ROW
+    assert CHAT_TABLES <= tables(ef_db)
+    assert _log_operations(ef_db, CHAT)[-1] == "unmark"
+    with connect(ef_db) as c:
+        assert [r[0] for r in c.execute("SELECT migration_id FROM _orchestra_schema_checksum")] == [CORE]
+    # A migration in one history only needs no --from.
+    assert cli("--database", ef_db, "history", "forget", CORE, "--yes").exit_code == 0
+    assert history(ef_db) == set()
+
+
+def test_forget_refuses_unknown_ambiguous_and_unconfirmed(ef_db):
+    before = file_state(ef_db)
+    for args, code, words in [
+        ([CHAT, "--yes"], 2, "--from yoyo or --from ef"),
+        (["20990101000000_Nope", "--yes"], 2, "'20990101000000_Nope' is in neither"),
+        (["x'); DROP TABLE Tasks; --", "--yes"], 2, "is in neither"),
+        ([CORE, "--from", "ef", "--yes"], 2, "is not in __EFMigrationsHistory"),
+    ]:
+        result = cli("--database", ef_db, "history", "forget", *args)
+        assert result.exit_code == code, (args, result.stderr)
+        assert words in result.stderr
+    # A real process on a pipe: never prompts, never waits.
+    result = run("--database", ef_db, "history", "forget", CORE, timeout=30)
+    assert result.returncode == 5 and "--yes" in result.stderr
+    assert file_state(ef_db) == before
+    assert "Tasks" in tables(ef_db)

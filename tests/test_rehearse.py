@@ -1,0 +1,120 @@
+"""rehearse: roll back and re-apply on an online snapshot; the live file is never written."""
+
+import json
+import shutil
+
+import pytest
+
+from conftest import CHAT, CORE, cli, connect, ef_history, file_state, history, run
+from orchestra_schema.migrations import default_sql_dir
+
+STEPS = ["snapshot", "rollback", "check after rollback", "apply again", "check after apply"]
+REPORT_KEYS = ["database", "snapshot", "target", "rolled_back", "rows_lost", "warnings", "steps",
+               "problems", "ok"]
+
+
+def rehearse(path, *args, sql_dir=None):
+    extra = ["--sql-dir", sql_dir] if sql_dir else []
+    result = cli("--database", path, *extra, "--json", "rehearse", *args)
+    return result, json.loads(result.stdout) if result.stdout else None
+
+
+@pytest.mark.parametrize("where", [[], ["--memory"]])
+def test_rehearses_the_chat_rollback_without_writing_the_live_file(db, where):
+    before = file_state(db)
+
+    result, report = rehearse(db, *where)
+
+    assert result.exit_code == 0, result.output
+    assert list(report) == REPORT_KEYS
+    assert report["target"] == CORE and report["rolled_back"] == [CHAT]
+    assert report["rows_lost"] == {"ChatMessages": 15, "ChatSessions": 3}
+    assert [s["name"] for s in report["steps"]] == STEPS
+    assert all(s["ok"] and s["seconds"] >= 0 for s in report["steps"])
+    assert report["ok"] and report["problems"] == []
+    assert (report["snapshot"] == "memory") == bool(where)
+    assert file_state(db) == before
+    assert history(db) == {CORE, CHAT}
+
+
+def test_temporary_snapshot_goes_to_workdir_and_is_removed(db, tmp_path):
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    result, report = rehearse(db, "--workdir", workdir)
+    assert result.exit_code == 0
+    assert report["snapshot"].startswith(str(workdir))
+    assert list(workdir.iterdir()) == []
+
+
+def test_rehearsing_everything_counts_every_table_it_would_empty(ef_db):
+    before = file_state(ef_db)
+    result, report = rehearse(ef_db, "--to", "0")
+    assert result.exit_code == 0, result.output
+    assert report["rolled_back"] == [CHAT, CORE]
+    assert report["rows_lost"]["Tasks"] == 1 and report["rows_lost"]["ChatMessages"] == 15
+    assert "HangFire.Job" not in report["rows_lost"]
+    assert file_state(ef_db) == before and ef_history(ef_db) == {CHAT: "9.0.6"}
+
+
+def test_text_report_and_a_real_process(ef_db):
+    before = file_state(ef_db)
+    result = run("--database", ef_db, "rehearse")
+    assert result.returncode == 0, result.stderr
+    assert "real rollback would delete 15 row(s) of ChatMessages" in result.stdout
+    assert [line.split()[0] for line in result.stdout.splitlines()[-5:]] == \
+        ["snapshot", "rollback", "check", "apply", "check"]
+    assert file_state(ef_db) == before
+
+
+def test_nothing_to_roll_back(db):
+    assert cli("--database", db, "rollback", "--to", CORE, "--yes").exit_code == 0
+    result, report = rehearse(db)
+    assert result.exit_code == 0
+    assert report["rolled_back"] == [] and [s["name"] for s in report["steps"]] == ["snapshot"]
+
+
+def test_unknown_target_fails_before_copying(db):
+    result = cli("--database", db, "rehearse", "--to", "nope")
+    assert result.exit_code == 2 and "unknown migration 'nope'" in result.stderr
+
+
+def applied_with(tmp_path, rollback_sql: str):
+    """A database applied from a copy of the SQL whose chat rollback file is rollback_sql."""
+    sql_dir = shutil.copytree(default_sql_dir(), tmp_path / "sql")
+    (sql_dir / f"{CHAT}.rollback.sql").write_text(rollback_sql)
+    path = tmp_path / "live.db"
+    assert cli("--database", path, "--sql-dir", sql_dir, "apply").exit_code == 0
+    with connect(path) as c:
+        c.execute("INSERT INTO Repositories VALUES ('r1','repo','/src',NULL,0,1,'x','x',NULL,NULL,"
+                  "'main','[]',0,0,0,0,'[]')")
+    return path, sql_dir
+
+
+def test_a_rollback_that_fails_on_the_snapshot(tmp_path):
+    path, sql_dir = applied_with(tmp_path, 'DROP TABLE "ChatMessages";\nDROP TABLE "NoSuchTable";\n')
+    before = file_state(path)
+    result, report = rehearse(path, sql_dir=sql_dir)
+    assert result.exit_code == 1
+    assert [(s["name"], s["ok"]) for s in report["steps"]] == [("snapshot", True), ("rollback", False)]
+    assert "NoSuchTable" in report["problems"][0]
+    assert "rehearsal failed: rollback:" in result.stderr
+    assert file_state(path) == before
+
+
+def test_a_rollback_that_harms_other_tables_or_does_not_restore(tmp_path):
+    path, sql_dir = applied_with(tmp_path, 'DROP TABLE "ChatMessages";\nDROP TABLE "ChatSessions";\n'
+                                           'DELETE FROM "Repositories";\nDROP INDEX "IX_Tasks_Status";\n')
+    result, report = rehearse(path, "--memory", sql_dir=sql_dir)
+    assert result.exit_code == 1
+    assert report["problems"] == ["check after rollback: Repositories has 0 row(s), had 1"]
+    # Stops at the first failing step: re-applying would only repeat it.
+    assert [s["name"] for s in report["steps"]] == STEPS[:3]
+
+
+def test_schema_not_restored_by_reapplying_is_named(tmp_path):
+    path, sql_dir = applied_with(tmp_path, 'DROP TABLE "ChatMessages";\nDROP TABLE "ChatSessions";\n'
+                                           'DROP INDEX "IX_Tasks_Status";\n')
+    result, report = rehearse(path, sql_dir=sql_dir)
+    assert result.exit_code == 1
+    assert report["problems"] == [
+        "check after apply: schema differs from the start: index IX_Tasks_Status on Tasks: missing"]
