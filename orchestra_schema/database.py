@@ -113,6 +113,16 @@ class Database:
         row = self.connection.execute(sql, bindings).fetchone()
         return None if row is None else row[0]
 
+    @contextlib.contextmanager
+    def read_transaction(self):
+        """Every read inside sees one state of the file, even while others write."""
+        self.execute("BEGIN")
+        try:
+            yield self
+        finally:
+            if not self.connection.get_autocommit():
+                self.execute("ROLLBACK")  # nothing to keep, and COMMIT fails on a corrupt file
+
     def table_names(self) -> set[str]:
         return {
             name

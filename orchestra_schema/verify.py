@@ -54,7 +54,8 @@ class VerifyReport:
 
 def verify(ctx: Context, full: bool = False) -> VerifyReport:
     migrations = ctx.migrations()
-    with ctx.open(readonly=True) as db, translated(ctx.database, "verifying"):
+    with (ctx.open(readonly=True) as db, translated(ctx.database, "verifying"),
+          db.read_transaction()):
         applied = applied_migrations(db)
         ef_history = ef.entries(db)
         found = Drift([], [], [])
@@ -195,7 +196,8 @@ def checklist(ctx: Context, full: bool = False) -> ChecklistReport:
     if chat is None:
         raise UsageError(f"{CHAT} is not in the sql dir; the checklist is for its rollback; "
                          "check --sql-dir")
-    with ctx.open(readonly=True) as db, translated(ctx.database, "running the checklist"):
+    with (ctx.open(readonly=True) as db, translated(ctx.database, "running the checklist"),
+          db.read_transaction()):
         applied = applied_migrations(db)
         chat_tables = replay(migrations).created[CHAT]
         items = [
