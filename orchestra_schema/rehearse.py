@@ -20,7 +20,8 @@ from . import ef
 from . import migrations as mig
 from .commands import Context, _check_rollback_safe
 from .database import Database, translated
-from .engine import HISTORY_TABLES, applied_migrations, apply_one, count_rows, dropped_tables, rollback_one
+from .engine import (HISTORY_TABLES, applied_migrations, apply_one, count_rows, dropped_tables,
+                     rollback_one, tables_losing_rows)
 from .errors import MigrationFailed, Refused, UsageError
 from .schema import diff, snapshot
 
@@ -39,7 +40,7 @@ class RehearsalReport:
     snapshot: str  # "memory", or the temporary file (deleted afterwards)
     target: str
     rolled_back: list[str] = field(default_factory=list)
-    rows_lost: dict[str, int] = field(default_factory=dict)  # per dropped table, real rollback
+    rows_lost: dict[str, int] = field(default_factory=dict)  # per table dropped or deleted from
     warnings: list[str] = field(default_factory=list)
     steps: list[Step] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
@@ -79,12 +80,16 @@ def _rehearse_on(snap: Database, migrations, report: RehearsalReport) -> None:
         return
     before_schema, before_counts = snapshot(snap), count_rows(snap, snap.table_names())
     before_history = _histories(snap)
-    dropped = dropped_tables(snap, [s for m in plan for s in m.rollback_statements])
-    report.rows_lost = {t: before_counts.get(t, 0) for t in dropped}
+    statements = [s for m in plan for s in m.rollback_statements]
+    dropped, losing = dropped_tables(snap, statements), tables_losing_rows(snap, statements)
+    # What the real rollback announces (all rows of each table it drops or deletes
+    # from); replaced by the loss measured on the snapshot once the rollback ran.
+    report.rows_lost = {t: before_counts[t] for t in losing if t in before_counts}
     report.rolled_back = [m.id for m in plan]
     steps = [
         ("rollback", lambda: _run(rollback_one, snap, plan)),
-        ("check after rollback", lambda: _after_rollback(snap, dropped, before_counts)),
+        ("check after rollback", lambda: _after_rollback(snap, dropped, losing, before_counts,
+                                                         report)),
         ("apply again", lambda: _run(apply_one, snap, list(reversed(plan)))),
         ("check after apply", lambda: _after_apply(snap, before_schema, before_history)),
     ]
@@ -118,12 +123,15 @@ def _run(operation, snap: Database, plan) -> list[str]:
     return []
 
 
-def _after_rollback(snap: Database, dropped: list[str], before: dict[str, int]) -> list[str]:
-    """Dropped tables are gone; every other table is there with all its rows."""
+def _after_rollback(snap: Database, dropped, losing, before: dict[str, int],
+                    report: RehearsalReport) -> list[str]:
+    """Dropped tables are gone; every table the rollback does not drop or delete
+    from is there with all its rows. Records the rows each table lost."""
     now = count_rows(snap, snap.table_names())
+    report.rows_lost = {t: before[t] - now.get(t, 0) for t in report.rows_lost}
     problems = [f"{t} still exists" for t in dropped if t in now]
-    for table, rows in before.items():
-        if table in dropped or table in HISTORY_TABLES or table == ef.TABLE:
+    for table, rows in sorted(before.items()):
+        if table in losing or table in HISTORY_TABLES or table == ef.TABLE:
             continue
         if table not in now:
             problems.append(f"{table} is gone (not dropped by the rollback file)")

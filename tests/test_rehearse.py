@@ -87,6 +87,7 @@ def applied_with(tmp_path, rollback_sql: str):
     with connect(path) as c:
         c.execute("INSERT INTO Repositories VALUES ('r1','repo','/src',NULL,0,1,'x','x',NULL,NULL,"
                   "'main','[]',0,0,0,0,'[]')")
+        c.execute('CREATE TABLE "HangFire.Job" (Id INTEGER PRIMARY KEY, State TEXT)')
     return path, sql_dir
 
 
@@ -101,12 +102,26 @@ def test_a_rollback_that_fails_on_the_snapshot(tmp_path):
     assert file_state(path) == before
 
 
-def test_a_rollback_that_harms_other_tables_or_does_not_restore(tmp_path):
+def test_rows_a_rollback_deletes_are_measured_on_the_snapshot(tmp_path):
     path, sql_dir = applied_with(tmp_path, 'DROP TABLE "ChatMessages";\nDROP TABLE "ChatSessions";\n'
-                                           'DELETE FROM "Repositories";\nDROP INDEX "IX_Tasks_Status";\n')
+                                           "DELETE FROM \"Repositories\" WHERE \"Id\" = 'r2';\n")
+    with connect(path) as c:
+        c.execute("INSERT INTO Repositories SELECT 'r2', Name, '/src2', Description, Type, IsActive, "
+                  "CreatedAt, UpdatedAt, LastAccessedAt, SettingsJson, DefaultBranch, "
+                  "AllowedOperationsJson, 0, 0, 0, 0, '[]' FROM Repositories")
+    result, report = rehearse(path, sql_dir=sql_dir)
+    assert result.exit_code == 0, report
+    assert report["rows_lost"] == {"ChatMessages": 0, "ChatSessions": 0, "Repositories": 1}
+
+
+def test_a_rollback_that_harms_a_table_it_does_not_name(tmp_path):
+    path, sql_dir = applied_with(tmp_path, 'DROP TABLE "ChatMessages";\nDROP TABLE "ChatSessions";\n'
+                                           'ALTER TABLE "Repositories" RENAME TO "Gone";\n'
+                                           'INSERT INTO "HangFire.Job" (State) VALUES (\'x\');\n')
     result, report = rehearse(path, "--memory", sql_dir=sql_dir)
     assert result.exit_code == 1
-    assert report["problems"] == ["check after rollback: Repositories has 0 row(s), had 1"]
+    assert report["problems"] == ["check after rollback: HangFire.Job has 1 row(s), had 0; "
+                                  "Repositories is gone (not dropped by the rollback file)"]
     # Stops at the first failing step: re-applying would only repeat it.
     assert [s["name"] for s in report["steps"]] == STEPS[:3]
 
