@@ -16,7 +16,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import apsw
+
 from .database import Database, quote, translated
+from .errors import MigrationFailed
 
 TABLE = "__EFMigrationsHistory"
 CHAT = "20250922204129_AddChatTables"
@@ -59,10 +62,17 @@ def keep_in_step(db: Database, applied: set[str]) -> None:
     present = ids(entries(db))
     for ef_id, needed in STANDS_FOR.items():
         wanted = set(needed) <= applied
-        if wanted and ef_id not in present:
-            db.execute(f"INSERT INTO {quote(TABLE)} VALUES (?, ?)", (ef_id, PRODUCT_VERSION))
-        elif not wanted and ef_id in present:
-            delete(db, ef_id)
+        try:
+            if wanted and ef_id not in present:
+                db.execute(f"INSERT INTO {quote(TABLE)} VALUES (?, ?)", (ef_id, PRODUCT_VERSION))
+            elif not wanted and ef_id in present:
+                delete(db, ef_id)
+        except (apsw.BusyError, apsw.LockedError):
+            raise
+        except apsw.Error as err:  # e.g. a trigger, or a table not shaped as EF makes it
+            raise MigrationFailed(
+                f"{TABLE}: could not {'add' if wanted else 'remove'} {ef_id}: {err}; "
+                "the migration was rolled back with it and nothing changed") from err
 
 
 def changes(before: list[EfEntry] | None, after: list[EfEntry] | None) -> list[str]:

@@ -125,6 +125,24 @@ def test_ef_row_is_in_the_migrations_transaction(ef_db, tmp_path):
     assert file_state(ef_db)[0][1] == before[0][1]  # same bytes
 
 
+@pytest.mark.parametrize("operation, command", [
+    ("INSERT", ["apply"]), ("DELETE", ["rollback", "--to", CORE, "--yes"])])
+def test_a_failed_ef_change_rolls_the_migration_back(ef_db, operation, command):
+    """The EF change and the migration commit together or not at all."""
+    if operation == "INSERT":
+        assert cli("--database", ef_db, "rollback", "--to", CORE, "--yes").exit_code == 0
+    with connect(ef_db) as c:
+        c.execute(f"CREATE TRIGGER frozen BEFORE {operation} ON __EFMigrationsHistory "
+                  "BEGIN SELECT RAISE(ABORT, 'EF history is frozen'); END")
+    before = (history(ef_db), ef_history(ef_db), tables(ef_db), file_state(ef_db)[0][1])
+
+    result = cli("--database", ef_db, *command)
+
+    assert result.exit_code == 4, result.stderr
+    assert "EF history is frozen" in result.stderr and "rolled back" in result.stderr
+    assert (history(ef_db), ef_history(ef_db), tables(ef_db), file_state(ef_db)[0][1]) == before
+
+
 def test_status_shows_ef_history_next_to_yoyos(ef_db):
     result = cli("--database", ef_db, "status")
     assert f"EF history (__EFMigrationsHistory): {CHAT} (EF Core 9.0.6)" in result.stdout
@@ -179,3 +197,30 @@ def test_forget_refuses_unknown_ambiguous_and_unconfirmed(ef_db):
     assert result.returncode == 5 and "--yes" in result.stderr
     assert file_state(ef_db) == before
     assert "Tasks" in tables(ef_db)
+
+
+def test_kill_at_random_instants_keeps_ef_history_in_step(ef_db, tmp_path):
+    """Apply/rollback of the chat tables killed at random instants: EF's row is there
+    exactly when the chat migration is, after every kill."""
+    import random
+
+    from faults import kill_at, start, timed_run
+
+    sql_dir = shutil.copytree(default_sql_dir(), tmp_path / "sql")
+    with open(sql_dir / f"{CHAT}.sql", "a") as f:  # rows, so the FK check after the EF hook takes time
+        f.write("\nINSERT INTO ChatSessions VALUES ('bulk', NULL, 'i', 't', 'c', 'l');\n"
+                "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 200000)\n"
+                "INSERT INTO ChatMessages SELECT 'm' || n, 'bulk', 'a', 'c', 0, 'now', NULL FROM r;\n")
+    base = ["-d", ef_db, "--sql-dir", sql_dir, "--timeout", "30"]
+    assert cli(*base, "rollback", "--to", CORE, "--yes").exit_code == 0
+    commands = [["apply"], ["rollback", "--to", CORE, "--yes"]]
+    spans = [timed_run(*base, *c) for c in commands]
+    rng, killed = random.Random(3), 0
+    for trial in range(10):
+        proc = start(*base, *commands[trial % 2])
+        killed += kill_at(proc, rng.uniform(0.0, spans[trial % 2]))
+        with connect(ef_db) as c:  # a read-write open rolls back a hot journal, as the app would
+            c.execute("SELECT count(*) FROM sqlite_schema").fetchall()
+        applied = CHAT in history(ef_db)
+        assert (CHAT in ef_history(ef_db)) == applied == ("ChatMessages" in tables(ef_db))
+    assert killed >= 3
