@@ -235,8 +235,8 @@ def verify(s: Settings, full):
              f"yoyo history: {', '.join(report.yoyo_history) or 'empty'}",
              _ef_line(report.ef_history)]
     for check in report.checks:
-        label = f"{check.name} ({report.integrity_pragma})" if check.name == "integrity" else check.name
-        lines.append(f"{'ok' if check.ok else 'FAIL':5} {label}")
+        pragma = f" ({report.integrity_pragma})" if check.name == "integrity" else ""
+        lines.append(f"{'ok' if check.ok else 'FAIL':5} {check.name}{pragma}")
         lines += [f"        {p}" for p in check.problems]
     if report.unmanaged_tables:
         lines.append(f"unmanaged tables (not this tool's, not drift): "
@@ -317,7 +317,8 @@ def forget(s: Settings, migration_id, source, yes):
     result = history.forget(s.ctx, migration_id, source=source, yes=yes,
                             confirm=None if s.json else _confirm_on_terminal)
     _say_backup(s, result.backup)
-    s.say(f"removed {result.migration_id} from {result.history} history; schema untouched")
+    s.say(f"removed {result.migration_id} from {history.history_name(result.history)}; "
+          "schema untouched")
     s.emit(result, None)
 
 

@@ -75,8 +75,9 @@ def adoption_plan(db: Database, migrations) -> list:
     wanted = ef.STANDS_FOR[ef.CHAT]
     plan = [m for m in migrations if m.id in wanted]
     if len(plan) != len(wanted):
-        raise UsageError(f"the sql dir lacks {', '.join(sorted(set(wanted) - {m.id for m in plan}))}; "
-                         "adopt needs both; check --sql-dir")
+        lacking = sorted(set(wanted) - {m.id for m in plan})
+        raise UsageError(f"the sql dir lacks {', '.join(lacking)}; adopt needs "
+                         f"{' and '.join(wanted)}; check --sql-dir")
     applied = applied_migrations(db)
     if set(wanted) <= set(applied):
         return []
@@ -104,23 +105,23 @@ def forget(ctx: Context, migration_id: str, source: str | None = None, yes: bool
     """Remove one history entry, schema untouched; the id is bound, never spliced."""
     with ctx.open(readonly=True) as db:
         source = _which_history(db, migration_id, source)
-    question = f"remove {migration_id} from {_history_name(source)}"
+    question = f"remove {migration_id} from {history_name(source)}"
     if not yes and not (confirm and confirm(question)):
         raise Refused(f"{ctx.database}: would {question}; nothing changed; rerun with --yes")
     backup = backup_before_change(ctx, f"forgetting {migration_id}")
     with ctx.open() as db:
         done = forget_applied(db, migration_id) if source == YOYO else ef.delete(db, migration_id)
     if not done:
-        raise UsageError(f"{migration_id} left {_history_name(source)} meanwhile "
+        raise UsageError(f"{migration_id} left {history_name(source)} meanwhile "
                          "(another run?); nothing changed")
     return ForgetResult(str(ctx.database), migration_id, source, backup)
 
 
 def _which_history(db: Database, migration_id: str, source: str | None) -> str:
-    listed_in = [name for name, ids in ((YOYO, applied_migrations(db)), (EF, ef.ids(ef.entries(db))))
-                 if migration_id in ids]
+    histories = ((YOYO, applied_migrations(db)), (EF, ef.ids(ef.entries(db))))
+    listed_in = [name for name, ids in histories if migration_id in ids]
     if source is not None and source not in listed_in:
-        raise UsageError(f"{migration_id!r} is not in {_history_name(source)}; nothing changed; "
+        raise UsageError(f"{migration_id!r} is not in {history_name(source)}; nothing changed; "
                          "`status` lists both histories")
     if not listed_in:
         raise UsageError(f"{migration_id!r} is in neither yoyo's history nor {ef.TABLE}; "
@@ -131,5 +132,5 @@ def _which_history(db: Database, migration_id: str, source: str | None) -> str:
     return source or listed_in[0]
 
 
-def _history_name(source: str) -> str:
+def history_name(source: str) -> str:
     return "yoyo's history" if source == YOYO else ef.TABLE

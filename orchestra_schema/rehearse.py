@@ -78,24 +78,31 @@ def _rehearse_on(snap: Database, migrations, report: RehearsalReport) -> None:
     report.warnings = _check_rollback_safe(plan, applied, {m.id for m in migrations})
     if not plan:
         return
-    before_schema, before_counts = snapshot(snap), count_rows(snap, snap.table_names())
-    before_history = _histories(snap)
+    start: dict = {}
+    _timed(report, "count rows", lambda: _record_start(snap, start))
     statements = [s for m in plan for s in m.rollback_statements]
     dropped, losing = dropped_tables(snap, statements), tables_losing_rows(snap, statements)
     # What the real rollback announces (all rows of each table it drops or deletes
     # from); replaced by the loss measured on the snapshot once the rollback ran.
-    report.rows_lost = {t: before_counts[t] for t in losing if t in before_counts}
+    report.rows_lost = {t: start["counts"][t] for t in losing if t in start["counts"]}
     report.rolled_back = [m.id for m in plan]
     steps = [
         ("rollback", lambda: _run(rollback_one, snap, plan)),
-        ("check after rollback", lambda: _after_rollback(snap, dropped, losing, before_counts,
-                                                         report)),
+        ("check after rollback",
+         lambda: _after_rollback(snap, dropped, losing, start["counts"], report)),
         ("apply again", lambda: _run(apply_one, snap, list(reversed(plan)))),
-        ("check after apply", lambda: _after_apply(snap, before_schema, before_history)),
+        ("check after apply", lambda: _after_apply(snap, start["schema"], start["history"])),
     ]
     for name, run in steps:
         if not _timed(report, name, run):
             break  # later steps would only repeat the failure
+
+
+def _record_start(snap: Database, into: dict) -> list[str]:
+    """What the rehearsal must find again: schema, row counts, both histories."""
+    into.update(schema=snapshot(snap), counts=count_rows(snap, snap.table_names()),
+                history=_histories(snap))
+    return []
 
 
 def _timed(report: RehearsalReport, name: str, run) -> bool:
@@ -166,6 +173,7 @@ def _scratch(live: Database, memory: bool, workdir: Path | None):
         _check_space(live, directory)
         path = directory / live.path.name
         with Database.open(path, create=True) as db:
+            db.execute("PRAGMA synchronous = OFF")  # a throwaway copy: no fsync (3x faster)
             yield db, str(path)
     finally:
         shutil.rmtree(directory, ignore_errors=True)

@@ -8,7 +8,7 @@ import pytest
 from conftest import CHAT, CORE, cli, connect, ef_history, file_state, history, run
 from orchestra_schema.migrations import default_sql_dir
 
-STEPS = ["snapshot", "rollback", "check after rollback", "apply again", "check after apply"]
+STEPS = ["snapshot", "count rows", "rollback", "check after rollback", "apply again", "check after apply"]
 REPORT_KEYS = ["database", "snapshot", "target", "rolled_back", "rows_lost", "warnings", "steps",
                "problems", "ok"]
 
@@ -61,8 +61,8 @@ def test_text_report_and_a_real_process(ef_db):
     result = run("--database", ef_db, "rehearse")
     assert result.returncode == 0, result.stderr
     assert "real rollback would delete 15 row(s) of ChatMessages" in result.stdout
-    assert [line.split()[0] for line in result.stdout.splitlines()[-5:]] == \
-        ["snapshot", "rollback", "check", "apply", "check"]
+    assert [line.split()[0] for line in result.stdout.splitlines()[-6:]] == \
+        ["snapshot", "count", "rollback", "check", "apply", "check"]
     assert file_state(ef_db) == before
 
 
@@ -96,7 +96,8 @@ def test_a_rollback_that_fails_on_the_snapshot(tmp_path):
     before = file_state(path)
     result, report = rehearse(path, sql_dir=sql_dir)
     assert result.exit_code == 1
-    assert [(s["name"], s["ok"]) for s in report["steps"]] == [("snapshot", True), ("rollback", False)]
+    assert [(s["name"], s["ok"]) for s in report["steps"]] == [("snapshot", True), ("count rows", True),
+                                                                   ("rollback", False)]
     assert "NoSuchTable" in report["problems"][0]
     assert "rehearsal failed: rollback:" in result.stderr
     assert file_state(path) == before
@@ -123,7 +124,7 @@ def test_a_rollback_that_harms_a_table_it_does_not_name(tmp_path):
     assert report["problems"] == ["check after rollback: HangFire.Job has 1 row(s), had 0; "
                                   "Repositories is gone (not dropped by the rollback file)"]
     # Stops at the first failing step: re-applying would only repeat it.
-    assert [s["name"] for s in report["steps"]] == STEPS[:3]
+    assert [s["name"] for s in report["steps"]] == STEPS[:4]
 
 
 def test_schema_not_restored_by_reapplying_is_named(tmp_path):
