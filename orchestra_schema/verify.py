@@ -275,5 +275,5 @@ def _backup_item(db: Database, ctx: Context):
     when = last_rollback(db, CHAT)
     if when is None:
         return NOT_APPLICABLE, f"no rollback of {CHAT} recorded in _yoyo_log"
-    return NOT_APPLICABLE, (f"rolled back at {when[:19]} UTC; cannot check its backup: "
+    return NOT_APPLICABLE, (f"rolled back at {when[:19]}Z; cannot check its backup: "
                             "backup support (backup.py) is not in this build")

@@ -1,12 +1,14 @@
 """EF Core interop on real files: adopt, EF history kept in step, history forget."""
 
 import json
+import random
 import shutil
 
 import pytest
 
 from conftest import (CHAT, CHAT_TABLES, CORE, CORE_TABLES, build_ef_database, cli, connect, count,
                       ef_history, file_state, history, run, tables)
+from faults import kill_at, start, timed_run
 from orchestra_schema.migrations import default_sql_dir
 
 EF_ROW = {CHAT: "9.0.6"}
@@ -202,10 +204,6 @@ def test_forget_refuses_unknown_ambiguous_and_unconfirmed(ef_db):
 def test_kill_at_random_instants_keeps_ef_history_in_step(ef_db, tmp_path):
     """Apply/rollback of the chat tables killed at random instants: EF's row is there
     exactly when the chat migration is, after every kill."""
-    import random
-
-    from faults import kill_at, start, timed_run
-
     sql_dir = shutil.copytree(default_sql_dir(), tmp_path / "sql")
     with open(sql_dir / f"{CHAT}.sql", "a") as f:  # rows, so the FK check after the EF hook takes time
         f.write("\nINSERT INTO ChatSessions VALUES ('bulk', NULL, 'i', 't', 'c', 'l');\n"

@@ -5,7 +5,8 @@ import shutil
 
 import pytest
 
-from conftest import CHAT, CHAT_TABLES, CORE, CORE_TABLES, cli, connect, file_state
+from conftest import (CHAT, CHAT_TABLES, CORE, CORE_TABLES, build_ef_database, cli, connect,
+                      file_state, tables)
 from orchestra_schema.migrations import default_sql_dir
 
 REPORT_KEYS = ["database", "ok", "integrity_pragma", "checks", "problems", "notes", "yoyo_history",
@@ -139,16 +140,20 @@ def test_foreign_key_violations(db):
         "ChatMessages: 1 row(s) reference missing ChatSessions rows (first rowid 16)"]}
 
 
-def test_a_page_overwritten_in_the_middle_is_a_problem_not_a_crash(db):
-    with connect(db) as c:
-        c.execute("PRAGMA foreign_keys = OFF")
-        c.executemany("INSERT INTO ChatMessages VALUES (?, 's0', 'user', ?, 0, 'now', NULL)",
-                      [(f"bulk{i}", "x" * 400) for i in range(3000)])
-        page_size, pages = c.execute("PRAGMA page_size").fetchone()[0], \
-            c.execute("PRAGMA page_count").fetchone()[0]
-    with open(db, "r+b") as f:
+def overwrite_middle_page(path) -> None:
+    """Fill ChatMessages so it is most of the file, then overwrite the page in the middle."""
+    with connect(path) as c:
+        with c:  # one transaction
+            c.executemany("INSERT INTO ChatMessages VALUES (?, 's0', 'user', ?, 0, 'now', NULL)",
+                          [(f"bulk{i}", "x" * 400) for i in range(3000)])
+        page_size, pages = (c.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_size", "page_count"))
+    with open(path, "r+b") as f:
         f.seek(page_size * (pages // 2))
         f.write(bytes([0x5A]) * page_size)
+
+
+def test_a_page_overwritten_in_the_middle_is_a_problem_not_a_crash(db):
+    overwrite_middle_page(db)
     before = file_state(db)
 
     for args in ([], ["--full"]):
@@ -175,3 +180,31 @@ def test_ef_history_is_shown_and_checked(ef_db):
     result, report = verify(ef_db)
     assert failed(report) == {"ef_history": [
         "__EFMigrationsHistory lists 20990101000000_Later, which no migration here stands for"]}
+
+
+def test_the_issues_path_for_a_new_user(tmp_path):
+    """Adopt an EF-made orchestra.db, rehearse the chat rollback, run it, pass the
+    checklist, re-apply; then verify names a hand-edited migration file, a dropped
+    index and a corrupted page."""
+    path = build_ef_database(tmp_path / "orchestra.db")
+    sql_dir = shutil.copytree(default_sql_dir(), tmp_path / "sql")
+    base = ["--database", path, "--sql-dir", sql_dir]
+    for step in (["adopt"], ["rehearse"], ["rollback", "--to", CORE, "--yes"], ["checklist"],
+                 ["apply"], ["verify"]):
+        result = cli(*base, *step)
+        assert result.exit_code == 0, (step, result.output)
+    assert CHAT_TABLES <= tables(path)
+
+    with open(sql_dir / f"{CHAT}.sql", "a") as f:
+        f.write("-- edited by hand\n")
+    with connect(path) as c:
+        c.execute('DROP INDEX "IX_ChatSessions_UserId"')
+    overwrite_middle_page(path)
+
+    result = cli(*base, "--json", "verify")
+
+    assert result.exit_code == 1
+    problems = failed(json.loads(result.stdout))
+    assert any(CHAT in p and "changed since it was applied" in p for p in problems["migration_files"])
+    assert "index IX_ChatSessions_UserId on ChatSessions: missing" in problems["drift"]
+    assert any("table ChatMessages is damaged" in p for p in problems["integrity"])
