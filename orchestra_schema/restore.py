@@ -14,8 +14,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import files
-from .backup import (Progress, check_backup, copy_pages, copy_to_file, discard, health, integrity_of,
-                     safety_copy, stamp)
+from .backup import check_backup, discard, health, safety_copy, stamp
+from .copying import Progress, copy_pages, copy_to_file, integrity_of
 from .commands import Context
 from .database import Database, translated
 from .engine import applied_migrations
