@@ -76,22 +76,28 @@ def backup(ctx: Context, output: Path | None = None, directory: Path | None = No
     return result
 
 
-def safety_copy(ctx: Context, kind: str, progress: Progress | None = None) -> BackupResult:
-    """A backup named <db>.KIND_TIMESTAMP beside the database, before a destructive change."""
+def safety_copy(ctx: Context, kind: str, progress: Progress | None = None,
+                damaged: bool = False) -> BackupResult:
+    """A backup named <db>.KIND_TIMESTAMP beside the database, before a destructive change.
+
+    damaged: the database failed its check, so its copy will too; keep it anyway.
+    """
     files.check_writable_dir(ctx.database.parent, f"{kind} copy")
     now = datetime.now(timezone.utc)
     names = files.unique_names(ctx.database.parent / f"{ctx.database.name}.{kind}_{stamp(now)}")
-    return _take(ctx, names, now, progress, False, f"making the {kind} copy")
+    return _take(ctx, names, now, progress, False, f"making the {kind} copy", require_ok=not damaged)
 
 
-def _take(ctx: Context, names, now: datetime, progress, full_check: bool, doing: str) -> BackupResult:
+def _take(ctx: Context, names, now: datetime, progress, full_check: bool, doing: str,
+          require_ok: bool = True) -> BackupResult:
     """Copy, check and publish the backup under the first free name, then its manifest."""
     names = iter(names)
     first = next(names)
     with ctx.open(readonly=True) as db:
         files.check_free_space(first.parent, files.database_size(ctx.database))
         copy = copy_to_file(db.connection, ctx.database, chain(first, names), progress=progress,
-                            timeout=ctx.timeout, full_check=full_check, doing=doing)
+                            timeout=ctx.timeout, full_check=full_check, doing=doing,
+                            require_ok=require_ok)
     result = BackupResult(
         database=ctx.database, path=copy.path, manifest=manifest_path(copy.path),
         created_at=now.isoformat(timespec="seconds"), size=copy.size, sha256=copy.sha256,
@@ -244,7 +250,12 @@ def health(ctx: Context) -> str:
         with ctx.open(readonly=True) as db:
             return integrity_of(db.connection, "quick_check")
     except DatabaseUnavailable as err:
-        if isinstance(err.__cause__, (apsw.NotADBError, apsw.CorruptError)):
+        if is_damage(err):
             return f"unreadable: {err.__cause__}"
         raise  # missing permissions and the like are not damage
+
+
+def is_damage(err: DatabaseUnavailable) -> bool:
+    """Did SQLite find the file damaged (rather than missing, locked or forbidden)?"""
+    return isinstance(err.__cause__, (apsw.NotADBError, apsw.CorruptError))
 

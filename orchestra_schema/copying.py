@@ -7,6 +7,7 @@ failed run never leaves a partial file where a DBA would trust it.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -41,13 +42,14 @@ class Copy:
 
 def copy_to_file(src: apsw.Connection, source: Path, names, *, progress: Progress | None,
                  timeout: float, full_check: bool = False, doing: str,
-                 mode_from: Path | None = None,
+                 mode_from: Path | None = None, require_ok: bool = True,
                  before_publish: Callable[[], None] | None = None) -> Copy:
     """Copy src's main database to a new file named by the first free name in `names`.
 
     The copy is checked before it gets its name; a bad one is discarded.
     mode_from: give the new file that file's owner and mode (a live database
     replaced by restore must stay usable by the application's user).
+    require_ok=False keeps a copy that fails its check (a damaged database's copy).
     before_publish: called once the copy is good, just before it gets its name.
     """
     names = iter(names)
@@ -64,7 +66,7 @@ def copy_to_file(src: apsw.Connection, source: Path, names, *, progress: Progres
         finally:
             dest.close()
         found = inspect(staged.path, full_check)
-        if found.integrity != "ok":
+        if require_ok and found.integrity != "ok":
             raise DatabaseUnavailable(
                 f"{source}: the copy failed its {found.check} ({found.integrity}); no backup was "
                 "written; the database itself is probably damaged: run `orchestra-schema recover`")
@@ -112,18 +114,19 @@ def copy_pages(src: apsw.Connection, dest: apsw.Connection, progress: Progress |
 def _steps(job: apsw.Backup, progress, timeout: float, max_restarts: int | None):
     """Step until done or max_restarts; a busy step is retried until `timeout` passes.
 
-    backup_step returns BUSY without calling the busy handler, so the wait is here.
+    backup_step can return BUSY without calling the busy handler, so the wait is here.
     """
-    waited, restarts, before = 0.0, 0, None
+    busy_since, restarts, before = None, 0, None
     while True:
         try:
             done = job.step(STEP_PAGES)
         except (apsw.BusyError, apsw.LockedError):
-            if waited >= timeout:
+            busy_since = busy_since or time.monotonic()
+            if time.monotonic() - busy_since >= timeout:
                 raise
-            waited += files.pause()
+            time.sleep(0.01)
             continue
-        waited = 0.0
+        busy_since = None
         if before is not None and not done and job.remaining >= before:
             restarts += 1
         before = job.remaining

@@ -18,7 +18,6 @@ import secrets
 import shutil
 import struct
 import sys
-import time
 import urllib.parse
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -263,8 +262,3 @@ def in_use(path: Path) -> bool:
     finally:
         os.close(fd)
     return lock_type != fcntl.F_UNLCK
-
-
-def pause(seconds: float = 0.01) -> float:
-    time.sleep(seconds)
-    return seconds

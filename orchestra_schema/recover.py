@@ -19,7 +19,7 @@ from pathlib import Path
 import apsw
 
 from . import files, salvage
-from .backup import check_backup, health, stamp
+from .backup import check_backup, health, is_damage, stamp
 from .copying import Progress, integrity_of
 from .commands import Context
 from .database import Database, quote
@@ -58,15 +58,15 @@ def recover(ctx: Context, source: Path | None = None, yes: bool = False,
     """Rebuild ctx.database from `source` (a backup) or from what it still holds."""
     migrations = ctx.migrations()
     database = ctx.database
-    if source is not None:
-        _refuse_bad_backup(Path(source), database)
-    elif not database.exists():
+    if source is None and not database.exists():
         raise DatabaseUnavailable(f"{database}: not found, nothing to salvage; "
                                   "use --from BACKUP to rebuild it from a backup")
     live = health(ctx)
     if live == "ok" and not yes:
         raise Refused(f"{database}: passes its quick_check, nothing to recover; nothing changed; "
                       "use `restore BACKUP` to go back to a backup, or --yes to rebuild it anyway")
+    if source is not None:
+        _refuse_bad_backup(Path(source), database)
     files.check_writable_dir(database.parent, "recovered database")
     _refuse_in_use(database)
     result = RecoverResult(database, Path(source or database), source is not None, live)
@@ -147,7 +147,7 @@ def _open_source(ctx: Context, result: RecoverResult) -> Database | None:
     try:
         return Database.open(ctx.database, readonly=True, timeout=ctx.timeout)
     except DatabaseUnavailable as err:
-        if not isinstance(err.__cause__, (apsw.NotADBError, apsw.CorruptError)):
+        if not is_damage(err):
             raise
         result.warnings.append(f"{ctx.database}: nothing readable ({err.__cause__}); "
                                "rebuilt from the migrations alone")

@@ -3,8 +3,9 @@
 Copying a backup over a live file while its -wal still holds frames corrupts
 it; writing through SQLite's backup API into the live database is one write
 transaction, so every other connection sees the old or the new content.
-A damaged (or missing) live database cannot be written that way: it is moved
-aside with its -wal/-shm and the backup takes its name.
+A damaged live database is restored the same way, after an unchecked copy
+(orchestra.db.corrupted_TIMESTAMP); only one SQLite cannot open at all (or a
+missing one) is moved aside with its -wal/-shm while the backup takes its name.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import files
-from .backup import check_backup, discard, health, safety_copy, stamp
+from .backup import check_backup, discard, health, is_damage, safety_copy, stamp
 from .copying import Progress, copy_pages, copy_to_file, integrity_of
 from .commands import Context
 from .database import Database, translated
 from .engine import applied_migrations
-from .errors import Busy, Refused, UsageError
+from .errors import Busy, DatabaseUnavailable, Refused, UsageError
 from .schema import diff, snapshot
 
 
@@ -39,7 +40,11 @@ class RestoreResult:
 
 def restore(ctx: Context, backup_path: Path, yes: bool = False, make_backup: bool = True,
             progress: Progress | None = None) -> RestoreResult:
-    """Restore ctx.database from backup_path after verifying it; see the module doc."""
+    """Restore ctx.database from backup_path after verifying it; see the module doc.
+
+    make_backup=False skips the pre-restore copy of a healthy database; the
+    copy of a damaged one is always kept (recover can salvage from it).
+    """
     backup_path = Path(backup_path)
     if not backup_path.exists():
         raise UsageError(f"{backup_path}: no such backup; check the path "
@@ -49,12 +54,18 @@ def restore(ctx: Context, backup_path: Path, yes: bool = False, make_backup: boo
         raise Refused(f"{backup_path}: {'; '.join(check.problems)}; refused to restore it, "
                       f"{ctx.database} is unchanged; choose another backup")
     live = health(ctx)
-    result = RestoreResult(ctx.database, backup_path, None, live, check.has_manifest, [],
-                           "backup-api" if live == "ok" else "replaced")
-    if live == "ok":
-        _restore_into_live(ctx, result, yes, make_backup, progress)
-    else:
+    result = RestoreResult(ctx.database, backup_path, None, live, check.has_manifest, [], "backup-api")
+    if live == "missing":
+        result.method = "replaced"
         _replace_file(ctx, result, progress)
+    else:
+        try:
+            _restore_into_live(ctx, result, yes, make_backup or live != "ok", progress)
+        except DatabaseUnavailable as err:
+            if live == "ok" or not is_damage(err):
+                raise
+            result.method = "replaced"  # SQLite cannot open it: it can only be swapped
+            _replace_file(ctx, result, progress)
     with ctx.open(readonly=True) as db:
         result.integrity = integrity_of(db.connection, "quick_check")
         result.applied_migrations = list(applied_migrations(db))
@@ -63,22 +74,31 @@ def restore(ctx: Context, backup_path: Path, yes: bool = False, make_backup: boo
 
 def _restore_into_live(ctx: Context, result: RestoreResult, yes: bool, make_backup: bool,
                        progress) -> None:
+    healthy = result.live_integrity == "ok"
     source = files.open_immutable(result.restored_from)
     try:
-        with ctx.open(readonly=True) as live:
-            _refuse_unrestorable(ctx, result, live, source, yes)
+        if healthy:
+            with ctx.open(readonly=True) as live:
+                _refuse_unrestorable(ctx, result, live, source, yes)
+        files.check_free_space(ctx.database.parent, files.database_size(ctx.database)
+                               + max(files.database_size(ctx.database), _size(result.restored_from)))
         if make_backup:
-            result.backup = safety_copy(ctx, "pre-restore", progress).path
+            kind = "pre-restore" if healthy else "corrupted"
+            result.backup = safety_copy(ctx, kind, progress, damaged=not healthy).path
         try:
             with ctx.open() as live, translated(ctx.database, "restoring"):
                 copy_pages(source, live.connection, progress, ctx.timeout, incremental=False)
         except Busy:
-            if result.backup is not None:  # nothing changed, so the copy is not needed
+            if result.backup is not None:  # nothing changed: the copy is not needed
                 discard(result.backup)
                 result.backup = None
             raise
     finally:
         source.close()
+
+
+def _size(path: Path) -> int:
+    return Path(path).stat().st_size
 
 
 def _refuse_unrestorable(ctx: Context, result: RestoreResult, live: Database, source, yes: bool):
@@ -122,7 +142,7 @@ def _replace_file(ctx: Context, result: RestoreResult, progress) -> None:
     def move_aside():
         if exists:
             result.moved_aside = files.move_aside(database, aside)
-            result.backup = result.moved_aside[0]
+            result.backup = result.backup or result.moved_aside[0]
 
     source = files.open_immutable(result.restored_from)
     try:

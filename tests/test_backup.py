@@ -292,3 +292,32 @@ def test_rollback_is_not_run_when_its_backup_fails(db):
     before = file_state(db)
     result = cli("--database", db, "rollback", "--to", CORE, "--yes")
     assert result.exit_code == 6 and file_state(db) == before
+
+
+def _stderr_on_a_terminal(*args) -> str:
+    """Run orchestra-schema with stderr on a pseudo-terminal; return what it drew there."""
+    import pty
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "orchestra_schema", *map(str, args)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    drawn = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: the process closed the terminal
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    proc.wait()
+    os.close(master)
+    return drawn.decode()
+
+
+def test_progress_bar_on_a_terminal_for_a_large_database_and_not_under_q(tmp_path):
+    db = tmp_path / "orchestra.db"
+    add_padding(db, 40)
+    drawn = _stderr_on_a_terminal("--database", db, "backup")
+    assert "backing up [" in drawn and "100%" in drawn and "backup: " in drawn
+    assert _stderr_on_a_terminal("--database", db, "-q", "backup") == ""

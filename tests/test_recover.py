@@ -107,6 +107,14 @@ def test_recover_from_a_backup(db):
     assert Path(out["backup"]).exists() and out["integrity"] == "ok"
 
 
+def test_recover_from_a_backup_when_the_database_is_gone(db):
+    backup = backups.backup(Context(db)).path
+    db.unlink()
+    out = json.loads(recover(db, "--from", backup).stdout)
+    assert out["live_integrity"] == "missing" and out["moved_aside"] == [] and out["backup"] is None
+    assert counts(db) == counts(backup)
+
+
 def test_a_healthy_database_is_refused_without_yes(db):
     before, names = file_state(db), files_in(db.parent)
     result = recover(db)

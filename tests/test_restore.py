@@ -6,11 +6,13 @@ import json
 import random
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import apsw
 import pytest
 
 from backup_helpers import (LOCK_HOLDER, WAL_HOLDER, add_padding, files_in, opened, overwrite_pages,
@@ -133,16 +135,31 @@ def test_busy_past_timeout_exits_3_and_changes_nothing(db):
     assert count(db, "ChatMessages") == 17
 
 
-def test_damaged_live_database_is_moved_aside_and_replaced(db):
+def test_damaged_live_database_is_copied_then_restored_in_place(db):
     backup = a_backup(db)
     overwrite_pages(db, [root_page(db, "ChatMessages")])
     damaged = db.read_bytes()
+    out = json.loads(restore(db, backup, "--no-backup").stdout)  # a damaged one is kept anyway
+    assert out["method"] == "backup-api" and out["live_integrity"] != "ok"
+    copy = Path(out["backup"])
+    assert re.fullmatch(r"orchestra\.db\.corrupted_\d{8}_\d{6}", copy.name)
+    assert copy.read_bytes()[4096:] == damaged[4096:]  # page 1's change counter moves on
+    assert json.loads(Path(f"{copy}.json").read_text())["integrity"] != "ok"
+    assert count(db, "ChatMessages") == 15 and out["integrity"] == "ok"
+
+
+def test_unopenable_live_database_is_moved_aside_and_replaced(db):
+    backup = a_backup(db)
+    db.chmod(0o640)
+    overwrite_pages(db, [1])
+    damaged = db.read_bytes()
     out = json.loads(restore(db, backup).stdout)
-    assert out["method"] == "replaced" and out["live_integrity"] != "ok"
+    assert out["method"] == "replaced" and out["live_integrity"].startswith("unreadable")
     aside = Path(out["backup"])
     assert re.fullmatch(r"orchestra\.db\.corrupted_\d{8}_\d{6}", aside.name)
     assert aside.read_bytes() == damaged and out["moved_aside"] == [str(aside)]
     assert count(db, "ChatMessages") == 15 and out["integrity"] == "ok"
+    assert stat.S_IMODE(db.stat().st_mode) == 0o640  # the application's user can still open it
 
 
 def test_missing_live_database_is_restored_from_the_backup(db):
@@ -151,6 +168,22 @@ def test_missing_live_database_is_restored_from_the_backup(db):
     out = json.loads(restore(db, backup).stdout)
     assert out["live_integrity"] == "missing" and out["backup"] is None
     assert count(db, "ChatMessages") == 15
+
+
+def test_other_page_size_into_a_wal_database_is_refused(db, tmp_path):
+    other = tmp_path / "other-page-size.db"
+    with opened(db) as c:
+        c.execute("PRAGMA page_size = 8192")
+        c.execute(f"VACUUM INTO '{other}'")  # same schema and rows, 8 KiB pages
+        c.execute("PRAGMA journal_mode = WAL").fetchall()
+    # Any read-only reader (the running application, too) leaves -wal and -shm behind.
+    reader = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
+    reader.execute("SELECT 1 FROM Agents").fetchall()
+    reader.close()
+    before, names = file_state(db), files_in(tmp_path)
+    result = restore(db, other)
+    assert result.exit_code == 5 and "page size 8192" in result.stderr
+    assert file_state(db) == before and files_in(tmp_path) == names
 
 
 def test_no_backup_skips_the_pre_restore_copy(db):
