@@ -62,7 +62,6 @@ def backup(ctx: Context, output: Path | None = None, directory: Path | None = No
     if keep is not None and keep < 1:
         raise UsageError(f"--keep {keep}: keep at least 1 backup")
     target = Path(output).parent if output is not None else Path(directory or ctx.database.parent)
-    files.check_writable_dir(target, "backup")
     if output is not None and Path(output).is_dir():
         raise UsageError(f"{output}: is a directory; give --output a file name, or use --dir")
     if output is not None and Path(output).exists():
@@ -70,7 +69,7 @@ def backup(ctx: Context, output: Path | None = None, directory: Path | None = No
     now = datetime.now(timezone.utc)
     names = ([Path(output)] if output is not None
              else files.unique_names(target / f"{ctx.database.name}.backup_{stamp(now)}"))
-    result = _take(ctx, names, now, progress, full_check, "backing up")
+    result = _take(ctx, names, now, progress, full_check, "backing up", "backup")
     if keep is not None:
         result.deleted = _prune(ctx.database, target, keep, result.path)
     return result
@@ -82,18 +81,19 @@ def safety_copy(ctx: Context, kind: str, progress: Progress | None = None,
 
     damaged: the database failed its check, so its copy will too; keep it anyway.
     """
-    files.check_writable_dir(ctx.database.parent, f"{kind} copy")
     now = datetime.now(timezone.utc)
     names = files.unique_names(ctx.database.parent / f"{ctx.database.name}.{kind}_{stamp(now)}")
-    return _take(ctx, names, now, progress, False, f"making the {kind} copy", require_ok=not damaged)
+    return _take(ctx, names, now, progress, False, f"making the {kind} copy", f"{kind} copy",
+                 require_ok=not damaged)
 
 
-def _take(ctx: Context, names, now: datetime, progress, full_check: bool, doing: str,
+def _take(ctx: Context, names, now: datetime, progress, full_check: bool, doing: str, what: str,
           require_ok: bool = True) -> BackupResult:
     """Copy, check and publish the backup under the first free name, then its manifest."""
     names = iter(names)
     first = next(names)
     with ctx.open(readonly=True) as db:
+        files.check_writable_dir(first.parent, what)
         files.check_free_space(first.parent, files.database_size(ctx.database))
         copy = copy_to_file(db.connection, ctx.database, chain(first, names), progress=progress,
                             timeout=ctx.timeout, full_check=full_check, doing=doing,

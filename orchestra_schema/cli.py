@@ -266,7 +266,11 @@ def _size(n: int) -> str:
               help="Check the copy with integrity_check instead of the faster quick_check.")
 @pass_settings
 def backup_command(s: Settings, output, directory, keep, full_check):
-    """Back the database up online, while other processes keep writing."""
+    """Back the database up online, while other processes keep writing.
+
+    The backup is checked, fsynced and only then given its name, with a
+    manifest (NAME.json: size, SHA-256, migrations, integrity). Mode 0600.
+    """
     with _progress_bar(s, "backing up") as progress:
         result = backups.backup(s.ctx, output=output, directory=directory, keep=keep,
                                 progress=progress, full_check=full_check)
@@ -286,7 +290,12 @@ def backup_command(s: Settings, output, directory, keep, full_check):
 @click.option("--no-backup", is_flag=True, help="Skip the pre-restore copy of the live database.")
 @pass_settings
 def restore_command(s: Settings, backup_path, yes, no_backup):
-    """Verify BACKUP, keep a copy of the live database, and restore BACKUP into it."""
+    """Verify BACKUP, keep a copy of the live database, and restore BACKUP into it.
+
+    The copy is DB.pre-restore_TIMESTAMP (DB.corrupted_TIMESTAMP if the live
+    database fails its quick_check). The restore is one transaction: other
+    connections see the old or the new content, never a mix.
+    """
     with _progress_bar(s, "restoring") as progress:
         result = restoring.restore(s.ctx, backup_path, yes=yes, make_backup=not no_backup,
                                    progress=progress)
@@ -308,7 +317,11 @@ def restore_command(s: Settings, backup_path, yes, no_backup):
 @click.option("--yes", "-y", is_flag=True, help="Rebuild even a database that passes its quick_check.")
 @pass_settings
 def recover_command(s: Settings, source, yes):
-    """Rebuild a damaged database: fresh schema from the migrations, then every row still readable."""
+    """Rebuild a damaged database: schema from the migrations, then every row still readable.
+
+    The damaged file and its -wal/-shm are kept as DB.corrupted_TIMESTAMP.
+    Stop the Orchestra API and Hangfire first.
+    """
     with _progress_bar(s, "copying tables") as progress:
         result = recovering.recover(s.ctx, source, yes=yes, progress=progress)
     for path in result.moved_aside:

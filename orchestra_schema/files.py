@@ -53,7 +53,8 @@ class Staged:
             if _link(self.path, Path(final)):
                 fsync(self.directory)
                 return Path(final)
-        raise Refused(f"{final}: already exists; nothing changed; choose another name")
+        raise Refused(f"{final}: appeared while this run was writing it (another process "
+                      "created it); left as it is, and this run's copy removed")
 
     def discard(self) -> None:
         for suffix in ("",) + SIDECARS:

@@ -48,11 +48,11 @@ ok = c.execute("PRAGMA integrity_check").fetchone()[0]
 print(seen, ok, flush=True)
 """
 
-# Holds a write transaction open until a line arrives on stdin.
+# Holds a write transaction (argv[2]: IMMEDIATE or EXCLUSIVE) open until a line arrives on stdin.
 LOCK_HOLDER = r"""
 import apsw, sys
 c = apsw.Connection(sys.argv[1])
-c.execute("BEGIN IMMEDIATE")
+c.execute("BEGIN " + sys.argv[2])
 c.execute("INSERT INTO [HangFire.Job] (State) VALUES ('uncommitted')")
 print("locked", flush=True)
 sys.stdin.readline()

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import resource
 import signal
 import stat
 import subprocess
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
-from backup_helpers import (WRITER, add_padding, add_pairs, files_in, opened, overwrite_pages,
+from backup_helpers import (LOCK_HOLDER, WRITER, add_padding, add_pairs, files_in, opened, overwrite_pages,
                             pairs_state, root_page, spawn, wait_for)
 from conftest import CHAT, CHAT_TABLES, CORE, CORE_TABLES, cli, count, file_state, history, run, tables
 from orchestra_schema import backup as backups
@@ -197,6 +199,22 @@ def test_kill_during_backup_leaves_no_file_under_a_final_name(tmp_path):
     assert all(files.TEMP_MARK in Path(p).name for p in out["cleaned"])
 
 
+def test_busy_past_timeout_exits_3_and_leaves_nothing(db):
+    holder = spawn(LOCK_HOLDER, db, "EXCLUSIVE")  # not even readers get in
+    try:
+        before, names = file_state(db), files_in(db.parent)
+        result = cli("--database", db, "--timeout", "0.3", "backup")
+        assert result.exit_code == 3 and "--timeout" in result.stderr
+        assert file_state(db) == before and files_in(db.parent) == names
+    finally:
+        holder.communicate("done\n", timeout=30)
+
+
+def test_missing_database_is_named_as_such(tmp_path):
+    result = cli("--database", tmp_path / "nowhere" / "orchestra.db", "backup")
+    assert result.exit_code == 6 and "database not found" in result.stderr
+
+
 def test_backup_of_a_damaged_database_is_refused_and_leaves_nothing(db):
     overwrite_pages(db, [root_page(db, "HangFire.Job")])
     before, names = file_state(db), files_in(db.parent)
@@ -204,6 +222,27 @@ def test_backup_of_a_damaged_database_is_refused_and_leaves_nothing(db):
     assert result.exit_code == 6 and "recover" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert file_state(db) == before and files_in(db.parent) == names
+
+
+@pytest.mark.slow
+def test_kill_during_backup_at_random_moments(tmp_path):
+    db = tmp_path / "orchestra.db"
+    add_pairs(db, 10, wal=False)
+    add_padding(db, 40)
+    outcomes = set()
+    for _ in range(30):
+        proc = subprocess.Popen([sys.executable, "-m", "orchestra_schema", "--database", str(db),
+                                 "backup"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(random.uniform(0.1, 0.6))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        finals = [n for n in files_in(tmp_path) if NAME.fullmatch(n)]
+        for name in finals:
+            assert backups.check_backup(tmp_path / name).ok
+            backups.discard(tmp_path / name)
+        outcomes.add("published" if finals else "not published")
+        files.clean_stale(tmp_path)
+    assert outcomes == {"published", "not published"}
 
 
 def _limit_file_size():

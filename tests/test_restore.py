@@ -124,7 +124,7 @@ def test_restore_while_another_process_holds_frames_in_the_wal(db):
 def test_busy_past_timeout_exits_3_and_changes_nothing(db):
     backup = a_backup(db)
     add_messages(db, 2)
-    holder = spawn(LOCK_HOLDER, db)
+    holder = spawn(LOCK_HOLDER, db, "IMMEDIATE")
     try:
         before, names = file_state(db), files_in(db.parent)
         result = cli("--database", db, "--timeout", "0.3", "restore", backup)
