@@ -248,7 +248,9 @@ def _backup_first(s: Settings):
 
 
 def _lost(t: recovering.TableRecovery) -> str:
-    return "?" if t.lost is None else f"{'' if t.lost_exact else '>='}{t.lost}"
+    if t.lost_exact:
+        return str(t.lost)
+    return f"{t.lost}..{'?' if t.lost_at_most is None else t.lost_at_most}"
 
 
 def _size(n: int) -> str:
@@ -331,6 +333,9 @@ def recover_command(s: Settings, source, yes):
     lines = [f"{'table':32} {'copied':>9} {'lost':>9}  note"] + [
         f"{t.table:32} {t.copied:>9} {_lost(t):>9}  {t.note}"
         for t in result.tables]
+    lost = (str(result.rows_lost) if result.rows_lost == result.rows_lost_at_most
+            else f"at least {result.rows_lost}" if result.rows_lost_at_most is None
+            else f"{result.rows_lost} to {result.rows_lost_at_most}")
     s.say(f"recovered {result.database} from {result.source}: {result.rows_copied} row(s) copied, "
-          f"{result.rows_lost} lost; integrity_check {result.integrity}")
+          f"{lost} lost; integrity_check {result.integrity}")
     s.emit(result, "\n".join(lines))

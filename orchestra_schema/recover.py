@@ -31,9 +31,14 @@ from .errors import Busy, CheckFailed, DatabaseUnavailable, OrchestraError, Refu
 class TableRecovery:
     table: str
     copied: int
-    lost: int | None  # None: how many rows the table had cannot be told
-    lost_exact: bool = True  # False: `lost` is a lower bound (table and indexes damaged)
+    lost: int  # rows certainly lost (all of them when lost_exact)
+    lost_exact: bool = True
+    lost_at_most: int | None = 0  # an upper bound when not exact (None: none known)
     note: str = ""
+
+
+def _unknown(table: str, note: str) -> TableRecovery:
+    return TableRecovery(table, 0, 0, False, None, note)
 
 
 @dataclass
@@ -47,7 +52,8 @@ class RecoverResult:
     applied_migrations: list[str] = field(default_factory=list)
     tables: list[TableRecovery] = field(default_factory=list)
     rows_copied: int = 0
-    rows_lost: int = 0  # over the tables whose loss is known
+    rows_lost: int = 0  # certainly lost
+    rows_lost_at_most: int | None = 0  # None: some table's loss has no upper bound
     foreign_key_violations: int = 0
     integrity: str = "not checked"
     warnings: list[str] = field(default_factory=list)
@@ -127,7 +133,8 @@ def _rebuild(ctx: Context, path: Path, migrations, result: RecoverResult, progre
         _create_others(fresh, schema, result)
         _copy_sequences(src, fresh)
         if not tables:
-            result.tables = [_unreadable(t) for t in sorted(fresh.table_names() - HISTORY_TABLES)]
+            result.tables = [_unknown(t, "source unreadable")
+                             for t in sorted(fresh.table_names() - HISTORY_TABLES)]
         _summarize(fresh, result)
         if src is not None and files.journal_mode(result.source) == "wal":
             fresh.execute("PRAGMA journal_mode = WAL").fetchall()
@@ -135,10 +142,6 @@ def _rebuild(ctx: Context, path: Path, migrations, result: RecoverResult, progre
         fresh.close()
         if src is not None:
             src.close()
-
-
-def _unreadable(table: str) -> TableRecovery:
-    return TableRecovery(table, 0, None, False, "source unreadable")
 
 
 def _open_source(ctx: Context, result: RecoverResult) -> Database | None:
@@ -209,13 +212,13 @@ def _copy_table(src: Database, fresh: Database, name: str, sql: str,
                 result: RecoverResult) -> TableRecovery:
     kind, without_rowid = _table_kind(src, name)
     if kind != "table":
-        return TableRecovery(name, 0, None, False, f"{kind} table, not copied")
+        return _unknown(name, f"{kind} table, not copied")
     if name not in fresh.table_names():
         try:
             fresh.execute(sql)
         except apsw.Error as err:
             result.warnings.append(f"{name}: could not be created ({err}); its rows were not copied")
-            return TableRecovery(name, 0, None, False, f"not created: {err}")
+            return _unknown(name, f"not created: {err}")
     wanted = set(_columns(src, name))
     columns = [c for c in _columns(fresh, name) if c in wanted]
     damage = salvage.Damage()
@@ -226,7 +229,7 @@ def _copy_table(src: Database, fresh: Database, name: str, sql: str,
         if name in HISTORY_TABLES:
             read = list(read)
             if damage.regions:
-                return TableRecovery(name, 0, None, False, "damaged; kept the history of the rebuild")
+                return _unknown(name, "damaged; kept the history of the rebuild")
             fresh.execute(f"DELETE FROM {quote(name)}")
         before = fresh.connection.total_changes()
         fresh.connection.executemany(insert, read)
@@ -237,6 +240,7 @@ def _copy_table(src: Database, fresh: Database, name: str, sql: str,
 def _account(src: Database, name: str, copied: int, damage: salvage.Damage) -> TableRecovery:
     rejected = damage.read - copied
     lost, exact = salvage.count_lost(src.connection, name, damage.read) if damage.regions else (0, True)
+    at_most = lost if exact else damage.rowid_gap
     notes = []
     if damage.regions:
         notes.append(f"{damage.regions} damaged stretch(es) skipped")
@@ -244,11 +248,12 @@ def _account(src: Database, name: str, copied: int, damage: salvage.Damage) -> T
         notes.append("reading stopped at the damage (WITHOUT ROWID table)")
     if rejected:
         notes.append(f"{rejected} row(s) rejected by constraints")
-    if lost is None:
-        notes.append("rows lost unknown: table and indexes damaged")
-    elif not exact:
-        notes.append("at least this many lost: table and indexes damaged")
-    return TableRecovery(name, copied, None if lost is None else lost + rejected, exact, "; ".join(notes))
+    if not exact:
+        notes.append("table and indexes damaged: "
+                     + ("no bound on the loss" if at_most is None else "upper bound from rowid gaps"))
+    return TableRecovery(name, copied, (lost or 0) + rejected, exact,
+                         None if at_most is None else max(at_most, lost or 0) + rejected,
+                         "; ".join(notes))
 
 
 def _table_kind(src: Database, name: str) -> tuple[str, bool]:
@@ -289,7 +294,9 @@ def _copy_sequences(src: Database | None, fresh: Database) -> None:
 
 def _summarize(fresh: Database, result: RecoverResult) -> None:
     result.rows_copied = sum(t.copied for t in result.tables)
-    result.rows_lost = sum(t.lost or 0 for t in result.tables)
+    result.rows_lost = sum(t.lost for t in result.tables)
+    bounds = [t.lost_at_most for t in result.tables]
+    result.rows_lost_at_most = None if None in bounds else sum(bounds)
     result.foreign_key_violations = len(fresh.rows("PRAGMA foreign_key_check"))
     if result.foreign_key_violations:
         result.warnings.append(f"{result.foreign_key_violations} foreign key violation(s) where "

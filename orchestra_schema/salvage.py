@@ -26,6 +26,14 @@ class Damage:
     read: int = 0  # rows read
     regions: int = 0  # damaged stretches skipped
     stopped: bool = False  # reading stopped at damage it could not skip (WITHOUT ROWID)
+    rowid_gap: int | None = 0  # rowids skipped over: at most this many rows lost (None: no bound)
+
+    def skipped(self, before: int | None, after: int | None) -> None:
+        """Rowids strictly between `before` and `after` were passed over (rowids start at 1)."""
+        if after is None or self.rowid_gap is None:
+            self.rowid_gap = None
+        else:
+            self.rowid_gap += max(after - (0 if before is None else before) - 1, 0)
 
 
 def rows(conn: apsw.Connection, table: str, columns: list[str], without_rowid: bool,
@@ -36,21 +44,35 @@ def rows(conn: apsw.Connection, table: str, columns: list[str], without_rowid: b
         yield from _plain_scan(conn, f"SELECT {selected} FROM {quote(table)}", damage)
         return
     scan = f"SELECT rowid, {selected} FROM {quote(table)} NOT INDEXED WHERE rowid >= ? ORDER BY rowid"
-    start = LOWEST
+    start, previous, damaged = LOWEST, None, False  # previous: the last rowid read
     while start is not None:
-        last = None
         try:
             for row in conn.execute(scan, (start,)):
-                last = row[0]
+                if damaged:
+                    damage.skipped(previous, row[0])
+                    damaged = False
+                previous = row[0]
                 damage.read += 1
                 yield row[1:]
-            return
+            break
         except apsw.Error:
             damage.regions += 1
-        if last == HIGHEST:
-            return
+            damaged = True
+        if previous == HIGHEST:
+            break
         # Nothing read from `start`: skip past it, so every pass makes progress.
-        start = _next_readable(conn, scan + " LIMIT 1", start + 1 if last is None else last + 1)
+        floor = start + 1 if previous is None or previous < start else previous + 1
+        start = _next_readable(conn, scan + " LIMIT 1", floor)
+    if damaged:  # the damage ran to the end: up to the largest rowid, if that is readable
+        damage.skipped(previous, _max_rowid(conn, table, previous))
+
+
+def _max_rowid(conn: apsw.Connection, table: str, previous: int | None) -> int | None:
+    try:
+        highest = conn.execute(f"SELECT max(rowid) FROM {quote(table)}").fetchone()[0]
+    except apsw.Error:
+        return None
+    return None if highest is None else max(highest + 1, previous or 0)
 
 
 def _plain_scan(conn: apsw.Connection, sql: str, damage: Damage) -> Iterator[tuple]:
