@@ -5,6 +5,7 @@ This is the only module that knows about exit codes, terminals and JSON.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import sys
@@ -13,7 +14,10 @@ from pathlib import Path
 
 import click
 
+from . import backup as backups
 from . import commands, ef, history, rehearse as rehearsal, verify as checks
+from . import recover as recovering
+from . import restore as restoring
 from .errors import EXIT_CODES, CheckFailed, OrchestraError
 
 INTERNAL_ERROR = 70
@@ -166,11 +170,13 @@ def apply(s: Settings, to, dry_run):
               help="Keep ID and what it depends on; roll back the rest. 0: roll back everything.")
 @click.option("--dry-run", is_flag=True, help="Print the SQL that would run; change nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Accept the loss of rows in dropped tables.")
+@click.option("--no-backup", is_flag=True, help="Do not back the database up first.")
 @pass_settings
-def rollback(s: Settings, to, dry_run, yes):
-    """Roll back applied migrations with their rollback files."""
+def rollback(s: Settings, to, dry_run, yes, no_backup):
+    """Roll back applied migrations with their rollback files (after a backup)."""
     result = commands.rollback(s.ctx, to=to, dry_run=dry_run, yes=yes,
-                               confirm=None if s.json else _ask_on_terminal(s))
+                               confirm=None if s.json else _ask_on_terminal(s),
+                               backup=None if no_backup else _backup_first(s))
     for warning in result.warnings:
         s.warn(warning)
     if dry_run:
@@ -289,11 +295,11 @@ def rehearse(s: Settings, to, memory, workdir):
 
 
 @main.command()
+@click.option("--no-backup", is_flag=True, help="Do not back the database up first.")
 @pass_settings
-def adopt(s: Settings):
+def adopt(s: Settings, no_backup):
     """Take over a database EF Core made: record the migrations as applied, without running them."""
-    result = history.adopt(s.ctx)
-    _say_backup(s, result.backup)
+    result = history.adopt(s.ctx, backup=None if no_backup else _backup_first(s))
     if result.already_adopted:
         s.say(f"{result.database}: already adopted, nothing to do")
     for mid in result.recorded:
@@ -311,12 +317,13 @@ def history_group():
 @click.option("--from", "source", type=click.Choice([history.YOYO, history.EF]),
               help="Which history, when ID is in both.")
 @click.option("--yes", "-y", is_flag=True, help="Do it without asking.")
+@click.option("--no-backup", is_flag=True, help="Do not back the database up first.")
 @pass_settings
-def forget(s: Settings, migration_id, source, yes):
+def forget(s: Settings, migration_id, source, yes, no_backup):
     """Remove ID from yoyo's history (and its checksums) or from __EFMigrationsHistory."""
     result = history.forget(s.ctx, migration_id, source=source, yes=yes,
-                            confirm=None if s.json else _confirm_on_terminal)
-    _say_backup(s, result.backup)
+                            confirm=None if s.json else _confirm_on_terminal,
+                            backup=None if no_backup else _backup_first(s))
     s.say(f"removed {result.migration_id} from {history.history_name(result.history)}; "
           "schema untouched")
     s.emit(result, None)
@@ -327,8 +334,129 @@ def _confirm_on_terminal(question: str) -> bool:
                                             default=False, err=True)
 
 
-def _say_backup(s: Settings, path) -> None:
-    if path:
-        s.say(f"backup: {path}")
-    else:
-        s.warn("no backup taken: backup support is not in this build")
+_BAR_MIN_PAGES = 8192  # 32 MiB at 4 KiB pages: smaller copies take no visible time
+
+
+@contextlib.contextmanager
+def _progress_bar(s: Settings, label: str):
+    """A progress callback drawing on a terminal only: never under -q, in cron or on a pipe."""
+    if s.quiet or not sys.stderr.isatty():
+        yield None
+        return
+    shown = []
+
+    def draw(done: int, total: int) -> None:
+        if total >= _BAR_MIN_PAGES:
+            filled = 30 * done // total
+            click.echo(f"\r{label} [{'#' * filled}{'-' * (30 - filled)}] {100 * done // total:3d}%",
+                       err=True, nl=False)
+            shown.append(True)
+    try:
+        yield draw
+    finally:
+        if shown:
+            click.echo("", err=True)
+
+
+def _backup_first(s: Settings):
+    """The backup a destructive command makes before its first change."""
+    def make() -> Path:
+        with _progress_bar(s, "backing up") as progress:
+            result = backups.backup(s.ctx, progress=progress)
+        s.say(f"backup: {result.path}")
+        return result.path
+    return make
+
+
+def _lost(t: recovering.TableRecovery) -> str:
+    if t.lost_exact:
+        return str(t.lost)
+    return f"{t.lost}..{'?' if t.lost_at_most is None else t.lost_at_most}"
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
+
+
+@main.command("backup")
+@click.option("--output", "-o", type=click.Path(path_type=Path),
+              help="Write the backup to this file (it must not exist).")
+@click.option("--dir", "directory", type=click.Path(path_type=Path),
+              help="Write it to this directory, named DB.backup_YYYYmmdd_HHMMSS (default: beside DB).")
+@click.option("--keep", type=click.IntRange(min=1), metavar="N",
+              help="Then delete this database's older backups there beyond the newest N.")
+@click.option("--full-check", is_flag=True,
+              help="Check the copy with integrity_check instead of the faster quick_check.")
+@pass_settings
+def backup_command(s: Settings, output, directory, keep, full_check):
+    """Back the database up online, while other processes keep writing.
+
+    The backup is checked, fsynced and only then given its name, with a
+    manifest (NAME.json: size, SHA-256, migrations, integrity). Mode 0600.
+    """
+    with _progress_bar(s, "backing up") as progress:
+        result = backups.backup(s.ctx, output=output, directory=directory, keep=keep,
+                                progress=progress, full_check=full_check)
+    for path in result.cleaned:
+        s.say(f"removed {path} (left by a killed backup)")
+    for path in result.deleted:
+        s.say(f"deleted {path} (--keep {keep})")
+    s.say(f"backup: {result.path} ({_size(result.size)}, {result.integrity_check} {result.integrity}, "
+          f"sha256 {result.sha256[:12]}...)")
+    s.emit(result, None)
+
+
+@main.command("restore")
+@click.argument("backup_path", metavar="BACKUP", type=click.Path(path_type=Path))
+@click.option("--yes", "-y", is_flag=True,
+              help="Restore even if the backup's schema differs from the live database's.")
+@click.option("--no-backup", is_flag=True, help="Skip the pre-restore copy of the live database.")
+@pass_settings
+def restore_command(s: Settings, backup_path, yes, no_backup):
+    """Verify BACKUP, keep a copy of the live database, and restore BACKUP into it.
+
+    The copy is DB.pre-restore_TIMESTAMP (DB.corrupted_TIMESTAMP if the live
+    database fails its quick_check). The restore is one transaction: other
+    connections see the old or the new content, never a mix.
+    """
+    with _progress_bar(s, "restoring") as progress:
+        result = restoring.restore(s.ctx, backup_path, yes=yes, make_backup=not no_backup,
+                                   progress=progress)
+    if not result.has_manifest:
+        s.warn(f"{backup_path}: no manifest; trusted on its integrity_check alone")
+    for line in result.schema_differences:
+        s.warn(f"schema differs: {line}")
+    if result.live_integrity not in ("ok", "missing"):
+        s.warn(f"{result.database} was damaged ({result.live_integrity}); moved aside")
+    if result.backup:
+        s.say(f"backup: {result.backup}")
+    s.say(f"restored {result.database} from {backup_path}; quick_check {result.integrity}")
+    s.emit(result, None)
+
+
+@main.command("recover")
+@click.option("--from", "source", metavar="BACKUP", type=click.Path(path_type=Path),
+              help="Copy the rows from this backup (default: salvage them from the damaged file).")
+@click.option("--yes", "-y", is_flag=True, help="Rebuild even a database that passes its quick_check.")
+@pass_settings
+def recover_command(s: Settings, source, yes):
+    """Rebuild a damaged database: schema from the migrations, then every row still readable.
+
+    The damaged file and its -wal/-shm are kept as DB.corrupted_TIMESTAMP.
+    Stop the Orchestra API and Hangfire first.
+    """
+    with _progress_bar(s, "copying tables") as progress:
+        result = recovering.recover(s.ctx, source, yes=yes, progress=progress)
+    for path in result.moved_aside:
+        s.say(f"moved aside: {path}")
+    for warning in result.warnings:
+        s.warn(warning)
+    lines = [f"{'table':32} {'copied':>9} {'lost':>9}  note"] + [
+        f"{t.table:32} {t.copied:>9} {_lost(t):>9}  {t.note}"
+        for t in result.tables]
+    lost = (str(result.rows_lost) if result.rows_lost == result.rows_lost_at_most
+            else f"at least {result.rows_lost}" if result.rows_lost_at_most is None
+            else f"{result.rows_lost} to {result.rows_lost_at_most}")
+    s.say(f"recovered {result.database} from {result.source}: {result.rows_copied} row(s) copied, "
+          f"{lost} lost; integrity_check {result.integrity}")
+    s.emit(result, "\n".join(lines))

@@ -138,14 +138,18 @@ class RollbackResult:
     warnings: list[str] = field(default_factory=list)
     sql: str | None = None
     ef_history: list[str] = field(default_factory=list)  # rows added to/removed from EF's
+    backup: Path | None = None  # made by `backup` before the first change
 
 
 def rollback(ctx: Context, to: str, dry_run: bool = False, yes: bool = False,
-             confirm: Callable[[dict[str, int]], bool] | None = None) -> RollbackResult:
+             confirm: Callable[[dict[str, int]], bool] | None = None,
+             backup: Callable[[], Path] | None = None) -> RollbackResult:
     """Roll back every applied migration not needed by `to` ('0': all).
 
     Refuses (exit 5) when a rollback file is missing or changed since it was
     applied, or when rows would be lost and neither --yes nor confirm() agrees.
+    backup() is called, once something will really be rolled back, before the
+    first change; it returns the backup's path (and fails the rollback if it fails).
     """
     migrations = ctx.migrations()
     mig.resolve_target(to, migrations)
@@ -166,6 +170,8 @@ def rollback(ctx: Context, to: str, dry_run: bool = False, yes: bool = False,
                 "rerun with --yes to accept the loss (take a backup first)"
             )
         ef_before = ef.entries(db)
+        if plan and backup is not None:
+            result.backup = backup()
         for m in plan:
             (result.rolled_back if rollback_one(db, m) else result.skipped).append(m.id)
         result.ef_history = ef.changes(ef_before, ef.entries(db))

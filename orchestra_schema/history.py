@@ -3,7 +3,7 @@
 `adopt` records the migrations as applied on a database EF Core made, once
 its schema is proved to be what they produce; `history forget` is the
 procedure's "Reset migrations table" without hand-typed SQL. Both take a
-backup first, and change only history rows.
+backup first (the caller passes how), and change only history rows.
 
 (These live here, not in ef.py, because they need engine, and engine calls
 ef.keep_in_step from inside each migration's transaction.)
@@ -12,6 +12,7 @@ ef.keep_in_step from inside each migration's transaction.)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from . import ef
@@ -24,29 +25,20 @@ from .verify import drift
 YOYO, EF = "yoyo", "ef"
 
 
-def backup_before_change(ctx: Context, doing: str) -> str | None:
-    """WIRING POINT for backup.py (branch `backup`, not merged here yet).
-
-    Before adopt or history forget writes anything, take the automatic backup
-    and return its path: `return str(backup.backup(ctx).path)`. Until then no
-    backup is taken, and the results say so (backup: null).
-    """
-    return None
-
-
 @dataclass
 class AdoptResult:
     database: str
     recorded: list[str]  # migrations recorded as applied, without running them
     already_adopted: bool
     ef_history: list[ef.EfEntry] | None
-    backup: str | None
+    backup: Path | None
 
 
-def adopt(ctx: Context) -> AdoptResult:
+def adopt(ctx: Context, backup: Callable[[], Path] | None = None) -> AdoptResult:
     """Record the migrations EF Core's history stands for, if the schema is theirs.
 
     Refuses (exit 5, nothing changed) listing every difference otherwise.
+    backup(), if given, runs once adoption is known to be safe, before any write.
     """
     migrations = ctx.migrations()
     with ctx.open(readonly=True) as db:
@@ -54,7 +46,7 @@ def adopt(ctx: Context) -> AdoptResult:
         result = AdoptResult(str(ctx.database), [], not plan, ef.entries(db), None)
     if not plan:
         return result
-    result.backup = backup_before_change(ctx, "adopt")
+    result.backup = backup() if backup else None
     with ctx.open() as db:
         # Checked again under the write lock: the schema cannot change before the commit.
         result.recorded = record_applied(db, plan, check=lambda d: adoption_plan(d, migrations))
@@ -97,24 +89,28 @@ class ForgetResult:
     database: str
     migration_id: str
     history: str  # "yoyo" (its entry and our checksum row) or "ef" (__EFMigrationsHistory)
-    backup: str | None
+    backup: Path | None
 
 
 def forget(ctx: Context, migration_id: str, source: str | None = None, yes: bool = False,
-           confirm: Callable[[str], bool] | None = None) -> ForgetResult:
-    """Remove one history entry, schema untouched; the id is bound, never spliced."""
+           confirm: Callable[[str], bool] | None = None,
+           backup: Callable[[], Path] | None = None) -> ForgetResult:
+    """Remove one history entry, schema untouched; the id is bound, never spliced.
+
+    backup(), if given, runs after the checks and the confirmation, before the write.
+    """
     with ctx.open(readonly=True) as db:
         source = _which_history(db, migration_id, source)
     question = f"remove {migration_id} from {history_name(source)}"
     if not yes and not (confirm and confirm(question)):
         raise Refused(f"{ctx.database}: would {question}; nothing changed; rerun with --yes")
-    backup = backup_before_change(ctx, f"forgetting {migration_id}")
+    backup_path = backup() if backup else None
     with ctx.open() as db:
         done = forget_applied(db, migration_id) if source == YOYO else ef.delete(db, migration_id)
     if not done:
         raise UsageError(f"{migration_id} left {history_name(source)} meanwhile "
                          "(another run?); nothing changed")
-    return ForgetResult(str(ctx.database), migration_id, source, backup)
+    return ForgetResult(str(ctx.database), migration_id, source, backup_path)
 
 
 def _which_history(db: Database, migration_id: str, source: str | None) -> str:

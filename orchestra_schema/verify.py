@@ -10,10 +10,12 @@ are neither. Every check is read-only: the database is opened read-only.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 import apsw
 
 from . import ef
+from .backup import backups_of, check_backup, read_manifest
 from .commands import Context, migration_statuses
 from .database import Database, quote, translated
 from .engine import HISTORY_TABLES, AppliedRecord, applied_migrations, replay
@@ -211,7 +213,7 @@ def checklist(ctx: Context, full: bool = False) -> ChecklistReport:
             _item(f"database passes PRAGMA {_pragma(full)}",
                   lambda: _integrity_item(db, full)),
             _item("a backup taken before the rollback exists and matches its manifest",
-                  lambda: _backup_item(db, ctx)),
+                  lambda: _backup_item(db, ctx, full)),
         ]
     return ChecklistReport(str(ctx.database), all(i.status != FAIL for i in items), items)
 
@@ -264,16 +266,43 @@ def last_rollback(db: Database, migration_id: str) -> str | None:
                      "WHERE migration_id = ? AND operation = 'rollback'", (migration_id,))
 
 
-def _backup_item(db: Database, ctx: Context):
-    """WIRING POINT for backup.py (branch `backup`, not merged here yet).
+def last_applied(db: Database, migration_id: str, before: str) -> str | None:
+    """When migration_id was last applied or recorded (adopt) before a time, from yoyo's log."""
+    return db.scalar("SELECT max(created_at_utc) FROM _yoyo_log WHERE migration_id = ? "
+                     "AND operation IN ('apply', 'mark') AND created_at_utc <= ?",
+                     (migration_id, before))
 
-    To wire: among backup.backups_of(ctx.database) (oldest first) take the
-    newest one taken at or before `when`, and return PASS when
-    backup.check_backup(path).ok, else FAIL with its problems; FAIL when
-    there is none.
-    """
+
+def _backup_item(db: Database, ctx: Context, full: bool):
+    """The newest backup taken at or before the chat rollback still matches its manifest."""
     when = last_rollback(db, CHAT)
     if when is None:
         return NOT_APPLICABLE, f"no rollback of {CHAT} recorded in _yoyo_log"
-    return NOT_APPLICABLE, (f"rolled back at {when[:19]}Z; cannot check its backup: "
-                            "backup support (backup.py) is not in this build")
+    rolled_back = _as_utc(when)
+    # It must hold the chat rows: taken after the chat tables were last applied.
+    applied = last_applied(db, CHAT, before=when)
+    since = _as_utc(applied) if applied else datetime.min.replace(tzinfo=timezone.utc)
+    taken = [p for p in backups_of(ctx.database)
+             if _taken_at(p) is not None and since <= _taken_at(p) <= rolled_back]
+    if not taken:
+        return FAIL, (f"no backup with a manifest taken between {CHAT}'s last apply and its "
+                      f"rollback at {rolled_back:%Y-%m-%dT%H:%M:%SZ}; "
+                      "restore is not possible from this tool's backups")
+    check = check_backup(taken[-1], full=full)
+    if not check.ok:
+        return FAIL, f"{taken[-1]}: {'; '.join(check.problems)}"
+    return PASS, f"{taken[-1]} matches its manifest and passes {_pragma(full)}"
+
+
+def _taken_at(backup_path) -> datetime | None:
+    try:
+        manifest = read_manifest(backup_path)
+    except ValueError:
+        return None
+    return _as_utc(manifest["created_at"]) if manifest and manifest.get("created_at") else None
+
+
+def _as_utc(stamp: str) -> datetime:
+    """yoyo logs naive UTC; manifests carry an offset: compare them as aware UTC times."""
+    parsed = datetime.fromisoformat(str(stamp))
+    return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed

@@ -35,10 +35,10 @@ def test_passes_after_rolling_back_the_chat_tables_of_an_ef_database(ef_db):
 
     assert result.exit_code == 0, result.stdout
     assert list(items) == ITEMS
-    assert [status for status, _ in items.values()] == ["pass"] * 6 + ["n/a"]
+    assert [status for status, _ in items.values()] == ["pass"] * 7
     assert items[ITEMS[4]][1] == f"8 tables match {CORE}"
-    # The backup item names the rollback it is about and why it cannot be checked here.
-    assert "rolled back at" in items[ITEMS[6]][1] and "backup" in items[ITEMS[6]][1]
+    # The rollback made its own backup first; the item names it.
+    assert ".backup_" in items[ITEMS[6]][1] and "matches its manifest" in items[ITEMS[6]][1]
     assert file_state(ef_db) == before
     text = cli("--database", ef_db, "checklist").stdout.splitlines()
     assert text[0] == f"[pass] {CHAT} absent from yoyo's history: not in _yoyo_migration"
@@ -51,6 +51,23 @@ def test_fails_before_the_rollback_naming_each_item(ef_db):
     assert items["table ChatMessages does not exist"] == ("fail", "exists with 15 row(s)")
     assert items[ITEMS[6]] == ("n/a", f"no rollback of {CHAT} recorded in _yoyo_log")
     assert "checklist: 4 item(s) failed" in result.stderr
+
+
+def test_backup_item_fails_without_a_backup_or_with_a_changed_one(ef_db):
+    assert cli("--database", ef_db, "rollback", "--to", CORE, "--yes", "--no-backup").exit_code == 0
+    result, items = checklist(ef_db)
+    assert result.exit_code == 1 and items[ITEMS[6]][0] == "fail"
+    assert "no backup with a manifest taken between" in items[ITEMS[6]][1]
+    assert cli("--database", ef_db, "apply").exit_code == 0
+    roll_back_chat(ef_db)  # takes a backup first
+    from orchestra_schema.backup import backups_of
+    newest = backups_of(ef_db)[-1]
+    with open(newest, "r+b") as f:  # one byte changed after the fact
+        f.seek(200)
+        f.write(b"\x01")
+    result, items = checklist(ef_db)
+    assert result.exit_code == 1 and items[ITEMS[6]][0] == "fail"
+    assert "SHA-256 differs from its manifest" in items[ITEMS[6]][1]
 
 
 def test_ef_item_cannot_apply_without_ef_history(db):

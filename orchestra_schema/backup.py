@@ -1,0 +1,261 @@
+"""Online backups, their manifests, retention, and the checks restore relies on.
+
+A backup is an online copy (copying.py: SQLite's backup API, checked, fsynced,
+0600, published under its final name only when whole) with a JSON manifest
+beside it: source, time, size, SHA-256, page count, applied migrations and the
+integrity result. restore trusts a backup only when it matches its manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import apsw
+
+from . import files
+from .commands import Context
+from .copying import Progress, chain, copy_to_file, integrity_of
+from .errors import DatabaseUnavailable, Refused, UsageError
+
+MANIFEST_VERSION = 1
+
+
+@dataclass
+class BackupResult:
+    database: Path
+    path: Path
+    manifest: Path
+    created_at: str  # UTC, ISO 8601
+    size: int
+    sha256: str
+    page_count: int
+    integrity: str  # "ok", or what the check found
+    integrity_check: str  # "quick_check" or "integrity_check"
+    applied_migrations: list[str]
+    journal_mode: str
+    copy_mode: str  # "incremental" (writers ran between steps) or "snapshot" (one read transaction)
+    restarts: int  # incremental copies restarted by a writer's commit
+    deleted: list[Path] = field(default_factory=list)  # older backups removed by --keep
+    cleaned: list[Path] = field(default_factory=list)  # temporary files of killed runs removed
+
+
+@dataclass
+class BackupCheck:
+    path: Path
+    ok: bool
+    has_manifest: bool
+    problems: list[str] = field(default_factory=list)
+    integrity: str = "not checked"
+    manifest: dict | None = None
+
+
+def backup(ctx: Context, output: Path | None = None, directory: Path | None = None,
+           keep: int | None = None, progress: Progress | None = None,
+           full_check: bool = False) -> BackupResult:
+    """Back ctx.database up online; returns where, and what the manifest records."""
+    if output is not None and directory is not None:
+        raise UsageError("give --output or --dir, not both")
+    if keep is not None and keep < 1:
+        raise UsageError(f"--keep {keep}: keep at least 1 backup")
+    target = Path(output).parent if output is not None else Path(directory or ctx.database.parent)
+    if output is not None and Path(output).is_dir():
+        raise UsageError(f"{output}: is a directory; give --output a file name, or use --dir")
+    if output is not None and Path(output).exists():
+        raise Refused(f"{output}: already exists; nothing changed; choose another --output")
+    now = datetime.now(timezone.utc)
+    names = ([Path(output)] if output is not None
+             else files.unique_names(target / f"{ctx.database.name}.backup_{stamp(now)}"))
+    result = _take(ctx, names, now, progress, full_check, "backing up", "backup")
+    if keep is not None:
+        result.deleted = _prune(ctx.database, target, keep, result.path)
+    return result
+
+
+def safety_copy(ctx: Context, kind: str, progress: Progress | None = None,
+                damaged: bool = False) -> BackupResult:
+    """A backup named <db>.KIND_TIMESTAMP beside the database, before a destructive change.
+
+    damaged: the database failed its check, so its copy will too; keep it anyway.
+    """
+    now = datetime.now(timezone.utc)
+    names = files.unique_names(ctx.database.parent / f"{ctx.database.name}.{kind}_{stamp(now)}")
+    return _take(ctx, names, now, progress, False, f"making the {kind} copy", f"{kind} copy",
+                 require_ok=not damaged)
+
+
+def _take(ctx: Context, names, now: datetime, progress, full_check: bool, doing: str, what: str,
+          require_ok: bool = True) -> BackupResult:
+    """Copy, check and publish the backup under the first free name, then its manifest."""
+    names = iter(names)
+    first = next(names)
+    with ctx.open(readonly=True) as db:
+        files.check_writable_dir(first.parent, what)
+        files.check_free_space(first.parent, files.database_size(ctx.database))
+        copy = copy_to_file(db.connection, ctx.database, chain(first, names), progress=progress,
+                            timeout=ctx.timeout, full_check=full_check, doing=doing,
+                            require_ok=require_ok)
+    result = BackupResult(
+        database=ctx.database, path=copy.path, manifest=manifest_path(copy.path),
+        created_at=now.isoformat(timespec="microseconds"), size=copy.size, sha256=copy.sha256,
+        page_count=copy.page_count, integrity=copy.integrity, integrity_check=copy.integrity_check,
+        applied_migrations=copy.applied_migrations, journal_mode=copy.journal_mode,
+        copy_mode=copy.copy_mode, restarts=copy.restarts, cleaned=copy.cleaned)
+    _write_manifest(result)
+    return result
+
+
+def discard(backup_path: Path) -> None:
+    """Remove a backup this run made and no longer needs, with its manifest."""
+    manifest_path(backup_path).unlink(missing_ok=True)
+    Path(backup_path).unlink(missing_ok=True)
+
+
+def stamp(now: datetime) -> str:
+    return now.strftime("%Y%m%d_%H%M%S")
+
+
+def manifest_path(backup_path: Path) -> Path:
+    return Path(f"{backup_path}.json")
+
+
+def _write_manifest(result: BackupResult) -> None:
+    data = {
+        "manifest_version": MANIFEST_VERSION,
+        "source": str(result.database.resolve()),
+        "backup": result.path.name,
+        "created_at": result.created_at,
+        "size": result.size,
+        "sha256": result.sha256,
+        "page_count": result.page_count,
+        "journal_mode": result.journal_mode,
+        "applied_migrations": result.applied_migrations,
+        "integrity_check": result.integrity_check,
+        "integrity": result.integrity,
+        "sqlite_version": apsw.sqlite_lib_version(),
+    }
+    try:
+        files.write_atomically(result.manifest, json.dumps(data, indent=2) + "\n")
+    except OSError as err:
+        result.path.unlink(missing_ok=True)  # a backup is promised with its manifest
+        raise DatabaseUnavailable(
+            f"{result.manifest}: cannot write the manifest ({err.strerror}); the backup was "
+            "removed and the database is unchanged; free space or choose --dir") from err
+
+
+def read_manifest(backup_path: Path) -> dict | None:
+    """The manifest beside a backup; None if there is none. Raises ValueError if unreadable."""
+    path = manifest_path(backup_path)
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"manifest {path.name} is unreadable ({err})") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"manifest {path.name} is not a JSON object")
+    return data
+
+
+def _backup_name(database: Path) -> re.Pattern:
+    return re.compile(re.escape(database.name) + r"\.backup_(\d{8}_\d{6})(?:_(\d+))?")
+
+
+def backups_of(database: Path, directory: Path | None = None) -> list[Path]:
+    """This database's own backups in directory (default: beside it), oldest first.
+
+    A file counts only if its name is one this tool gives, it is an SQLite
+    file, and its manifest (if any) names this database as its source.
+    """
+    directory = Path(directory or Path(database).parent)
+    pattern, found = _backup_name(Path(database)), []
+    for path in directory.iterdir() if directory.is_dir() else ():
+        match = pattern.fullmatch(path.name)
+        if match and _is_own_backup(path, Path(database)):
+            found.append(((match.group(1), int(match.group(2) or 1)), path))
+    return [path for _, path in sorted(found)]
+
+
+def _is_own_backup(path: Path, database: Path) -> bool:
+    if path.is_symlink() or not path.is_file() or not files.is_sqlite(path):
+        return False
+    try:
+        manifest = read_manifest(path)
+    except ValueError:
+        return False
+    return manifest is None or Path(str(manifest.get("source"))) == database.resolve()
+
+
+def _prune(database: Path, directory: Path, keep: int, newest: Path) -> list[Path]:
+    """Delete this database's backups beyond the newest `keep` (never `newest`)."""
+    older = [p for p in backups_of(database, directory) if p != newest]
+    doomed = older[:max(0, len(older) - (keep - 1))]
+    for path in doomed:
+        discard(path)
+    return doomed
+
+
+def check_backup(path: Path, full: bool = True) -> BackupCheck:
+    """Is this a backup restore can trust? SQLite, matches its manifest, passes integrity."""
+    path = Path(path)
+    check = BackupCheck(path, ok=False, has_manifest=manifest_path(path).exists())
+    if not path.is_file():
+        check.problems.append("not found (or not a regular file)")
+        return check
+    if not files.is_sqlite(path):
+        check.problems.append("not an SQLite database (bad header)")
+        return check
+    check.problems += _manifest_problems(path, check)
+    truncated = files.truncation(path)
+    if truncated:
+        check.problems.append(truncated)
+    try:
+        conn = files.open_immutable(path)
+    except apsw.Error as err:
+        check.problems.append(f"cannot be opened: {err}")
+        return check
+    try:
+        check.integrity = integrity_of(conn, "integrity_check" if full else "quick_check")
+    finally:
+        conn.close()
+    if check.integrity != "ok":
+        check.problems.append(f"fails its integrity check: {check.integrity}")
+    check.ok = not check.problems
+    return check
+
+
+def _manifest_problems(path: Path, check: BackupCheck) -> list[str]:
+    try:
+        check.manifest = read_manifest(path)
+    except ValueError as err:
+        return [str(err)]
+    if check.manifest is None:
+        return []
+    size = path.stat().st_size
+    if check.manifest.get("size") != size:
+        return [f"size {size} differs from its manifest's {check.manifest.get('size')}"]
+    if check.manifest.get("sha256") != files.sha256(path):
+        return ["SHA-256 differs from its manifest (changed or damaged since the backup)"]
+    return []
+
+
+def health(ctx: Context) -> str:
+    """'missing', 'ok', or what is wrong with the live database (its quick_check)."""
+    if not ctx.database.exists():
+        return "missing"
+    try:
+        with ctx.open(readonly=True) as db:
+            return integrity_of(db.connection, "quick_check")
+    except DatabaseUnavailable as err:
+        if is_damage(err):
+            return f"unreadable: {err.__cause__}"
+        raise  # missing permissions and the like are not damage
+
+
+def is_damage(err: DatabaseUnavailable) -> bool:
+    """Did SQLite find the file damaged (rather than missing, locked or forbidden)?"""
+    return isinstance(err.__cause__, (apsw.NotADBError, apsw.CorruptError))
+

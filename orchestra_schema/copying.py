@@ -1,0 +1,172 @@
+"""Copying a database into a new file through SQLite's online backup API.
+
+The copy is written under a temporary name in its final directory (files.Staged),
+checked, fsynced, and only then linked under its final name, so a killed or
+failed run never leaves a partial file where a DBA would trust it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import apsw
+
+from . import files
+from .database import Database, translated
+from .engine import applied_migrations
+from .errors import DatabaseUnavailable, OrchestraError
+
+Progress = Callable[[int, int], None]  # (pages copied, pages in all)
+
+STEP_PAGES = 1024  # 4 MiB at 4 KiB pages: a rollback-journal writer waits at most one step
+MAX_RESTARTS = 3  # then copy under one read transaction so steady writers cannot starve us
+
+
+@dataclass
+class Copy:
+    path: Path
+    size: int
+    sha256: str
+    page_count: int
+    journal_mode: str
+    integrity: str
+    integrity_check: str
+    applied_migrations: list[str]
+    copy_mode: str
+    restarts: int
+    cleaned: list[Path]
+
+
+def copy_to_file(src: apsw.Connection, source: Path, names, *, progress: Progress | None,
+                 timeout: float, full_check: bool = False, doing: str,
+                 mode_from: Path | None = None, require_ok: bool = True,
+                 before_publish: Callable[[], None] | None = None) -> Copy:
+    """Copy src's main database to a new file named by the first free name in `names`.
+
+    The copy is checked before it gets its name; a bad one is discarded.
+    mode_from: give the new file that file's owner and mode (a live database
+    replaced by restore must stay usable by the application's user).
+    require_ok=False keeps a copy that fails its check (a damaged database's copy).
+    before_publish: called once the copy is good, just before it gets its name.
+    """
+    names = iter(names)
+    first = next(names)
+    writing = files.writing(first.parent, doing)
+    with translated(source, doing), writing, files.Staged(first) as staged:
+        dest = apsw.Connection(str(staged.path))
+        try:
+            # The copy is discarded unless complete, so no journal and no syncs
+            # until the one fsync before it is published.
+            dest.execute("PRAGMA journal_mode = OFF").fetchall()
+            dest.execute("PRAGMA synchronous = OFF")
+            copy_mode, restarts = copy_pages(src, dest, progress, timeout, incremental=True)
+        finally:
+            dest.close()
+        found = inspect(staged.path, full_check)
+        if require_ok and found.integrity != "ok":
+            raise DatabaseUnavailable(
+                f"{source}: the copy failed its {found.check} ({found.integrity}); no backup was "
+                "written; the database itself is probably damaged: run `orchestra-schema recover`")
+        if mode_from is not None:
+            files.copy_owner_and_mode(mode_from, staged.path)
+        if before_publish is not None:
+            before_publish()
+        path = staged.publish(chain(first, names))
+        return Copy(path, path.stat().st_size, files.sha256(path), found.page_count,
+                    found.journal_mode, found.integrity, found.check, found.applied_migrations,
+                    copy_mode, restarts, staged.cleaned)
+
+
+def chain(first: Path, rest: Iterator[Path]) -> Iterator[Path]:
+    yield first
+    yield from rest
+
+
+def copy_pages(src: apsw.Connection, dest: apsw.Connection, progress: Progress | None,
+               timeout: float, incremental: bool) -> tuple[str, int]:
+    """Copy src into dest through the backup API; returns (mode, restarts).
+
+    In WAL mode one read transaction on src fixes the snapshot while other
+    processes keep committing to the WAL. In rollback-journal mode a read
+    transaction would make writers wait for the whole copy, so the copy goes
+    in steps and writers commit in between; each such commit restarts it, and
+    after MAX_RESTARTS it finishes under one read transaction anyway.
+    """
+    wal = src.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with dest.backup("main", src, "main") as job:
+        restarts = 0
+        if incremental and not wal:
+            done, restarts = _steps(job, progress, timeout, max_restarts=MAX_RESTARTS)
+            if done:
+                return "incremental", restarts
+        src.execute("BEGIN")
+        try:
+            src.execute("SELECT count(*) FROM sqlite_schema").fetchall()  # takes the read lock
+            _steps(job, progress, timeout, max_restarts=None)
+        finally:
+            src.execute("COMMIT")
+        return "snapshot", restarts
+
+
+def _steps(job: apsw.Backup, progress, timeout: float, max_restarts: int | None):
+    """Step until done or max_restarts; a busy step is retried until `timeout` passes.
+
+    backup_step can return BUSY without calling the busy handler, so the wait is here.
+    """
+    busy_since, restarts, before = None, 0, None
+    while True:
+        try:
+            done = job.step(STEP_PAGES)
+        except (apsw.BusyError, apsw.LockedError):
+            busy_since = busy_since or time.monotonic()
+            if time.monotonic() - busy_since >= timeout:
+                raise
+            time.sleep(0.01)
+            continue
+        busy_since = None
+        if before is not None and not done and job.remaining >= before:
+            restarts += 1
+        before = job.remaining
+        if progress:
+            progress(job.page_count - job.remaining, job.page_count)
+        if done:
+            return True, restarts
+        if max_restarts is not None and restarts >= max_restarts:
+            return False, restarts
+
+
+@dataclass
+class Inspection:
+    integrity: str
+    check: str
+    page_count: int
+    journal_mode: str
+    applied_migrations: list[str]
+
+
+def inspect(path: Path, full: bool) -> Inspection:
+    """Check a database file nobody writes to (a backup, a staged copy)."""
+    check = "integrity_check" if full else "quick_check"
+    conn = files.open_immutable(path)
+    try:
+        integrity = integrity_of(conn, check)
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        try:
+            applied = list(applied_migrations(Database(path, conn, readonly=True)))
+        except (apsw.Error, OrchestraError):
+            applied = []  # unreadable history: the integrity result says why
+    finally:
+        conn.close()
+    return Inspection(integrity, check, pages, files.journal_mode(path), applied)
+
+
+def integrity_of(conn: apsw.Connection, check: str = "integrity_check") -> str:
+    """'ok', or the first problems the check found, in one line."""
+    try:
+        lines = [row[0] for row in conn.execute(f"PRAGMA {check}(10)")]
+    except apsw.Error as err:
+        return f"unreadable: {err}"
+    return "ok" if lines == ["ok"] else "; ".join(lines)

@@ -1,0 +1,265 @@
+"""Files that must never be seen half-written: staged names, fsync, links, locks.
+
+A new file is created 0600 under a temporary name in its final directory,
+filled, fsynced, and published by a hard link (which, unlike rename, never
+replaces an existing file), then the directory is fsynced. Temporary names
+carry the writer's pid, so a later run can remove the leftovers of a killed one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import os
+import re
+import secrets
+import shutil
+import struct
+import sys
+import urllib.parse
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import apsw
+
+from .errors import DatabaseUnavailable, Refused, UsageError
+
+TEMP_MARK = ".orchestra-tmp-"
+_TEMP_NAME = re.compile(r"\..+\.orchestra-tmp-(\d+)-[0-9a-f]{8}(?:-journal|-wal|-shm)?")
+SIDECARS = ("-wal", "-shm", "-journal")
+SQLITE_HEADER = b"SQLite format 3\x00"
+_PENDING_BYTE = 0x40000000  # SQLite's lock bytes on the database file start here (512 of them)
+
+
+class Staged:
+    """A new 0600 file beside `final`, removed on exit unless published."""
+
+    def __init__(self, final: Path):
+        self.directory = Path(final).parent
+        self.cleaned = clean_stale(self.directory)
+        self.path = self.directory / f".{Path(final).name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)  # a umask cannot widen 0600, but could make it unusable
+        finally:
+            os.close(fd)
+
+    def publish(self, names: Iterable[Path]) -> Path:
+        """fsync, then give the file the first name in `names` that is free."""
+        fsync(self.path)
+        for final in names:
+            if _link(self.path, Path(final)):
+                fsync(self.directory)
+                return Path(final)
+        raise Refused(f"{final}: appeared while this run was writing it (another process "
+                      "created it); left as it is, and this run's copy removed")
+
+    def discard(self) -> None:
+        for suffix in ("",) + SIDECARS:
+            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+
+    def __enter__(self) -> "Staged":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.discard()  # after publish this only drops the temporary second name
+
+
+def _link(source: Path, final: Path) -> bool:
+    try:
+        os.link(source, final)
+        return True
+    except FileExistsError:
+        return False
+    except OSError as err:
+        if err.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+    # No hard links on this file system: rename, which would replace, so look first.
+    if os.path.lexists(final):
+        return False
+    os.rename(source, final)
+    return True
+
+
+def unique_names(base: Path) -> Iterator[Path]:
+    """base, base_2, base_3, ...: two backups in one second get different names."""
+    yield base
+    for n in range(2, 10_000):
+        yield base.with_name(f"{base.name}_{n}")
+
+
+def clean_stale(directory: Path) -> list[Path]:
+    """Remove temporary files whose writer process is gone (killed runs)."""
+    cleaned = []
+    with contextlib.suppress(OSError):
+        for path in directory.iterdir():
+            match = _TEMP_NAME.fullmatch(path.name)
+            if match and not _alive(int(match.group(1))):
+                path.unlink(missing_ok=True)
+                cleaned.append(path)
+    return cleaned
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def writing(directory: Path, doing: str):
+    """Turn a failed write (full disk, permissions) into one line that says nothing was lost."""
+    try:
+        yield
+    except (apsw.FullError, apsw.IOError, apsw.CantOpenError, apsw.PermissionsError,
+            apsw.ReadOnlyError, OSError) as err:
+        reason = err.strerror if isinstance(err, OSError) else str(err)
+        raise DatabaseUnavailable(
+            f"{directory}: cannot write while {doing} ({reason}); the database is unchanged "
+            "and no partial file was left; free space, fix permissions or choose --dir"
+        ) from err
+
+
+def write_atomically(path: Path, text: str) -> None:
+    with Staged(path) as staged:
+        with open(staged.path, "w") as f:
+            f.write(text)
+        fsync(staged.path)
+        os.replace(staged.path, path)
+        fsync(path.parent)
+
+
+def fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as err:
+        if err.errno != errno.EINVAL:  # some file systems cannot fsync a directory
+            raise
+    finally:
+        os.close(fd)
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def open_immutable(path: Path) -> apsw.Connection:
+    """Read a file nobody writes to: no locks, no -wal or -shm created beside it."""
+    uri = "file:" + urllib.parse.quote(str(Path(path).absolute())) + "?immutable=1"
+    return apsw.Connection(uri, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+
+
+def header(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(100)
+
+
+def is_sqlite(path: Path) -> bool:
+    try:
+        return header(path).startswith(SQLITE_HEADER)
+    except OSError:
+        return False
+
+
+def journal_mode(path: Path) -> str:
+    """'wal' or 'rollback', from the file header (bytes 18-19 are 2 in WAL mode)."""
+    return "wal" if header(path)[18:19] == b"\x02" else "rollback"
+
+
+def truncation(path: Path) -> str | None:
+    """Say so if the file is shorter than its header says (a cut-off copy)."""
+    head = header(path)
+    if len(head) < 100:
+        return f"truncated: {len(head)} bytes, shorter than an SQLite header"
+    page_size = int.from_bytes(head[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(head[28:32], "big")
+    size = path.stat().st_size
+    if page_size < 512 or size % page_size:
+        return f"truncated or damaged: {size} bytes is not a whole number of {page_size}-byte pages"
+    header_valid = head[24:28] == head[92:96]  # SQLite's rule for trusting the size field
+    if header_valid and pages and size < pages * page_size:
+        return f"truncated: {size} bytes, its header says {pages} pages of {page_size}"
+    return None
+
+
+def database_size(path: Path) -> int:
+    return sum(Path(f"{path}{s}").stat().st_size for s in ("", "-wal") if Path(f"{path}{s}").exists())
+
+
+def check_writable_dir(directory: Path, what: str) -> None:
+    if not directory.exists():
+        raise UsageError(f"{directory}: no such directory for the {what}; create it or choose another")
+    if not directory.is_dir():
+        raise UsageError(f"{directory}: not a directory; choose a directory for the {what}")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise DatabaseUnavailable(
+            f"{directory}: not writable, cannot write the {what}; nothing changed; "
+            "fix its permissions or choose another directory")
+
+
+def check_free_space(directory: Path, needed: int) -> None:
+    free = shutil.disk_usage(directory).free
+    if free < needed:
+        raise DatabaseUnavailable(
+            f"{directory}: {free // 2**20} MiB free, about {needed // 2**20 + 1} MiB needed; "
+            "nothing was written; free space or choose another directory")
+
+
+def copy_owner_and_mode(model: Path, path: Path) -> None:
+    """Give path model's mode and (when allowed) owner: the application must still open it."""
+    st = model.stat()
+    with contextlib.suppress(PermissionError):
+        os.chown(path, st.st_uid, st.st_gid)
+    os.chmod(path, st.st_mode & 0o7777)
+
+
+def move_aside(path: Path, base: Path) -> list[Path]:
+    """Rename a database and its -wal/-shm/-journal to the first free base, base_2, ...
+
+    Sidecars go first: a database without its WAL is an older state, but a
+    new database beside an old WAL would be garbage.
+    """
+    for target in unique_names(base):
+        if not any(os.path.lexists(f"{target}{s}") for s in ("",) + SIDECARS):
+            break
+    moved = []
+    for suffix in SIDECARS + ("",):
+        if Path(f"{path}{suffix}").exists():
+            os.rename(f"{path}{suffix}", f"{target}{suffix}")
+            moved.append(Path(f"{target}{suffix}"))
+    fsync(Path(path).parent)
+    return moved[-1:] + moved[:-1]  # the database first
+
+
+def in_use(path: Path) -> bool:
+    """Does another process hold SQLite locks on this database?
+
+    Any WAL-mode connection keeps a shared lock on the lock bytes; in rollback
+    mode only a transaction in progress does, so an idle connection there is
+    invisible. F_GETLK never takes a lock, but closing our descriptor drops
+    every POSIX lock this process holds on the file: call this only while
+    this process has no connection to it. Linux only (struct flock layout).
+    """
+    if not sys.platform.startswith("linux") or not Path(path).exists():
+        return False
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        query = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, _PENDING_BYTE, 512, 0)
+        lock_type = struct.unpack("hhqqi4x", fcntl.fcntl(fd, fcntl.F_GETLK, query))[0]
+    finally:
+        os.close(fd)
+    return lock_type != fcntl.F_UNLCK

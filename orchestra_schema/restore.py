@@ -1,0 +1,154 @@
+"""restore: put a verified backup back, through the backup API, keeping a safety copy.
+
+Copying a backup over a live file while its -wal still holds frames corrupts
+it; writing through SQLite's backup API into the live database is one write
+transaction, so every other connection sees the old or the new content.
+A damaged live database is restored the same way, after an unchecked copy
+(orchestra.db.corrupted_TIMESTAMP); only one SQLite cannot open at all (or a
+missing one) is moved aside with its -wal/-shm while the backup takes its name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import files
+from .backup import check_backup, discard, health, is_damage, safety_copy, stamp
+from .copying import Progress, copy_pages, copy_to_file, integrity_of
+from .commands import Context
+from .database import Database, translated
+from .engine import applied_migrations
+from .errors import Busy, DatabaseUnavailable, Refused, UsageError
+from .schema import diff, snapshot
+
+
+@dataclass
+class RestoreResult:
+    database: Path
+    restored_from: Path
+    backup: Path | None  # the safety copy made first (pre-restore_ or corrupted_)
+    live_integrity: str  # before the restore: "ok", "missing", or what was wrong
+    has_manifest: bool
+    schema_differences: list[str]  # the backup compared with the live database
+    method: str  # "backup-api" (into the live database) or "replaced" (damaged or missing file)
+    integrity: str = "not checked"  # of the live database afterwards (quick_check)
+    applied_migrations: list[str] = field(default_factory=list)
+    moved_aside: list[Path] = field(default_factory=list)
+
+
+def restore(ctx: Context, backup_path: Path, yes: bool = False, make_backup: bool = True,
+            progress: Progress | None = None) -> RestoreResult:
+    """Restore ctx.database from backup_path after verifying it; see the module doc.
+
+    make_backup=False skips the pre-restore copy of a healthy database; the
+    copy of a damaged one is always kept (recover can salvage from it).
+    """
+    backup_path = Path(backup_path)
+    if not backup_path.exists():
+        raise UsageError(f"{backup_path}: no such backup; check the path "
+                         f"(backups are named {ctx.database.name}.backup_YYYYmmdd_HHMMSS)")
+    check = check_backup(backup_path)
+    if not check.ok:
+        raise Refused(f"{backup_path}: {'; '.join(check.problems)}; refused to restore it, "
+                      f"{ctx.database} is unchanged; choose another backup")
+    live = health(ctx)
+    result = RestoreResult(ctx.database, backup_path, None, live, check.has_manifest, [], "backup-api")
+    if live == "missing":
+        result.method = "replaced"
+        _replace_file(ctx, result, progress)
+    else:
+        try:
+            _restore_into_live(ctx, result, yes, make_backup or live != "ok", progress)
+        except DatabaseUnavailable as err:
+            if live == "ok" or not is_damage(err):
+                raise
+            result.method = "replaced"  # SQLite cannot open it: it can only be swapped
+            _replace_file(ctx, result, progress)
+    with ctx.open(readonly=True) as db:
+        result.integrity = integrity_of(db.connection, "quick_check")
+        result.applied_migrations = list(applied_migrations(db))
+    return result
+
+
+def _restore_into_live(ctx: Context, result: RestoreResult, yes: bool, make_backup: bool,
+                       progress) -> None:
+    healthy = result.live_integrity == "ok"
+    source = files.open_immutable(result.restored_from)
+    try:
+        if healthy:
+            with ctx.open(readonly=True) as live:
+                _refuse_unrestorable(ctx, result, live, source, yes)
+        files.check_free_space(ctx.database.parent, files.database_size(ctx.database)
+                               + max(files.database_size(ctx.database), _size(result.restored_from)))
+        if make_backup:
+            kind = "pre-restore" if healthy else "corrupted"
+            result.backup = safety_copy(ctx, kind, progress, damaged=not healthy).path
+        try:
+            with ctx.open() as live, translated(ctx.database, "restoring"):
+                copy_pages(source, live.connection, progress, ctx.timeout, incremental=False)
+        except Busy:
+            if result.backup is not None:  # nothing changed: the copy is not needed
+                discard(result.backup)
+                result.backup = None
+            raise
+    finally:
+        source.close()
+
+
+def _size(path: Path) -> int:
+    return Path(path).stat().st_size
+
+
+def _refuse_unrestorable(ctx: Context, result: RestoreResult, live: Database, source, yes: bool):
+    theirs = snapshot(Database(result.restored_from, source, readonly=True))
+    result.schema_differences = [_backup_vs_live(line) for line in diff(snapshot(live), theirs)]
+    if result.schema_differences and not yes:
+        shown = "; ".join(result.schema_differences[:4])
+        more = len(result.schema_differences) - 4
+        raise Refused(
+            f"{result.restored_from}: its schema differs from {ctx.database}'s ({shown}"
+            f"{f'; and {more} more' if more > 0 else ''}); nothing changed; "
+            "rerun with --yes to restore it anyway")
+    page_size = source.execute("PRAGMA page_size").fetchone()[0]
+    live_page_size = live.scalar("PRAGMA page_size")
+    if live.scalar("PRAGMA journal_mode") == "wal" and page_size != live_page_size:
+        raise Refused(
+            f"{result.restored_from}: page size {page_size} differs from {ctx.database}'s "
+            f"{live_page_size}, which SQLite cannot restore into a WAL database online; nothing "
+            "changed; stop the application and use `recover --from` instead")
+
+
+def _backup_vs_live(line: str) -> str:
+    """schema.diff's words (expected = live, found = backup) said from the backup's side."""
+    for theirs, ours in ((": missing", ": only in the live database"),
+                         (": not expected (extra)", ": only in the backup"),
+                         (" expected, ", " live, "), (" found", " in the backup")):
+        line = line.replace(theirs, ours)
+    return line
+
+
+def _replace_file(ctx: Context, result: RestoreResult, progress) -> None:
+    """The live file is damaged or missing: move it aside, give the backup its name."""
+    database = ctx.database
+    files.check_writable_dir(database.parent, "restored database")
+    exists = database.exists()
+    if exists and files.in_use(database):
+        raise Busy(f"{database}: damaged and still open in another process; stop the Orchestra "
+                   "API and Hangfire, then rerun restore; nothing changed")
+    aside = database.with_name(f"{database.name}.corrupted_{stamp(datetime.now(timezone.utc))}")
+
+    def move_aside():
+        if exists:
+            result.moved_aside = files.move_aside(database, aside)
+            result.backup = result.backup or result.moved_aside[0]
+
+    source = files.open_immutable(result.restored_from)
+    try:
+        files.check_free_space(database.parent, result.restored_from.stat().st_size)
+        copy_to_file(source, result.restored_from, [database], progress=progress,
+                     timeout=ctx.timeout, doing="restoring", mode_from=database if exists else None,
+                     before_publish=move_aside)
+    finally:
+        source.close()

@@ -1,0 +1,231 @@
+"""recover: a damaged database rebuilt from the migrations, its rows salvaged or from a backup."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from backup_helpers import WAL_HOLDER, files_in, leaf_pages, opened, overwrite_pages, spawn
+from conftest import CHAT, CHAT_TABLES, CORE, CORE_TABLES, cli, count, file_state, history, tables
+from orchestra_schema import backup as backups
+from orchestra_schema import files
+from orchestra_schema.commands import Context
+
+ALL_TABLES = CORE_TABLES | CHAT_TABLES | {"HangFire.Job"}
+
+
+def recover(db, *args):
+    return cli("--database", db, "--json", "recover", *args)
+
+
+def add_messages(db, sessions=20, per_session=50):
+    """Enough chat rows to fill many b-tree pages."""
+    with opened(db) as c:
+        with c:
+            for s in range(sessions):
+                c.execute("INSERT INTO ChatSessions VALUES (?, 'u1', 'i1', 'title', '2025-01-01', "
+                          "'2025-01-02')", (f"bulk{s}",))
+                c.executemany("INSERT INTO ChatMessages VALUES (?, ?, 'user', ?, 0, '2025-01-01', NULL)",
+                              [(f"bulk{s}m{m}", f"bulk{s}", "x" * 300) for m in range(per_session)])
+
+
+def counts(path) -> dict[str, int]:
+    return {t: count(path, t) for t in ALL_TABLES}
+
+
+def by_table(out) -> dict[str, dict]:
+    return {t["table"]: t for t in out["tables"]}
+
+
+def test_recover_salvages_every_row_outside_the_damaged_pages(db):
+    add_messages(db)
+    before = counts(db)
+    leaves = leaf_pages(db, "ChatMessages")
+    damaged = leaves[len(leaves) // 2: len(leaves) // 2 + 2]
+    overwrite_pages(db, [page for page, _ in damaged], fill=b"\x00")
+    damaged_bytes = hashlib.sha256(db.read_bytes()).hexdigest()
+
+    result = recover(db)
+    assert result.exit_code == 0, result.stderr
+    out = json.loads(result.stdout)
+    lost = sum(cells for _, cells in damaged)
+    messages = by_table(out)["ChatMessages"]
+    assert (messages["copied"], messages["lost"], messages["lost_exact"]) == (
+        before["ChatMessages"] - lost, lost, True)
+    assert counts(db) == {**before, "ChatMessages": before["ChatMessages"] - lost}
+    for table in ALL_TABLES - {"ChatMessages"}:
+        assert by_table(out)[table]["lost"] == 0
+    assert out["integrity"] == "ok" and out["rows_lost"] == lost
+    assert history(db) == {CORE, CHAT} and out["applied_migrations"] == [CORE, CHAT]
+    aside = Path(out["backup"])
+    assert re.fullmatch(r"orchestra\.db\.corrupted_\d{8}_\d{6}", aside.name)
+    assert hashlib.sha256(aside.read_bytes()).hexdigest() == damaged_bytes
+    assert out["source"] == str(aside) and out["from_backup"] is False
+    assert set(out) == {"database", "source", "from_backup", "live_integrity", "backup",
+                        "moved_aside", "applied_migrations", "tables", "rows_copied", "rows_lost",
+                        "rows_lost_at_most", "foreign_key_violations", "integrity", "warnings"}
+    assert set(out["tables"][0]) == {"table", "copied", "lost", "lost_exact", "lost_at_most", "note"}
+
+
+def test_a_table_without_indexes_gets_an_upper_bound_from_rowid_gaps(db):
+    with opened(db) as c:
+        with c:
+            c.executemany("INSERT INTO [HangFire.Job] (State) VALUES (?)",
+                          [("Succeeded" * 20,) for _ in range(3000)])
+    leaves = leaf_pages(db, "HangFire.Job")
+    damaged = leaves[len(leaves) // 2: len(leaves) // 2 + 3]
+    overwrite_pages(db, [page for page, _ in damaged], fill=b"\x00")
+    result = cli("--database", db, "--json", "recover")
+    jobs = by_table(json.loads(result.stdout))["HangFire.Job"]
+    lost = sum(cells for _, cells in damaged)  # the ids are dense, so the gap is the loss
+    assert (jobs["copied"], jobs["lost"], jobs["lost_exact"], jobs["lost_at_most"]) == (
+        3002 - lost, 0, False, lost)
+    assert f"0 to {lost} lost" in result.stderr
+
+
+def test_recover_after_overwriting_pages_in_the_middle_of_the_file(db):
+    add_messages(db)
+    before = counts(db)
+    with opened(db) as c:
+        ids_before = {r[0] for r in c.execute("SELECT Id FROM ChatMessages")}
+    pages = db.stat().st_size // 4096
+    overwrite_pages(db, range(pages // 2 - 3, pages // 2 + 3))
+
+    result = cli("--database", db, "recover")
+    assert result.exit_code == 0, result.stderr
+    assert "recovered" in result.stderr and "ChatMessages" in result.stdout
+    after = counts(db)
+    assert all(after[t] <= before[t] for t in ALL_TABLES) and sum(after.values()) > 0
+    with opened(db) as c:
+        assert c.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        assert {r[0] for r in c.execute("SELECT Id FROM ChatMessages")} <= ids_before
+    assert ALL_TABLES <= tables(db)
+
+
+def test_recover_from_a_backup(db):
+    backup = backups.backup(Context(db)).path
+    overwrite_pages(db, [page for page, _ in leaf_pages(db, "ChatMessages")])
+    out = json.loads(recover(db, "--from", backup).stdout)
+    assert out["from_backup"] is True and out["source"] == str(backup)
+    assert counts(db) == counts(backup) and history(db) == {CORE, CHAT}
+    assert all(t["lost"] == 0 for t in out["tables"])
+    assert Path(out["backup"]).exists() and out["integrity"] == "ok"
+
+
+def test_recover_from_a_backup_when_the_database_is_gone(db):
+    backup = backups.backup(Context(db)).path
+    db.unlink()
+    out = json.loads(recover(db, "--from", backup).stdout)
+    assert out["live_integrity"] == "missing" and out["moved_aside"] == [] and out["backup"] is None
+    assert counts(db) == counts(backup)
+
+
+def test_a_healthy_database_is_refused_without_yes(db):
+    before, names = file_state(db), files_in(db.parent)
+    result = recover(db)
+    assert result.exit_code == 5 and "nothing to recover" in result.stderr
+    assert file_state(db) == before and files_in(db.parent) == names
+
+
+def test_yes_rebuilds_a_healthy_wal_database_keeping_everything(db):
+    with opened(db) as c:
+        c.execute("PRAGMA journal_mode = WAL").fetchall()
+    os.chmod(db, 0o640)
+    before = counts(db)
+    out = json.loads(recover(db, "--yes").stdout)
+    assert re.fullmatch(r"orchestra\.db\.pre-recover_\d{8}_\d{6}", Path(out["backup"]).name)
+    assert counts(db) == before and out["rows_lost"] == 0
+    assert files.journal_mode(db) == "wal" and stat.S_IMODE(db.stat().st_mode) == 0o640
+
+
+@pytest.mark.parametrize("spoil, code", [
+    (lambda b: overwrite_pages(b, [2, 3]), 5),
+    (lambda b: b.unlink(), 2),
+])
+def test_a_bad_backup_is_refused(db, spoil, code):
+    backup = backups.backup(Context(db)).path
+    spoil(backup)
+    overwrite_pages(db, [page for page, _ in leaf_pages(db, "ChatMessages")])
+    before, names = file_state(db), files_in(db.parent)
+    result = recover(db, "--from", backup)
+    assert result.exit_code == code and len(result.stderr.strip().splitlines()) == 1
+    assert file_state(db) == before and files_in(db.parent) == names
+
+
+def test_a_database_in_use_is_refused(db):
+    with opened(db) as c:
+        c.execute("PRAGMA journal_mode = WAL").fetchall()
+    holder = spawn(WAL_HOLDER, db)
+    try:
+        before, names = file_state(db), files_in(db.parent)
+        result = recover(db, "--yes")
+        assert result.exit_code == 3 and "stop the Orchestra API" in result.stderr
+        assert file_state(db) == before and files_in(db.parent) == names
+    finally:
+        holder.communicate("done\n", timeout=30)
+
+
+def test_missing_database_without_a_backup(tmp_path):
+    result = recover(tmp_path / "orchestra.db")
+    assert result.exit_code == 6 and "--from" in result.stderr
+
+
+def test_foreign_tables_keep_indexes_triggers_and_autoincrement(db):
+    with opened(db) as c:
+        c.execute("""
+            CREATE TABLE [HangFire.Counter] (Id INTEGER PRIMARY KEY AUTOINCREMENT, Key TEXT NOT NULL);
+            CREATE INDEX [IX_HangFire_Counter_Key] ON [HangFire.Counter] (Key);
+            CREATE TABLE audit (what TEXT);
+            CREATE TRIGGER counted AFTER INSERT ON [HangFire.Counter] BEGIN
+                INSERT INTO audit VALUES (new.Key); END;
+            INSERT INTO [HangFire.Counter] (Key) VALUES ('a'), ('b'), ('c');
+            DELETE FROM [HangFire.Counter] WHERE Key = 'c';""")
+    out = json.loads(recover(db, "--yes").stdout)
+    assert out["integrity"] == "ok"
+    with opened(db) as c:
+        assert c.execute("SELECT count(*) FROM audit").fetchone()[0] == 3  # the copy fired nothing
+        assert c.execute("SELECT seq FROM sqlite_sequence WHERE name = 'HangFire.Counter'"
+                         ).fetchone()[0] == 3  # id 3 is never handed out again
+        names = {r[0] for r in c.execute("SELECT name FROM sqlite_schema")}
+        assert {"IX_HangFire_Counter_Key", "counted"} <= names
+        c.execute("INSERT INTO [HangFire.Counter] (Key) VALUES ('d')")
+        assert c.execute("SELECT count(*) FROM audit").fetchone()[0] == 4  # the trigger is back
+
+
+def test_nothing_readable_gives_a_fresh_database_and_says_so(db):
+    overwrite_pages(db, [1])
+    out = json.loads(recover(db).stdout)
+    assert out["integrity"] == "ok" and out["rows_copied"] == 0
+    assert any("nothing readable" in w for w in out["warnings"])
+    assert CORE_TABLES | CHAT_TABLES <= tables(db) and history(db) == {CORE, CHAT}
+    assert all((t["lost_exact"], t["lost_at_most"]) == (False, None) for t in out["tables"])
+
+
+@pytest.mark.slow
+def test_kill_during_recover_leaves_the_old_file_or_the_new_one(db):
+    add_messages(db, sessions=200)
+    overwrite_pages(db, [page for page, _ in leaf_pages(db, "ChatMessages")[5:7]])
+    for _ in range(10):
+        damaged = db.read_bytes()
+        proc = subprocess.Popen([sys.executable, "-m", "orchestra_schema", "--database", str(db),
+                                 "recover", "--yes"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(random.uniform(0.1, 0.6))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if db.read_bytes() != damaged:  # the new one: whole
+            with opened(db) as c:
+                assert c.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+            overwrite_pages(db, [page for page, _ in leaf_pages(db, "ChatMessages")[5:7]])
+    files.clean_stale(db.parent)  # what the next run does first: the killed runs' files go
+    assert not any(files.TEMP_MARK in n for n in files_in(db.parent))
