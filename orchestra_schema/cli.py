@@ -141,8 +141,10 @@ def status(s: Settings):
     """List migrations: applied or pending, when, and whether files still match."""
     report = commands.status(s.ctx)
     lines = [f"database: {report.database}"] + [_status_line(m) for m in report.migrations]
-    s.emit(report, "\n".join(lines + [_ef_line(report.ef_history)]))
-
+    lines.append(_ef_line(report.ef_history))
+    if report.ef_history and not any(m.applied for m in report.migrations):
+        lines.append("note: made by EF Core and not adopted yet; run `orchestra-schema adopt`")
+    s.emit(report, "\n".join(lines))
 
 
 @main.command()

@@ -51,5 +51,5 @@ EXIT_CODES = {
     3: "busy: the database stayed locked past --timeout",
     4: "a migration failed and was rolled back",
     5: "refused as unsafe (nothing changed)",
-    6: "database missing, unreadable or not SQLite",
+    6: "database missing, unreadable, corrupt or not SQLite, or a file cannot be written",
 }

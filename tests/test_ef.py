@@ -225,3 +225,12 @@ def test_kill_at_random_instants_keeps_ef_history_in_step(ef_db, tmp_path):
         applied = CHAT in history(ef_db)
         assert (CHAT in ef_history(ef_db)) == applied == ("ChatMessages" in tables(ef_db))
     assert killed >= 3
+
+
+def test_status_points_an_unadopted_ef_database_to_adopt(tmp_path):
+    from conftest import build_ef_database
+    path = build_ef_database(tmp_path / "orchestra.db")
+    out = cli("--database", path, "status").stdout
+    assert "note: made by EF Core and not adopted yet; run `orchestra-schema adopt`" in out
+    assert cli("--database", path, "adopt").exit_code == 0
+    assert "not adopted" not in cli("--database", path, "status").stdout
