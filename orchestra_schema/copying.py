@@ -43,14 +43,15 @@ class Copy:
 def copy_to_file(src: apsw.Connection, source: Path, names, *, progress: Progress | None,
                  timeout: float, full_check: bool = False, doing: str,
                  mode_from: Path | None = None, require_ok: bool = True,
-                 before_publish: Callable[[], None] | None = None) -> Copy:
+                 publish: Callable[[files.Staged], Path] | None = None) -> Copy:
     """Copy src's main database to a new file named by the first free name in `names`.
 
     The copy is checked before it gets its name; a bad one is discarded.
     mode_from: give the new file that file's owner and mode (a live database
     replaced by restore must stay usable by the application's user).
     require_ok=False keeps a copy that fails its check (a damaged database's copy).
-    before_publish: called once the copy is good, just before it gets its name.
+    publish(staged): gives the good copy its name instead of the default
+    (the first free name in `names`, never replacing a file); returns it.
     """
     names = iter(names)
     first = next(names)
@@ -72,9 +73,7 @@ def copy_to_file(src: apsw.Connection, source: Path, names, *, progress: Progres
                 "written; the database itself is probably damaged: run `orchestra-schema recover`")
         if mode_from is not None:
             files.copy_owner_and_mode(mode_from, staged.path)
-        if before_publish is not None:
-            before_publish()
-        path = staged.publish(chain(first, names))
+        path = publish(staged) if publish else staged.publish(chain(first, names))
         return Copy(path, path.stat().st_size, files.sha256(path), found.page_count,
                     found.journal_mode, found.integrity, found.check, found.applied_migrations,
                     copy_mode, restarts, staged.cleaned)

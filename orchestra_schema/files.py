@@ -2,8 +2,10 @@
 
 A new file is created 0600 under a temporary name in its final directory,
 filled, fsynced, and published by a hard link (which, unlike rename, never
-replaces an existing file), then the directory is fsynced. Temporary names
-carry the writer's pid, so a later run can remove the leftovers of a killed one.
+replaces an existing file), then the directory is fsynced. Its writer holds an
+flock on it for its whole life; the kernel drops that lock when the writer
+dies, so a later run removes exactly the leftovers of killed runs (a pid in
+the name would not do: pids repeat across containers and hosts).
 """
 
 from __future__ import annotations
@@ -27,24 +29,22 @@ import apsw
 from .errors import DatabaseUnavailable, Refused, UsageError
 
 TEMP_MARK = ".orchestra-tmp-"
-_TEMP_NAME = re.compile(r"\..+\.orchestra-tmp-(\d+)-[0-9a-f]{8}(?:-journal|-wal|-shm)?")
+_TEMP_NAME = re.compile(r"(\..+\.orchestra-tmp-\d+-[0-9a-f]{8})(?:-journal|-wal|-shm)?")
 SIDECARS = ("-wal", "-shm", "-journal")
 SQLITE_HEADER = b"SQLite format 3\x00"
 _PENDING_BYTE = 0x40000000  # SQLite's lock bytes on the database file start here (512 of them)
 
 
 class Staged:
-    """A new 0600 file beside `final`, removed on exit unless published."""
+    """A new 0600 file beside `final`, flock-held while alive, removed on exit unless published."""
 
     def __init__(self, final: Path):
         self.directory = Path(final).parent
         self.cleaned = clean_stale(self.directory)
         self.path = self.directory / f".{Path(final).name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            os.fchmod(fd, 0o600)  # a umask cannot widen 0600, but could make it unusable
-        finally:
-            os.close(fd)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        os.fchmod(self._fd, 0o600)  # a umask cannot widen 0600, but could make it unusable
+        fcntl.flock(self._fd, fcntl.LOCK_EX)  # "a writer is alive": see clean_stale
 
     def publish(self, names: Iterable[Path]) -> Path:
         """fsync, then give the file the first name in `names` that is free."""
@@ -56,6 +56,28 @@ class Staged:
         raise Refused(f"{final}: appeared while this run was writing it (another process "
                       "created it); left as it is, and this run's copy removed")
 
+    def swap_in(self, live: Path, aside: Path) -> list[Path]:
+        """Make this file `live`, keeping the old one (and its -wal/-shm) as `aside`.
+
+        At every instant `live` names the old file or the new one: the old one
+        gets its second name by a hard link, then the new one replaces it with
+        one rename. Its -wal/-shm are moved aside first, because an old WAL
+        beside the new file would be replayed into it.
+        """
+        fsync(self.path)
+        target = next(t for t in unique_names(aside)
+                      if not any(os.path.lexists(f"{t}{s}") for s in ("",) + SIDECARS))
+        if not _link(live, target):
+            raise Refused(f"{target}: appeared meanwhile; nothing changed")
+        moved = [target]
+        for suffix in SIDECARS:
+            if os.path.lexists(f"{live}{suffix}"):
+                os.rename(f"{live}{suffix}", f"{target}{suffix}")
+                moved.append(Path(f"{target}{suffix}"))
+        os.replace(self.path, live)
+        fsync(self.directory)
+        return moved
+
     def discard(self) -> None:
         for suffix in ("",) + SIDECARS:
             Path(f"{self.path}{suffix}").unlink(missing_ok=True)
@@ -65,6 +87,7 @@ class Staged:
 
     def __exit__(self, *exc) -> None:
         self.discard()  # after publish this only drops the temporary second name
+        os.close(self._fd)
 
 
 def _link(source: Path, final: Path) -> bool:
@@ -91,27 +114,30 @@ def unique_names(base: Path) -> Iterator[Path]:
 
 
 def clean_stale(directory: Path) -> list[Path]:
-    """Remove temporary files whose writer process is gone (killed runs)."""
+    """Remove temporary files no live writer holds (left by killed runs)."""
     cleaned = []
     with contextlib.suppress(OSError):
-        for path in directory.iterdir():
+        for path in sorted(directory.iterdir()):
             match = _TEMP_NAME.fullmatch(path.name)
-            if match and not _alive(int(match.group(1))):
+            if match and not _held(directory / match.group(1)):
                 path.unlink(missing_ok=True)
                 cleaned.append(path)
     return cleaned
 
 
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
+def _held(staged: Path) -> bool:
+    """Does a live writer hold its flock on this staged file? (Gone: not held.)"""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        fd = os.open(staged, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
         return False
-    except PermissionError:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
         return True
-    return True
+    finally:
+        os.close(fd)  # also drops the lock if we got it
 
 
 @contextlib.contextmanager
@@ -225,24 +251,6 @@ def copy_owner_and_mode(model: Path, path: Path) -> None:
     with contextlib.suppress(PermissionError):
         os.chown(path, st.st_uid, st.st_gid)
     os.chmod(path, st.st_mode & 0o7777)
-
-
-def move_aside(path: Path, base: Path) -> list[Path]:
-    """Rename a database and its -wal/-shm/-journal to the first free base, base_2, ...
-
-    Sidecars go first: a database without its WAL is an older state, but a
-    new database beside an old WAL would be garbage.
-    """
-    for target in unique_names(base):
-        if not any(os.path.lexists(f"{target}{s}") for s in ("",) + SIDECARS):
-            break
-    moved = []
-    for suffix in SIDECARS + ("",):
-        if Path(f"{path}{suffix}").exists():
-            os.rename(f"{path}{suffix}", f"{target}{suffix}")
-            moved.append(Path(f"{target}{suffix}"))
-    fsync(Path(path).parent)
-    return moved[-1:] + moved[:-1]  # the database first
 
 
 def in_use(path: Path) -> bool:

@@ -5,8 +5,9 @@ migrations the source had applied, then every table the source has (foreign
 ones such as Hangfire's from their own CREATE statements), then its rows, from
 a verified backup or salvaged from the damaged file itself. Only when the new
 file passes integrity_check is the damaged one moved aside with its -wal/-shm
-(orchestra.db.corrupted_TIMESTAMP) and the new one given its name, so a crash
-at any moment leaves one or the other in place.
+(orchestra.db.corrupted_TIMESTAMP) and the new one given its name by one
+rename (files.Staged.swap_in), so a crash at any moment leaves one or the
+other at the live name, and the old one stays under the aside name.
 """
 
 from __future__ import annotations
@@ -84,8 +85,9 @@ def recover(ctx: Context, source: Path | None = None, yes: bool = False,
                               f"({result.integrity}); nothing changed; report this as a bug")
         _refuse_in_use(database)  # again: the rebuild may have taken a while
         if database.exists():
-            _move_aside(database, staged.path, result)
-        staged.publish([database])
+            _swap_in(database, staged, result)
+        else:
+            staged.publish([database])
     return result
 
 
@@ -104,11 +106,11 @@ def _refuse_in_use(database: Path) -> None:
                    "Hangfire, then rerun recover; nothing changed")
 
 
-def _move_aside(database: Path, staged: Path, result: RecoverResult) -> None:
-    files.copy_owner_and_mode(database, staged)  # the application's user must open the new file
+def _swap_in(database: Path, staged: files.Staged, result: RecoverResult) -> None:
+    files.copy_owner_and_mode(database, staged.path)  # the application's user must open it
     kind = "pre-recover" if result.live_integrity == "ok" else "corrupted"
     aside = database.with_name(f"{database.name}.{kind}_{stamp(datetime.now(timezone.utc))}")
-    result.moved_aside = files.move_aside(database, aside)
+    result.moved_aside = staged.swap_in(database, aside)
     result.backup = result.moved_aside[0]
     if not result.from_backup:
         result.source = result.backup

@@ -130,7 +130,7 @@ def _backup_vs_live(line: str) -> str:
 
 
 def _replace_file(ctx: Context, result: RestoreResult, progress) -> None:
-    """The live file is damaged or missing: move it aside, give the backup its name."""
+    """The live file is damaged or missing: the backup takes its name, the old one moves aside."""
     database = ctx.database
     files.check_writable_dir(database.parent, "restored database")
     exists = database.exists()
@@ -139,16 +139,18 @@ def _replace_file(ctx: Context, result: RestoreResult, progress) -> None:
                    "API and Hangfire, then rerun restore; nothing changed")
     aside = database.with_name(f"{database.name}.corrupted_{stamp(datetime.now(timezone.utc))}")
 
-    def move_aside():
-        if exists:
-            result.moved_aside = files.move_aside(database, aside)
-            result.backup = result.backup or result.moved_aside[0]
+    def publish(staged: files.Staged) -> Path:
+        if not exists:
+            return staged.publish([database])
+        result.moved_aside = staged.swap_in(database, aside)
+        result.backup = result.backup or result.moved_aside[0]
+        return database
 
     source = files.open_immutable(result.restored_from)
     try:
         files.check_free_space(database.parent, result.restored_from.stat().st_size)
         copy_to_file(source, result.restored_from, [database], progress=progress,
                      timeout=ctx.timeout, doing="restoring", mode_from=database if exists else None,
-                     before_publish=move_aside)
+                     publish=publish)
     finally:
         source.close()

@@ -229,3 +229,40 @@ def test_kill_during_recover_leaves_the_old_file_or_the_new_one(db):
             overwrite_pages(db, [page for page, _ in leaf_pages(db, "ChatMessages")[5:7]])
     files.clean_stale(db.parent)  # what the next run does first: the killed runs' files go
     assert not any(files.TEMP_MARK in n for n in files_in(db.parent))
+
+
+def test_a_crash_just_before_the_swap_leaves_the_old_file_at_the_live_name(db, monkeypatch):
+    """The live name is never empty: the old file gets its second name before the new one arrives."""
+    add_messages(db)
+    overwrite_pages(db, [page for page, _ in leaf_pages(db, "ChatMessages")[:1]])
+    before = hashlib.sha256(db.read_bytes()).hexdigest()
+
+    def crash(*args):
+        raise OSError("simulated crash before the rename")
+
+    monkeypatch.setattr(files.os, "replace", crash)
+    result = cli("--database", db, "recover")
+    assert result.exit_code != 0 and "simulated crash" in result.stderr
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == before  # still the old file
+    asides = [n for n in files_in(db.parent) if ".corrupted_" in n]
+    assert asides and hashlib.sha256((db.parent / asides[0]).read_bytes()).hexdigest() == before
+
+
+def test_cleanup_spares_a_temporary_file_whose_writer_lives_under_another_pid(tmp_path):
+    """pids repeat across containers: only the writer's flock says it is alive."""
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time\n"
+        "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)\n"),
+        str(tmp_path / ".orchestra.db.orchestra-tmp-999999-0123abcd")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        (tmp_path / ".orchestra.db.orchestra-tmp-999998-4567cdef").write_bytes(b"left by a killed run")
+        cleaned = files.clean_stale(tmp_path)
+        assert [p.name for p in cleaned] == [".orchestra.db.orchestra-tmp-999998-4567cdef"]
+        assert (tmp_path / ".orchestra.db.orchestra-tmp-999999-0123abcd").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert [p.name for p in files.clean_stale(tmp_path)] == [".orchestra.db.orchestra-tmp-999999-0123abcd"]
