@@ -9,6 +9,7 @@ integrity result. restore trusts a backup only when it matches its manifest.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -190,8 +191,10 @@ def _is_own_backup(path: Path, database: Path) -> bool:
 
 
 def _prune(database: Path, directory: Path, keep: int, newest: Path) -> list[Path]:
-    """Delete this database's backups beyond the newest `keep` (never `newest`)."""
-    older = [p for p in backups_of(database, directory) if p != newest]
+    """Delete this tool's backups of database beyond the newest `keep` (never `newest`)."""
+    # Only backups this tool made (their manifest names this database): a hand-made
+    # `cp orchestra.db orchestra.db.backup_...` has the same name but is not ours to delete.
+    older = [p for p in backups_of(database, directory) if p != newest and read_manifest(p)]
     doomed = older[:max(0, len(older) - (keep - 1))]
     for path in doomed:
         discard(path)
@@ -209,6 +212,7 @@ def check_backup(path: Path, full: bool = True) -> BackupCheck:
         check.problems.append("not an SQLite database (bad header)")
         return check
     check.problems += _manifest_problems(path, check)
+    check.problems += _sidecar_problems(path)
     truncated = files.truncation(path)
     if truncated:
         check.problems.append(truncated)
@@ -225,6 +229,33 @@ def check_backup(path: Path, full: bool = True) -> BackupCheck:
         check.problems.append(f"fails its integrity check: {check.integrity}")
     check.ok = not check.problems
     return check
+
+
+def trusted_backup(path: Path, database: Path, doing: str) -> BackupCheck:
+    """check_backup for restore and recover: refuse (exit 2 or 5) unless it is ok."""
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"{path}: no such backup; check the path "
+                         f"(backups are named {database.name}.backup_YYYYmmdd_HHMMSS)")
+    if database.exists() and os.path.samefile(path, database):
+        raise UsageError(f"{path}: is the live database itself, not a backup; nothing changed")
+    check = check_backup(path)
+    if not check.ok:
+        raise Refused(f"{path}: {'; '.join(check.problems)}; refused to {doing} from it, "
+                      f"{database} is unchanged; choose another backup")
+    return check
+
+
+def _sidecar_problems(path: Path) -> list[str]:
+    """A backup is read as one file: a -wal or hot -journal beside it holds what it lacks."""
+    problems = []
+    for suffix in ("-wal", "-journal"):
+        sidecar = Path(f"{path}{suffix}")
+        if sidecar.exists() and sidecar.stat().st_size > 0:
+            problems.append(f"{sidecar.name} beside it holds changes the file lacks (a live "
+                            "database or a copied pair, not a backup); open it once with sqlite3 "
+                            "to fold them in, or take backups with `orchestra-schema backup`")
+    return problems
 
 
 def _manifest_problems(path: Path, check: BackupCheck) -> list[str]:

@@ -426,6 +426,8 @@ def restore_command(s: Settings, backup_path, yes, no_backup):
                                    progress=progress)
     if not result.has_manifest:
         s.warn(f"{backup_path}: no manifest; trusted on its integrity_check alone")
+    for warning in result.warnings:
+        s.warn(warning)
     for line in result.schema_differences:
         s.warn(f"schema differs: {line}")
     if result.live_integrity not in ("ok", "missing"):

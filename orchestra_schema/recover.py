@@ -20,12 +20,12 @@ from pathlib import Path
 import apsw
 
 from . import files, salvage
-from .backup import check_backup, health, is_damage, stamp
+from .backup import health, is_damage, stamp, trusted_backup
 from .copying import Progress, integrity_of
 from .commands import Context
 from .database import Database, quote
 from .engine import HISTORY_TABLES, applied_migrations, apply_one
-from .errors import Busy, CheckFailed, DatabaseUnavailable, OrchestraError, Refused, UsageError
+from .errors import Busy, CheckFailed, DatabaseUnavailable, OrchestraError, Refused
 
 
 @dataclass
@@ -73,7 +73,7 @@ def recover(ctx: Context, source: Path | None = None, yes: bool = False,
         raise Refused(f"{database}: passes its quick_check, nothing to recover; nothing changed; "
                       "use `restore BACKUP` to go back to a backup, or --yes to rebuild it anyway")
     if source is not None:
-        _refuse_bad_backup(Path(source), database)
+        trusted_backup(Path(source), database, "recover")
     files.check_writable_dir(database.parent, "recovered database")
     _refuse_in_use(database)
     result = RecoverResult(database, Path(source or database), source is not None, live)
@@ -89,15 +89,6 @@ def recover(ctx: Context, source: Path | None = None, yes: bool = False,
         else:
             staged.publish([database])
     return result
-
-
-def _refuse_bad_backup(source: Path, database: Path) -> None:
-    if not source.exists():
-        raise UsageError(f"{source}: no such backup; check --from")
-    check = check_backup(source)
-    if not check.ok:
-        raise Refused(f"{source}: {'; '.join(check.problems)}; refused to recover from it, "
-                      f"{database} is unchanged; choose another backup")
 
 
 def _refuse_in_use(database: Path) -> None:
@@ -138,7 +129,9 @@ def _rebuild(ctx: Context, path: Path, migrations, result: RecoverResult, progre
             result.tables = [_unknown(t, "source unreadable")
                              for t in sorted(fresh.table_names() - HISTORY_TABLES)]
         _summarize(fresh, result)
-        if src is not None and files.journal_mode(result.source) == "wal":
+        # The application chose the live file's journal mode; a backup's header may differ.
+        model = result.database if result.database.exists() else result.source
+        if files.is_sqlite(model) and files.journal_mode(model) == "wal":
             fresh.execute("PRAGMA journal_mode = WAL").fetchall()
     finally:
         fresh.close()

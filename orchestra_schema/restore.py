@@ -15,12 +15,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import files
-from .backup import check_backup, discard, health, is_damage, safety_copy, stamp
+from .backup import discard, health, is_damage, safety_copy, stamp, trusted_backup
 from .copying import Progress, copy_pages, copy_to_file, integrity_of
 from .commands import Context
 from .database import Database, translated
 from .engine import applied_migrations
-from .errors import Busy, DatabaseUnavailable, Refused, UsageError
+from .errors import Busy, DatabaseUnavailable, Refused
 from .schema import diff, snapshot
 
 
@@ -36,6 +36,7 @@ class RestoreResult:
     integrity: str = "not checked"  # of the live database afterwards (quick_check)
     applied_migrations: list[str] = field(default_factory=list)
     moved_aside: list[Path] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 def restore(ctx: Context, backup_path: Path, yes: bool = False, make_backup: bool = True,
@@ -46,13 +47,7 @@ def restore(ctx: Context, backup_path: Path, yes: bool = False, make_backup: boo
     copy of a damaged one is always kept (recover can salvage from it).
     """
     backup_path = Path(backup_path)
-    if not backup_path.exists():
-        raise UsageError(f"{backup_path}: no such backup; check the path "
-                         f"(backups are named {ctx.database.name}.backup_YYYYmmdd_HHMMSS)")
-    check = check_backup(backup_path)
-    if not check.ok:
-        raise Refused(f"{backup_path}: {'; '.join(check.problems)}; refused to restore it, "
-                      f"{ctx.database} is unchanged; choose another backup")
+    check = trusted_backup(backup_path, ctx.database, "restore")
     live = health(ctx)
     result = RestoreResult(ctx.database, backup_path, None, live, check.has_manifest, [], "backup-api")
     if live == "missing":
@@ -87,7 +82,9 @@ def _restore_into_live(ctx: Context, result: RestoreResult, yes: bool, make_back
             result.backup = safety_copy(ctx, kind, progress, damaged=not healthy).path
         try:
             with ctx.open() as live, translated(ctx.database, "restoring"):
+                mode = live.scalar("PRAGMA journal_mode")
                 copy_pages(source, live.connection, progress, ctx.timeout, incremental=False)
+                _keep_journal_mode(live, mode, result)
         except Busy:
             if result.backup is not None:  # nothing changed: the copy is not needed
                 discard(result.backup)
@@ -95,6 +92,15 @@ def _restore_into_live(ctx: Context, result: RestoreResult, yes: bool, make_back
             raise
     finally:
         source.close()
+
+
+def _keep_journal_mode(live: Database, mode: str, result: RestoreResult) -> None:
+    """A backup of a WAL database carries WAL in its header; the live file keeps its own mode."""
+    now = live.scalar("PRAGMA journal_mode")
+    if now != mode and live.scalar(f"PRAGMA journal_mode = {mode}") != mode:
+        result.warnings.append(
+            f"{result.database} is now in {now} mode, like the backup; it was {mode} and could "
+            f"not be switched back while in use: run PRAGMA journal_mode = {mode} when it is idle")
 
 
 def _size(path: Path) -> int:

@@ -158,12 +158,14 @@ def test_keep_deletes_only_this_databases_older_backups(db, tmp_path, monkeypatc
     elsewhere = tmp_path / "orchestra.db.backup_20190101_000001"  # another orchestra.db's backup
     elsewhere.write_bytes(old[0].read_bytes())
     Path(f"{elsewhere}.json").write_text(json.dumps({"source": "/srv/other/orchestra.db"}))
-    keep_me = {p: file_state(p) for p in (not_sqlite, other_db, elsewhere)}
+    by_hand = tmp_path / "orchestra.db.backup_20190101_000002"  # the procedure's own `cp`
+    by_hand.write_bytes(db.read_bytes())
+    keep_me = {p: file_state(p) for p in (not_sqlite, other_db, elsewhere, by_hand)}
 
     out = backup_json(db, "--keep", "2")
     assert out["deleted"] == [str(old[0]), str(old[1])]
     assert not old[0].exists() and not Path(f"{old[0]}.json").exists()
-    assert backups.backups_of(db) == [old[2], Path(out["path"])]
+    assert backups.backups_of(db) == [by_hand, old[2], Path(out["path"])]
     assert {p: file_state(p) for p in keep_me} == keep_me
 
 

@@ -61,7 +61,7 @@ def test_restore_brings_back_what_a_rollback_dropped(db):
     assert not CHAT_TABLES & tables(safety)  # the state just before the restore
     assert set(out) == {"database", "restored_from", "backup", "live_integrity", "has_manifest",
                         "schema_differences", "method", "integrity", "applied_migrations",
-                        "moved_aside"}
+                        "moved_aside", "warnings"}
 
 
 def test_restore_replaces_rows_and_keeps_a_pre_restore_copy(db):
@@ -258,3 +258,38 @@ def test_kill_during_restore_at_random_moments(db, wal):
         if state == BIG:
             _shrink(db)
     assert SMALL in killed  # some kills landed inside the restore's transaction
+
+
+def test_the_live_database_itself_is_not_a_backup(db):
+    before = file_state(db)
+    result = restore(db, db, "--no-backup")
+    assert result.exit_code == 2 and "is the live database itself" in result.stderr
+    assert file_state(db) == before
+
+
+def test_a_copied_pair_with_a_wal_is_refused_not_restored_without_its_frames(db, tmp_path):
+    """Read as one file, such a copy would silently lack every commit still in its -wal."""
+    with opened(db) as c:
+        c.execute("PRAGMA journal_mode=WAL").fetchall()
+        c.execute("PRAGMA wal_autocheckpoint=0")
+        c.execute("INSERT INTO ChatMessages VALUES ('w1', 's0', 'user', 'in the wal', 0, 'c', NULL)")
+        snap = tmp_path / "snap.db"  # copied while the commit is only in the -wal
+        snap.write_bytes(db.read_bytes())
+        Path(f"{snap}-wal").write_bytes(Path(f"{db}-wal").read_bytes())
+    before = file_state(db)
+    result = restore(db, snap, "--no-backup")
+    assert result.exit_code == 5 and "snap.db-wal beside it holds changes" in result.stderr
+    assert file_state(db) == before
+
+
+def test_a_wal_backup_restored_into_a_rollback_journal_database_keeps_rollback_mode(db, tmp_path):
+    wal_db = tmp_path / "wal" / "orchestra.db"
+    wal_db.parent.mkdir()
+    wal_db.write_bytes(db.read_bytes())
+    with opened(wal_db) as c:
+        c.execute("PRAGMA journal_mode=WAL").fetchall()
+    backup = a_backup(wal_db)
+    assert restore(db, backup, "--no-backup").exit_code == 0
+    with opened(db) as c:
+        assert c.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    assert not Path(f"{db}-wal").exists()
