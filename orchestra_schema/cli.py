@@ -106,7 +106,8 @@ def _database_path(ctx, param, value: str) -> Path:
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No messages on success.")
 @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks on errors.")
-@click.option("--timeout", type=click.FloatRange(min=0), default=10.0, show_default=True,
+@click.option("--timeout", type=click.FloatRange(min=0, max=2_000_000), default=10.0,
+              show_default=True,
               help="Seconds to wait for a lock held by another process before exit 3.")
 @click.version_option(package_name="orchestra-schema")
 @click.pass_context
@@ -177,7 +178,7 @@ def apply(s: Settings, to, dry_run):
 def rollback(s: Settings, to, dry_run, yes, no_backup):
     """Roll back applied migrations with their rollback files (after a backup)."""
     result = commands.rollback(s.ctx, to=to, dry_run=dry_run, yes=yes,
-                               confirm=None if s.json else _ask_on_terminal(s),
+                               confirm=None if s.json else _confirm_rows_lost,
                                backup=None if no_backup else _backup_first(s))
     for warning in result.warnings:
         s.warn(warning)
@@ -194,15 +195,18 @@ def rollback(s: Settings, to, dry_run, yes, no_backup):
     s.emit(result, None)
 
 
-def _ask_on_terminal(s: Settings):
-    """A prompt only where a person can answer: never on a pipe or in cron."""
-    def confirm(rows_lost: dict[str, int]) -> bool:
-        if not _on_terminal():
-            return False
-        for table, n in rows_lost.items():
-            click.echo(f"{table}: {n} row(s) will be deleted", err=True)
-        return click.confirm("Roll back and lose these rows?", default=False, err=True)
-    return confirm
+def _confirm(question: str, details=()) -> bool:
+    """Ask only where a person can answer: never on a pipe or in cron."""
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        return False
+    for line in details:
+        click.echo(line, err=True)
+    return click.confirm(question, default=False, err=True)
+
+
+def _confirm_rows_lost(rows_lost: dict[str, int]) -> bool:
+    return _confirm("Roll back and lose these rows?",
+                    [f"{table}: {n} row(s) will be deleted" for table, n in rows_lost.items()])
 
 
 @main.command()
@@ -226,10 +230,6 @@ def _ef_line(entries) -> str:
 def _say_ef_changes(s: Settings, changes: list[str]) -> None:
     for change in changes:
         s.say(f"{ef.TABLE}: {change}")
-
-
-def _on_terminal() -> bool:
-    return sys.stdin.isatty() and sys.stderr.isatty()
 
 
 @main.command()
@@ -324,16 +324,15 @@ def history_group():
 def forget(s: Settings, migration_id, source, yes, no_backup):
     """Remove ID from yoyo's history (and its checksums) or from __EFMigrationsHistory."""
     result = history.forget(s.ctx, migration_id, source=source, yes=yes,
-                            confirm=None if s.json else _confirm_on_terminal,
+                            confirm=None if s.json else _confirm_question,
                             backup=None if no_backup else _backup_first(s))
     s.say(f"removed {result.migration_id} from {history.history_name(result.history)}; "
           "schema untouched")
     s.emit(result, None)
 
 
-def _confirm_on_terminal(question: str) -> bool:
-    return _on_terminal() and click.confirm(f"{question[:1].upper()}{question[1:]}?",
-                                            default=False, err=True)
+def _confirm_question(question: str) -> bool:
+    return _confirm(f"{question[:1].upper()}{question[1:]}?")
 
 
 _BAR_MIN_PAGES = 8192  # 32 MiB at 4 KiB pages: smaller copies take no visible time

@@ -11,7 +11,7 @@ from . import ef
 from . import migrations as mig
 from .database import Database
 from .engine import AppliedRecord, applied_migrations, apply_one, count_rows, rollback_one, tables_losing_rows
-from .errors import Refused
+from .errors import OrchestraError, Refused, UsageError
 
 
 @dataclass
@@ -108,13 +108,18 @@ def apply(ctx: Context, to: str | None = None, dry_run: bool = False) -> ApplyRe
                 _refuse_unadopted(db, applied)
         result.sql = mig.dry_run_sql(mig.plan_apply(migrations, applied, to), "apply")
         return result
-    with ctx.open(create=True) as db:
-        applied = set(applied_migrations(db))
-        _refuse_unadopted(db, applied)
-        ef_before = ef.entries(db)
-        for m in mig.plan_apply(migrations, applied, to):
-            (result.applied if apply_one(db, m) else result.skipped).append(m.id)
-        result.ef_history = ef.changes(ef_before, ef.entries(db))
+    try:
+        with ctx.open(create=True) as db:
+            applied = set(applied_migrations(db))
+            _refuse_unadopted(db, applied)
+            ef_before = ef.entries(db)
+            for m in mig.plan_apply(migrations, applied, to):
+                (result.applied if apply_one(db, m) else result.skipped).append(m.id)
+            result.ef_history = ef.changes(ef_before, ef.entries(db))
+    except OrchestraError:
+        if result.created and ctx.database.exists() and ctx.database.stat().st_size == 0:
+            ctx.database.unlink()  # "nothing changed": not even an empty file for the app to find
+        raise
     return result
 
 
@@ -205,5 +210,7 @@ def _check_rollback_safe(plan, applied: dict[str, AppliedRecord], known: set[str
 
 
 def new(ctx: Context, name: str) -> tuple[Path, Path]:
-    sql_dir = ctx.sql_dir or mig.default_sql_dir()
-    return mig.new_pair(sql_dir, name)
+    if ctx.sql_dir is None and mig.installed_sql_dir():
+        raise UsageError(f"{mig.default_sql_dir()}: the SQL installed with the package is not "
+                         "for editing; give --sql-dir DIR (your checkout's sql/)")
+    return mig.new_pair(ctx.sql_dir or mig.default_sql_dir(), name)

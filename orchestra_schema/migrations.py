@@ -17,7 +17,7 @@ from pathlib import Path
 from yoyo.migrations import read_sql_migration
 from yoyo.topologicalsort import CycleError, topological_sort
 
-from .errors import UsageError
+from .errors import DatabaseUnavailable, UsageError
 
 ROLLBACK_SUFFIX = ".rollback.sql"
 
@@ -37,6 +37,11 @@ class MigrationFile:
     @property
     def has_rollback(self) -> bool:
         return self.rollback_path is not None
+
+
+def installed_sql_dir() -> bool:
+    """Is the default sql dir the copy installed with the package (not a checkout's sql/)?"""
+    return default_sql_dir() == Path(__file__).resolve().parent / "sql"
 
 
 def default_sql_dir() -> Path:
@@ -60,7 +65,7 @@ def load(sql_dir: Path | None = None) -> list[MigrationFile]:
     if not sql_dir.is_dir():
         raise UsageError(f"{sql_dir}: sql directory not found; check --sql-dir")
     forwards = sorted(p for p in sql_dir.iterdir()
-                      if p.suffix == ".sql" and not p.name.endswith(ROLLBACK_SUFFIX))
+                      if p.suffix == ".sql" and not p.name.endswith(ROLLBACK_SUFFIX) and p.is_file())
     _check_orphan_rollbacks(sql_dir, {p.stem for p in forwards})
     if not forwards:
         raise UsageError(f"{sql_dir}: no migrations (ID.sql files) found; check --sql-dir")
@@ -70,7 +75,7 @@ def load(sql_dir: Path | None = None) -> list[MigrationFile]:
 
 def _check_orphan_rollbacks(sql_dir: Path, ids: set[str]) -> None:
     for p in sorted(sql_dir.glob("*" + ROLLBACK_SUFFIX)):
-        if p.name[: -len(ROLLBACK_SUFFIX)] not in ids:
+        if p.is_file() and p.name[: -len(ROLLBACK_SUFFIX)] not in ids:
             raise UsageError(
                 f"{p}: rollback file without a forward file "
                 f"{p.name[: -len(ROLLBACK_SUFFIX)]}.sql; add it or remove the rollback"
@@ -185,8 +190,18 @@ def new_pair(sql_dir: Path, name: str, now: datetime | None = None) -> tuple[Pat
     depends = f"-- depends: {' '.join(heads)}\n" if heads else ""
     forward = Path(sql_dir) / f"{new_id}.sql"
     rollback = Path(sql_dir) / f"{new_id}{ROLLBACK_SUFFIX}"
-    forward.write_text(NEW_TEMPLATE.format(id=new_id, depends=depends), encoding="utf-8")
-    rollback.write_text(NEW_ROLLBACK_TEMPLATE.format(id=new_id), encoding="utf-8")
+    try:  # both files or neither; never overwrite one
+        with open(forward, "x", encoding="utf-8") as f:
+            f.write(NEW_TEMPLATE.format(id=new_id, depends=depends))
+        try:
+            with open(rollback, "x", encoding="utf-8") as f:
+                f.write(NEW_ROLLBACK_TEMPLATE.format(id=new_id))
+        except BaseException:
+            forward.unlink()
+            raise
+    except OSError as err:
+        raise DatabaseUnavailable(f"{sql_dir}: cannot write {new_id}'s files ({err.strerror}); "
+                                  "nothing was created; check the directory's permissions")
     return forward, rollback
 
 

@@ -16,13 +16,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import ef
+from . import ef, files
 from . import migrations as mig
 from .commands import Context, _check_rollback_safe
+from .copying import copy_pages
 from .database import Database, translated
 from .engine import (HISTORY_TABLES, applied_migrations, apply_one, count_rows, dropped_tables,
                      rollback_one, tables_losing_rows)
-from .errors import MigrationFailed, Refused, UsageError
+from .errors import MigrationFailed, UsageError
 from .schema import diff, snapshot
 
 
@@ -63,7 +64,7 @@ def rehearse(ctx: Context, to: str | None = None, memory: bool = False,
     with ctx.open(readonly=True) as live, _scratch(live, memory, workdir) as (snap, where):
         report = RehearsalReport(str(ctx.database), where, to)
         with translated(ctx.database, "taking the snapshot"):
-            _timed(report, "snapshot", lambda: _copy(live, snap))
+            _timed(report, "snapshot", lambda: _copy(live, snap, ctx.timeout))
         with translated(Path(where), "rehearsing on the snapshot"):
             _rehearse_on(snap, migrations, report)
     report.problems = [f"{s.name}: {s.detail}" for s in report.steps if not s.ok]
@@ -118,9 +119,9 @@ def _timed(report: RehearsalReport, name: str, run) -> bool:
     return ok
 
 
-def _copy(live: Database, snap: Database) -> list[str]:
-    with snap.connection.backup("main", live.connection, "main") as copy:
-        copy.step(-1)  # one read transaction: writers to the live file are not stopped in WAL mode
+def _copy(live: Database, snap: Database, timeout: float) -> list[str]:
+    # The backup's copy: WAL writers carry on, rollback-journal writers commit between steps.
+    copy_pages(live.connection, snap.connection, None, timeout, incremental=True)
     return []
 
 
@@ -168,20 +169,12 @@ def _scratch(live: Database, memory: bool, workdir: Path | None):
         return
     if workdir is not None and not Path(workdir).is_dir():
         raise UsageError(f"{workdir}: --workdir is not a directory")
+    files.check_free_space(Path(workdir or tempfile.gettempdir()), files.database_size(live.path))
     directory = Path(tempfile.mkdtemp(prefix="orchestra-rehearse-", dir=workdir))
     try:
-        _check_space(live, directory)
         path = directory / live.path.name
         with Database.open(path, create=True) as db:
             db.execute("PRAGMA synchronous = OFF")  # a throwaway copy: no fsync (3x faster)
             yield db, str(path)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
-
-
-def _check_space(live: Database, directory: Path) -> None:
-    needed = live.path.stat().st_size
-    free = shutil.disk_usage(directory).free
-    if free < needed:
-        raise Refused(f"{directory}: {free // 2**20} MiB free, the snapshot needs "
-                      f"{needed // 2**20} MiB; nothing changed; use --workdir DIR or --memory")

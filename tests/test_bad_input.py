@@ -117,3 +117,53 @@ def test_verbose_shows_the_traceback(tmp_path):
     path.write_bytes(b"garbage" * 1000)
     result = run("-v", "-d", path, "status")
     assert result.returncode == 6 and "Traceback" in result.stderr
+
+
+def test_a_failed_first_apply_leaves_no_empty_file(tmp_path):
+    sql = tmp_path / "sql"
+    sql.mkdir()
+    (sql / "0001_bad.sql").write_text("CREATE TABLE a(x);\nINSERT INTO nosuch VALUES (1);\n")
+    path = tmp_path / "new.db"
+    assert_error(cli("--sql-dir", sql, "-d", path, "apply"), 4, "nothing changed")
+    assert not path.exists()
+
+
+def test_new_in_an_unwritable_sql_dir_is_one_line_and_creates_nothing(tmp_path):
+    import os
+    sql = tmp_path / "sql"
+    sql.mkdir()
+    (sql / "0001_a.sql").write_text("CREATE TABLE a(x);\n")
+    os.chmod(sql, 0o500)
+    try:
+        if os.access(sql, os.W_OK):
+            pytest.skip("running as root: permissions do not stop writes")
+        assert_error(cli("--sql-dir", sql, "new", "more"), 6, "cannot write")
+        assert sorted(p.name for p in sql.iterdir()) == ["0001_a.sql"]
+    finally:
+        os.chmod(sql, 0o700)
+
+
+def test_huge_timeout_is_a_usage_error_not_a_crash(tmp_path):
+    assert cli("--timeout", "1e12", "-d", tmp_path / "o.db", "status").exit_code == 2
+
+
+def test_new_that_cannot_write_its_rollback_file_leaves_neither(tmp_path):
+    from datetime import datetime, timezone
+    from orchestra_schema import migrations
+    from orchestra_schema.errors import DatabaseUnavailable
+    sql = tmp_path / "sql"
+    sql.mkdir()
+    (sql / "0001_a.sql").write_text("CREATE TABLE a(x);\n")
+    (sql / "20300101000000_more.rollback.sql").mkdir()  # in the way of the rollback file
+    with pytest.raises(DatabaseUnavailable, match="nothing was created"):
+        migrations.new_pair(sql, "more", now=datetime(2030, 1, 1, tzinfo=timezone.utc))
+    assert sorted(p.name for p in sql.iterdir()) == ["0001_a.sql", "20300101000000_more.rollback.sql"]
+
+
+def test_new_refuses_to_edit_the_installed_sql():
+    from orchestra_schema.migrations import default_sql_dir, installed_sql_dir
+    if not installed_sql_dir():
+        pytest.skip("running from a checkout: the default sql dir is the checkout's own")
+    before = sorted(p.name for p in default_sql_dir().iterdir())
+    assert_error(cli("new", "more"), 2, "--sql-dir")
+    assert sorted(p.name for p in default_sql_dir().iterdir()) == before
