@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -114,16 +115,14 @@ def build_ef(path: Path, size_mb: int) -> dict[str, int]:
 def _insert(conn: apsw.Connection, table: str, rows) -> int:
     rows = iter(rows)
     first = next(rows)
-    marks = ", ".join("?" * len(first))
-    n = 0
+    count = [0]
 
     def counted():
-        nonlocal n
-        yield first
-        for n, row in enumerate(rows, 1):
+        for row in itertools.chain([first], rows):
+            count[0] += 1
             yield row
-    conn.executemany(f'INSERT INTO "{table}" VALUES ({marks})', counted())
-    return n + 1
+    conn.executemany(f'INSERT INTO "{table}" VALUES ({", ".join("?" * len(first))})', counted())
+    return count[0]
 
 
 def copy_rows(source: Path, target: Path) -> None:

@@ -20,7 +20,7 @@ from contenders import ROOT, program, shell_secure_delete
 MEMORY_GROWTH_MB = 10
 
 
-def environment(tool, built, history_note: str, args) -> dict:
+def environment(tool, built, history: Path, history_note: str, args) -> dict:
     return {
         "date_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": _cpu(), "cores": os.cpu_count(), "memory_gb": _memory_gb(),
@@ -30,7 +30,7 @@ def environment(tool, built, history_note: str, args) -> dict:
         "yoyo": metadata.version("yoyo-migrations"),
         "orchestra_schema": metadata.version("orchestra-schema") + " @ " + _git_commit(),
         "size_mb": args.size_mb, "ef_mb": round(built.info["ef_bytes"] / 2**20),
-        "history_mb": round(built.info["tool_bytes"] / 2**20),
+        "history_mb": round(history.stat().st_size / 2**20),
         "chat_messages": built.info["rows"]["ChatMessages"],
         "history_database": history_note, "reps": args.reps, "warmup": args.warmup,
         "load_average": round(os.getloadavg()[0], 2),

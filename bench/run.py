@@ -52,7 +52,8 @@ def parse_args(argv=None):
     p.add_argument("--stall-timeout", type=float, default=30.0,
                    help="kill a backup still running after this many seconds under writes (default 30)")
     p.add_argument("--output", type=Path, default=RESULTS / "latest.md",
-                   help="markdown file to write (default bench/results/latest.md)")
+                   help="markdown file to write; the raw numbers (size-N.json) go beside it "
+                        "(default bench/results/latest.md)")
     return p.parse_args(argv)
 
 
@@ -72,11 +73,12 @@ def main(argv=None) -> None:
         if group.name in selected:
             results[group.name] = run_group(group, sources[group.database], args)
     stall = run_writer(tool, built.ef, args) if "writer" in selected else None
-    env = report.environment(tool, built, history_note, args)
+    env = report.environment(tool, built, history, history_note, args)
     data = {"env": env, "groups": results, "writer": stall}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"size-{args.size_mb}.json").write_text(json.dumps(data, indent=1))
-    text = report.render(data, report.load_sizes(RESULTS))
+    folder = args.output.parent  # the raw numbers go beside the table
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"size-{args.size_mb}.json").write_text(json.dumps(data, indent=1))
+    text = report.render(data, report.load_sizes(folder))
     args.output.write_text(text)
     print(text)
     shutil.rmtree(WORK, ignore_errors=True)
