@@ -34,6 +34,7 @@ from contenders import Contender, Group, Paths, Run, Tool, groups, writer_conten
 
 RESULTS = Path(__file__).resolve().parent / "results"
 WORK = CACHE / "work"
+TRIAL = WORK / "trial"  # a trial's copy and outputs; emptied after each trial
 GROUPS = ["backup", "rollback", "status", "verify", "rehearse", "writer"]
 
 
@@ -64,7 +65,7 @@ def main(argv=None) -> None:
         sys.exit("orchestra-schema is not installed in this Python's environment (pip install -e .)")
     built = ensure_built(args.size_mb, [tool.exe], say=_say)
     shutil.rmtree(WORK, ignore_errors=True)
-    (WORK / "trial").mkdir(parents=True)
+    TRIAL.mkdir(parents=True)
     history, history_note = history_database(tool, built.ef, built.tool)
     sources = {"ef": built.ef, "history": history}
     selected = args.only or GROUPS
@@ -132,26 +133,32 @@ def run_group(group: Group, cached: Path, args) -> dict:
 
 def trial(c: Contender, source: Path, fresh: bool) -> Run:
     """One run of c on the source (or on a fresh, flushed copy); outputs removed afterwards."""
-    folder = WORK / "trial"
-    db = fresh_copy(source, folder / "trial.db") if fresh else source
+    db = fresh_copy(source, TRIAL / "trial.db") if fresh else source
     warm(db)
     try:
-        return c.run(Paths(db, folder / "out.db"))
+        return c.run(Paths(db, TRIAL / "out.db"))
     finally:
-        shutil.rmtree(folder)
-        folder.mkdir()
-        os.sync()  # the next trial must not pay for this one's dirty pages
+        clear_trial()
+
+
+def clear_trial() -> None:
+    """Remove a trial's outputs (a backup's manifest too), flushed: the next trial must not
+    pay for this one's dirty pages."""
+    shutil.rmtree(TRIAL)
+    TRIAL.mkdir()
+    os.sync()
 
 
 def summarize(group: Group, runs: dict[str, list[Run]], errors: dict[str, str]) -> dict:
     rows = []
     for c in group.contenders:
-        times = [r.seconds for r in runs.get(c.name, [])]
+        done = runs.get(c.name, [])
+        times = [r.seconds for r in done]
         rows.append({
             "name": c.name, "note": c.note, "missing": c.missing, "error": errors.get(c.name),
-            "seconds": times, "median": statistics.median(times) if times and c.name not in errors else None,
-            "max_rss_kb": max((r.max_rss_kb for r in runs.get(c.name, []) if r.max_rss_kb),
-                              default=None),
+            "seconds": times,
+            "median": statistics.median(times) if times and c.name not in errors else None,
+            "max_rss_kb": max((r.max_rss_kb for r in done if r.max_rss_kb), default=None),
         })
     medians = {r["name"]: r["median"] for r in rows if r["median"] is not None}
     return {
@@ -180,11 +187,9 @@ def run_writer(tool: Tool, source: Path, args) -> dict:
                 continue
             _say(f"writer ({mode}): {c.name}")
             warm(db)
-            out = WORK / "trial" / "out.db"
-            r = writer.measure(db, c, Paths(db, out), args.writer_baseline, args.stall_timeout,
-                               args.writer_pause_ms)
-            remove_db(out)
-            os.sync()
+            r = writer.measure(db, c, Paths(db, TRIAL / "out.db"), args.writer_baseline,
+                               args.stall_timeout, args.writer_pause_ms)
+            clear_trial()
             baseline += r.baseline
             stall = writer.Stall.of(r.during)
             rows.append({"name": c.name, "backup_seconds": r.backup.seconds, "ok": r.backup.ok,
