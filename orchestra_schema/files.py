@@ -46,6 +46,11 @@ class Staged:
         os.fchmod(self._fd, 0o600)  # a umask cannot widen 0600, but could make it unusable
         fcntl.flock(self._fd, fcntl.LOCK_EX)  # "a writer is alive": see clean_stale
 
+    @property
+    def fd(self) -> int:
+        """A descriptor open on the file (to fdatasync it while SQLite writes it)."""
+        return self._fd
+
     def publish(self, names: Iterable[Path]) -> Path:
         """fsync, then give the file the first name in `names` that is free."""
         fsync(self.path)
