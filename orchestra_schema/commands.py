@@ -148,13 +148,16 @@ class RollbackResult:
 
 def rollback(ctx: Context, to: str, dry_run: bool = False, yes: bool = False,
              confirm: Callable[[dict[str, int]], bool] | None = None,
-             backup: Callable[[], Path] | None = None) -> RollbackResult:
+             backup: Callable[[], Path] | None = None,
+             secure_delete: bool = False) -> RollbackResult:
     """Roll back every applied migration not needed by `to` ('0': all).
 
     Refuses (exit 5) when a rollback file is missing or changed since it was
     applied, or when rows would be lost and neither --yes nor confirm() agrees.
     backup() is called, once something will really be rolled back, before the
     first change; it returns the backup's path (and fails the rollback if it fails).
+    secure_delete: SQLite overwrites the freed pages with zeros, so dropped rows
+    cannot be read back from the file (slower: it writes every freed page).
     """
     migrations = ctx.migrations()
     mig.resolve_target(to, migrations)
@@ -168,6 +171,8 @@ def rollback(ctx: Context, to: str, dry_run: bool = False, yes: bool = False,
         if dry_run:
             result.sql = mig.dry_run_sql(plan, "rollback")
             return result
+        if secure_delete:
+            db.execute("PRAGMA secure_delete = ON")
         if result.rows_lost and not yes and not (confirm and confirm(result.rows_lost)):
             lost = ", ".join(f"{t} {n}" for t, n in result.rows_lost.items())
             raise Refused(

@@ -201,3 +201,16 @@ def test_on_a_terminal_rollback_asks_and_obeys(db, answer, code):
         assert history(db) == {CORE}
     else:
         assert file_state(db) == before
+
+
+@pytest.mark.parametrize("secure, readable", [(False, True), (True, False)])
+def test_secure_delete_decides_whether_dropped_chat_text_stays_in_the_file(tmp_path, secure, readable):
+    path = tmp_path / "o.db"
+    cli("-d", path, "apply")
+    secret = "the-password-is-swordfish"
+    with connect(path) as c:
+        c.execute("INSERT INTO ChatSessions VALUES ('s', NULL, 'i', 't', 'c', 'l')")
+        c.execute("INSERT INTO ChatMessages VALUES ('m', 's', 'user', ?, 0, 'c', NULL)", (secret * 50,))
+    args = ["--secure-delete"] if secure else []
+    assert cli("-d", path, "rollback", "--to", CORE, "--yes", "--no-backup", *args).exit_code == 0
+    assert (secret.encode() in path.read_bytes()) is readable
