@@ -225,7 +225,9 @@ def _copy_table(src: Database, fresh: Database, name: str, sql: str,
             read = list(read)
             if damage.regions:
                 return _unknown(name, "damaged; kept the history of the rebuild")
-            fresh.execute(f"DELETE FROM {quote(name)}")
+        # The source's rows replace what the migrations inserted: a seeded row
+        # (EF Core's HasData) may have been changed or deleted since.
+        fresh.execute(f"DELETE FROM {quote(name)}")
         before = fresh.connection.total_changes()
         fresh.connection.executemany(insert, read)
         copied = fresh.connection.total_changes() - before

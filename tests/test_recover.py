@@ -266,3 +266,25 @@ def test_cleanup_spares_a_temporary_file_whose_writer_lives_under_another_pid(tm
         holder.kill()
         holder.wait()
     assert [p.name for p in files.clean_stale(tmp_path)] == [".orchestra.db.orchestra-tmp-999999-0123abcd"]
+
+
+def test_recover_keeps_the_databases_rows_not_what_a_migration_seeded(tmp_path):
+    """A migration may seed rows (EF Core's HasData) that the application later changes
+    or deletes: the rebuilt database holds the source's rows, not the seed again."""
+    sql = tmp_path / "sql"
+    sql.mkdir()
+    (sql / "0001_settings.sql").write_text(
+        "CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT);\n"
+        "INSERT INTO settings VALUES ('theme', 'light'), ('lang', 'en');\n")
+    (sql / "0001_settings.rollback.sql").write_text("DROP TABLE settings;\n")
+    db = tmp_path / "orchestra.db"
+    assert cli("-d", db, "--sql-dir", sql, "apply").exit_code == 0
+    with opened(db) as c:
+        c.execute("UPDATE settings SET value = 'dark' WHERE key = 'theme'; "
+                  "DELETE FROM settings WHERE key = 'lang'")
+    result = cli("-d", db, "--sql-dir", sql, "--json", "recover", "--yes")
+    assert result.exit_code == 0, result.stderr
+    with opened(db) as c:
+        assert c.execute("SELECT key, value FROM settings").fetchall() == [("theme", "dark")]
+    out = json.loads(result.stdout)
+    assert (out["rows_lost"], by_table(out)["settings"]["copied"]) == (0, 1)
