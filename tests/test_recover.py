@@ -5,13 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import re
-import signal
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -210,25 +207,6 @@ def test_nothing_readable_gives_a_fresh_database_and_says_so(db):
     assert any("nothing readable" in w for w in out["warnings"])
     assert CORE_TABLES | CHAT_TABLES <= tables(db) and history(db) == {CORE, CHAT}
     assert all((t["lost_exact"], t["lost_at_most"]) == (False, None) for t in out["tables"])
-
-
-@pytest.mark.slow
-def test_kill_during_recover_leaves_the_old_file_or_the_new_one(db):
-    add_messages(db, sessions=200)
-    overwrite_pages(db, [page for page, _ in leaf_pages(db, "ChatMessages")[5:7]])
-    for _ in range(10):
-        damaged = db.read_bytes()
-        proc = subprocess.Popen([sys.executable, "-m", "orchestra_schema", "--database", str(db),
-                                 "recover", "--yes"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(random.uniform(0.1, 0.6))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        if db.read_bytes() != damaged:  # the new one: whole
-            with opened(db) as c:
-                assert c.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-            overwrite_pages(db, [page for page, _ in leaf_pages(db, "ChatMessages")[5:7]])
-    files.clean_stale(db.parent)  # what the next run does first: the killed runs' files go
-    assert not any(files.TEMP_MARK in n for n in files_in(db.parent))
 
 
 def test_a_crash_just_before_the_swap_leaves_the_old_file_at_the_live_name(db, monkeypatch):
