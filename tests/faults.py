@@ -250,35 +250,38 @@ def kill_during(argv, directory: Path, database: Path, delay: float) -> Kill:
 
 
 def interrupted_work(directory: Path, database: Path, pid: int) -> list[str]:
-    """What a run killed part-way leaves: its temporary files, a hot journal,
-    WAL frames of a transaction that never committed. Read before any open."""
+    """What a run killed part-way leaves: its temporary files, a hot journal, WAL
+    frames (uncommitted, or committed but the connection not yet closed: the last
+    connection's close checkpoints and deletes the WAL). Read before any open."""
     evidence = [f"temporary file {p.name}" for p in sorted(Path(directory).iterdir())
                 if f"{files.TEMP_MARK}{pid}-" in p.name]
     journal = Path(f"{database}-journal")
     with contextlib.suppress(OSError):
         if journal.stat().st_size and journal.read_bytes()[:8] == JOURNAL_MAGIC:
             evidence.append(HOT_JOURNAL)
-    frames = uncommitted_wal_frames(database)
-    if frames:
-        evidence.append(f"{frames} {UNCOMMITTED}")
+    frames, uncommitted = wal_frames(database)
+    if uncommitted:
+        evidence.append(f"{uncommitted} {UNCOMMITTED}")
+    elif frames:
+        evidence.append(f"{frames} committed WAL frame(s), the writer's connection still open")
     return evidence
 
 
-def uncommitted_wal_frames(database: Path) -> int:
-    """Frames of the current WAL generation written after its last commit frame."""
+def wal_frames(database: Path) -> tuple[int, int]:
+    """(frames, frames after the last commit frame) of the WAL's current generation."""
     try:
         data = Path(f"{database}-wal").read_bytes()
     except OSError:
-        return 0
+        return 0, 0
     if len(data) < 32:
-        return 0
+        return 0, 0
     page_size, salt = int.from_bytes(data[8:12], "big"), data[16:24]
-    offset, since_commit = 32, 0
+    offset, frames, since_commit = 32, 0, 0
     while offset + 24 + page_size <= len(data) and data[offset + 8:offset + 16] == salt:
         committed = int.from_bytes(data[offset + 4:offset + 8], "big")  # db size: commit frames only
-        since_commit = 0 if committed else since_commit + 1
+        frames, since_commit = frames + 1, 0 if committed else since_commit + 1
         offset += 24 + page_size
-    return since_commit
+    return frames, since_commit
 
 
 def run_to_end(argv, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -362,6 +365,7 @@ class Rounds:
     exit0: int = 0
     exit3: int = 0
     backups: int = 0  # backups published, each checked
+    succeeded: set[str] = field(default_factory=set)  # commands that ran to exit 0
     failures: list[str] = field(default_factory=list)
 
     def count(self, results) -> None:
@@ -371,6 +375,8 @@ class Rounds:
             self.runs += 1
             self.exit0 += code == 0
             self.exit3 += code == 3
+            if code == 0:
+                self.succeeded.add(command.split()[0])
             if code not in (0, 3) or "Traceback" in err or "internal error" in err:
                 self.failures.append(f"round {self.rounds}: {command}: exit {code}: {err.strip()[-300:]}")
 

@@ -48,7 +48,12 @@ def sql(tmp_path_factory):
 
 
 class Scenario:
-    """A database of N migrations and a foreign table, in its own directory."""
+    """A database of N migrations and a foreign table, in its own directory.
+
+    A kill scenario (faults.kill_trials) adds: names (its commands), spans(),
+    argv(trial), check(command, kill) after a kill, finish(command) for the next
+    run, and check_long_run() for what only many trials can show.
+    """
 
     JOBS = 3000  # rows of the foreign table: enough leaf pages to damage some
     short_trials = SHORT_TRIALS  # per command, in the default run
@@ -85,6 +90,9 @@ class Scenario:
         for path in final_copies(self.directory, self.database).get("backup", []):
             check_history_matches_schema(path, N, ROWS, readonly=True)  # a snapshot of one state
 
+    def check_long_run(self) -> None:
+        pass
+
 
 # ---- apply and rollback
 
@@ -100,9 +108,10 @@ class ApplyAndRollback(Scenario):
         self.jobs_before = self.jobs()
 
     def spans(self):
-        spans = {c: work_span(self.cli(*args), self.directory) for c, args in self.commands.items()}
-        remove_copies(self.directory, self.database)
-        return spans
+        runs = [{c: work_span(self.cli(*args), self.directory) for c, args in self.commands.items()}
+                for _ in range(2)]  # the shorter of two: a loaded machine's slow run would
+        remove_copies(self.directory, self.database)  # put kills after the end
+        return {c: min(r[c] for r in runs) for c in self.commands}
 
     def argv(self, trial):
         command = "apply" if trial % 2 == 0 else "rollback"
@@ -135,9 +144,9 @@ class Backup(Scenario):
         self.outcomes = set()  # whether killed runs had published their backup
 
     def spans(self):
-        span = work_span(self.cli("backup"), self.directory)
+        spans = [work_span(self.cli("backup"), self.directory) for _ in range(2)]
         remove_copies(self.directory, self.database)
-        return {"backup": span}
+        return {"backup": min(spans)}
 
     def argv(self, trial):
         self.before = set(backups.backups_of(self.database))
@@ -189,10 +198,10 @@ class Restore(Scenario):
         return Path(json.loads(run_to_end(self.cli("--json", "backup")).stdout)["path"])
 
     def spans(self):
-        span = work_span(self.cli("restore", self.full, "--yes"), self.directory)
-        run_to_end(self.cli("restore", self.half, "--yes", "--no-backup"))
+        spans = [work_span(self.cli("restore", target, "--yes"), self.directory)
+                 for target in (self.full, self.half)]
         remove_copies(self.directory, self.database, keep=self.states)
-        return {"restore": span}
+        return {"restore": min(spans)}
 
     def argv(self, trial):
         self.target = self.full if self.current == self.half else self.half
@@ -234,9 +243,9 @@ class Recover(Scenario):
         self.damaged = None
 
     def spans(self):
-        span = work_span(self.cli("recover", "--yes"), self.directory)
+        spans = [work_span(self.cli("recover", "--yes"), self.directory) for _ in range(2)]
         remove_copies(self.directory, self.database)
-        return {"recover": span}
+        return {"recover": min(spans)}
 
     def argv(self, trial):
         self.damaged = None
@@ -277,10 +286,6 @@ class Recover(Scenario):
         self.reference = contents(self.database)
 
 
-    def check_long_run(self):
-        pass
-
-
 SCENARIOS = [ApplyAndRollback, Backup, Restore, Recover]
 
 
@@ -291,7 +296,7 @@ def kill_many(scenario, tmp_path, sql, mode, trials):
     seed = zlib.crc32(f"{scenario.__name__} {mode}".encode())
     for t in kill_trials(s, trials * len(s.names), seed).values():
         assert not t.failures, "\n".join(t.failures)
-        assert t.landed >= t.trials // 2 and t.interrupted >= min(2, t.trials // 3), t.line()
+        assert t.landed >= t.trials // 2 and t.interrupted >= max(1, t.trials // 10), t.line()
     return s
 
 
@@ -372,22 +377,24 @@ def test_concurrent_applies_apply_each_migration_once(tmp_path, sql):
         assert sorted(applies) == [(f"m{i:03d}", 1) for i in range(N)]
 
 
-MIX = [["apply"], ["apply"], ["rollback", "--to", "0", "--yes"],
-       ["rollback", "--to", f"m{N // 2:03d}", "--yes"], ["backup"], ["backup"]]
+# Two of each command; one of each pair waits long for the lock, the other briefly.
+MIX = [["apply"], ["rollback", "--to", "0", "--yes"], ["backup"],
+       ["apply"], ["rollback", "--to", f"m{N // 2:03d}", "--yes"], ["backup"]]
 
 
 def concurrent_rounds(s: Scenario, rounds: int, seed: int) -> Rounds:
-    """Start the MIX at once, in random order with random lock timeouts, round after round,
-    from every migration applied or a third of them. Exit 0 or 3 (busy, or the history
-    changed under the run's plan), no traceback; nothing applied twice (check_log);
-    the history matches the schema; every backup is whole and one consistent state."""
+    """Start the MIX at once, in random order, round after round, from every migration
+    applied or a third of them. Exit 0 or 3 (busy, or the history changed under the
+    run's plan), no traceback; nothing applied twice (check_log); the history matches
+    the schema; every backup is whole and one consistent state; the next run succeeds."""
     rng, r = random.Random(seed), Rounds(s.mode)
     FIGURES.append(r)
     for number in range(rounds):
         if number % 2:
             run_to_end(s.cli("rollback", "--to", f"m{N // 3:03d}", "--yes", "--no-backup"))
-        mix = rng.sample(MIX, len(MIX))
-        r.count(at_once(s, mix, [rng.choice([0.5, 2, 30]) for _ in mix]))
+        timeouts = [30] * 3 + [rng.choice([0.2, 0.5, 2]) for _ in range(3)]
+        order = rng.sample(range(len(MIX)), len(MIX))
+        r.count(at_once(s, [MIX[i] for i in order], [timeouts[i] for i in order]))
         with r.checking("history"):
             s.history()
         with r.checking("backups"):
@@ -398,7 +405,7 @@ def concurrent_rounds(s: Scenario, rounds: int, seed: int) -> Rounds:
             assert s.history() == ALL
         remove_copies(s.directory, s.database)
     assert not r.failures, "\n".join(r.failures)
-    assert r.backups >= 1 and r.exit0 >= r.runs // 2, r.line()
+    assert r.succeeded == {"apply", "rollback", "backup"} and r.backups, r.line()  # not vacuous
     return r
 
 
