@@ -183,7 +183,8 @@ def rollback(ctx: Context, to: str, dry_run: bool = False, yes: bool = False,
         if plan and backup is not None:
             result.backup = backup()
         for m in plan:
-            (result.rolled_back if rollback_one(db, m) else result.skipped).append(m.id)
+            dependents = [d.id for d in migrations if m.id in d.depends]
+            (result.rolled_back if rollback_one(db, m, dependents) else result.skipped).append(m.id)
         result.ef_history = ef.changes(ef_before, ef.entries(db))
     return result
 

@@ -8,7 +8,9 @@ any instant leaves the database exactly before or after the migration.
 
 The write lock that keeps two runs apart is SQLite's own (a POSIX lock on the
 database file), so the kernel releases it when a process dies; a second run
-waits up to the busy timeout and then fails with Busy (exit 3).
+waits up to the busy timeout and then fails with Busy (exit 3). A run plans
+before it has the lock, so each migration's dependencies are checked again
+under it: a run that finds the history changed under its plan stops (exit 3).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from yoyo.migrations import default_migration_table, get_migration_hash
 
 from . import ef
 from .database import Database, quote, translated
-from .errors import MigrationFailed
+from .errors import Busy, MigrationFailed
 from .migrations import MigrationFile
 from .schema import Schema, snapshot
 
@@ -177,11 +179,21 @@ class ForeignKeyViolation(MigrationFailed):
     pass
 
 
+class HistoryChanged(Busy):
+    """Another run changed the history between this run's plan and its turn at the lock."""
+
+
 def apply_one(db: Database, m: MigrationFile) -> bool:
     """Apply m and record it (and EF's history), atomically. False if it was already applied."""
     with _explaining_violations(db, m), write_transaction(db, f"applying {m.id}") as backend:
-        if m.id in applied_migrations(db):
+        applied = applied_migrations(db)
+        if m.id in applied:
             return False  # another run applied it while we waited for the lock
+        missing = [d for d in m.depends if d not in applied]
+        if missing:
+            raise HistoryChanged(
+                f"{m.id}: not applied: {', '.join(missing)}, which it depends on, was rolled back "
+                "meanwhile by another run; nothing more changed; run apply again")
         touched = _run_statements(db, m, m.statements, m.path)
         _record(db, backend, m, "apply")
         ef.keep_in_step(db, set(applied_migrations(db)))
@@ -189,11 +201,20 @@ def apply_one(db: Database, m: MigrationFile) -> bool:
     return True
 
 
-def rollback_one(db: Database, m: MigrationFile) -> bool:
-    """Run m's rollback file and remove its history (and EF's row), atomically."""
+def rollback_one(db: Database, m: MigrationFile, dependents=()) -> bool:
+    """Run m's rollback file and remove its history (and EF's row), atomically.
+
+    dependents: ids of the migrations that depend on m; none may be applied.
+    """
     with _explaining_violations(db, m), write_transaction(db, f"rolling back {m.id}") as backend:
-        if m.id not in applied_migrations(db):
+        applied = applied_migrations(db)
+        if m.id not in applied:
             return False  # another run rolled it back while we waited
+        on_top = [d for d in dependents if d in applied]
+        if on_top:
+            raise HistoryChanged(
+                f"{m.id}: not rolled back: {', '.join(on_top)}, which depends on it, was applied "
+                "meanwhile by another run; nothing more changed; run the rollback again")
         touched = _run_statements(db, m, m.rollback_statements, m.rollback_path)
         _unrecord(db, backend, m.id, "rollback")
         ef.keep_in_step(db, set(applied_migrations(db)))

@@ -21,7 +21,7 @@ class UsageError(OrchestraError):
 
 
 class Busy(OrchestraError):
-    """The database stayed locked past --timeout."""
+    """The database stayed locked past --timeout, or another run changed the history meanwhile."""
 
     exit_code = 3
 
@@ -48,7 +48,7 @@ EXIT_CODES = {
     0: "done",
     1: "a check found problems",
     2: "usage error (bad option, unknown migration id, bad sql directory)",
-    3: "busy: the database stayed locked past --timeout",
+    3: "busy: the database stayed locked past --timeout, or another run changed the history",
     4: "a migration failed and was rolled back",
     5: "refused as unsafe (nothing changed)",
     6: "database missing, unreadable, corrupt or not SQLite, or a file cannot be written",

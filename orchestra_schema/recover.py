@@ -26,6 +26,7 @@ from .commands import Context
 from .database import Database, quote
 from .engine import HISTORY_TABLES, applied_migrations, apply_one
 from .errors import Busy, CheckFailed, DatabaseUnavailable, OrchestraError, Refused
+from .migrations import ancestors
 
 
 @dataclass
@@ -174,9 +175,16 @@ def _apply(fresh: Database, migrations, wanted: set[str] | None, result: Recover
     for mid in sorted((wanted or set()) - {m.id for m in migrations}):
         result.warnings.append(f"{mid}: applied to the source but not in the sql dir; its tables "
                                "were created from the source's own CREATE statements")
+    whole = None
+    if wanted is not None:  # with what they depend on: apply_one refuses a migration without
+        by_id = {m.id: m for m in migrations}
+        whole = set().union(*(ancestors(mid, by_id) for mid in wanted & set(by_id)))
+        for mid in sorted(whole - wanted):
+            result.warnings.append(f"{mid}: not in the source's history, but migrations there "
+                                   "depend on it; applied, so that the rebuilt history is whole")
     applied = []
     for m in migrations:
-        if wanted is None or m.id in wanted:
+        if whole is None or m.id in whole:
             apply_one(fresh, m)
             applied.append(m.id)
     return applied
@@ -225,7 +233,9 @@ def _copy_table(src: Database, fresh: Database, name: str, sql: str,
             read = list(read)
             if damage.regions:
                 return _unknown(name, "damaged; kept the history of the rebuild")
-            fresh.execute(f"DELETE FROM {quote(name)}")
+        # The source's rows replace what the migrations inserted: a seeded row
+        # (EF Core's HasData) may have been changed or deleted since.
+        fresh.execute(f"DELETE FROM {quote(name)}")
         before = fresh.connection.total_changes()
         fresh.connection.executemany(insert, read)
         copied = fresh.connection.total_changes() - before

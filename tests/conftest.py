@@ -129,3 +129,13 @@ def ef_db(tmp_path) -> Path:
     result = cli("--database", path, "adopt")
     assert result.exit_code == 0, result.output
     return path
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The fault-injection figures of this run (tests/faults.py), at the very end."""
+    faults = sys.modules.get("faults")
+    if faults is None or not faults.FIGURES:
+        return
+    terminalreporter.section("fault injection")
+    for line in faults.figures_table():
+        terminalreporter.write_line(line)

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import re
 import resource
 import signal
 import stat
 import subprocess
 import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -224,27 +222,6 @@ def test_backup_of_a_damaged_database_is_refused_and_leaves_nothing(db):
     assert result.exit_code == 6 and "recover" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert file_state(db) == before and files_in(db.parent) == names
-
-
-@pytest.mark.slow
-def test_kill_during_backup_at_random_moments(tmp_path):
-    db = tmp_path / "orchestra.db"
-    add_pairs(db, 10, wal=False)
-    add_padding(db, 40)
-    outcomes = set()
-    for _ in range(30):
-        proc = subprocess.Popen([sys.executable, "-m", "orchestra_schema", "--database", str(db),
-                                 "backup"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(random.uniform(0.1, 0.6))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        finals = [n for n in files_in(tmp_path) if NAME.fullmatch(n)]
-        for name in finals:
-            assert backups.check_backup(tmp_path / name).ok
-            backups.discard(tmp_path / name)
-        outcomes.add("published" if finals else "not published")
-        files.clean_stale(tmp_path)
-    assert outcomes == {"published", "not published"}
 
 
 def _limit_file_size():

@@ -4,7 +4,12 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from conftest import CHAT, CORE, cli, connect, count, file_state, history, run, tables
+from orchestra_schema import commands
+from orchestra_schema.engine import apply_one, rollback_one
+from orchestra_schema.errors import Busy
 from orchestra_schema.migrations import default_sql_dir
 
 
@@ -207,3 +212,32 @@ def test_rollback_that_deletes_rows_needs_yes(tmp_path):
     assert result.exit_code == 5 and "(t 3)" in result.stderr
     assert cli("--sql-dir", d, "-d", path, "rollback", "--to", "0001_t", "--yes").exit_code == 0
     assert count(path, "t") == 0
+
+
+# A run plans from the history it reads, then waits for the write lock; by its turn
+# another run may have changed the history. Found by tests/test_faults.py's
+# concurrent runs: a migration applied on top of a dependency rolled back meanwhile.
+
+def test_apply_refuses_a_migration_whose_dependency_was_rolled_back_meanwhile(tmp_path):
+    db = tmp_path / "o.db"
+    assert cli("--database", db, "apply", "--to", CORE).exit_code == 0
+    ctx = commands.Context(db)
+    by_id = {m.id: m for m in ctx.migrations()}
+    with ctx.open() as planned, ctx.open() as other:
+        rollback_one(other, by_id[CORE])  # the other run, between the plan and our turn
+        with pytest.raises(Busy, match="rolled back meanwhile by another run"):
+            apply_one(planned, by_id[CHAT])
+    assert history(db) == set() and tables(db) & {"ChatSessions", "Agents"} == set()
+
+
+def test_rollback_stops_before_a_migration_another_run_applied_on_top_of(tmp_path):
+    db = tmp_path / "o.db"
+    assert cli("--database", db, "apply", "--to", CORE).exit_code == 0
+
+    def meanwhile():  # rollback calls this after its plan, before its first change
+        assert cli("--database", db, "apply").exit_code == 0
+        return db
+
+    with pytest.raises(Busy, match=f"{CHAT}.*depends on it"):
+        commands.rollback(commands.Context(db), to="0", yes=True, backup=meanwhile)
+    assert history(db) == {CORE, CHAT} and {"ChatSessions", "Agents"} <= tables(db)

@@ -1,29 +1,57 @@
 """Property-based: random sequences of commands on a database with rows.
 
-After every step the history matches the schema, and no row outside a table the
-step dropped is lost.
+apply, rollback, backup, restore (of any backup taken earlier, or of the copy a
+restore kept) and writes by the application, in either journal mode. After
+every step the history matches the schema, and no row outside a table the step
+dropped is lost: the model counts every table's rows, and a restore brings back
+exactly the history, schema and rows of the backup it restores.
+
+The long run: .venv/bin/pytest -m slow tests/test_properties.py
 """
 
 import shutil
 import tempfile
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from hypothesis import settings, strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, multiple, rule
 
 from conftest import CHAT, CHAT_TABLES, CORE, CORE_TABLES, connect, history, tables
-from orchestra_schema import commands
+from orchestra_schema import backup as backups
+from orchestra_schema import commands, restore
+from orchestra_schema.database import Database
+from orchestra_schema.schema import diff, snapshot
 
 OWNED = {CORE: CORE_TABLES, CHAT: CHAT_TABLES}
 FOREIGN = "HangFire.Job"
 
 
+@dataclass(frozen=True)
+class Saved:
+    """A backup (or a restore's safety copy) and the state the model says it holds."""
+
+    path: Path
+    applied: frozenset
+    rows: tuple  # sorted (table, rows) pairs
+
+
+def schema_of(path: Path):
+    with Database.open(path, readonly=True) as db:
+        return snapshot(db)
+
+
 class Sequences(RuleBasedStateMachine):
-    def __init__(self):
-        super().__init__()
+    saved = Bundle("saved")
+
+    @initialize(mode=st.sampled_from(["delete", "wal"]))
+    def start(self, mode):
         self.dir = Path(tempfile.mkdtemp())
         self.ctx = commands.Context(self.dir / "orchestra.db")
+        with connect(self.ctx.database) as c:
+            c.execute(f"PRAGMA journal_mode = {mode}").fetchall()
         commands.apply(self.ctx)
         with connect(self.ctx.database) as c:
             c.execute(f'CREATE TABLE "{FOREIGN}" (Id INTEGER PRIMARY KEY, State TEXT)')
@@ -31,7 +59,11 @@ class Sequences(RuleBasedStateMachine):
         self.rows = {t: 0 for t in CORE_TABLES | CHAT_TABLES | {FOREIGN}}
 
     def teardown(self):
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if hasattr(self, "dir"):
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def state(self, path: Path) -> Saved:
+        return Saved(path, frozenset(self.applied), tuple(sorted(self.rows.items())))
 
     @rule(to=st.sampled_from([CORE, CHAT, None]))
     def apply(self, to):
@@ -63,6 +95,24 @@ class Sequences(RuleBasedStateMachine):
                               (str(uuid.uuid4()),))
                     self.rows["ChatSessions"] += 1
 
+    @rule(target=saved)
+    def backup(self):
+        result = backups.backup(self.ctx)
+        assert backups.check_backup(result.path).ok
+        assert set(result.applied_migrations) == self.applied == history(result.path)
+        return self.state(result.path)
+
+    @rule(target=saved, backup=saved, keep_copy=st.booleans())
+    def restore(self, backup, keep_copy):
+        before = self.state(None)
+        result = restore.restore(self.ctx, backup.path, yes=True, make_backup=keep_copy)
+        assert result.integrity == "ok" and result.method == "backup-api"
+        self.applied, self.rows = set(backup.applied), dict(backup.rows)
+        assert diff(schema_of(backup.path), schema_of(self.ctx.database)) == []
+        if result.backup is None:
+            return multiple()
+        return Saved(result.backup, before.applied, before.rows)  # restorable in its turn
+
     @invariant()
     def history_matches_schema_and_rows_survive(self):
         present = tables(self.ctx.database)
@@ -76,3 +126,8 @@ class Sequences(RuleBasedStateMachine):
 
 TestSequences = Sequences.TestCase
 TestSequences.settings = settings(max_examples=40, stateful_step_count=15, deadline=None)
+
+
+@pytest.mark.slow
+class TestSequencesLong(Sequences.TestCase):
+    settings = settings(max_examples=400, stateful_step_count=30, deadline=None)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 import re
 import signal
 import stat
@@ -244,20 +243,6 @@ def _two_states(db: Path, wal: bool):
 def test_kill_during_restore_leaves_old_or_new(db):
     backup = _two_states(db, wal=False)
     assert _kill_restore_once(db, backup, 0) == (SMALL, True)  # killed inside the write transaction
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("wal", [False, True])
-def test_kill_during_restore_at_random_moments(db, wal):
-    backup = _two_states(db, wal)
-    killed = []
-    for _ in range(25):
-        state, was_killed = _kill_restore_once(db, backup, random.uniform(0, 0.05))
-        if was_killed:
-            killed.append(state)
-        if state == BIG:
-            _shrink(db)
-    assert SMALL in killed  # some kills landed inside the restore's transaction
 
 
 def test_the_live_database_itself_is_not_a_backup(db):
