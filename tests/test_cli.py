@@ -92,7 +92,7 @@ def test_apply_to_stops_at_the_target(tmp_path):
     assert cli("-d", path, "apply", "--to", CORE).exit_code == 0
     assert history(path) == {CORE} and not tables(path) & CHAT_TABLES
     status = cli("-d", path, "status").stdout
-    assert f"pending" in status and CHAT in status
+    assert "pending" in status and CHAT in status
 
 
 def test_json_results_for_apply_and_rollback(db):
