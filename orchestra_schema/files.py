@@ -41,10 +41,16 @@ class Staged:
     def __init__(self, final: Path):
         self.directory = Path(final).parent
         self.cleaned = clean_stale(self.directory)
-        self.path = self.directory / f".{Path(final).name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        while True:
+            self.path = self.directory / f".{Path(final).name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            fcntl.flock(self._fd, fcntl.LOCK_EX)  # "a writer is alive": see clean_stale
+            # Another run's clean_stale may have found the file between its creation
+            # and our lock, unlocked, and removed it: then take another name.
+            if _still_named(self.path, self._fd):
+                break
+            os.close(self._fd)
         os.fchmod(self._fd, 0o600)  # a umask cannot widen 0600, but could make it unusable
-        fcntl.flock(self._fd, fcntl.LOCK_EX)  # "a writer is alive": see clean_stale
 
     @property
     def fd(self) -> int:
@@ -111,6 +117,14 @@ def _link(source: Path, final: Path) -> bool:
     return True
 
 
+def _still_named(path: Path, fd: int) -> bool:
+    """Does path still name the file open on fd?"""
+    try:
+        return os.path.samestat(os.stat(path), os.fstat(fd))
+    except FileNotFoundError:
+        return False
+
+
 def unique_names(base: Path) -> Iterator[Path]:
     """base, base_2, base_3, ...: two backups in one second get different names."""
     yield base
@@ -124,23 +138,35 @@ def clean_stale(directory: Path) -> list[Path]:
     with contextlib.suppress(OSError):
         for path in sorted(directory.iterdir()):
             match = _TEMP_NAME.fullmatch(path.name)
-            if match and not _held(directory / match.group(1)):
-                path.unlink(missing_ok=True)
-                cleaned.append(path)
+            if not match:
+                continue
+            with _abandoned(directory / match.group(1)) as abandoned:
+                if abandoned:
+                    path.unlink(missing_ok=True)
+                    cleaned.append(path)
     return cleaned
 
 
-def _held(staged: Path) -> bool:
-    """Does a live writer hold its flock on this staged file? (Gone: not held.)"""
+@contextlib.contextmanager
+def _abandoned(staged: Path):
+    """True, holding its flock, if no live writer holds this staged file (or it is gone).
+
+    The caller removes it under that lock: a writer that has created the file
+    but not yet locked it waits, then finds its name gone and takes another
+    (Staged); removed after the lock was let go, it could be the writer's by then.
+    """
     try:
         fd = os.open(staged, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
-        return False
+        yield True
+        return
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+        else:
+            yield True
     finally:
         os.close(fd)  # also drops the lock if we got it
 

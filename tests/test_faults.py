@@ -16,9 +16,11 @@ printed at the end of any run that has kill trials (conftest.py).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import random
+import threading
 import zlib
 from pathlib import Path
 
@@ -436,3 +438,58 @@ def test_concurrent_apply_rollback_and_backup(tmp_path, sql, mode):
 def test_concurrent_apply_rollback_and_backup_long(tmp_path, sql, mode):
     concurrent_rounds(Scenario(tmp_path, sql, mode), rounds=int(os.environ.get("LONG_ROUNDS", 25)),
                       seed=13)
+
+
+def test_a_cleanup_between_creating_and_locking_a_staged_file_spares_it(tmp_path, monkeypatch):
+    """Found by the long concurrent runs (a backup exited 6, its copy gone): another run's
+    cleanup can open a new temporary file before its writer has locked it, find it
+    unlocked, and delete it; the writer then wrote to a fresh unlocked file at that name,
+    which the next cleanup deleted mid-copy. Here the cleanup runs in that very gap."""
+    real_flock, raced = fcntl.flock, []
+
+    def flock(fd, operation):
+        if operation == fcntl.LOCK_EX and not raced:  # the writer, about to lock its new file
+            raced.append(files.clean_stale(tmp_path))  # another run's cleanup, just then
+        return real_flock(fd, operation)
+
+    monkeypatch.setattr(files.fcntl, "flock", flock)
+    with files.Staged(tmp_path / "orchestra.db.backup_20250101_000000") as staged:
+        monkeypatch.undo()
+        assert raced and staged.path.exists()
+        assert os.path.samestat(os.stat(staged.path), os.fstat(staged.fd))  # its lock is on its file
+        assert files.clean_stale(tmp_path) == []  # so no cleanup takes it now
+
+
+def test_a_cleanup_removes_a_staged_file_only_while_holding_its_lock(tmp_path, monkeypatch):
+    """The same race, one step later: a cleanup that let the lock go before removing the
+    file could remove it after its writer had locked it and checked its name."""
+    created, go, first = threading.Event(), threading.Event(), []
+    real_flock, real_unlink = fcntl.flock, Path.unlink
+
+    def flock(fd, operation):
+        if operation == fcntl.LOCK_EX and threading.current_thread() is writer and not first:
+            first.append(fd)
+            created.set()
+            go.wait(30)  # the writer waits, its file created, until the cleanup decides
+        return real_flock(fd, operation)
+
+    def unlink(path, missing_ok=False):
+        if threading.current_thread() is not writer:
+            go.set()  # the cleanup has decided to remove it; the writer may lock it now
+            writer.join(0.5)  # ... and check its name, if it can
+        return real_unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(files.fcntl, "flock", flock)
+    monkeypatch.setattr(Path, "unlink", unlink)
+    made = []
+    writer = threading.Thread(target=lambda: made.append(files.Staged(tmp_path / "orchestra.db.backup_1")))
+    writer.start()
+    assert created.wait(30)
+    files.clean_stale(tmp_path)
+    writer.join(30)
+    monkeypatch.undo()
+    staged = made[0]
+    try:
+        assert staged.path.exists() and os.path.samestat(os.stat(staged.path), os.fstat(staged.fd))
+    finally:
+        staged.__exit__(None, None, None)
