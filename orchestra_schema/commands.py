@@ -165,7 +165,7 @@ def rollback(ctx: Context, to: str, dry_run: bool = False, yes: bool = False,
     with ctx.open(readonly=dry_run) as db:
         applied = applied_migrations(db)
         plan = mig.plan_rollback(migrations, set(applied), to)
-        result.warnings = _check_rollback_safe(plan, applied, {m.id for m in migrations})
+        result.warnings = check_rollback_safe(plan, applied, {m.id for m in migrations})
         statements = [s for m in plan for s in m.rollback_statements]
         result.rows_lost = {t: n for t, n in count_rows(db, tables_losing_rows(db, statements)).items() if n}
         if dry_run:
@@ -189,7 +189,7 @@ def rollback(ctx: Context, to: str, dry_run: bool = False, yes: bool = False,
     return result
 
 
-def _check_rollback_safe(plan, applied: dict[str, AppliedRecord], known: set[str]) -> list[str]:
+def check_rollback_safe(plan, applied: dict[str, AppliedRecord], known: set[str]) -> list[str]:
     unknown = [mid for mid in applied if mid not in known]
     if unknown:
         raise Refused(

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from . import ef, files
 from . import migrations as mig
-from .commands import Context, _check_rollback_safe
+from .commands import Context, check_rollback_safe
 from .copying import copy_pages
 from .database import Database, translated
 from .engine import (HISTORY_TABLES, applied_migrations, apply_one, count_rows, dropped_tables,
@@ -76,7 +76,7 @@ def _rehearse_on(snap: Database, migrations, report: RehearsalReport) -> None:
     applied = applied_migrations(snap)
     plan = mig.plan_rollback(migrations, set(applied), report.target)
     # Refused exactly where the real rollback would be.
-    report.warnings = _check_rollback_safe(plan, applied, {m.id for m in migrations})
+    report.warnings = check_rollback_safe(plan, applied, {m.id for m in migrations})
     if not plan:
         return
     start: dict = {}
