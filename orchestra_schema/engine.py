@@ -196,7 +196,7 @@ def apply_one(db: Database, m: MigrationFile) -> bool:
                 "meanwhile by another run; nothing more changed; run apply again")
         touched = _run_statements(db, m, m.statements, m.path)
         _record(db, backend, m, "apply")
-        ef.keep_in_step(db, set(applied_migrations(db)))
+        ef.keep_in_step(db, set(applied) | {m.id})
         _check_foreign_keys(db, m, touched)
     return True
 
@@ -217,7 +217,7 @@ def rollback_one(db: Database, m: MigrationFile, dependents=()) -> bool:
                 "meanwhile by another run; nothing more changed; run the rollback again")
         touched = _run_statements(db, m, m.rollback_statements, m.rollback_path)
         _unrecord(db, backend, m.id, "rollback")
-        ef.keep_in_step(db, set(applied_migrations(db)))
+        ef.keep_in_step(db, set(applied) - {m.id})
         _check_foreign_keys(db, m, touched)
     return True
 
@@ -285,13 +285,21 @@ def _run_statements(db: Database, m: MigrationFile, statements, path) -> set[str
             touched.add(arg2)
         return apsw.SQLITE_OK
 
-    db.connection.authorizer = authorizer
-    try:
+    with _authorizer(db, authorizer):
         for number, sql in enumerate(statements, 1):
             _run_statement(db, m, number, sql, path)
-    finally:
-        db.connection.authorizer = None
     return {t for t in touched if t and not t.startswith("sqlite_")}
+
+
+@contextlib.contextmanager
+def _authorizer(db: Database, callback):
+    """SQLite's authorizer set to callback for the block, the previous one restored after."""
+    previous = db.connection.authorizer
+    db.connection.authorizer = callback
+    try:
+        yield
+    finally:
+        db.connection.authorizer = previous
 
 
 def _run_statement(db: Database, m: MigrationFile, number: int, sql: str, path) -> None:
@@ -380,14 +388,10 @@ def _tables_authorized(db: Database, statements, ops: set[int]) -> list[str]:
             found.append(arg1)
         return apsw.SQLITE_OK
 
-    previous = db.connection.authorizer
-    db.connection.authorizer = authorizer
-    try:
+    with _authorizer(db, authorizer):
         for sql in statements:
             with contextlib.suppress(apsw.SQLError):  # e.g. DROP of a missing table
                 list(db.connection.execute(sql, explain=1))
-    finally:
-        db.connection.authorizer = previous
     return found
 
 
