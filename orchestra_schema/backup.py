@@ -38,7 +38,9 @@ class BackupResult:
     integrity_check: str  # "quick_check" or "integrity_check"
     applied_migrations: list[str]
     journal_mode: str
-    copy_mode: str  # "incremental" (writers ran between steps) or "snapshot" (one read transaction)
+    # "raw" (the file's bytes, held still), else SQLite's backup API: "incremental"
+    # (writers ran between steps) or "snapshot" (one read transaction)
+    copy_mode: str
     restarts: int  # incremental copies restarted by a writer's commit
     deleted: list[Path] = field(default_factory=list)  # older backups removed by --keep
     cleaned: list[Path] = field(default_factory=list)  # temporary files of killed runs removed
@@ -98,7 +100,7 @@ def _take(ctx: Context, names, now: datetime, progress, full_check: bool, doing:
         files.check_free_space(first.parent, files.database_size(ctx.database))
         copy = copy_to_file(db.connection, ctx.database, chain(first, names), progress=progress,
                             timeout=ctx.timeout, full_check=full_check, doing=doing,
-                            require_ok=require_ok)
+                            require_ok=require_ok, live=True)
     result = BackupResult(
         database=ctx.database, path=copy.path, manifest=manifest_path(copy.path),
         created_at=now.isoformat(timespec="microseconds"), size=copy.size, sha256=copy.sha256,

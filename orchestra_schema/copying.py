@@ -1,4 +1,4 @@
-"""Copying a database into a new file through SQLite's online backup API.
+"""Copying a database into a new file: raw while it holds still, else SQLite's backup API.
 
 The copy is written under a temporary name in its final directory (files.Staged),
 checked, fsynced, and only then linked under its final name, so a killed or
@@ -18,7 +18,7 @@ from typing import Callable, Iterator
 
 import apsw
 
-from . import files
+from . import files, rawcopy
 from .database import Database, translated
 from .engine import applied_migrations
 from .errors import DatabaseUnavailable, OrchestraError
@@ -48,7 +48,7 @@ class Copy:
 def copy_to_file(src: apsw.Connection, source: Path, names, *, progress: Progress | None,
                  timeout: float, full_check: bool = False, doing: str,
                  mode_from: Path | None = None, require_ok: bool = True,
-                 publish: Callable[[files.Staged], Path] | None = None) -> Copy:
+                 publish: Callable[[files.Staged], Path] | None = None, live: bool = False) -> Copy:
     """Copy src's main database to a new file named by the first free name in `names`.
 
     The copy is checked before it gets its name; a bad one is discarded.
@@ -57,22 +57,19 @@ def copy_to_file(src: apsw.Connection, source: Path, names, *, progress: Progres
     require_ok=False keeps a copy that fails its check (a damaged database's copy).
     publish(staged): gives the good copy its name instead of the default
     (the first free name in `names`, never replacing a file); returns it.
+    live: source is a database in use; copy its file raw (rawcopy) if it can be
+    held still, checking the same snapshot meanwhile.
     """
     names = iter(names)
     first = next(names)
     writing = files.writing(first.parent, doing)
     with translated(source, doing), writing, files.Staged(first) as staged:
-        dest = apsw.Connection(str(staged.path))
-        try:
-            # The copy is discarded unless complete, so no journal and no syncs
-            # until the one fsync before it is published.
-            dest.execute("PRAGMA journal_mode = OFF").fetchall()
-            dest.execute("PRAGMA synchronous = OFF")
-            with _written_back(staged.fd):
-                copy_mode, restarts = copy_pages(src, dest, progress, timeout, incremental=True)
-        finally:
-            dest.close()
-        found, digest = _check_hash_and_sync(staged.path, full_check)
+        raw = _copy_raw(source, staged, progress, full_check) if live else None
+        if raw:
+            (found, digest), copy_mode, restarts = raw, "raw", 0
+        else:
+            copy_mode, restarts = _copy_through_sqlite(src, staged, progress, timeout)
+            found, digest = _check_hash_and_sync(staged.path, full_check)
         if require_ok and found.integrity != "ok":
             raise DatabaseUnavailable(
                 f"{source}: the copy failed its {found.check} ({found.integrity}); no backup was "
@@ -83,6 +80,40 @@ def copy_to_file(src: apsw.Connection, source: Path, names, *, progress: Progres
         return Copy(path, path.stat().st_size, digest, found.page_count,
                     found.journal_mode, found.integrity, found.check, found.applied_migrations,
                     copy_mode, restarts, staged.cleaned)
+
+
+def _copy_raw(source: Path, staged: files.Staged, progress: Progress | None,
+              full_check: bool) -> tuple["Inspection", str] | None:
+    """The file's bytes, while a second connection quick_checks the same snapshot.
+
+    The check reads the very bytes the copy holds (one snapshot of a file that
+    does not change), from the page cache, while the copy is written; the full
+    integrity_check reads the copy itself afterwards. None: the file could not
+    be held still; the caller copies through SQLite instead.
+    """
+    try:
+        with rawcopy.still_file(source, readers=2) as (copier, checker), \
+                ThreadPoolExecutor(1, initializer=_yield_cpu) as pool:
+            checked = None if full_check else pool.submit(integrity_of, checker, "quick_check")
+            digest, _ = rawcopy.copy_file(copier, staged.path, staged.fd, progress)
+            integrity = checked.result() if checked else None
+    except rawcopy.Unstable:
+        return None
+    return inspect(staged.path, full_check, integrity), digest
+
+
+def _copy_through_sqlite(src: apsw.Connection, staged: files.Staged, progress: Progress | None,
+                         timeout: float) -> tuple[str, int]:
+    dest = apsw.Connection(str(staged.path))
+    try:
+        # The copy is discarded unless complete, so no journal and no syncs
+        # until the one fsync before it is published.
+        dest.execute("PRAGMA journal_mode = OFF").fetchall()
+        dest.execute("PRAGMA synchronous = OFF")
+        with _written_back(staged.fd):
+            return copy_pages(src, dest, progress, timeout, incremental=True)
+    finally:
+        dest.close()
 
 
 @contextlib.contextmanager
@@ -197,12 +228,15 @@ class Inspection:
     applied_migrations: list[str]
 
 
-def inspect(path: Path, full: bool) -> Inspection:
-    """Check a database file nobody writes to (a backup, a staged copy)."""
+def inspect(path: Path, full: bool, integrity: str | None = None) -> Inspection:
+    """Check a database file nobody writes to (a backup, a staged copy).
+
+    integrity: the quick_check result already found for these bytes (not run again).
+    """
     check = "integrity_check" if full else "quick_check"
     conn = files.open_immutable(path)
     try:
-        integrity = integrity_of(conn, check)
+        integrity = integrity or integrity_of(conn, check)
         pages = conn.execute("PRAGMA page_count").fetchone()[0]
         try:
             applied = list(applied_migrations(Database(path, conn, readonly=True)))

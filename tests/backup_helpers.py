@@ -14,12 +14,15 @@ import apsw
 
 # Commits pairs of rows, each pair in one transaction, until the stop file exists;
 # then prints "<commits> <busy errors>". A backup must never hold half a pair.
-# Arguments: database, stop file, busy timeout (ms), pause between commits (ms).
+# Arguments: database, stop file, busy timeout (ms), pause between commits (ms),
+# optionally the WAL autocheckpoint (pages; 1 checkpoints after every commit).
 WRITER = r"""
 import apsw, os, sys, time
 path, stop, timeout_ms, pause_ms = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 c = apsw.Connection(path)
 c.setbusytimeout(timeout_ms)
+if len(sys.argv) > 5:
+    c.execute("PRAGMA wal_autocheckpoint = " + str(int(sys.argv[5])))
 commits = busy = 0
 print("started", flush=True)
 while not os.path.exists(stop):
@@ -46,6 +49,17 @@ sys.stdin.readline()
 seen = c.execute("SELECT count(*) FROM ChatMessages").fetchone()[0]
 ok = c.execute("PRAGMA integrity_check").fetchone()[0]
 print(seen, ok, flush=True)
+"""
+
+# Holds a read transaction (an old WAL snapshot) open until a line arrives on stdin.
+READ_HOLDER = r"""
+import apsw, sys
+c = apsw.Connection(sys.argv[1])
+c.execute("BEGIN")
+c.execute("SELECT count(*) FROM sqlite_schema").fetchall()
+print("reading", flush=True)
+sys.stdin.readline()
+c.execute("COMMIT")
 """
 
 # Holds a write transaction (argv[2]: IMMEDIATE or EXCLUSIVE) open until a line arrives on stdin.

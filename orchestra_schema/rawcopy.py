@@ -1,0 +1,205 @@
+"""A byte-for-byte copy of a live database file, read while nobody can change it.
+
+SQLite's backup API copies page by page through the pager. When the file itself
+cannot change, reading it raw gives the same bytes several times faster. It
+cannot change while we hold a read transaction that began:
+
+- in rollback-journal mode, at any time: a writer needs an EXCLUSIVE lock to
+  write the file, and our SHARED lock keeps it out;
+- in WAL mode, when every frame of the WAL had been checkpointed into the file:
+  a checkpoint never copies frames past the end mark of a live reader
+  (sqlite.org/wal.html, "Concurrency"), and there is nothing before ours.
+
+Other connections keep working: WAL writers append to the WAL (it grows until
+we finish), rollback-journal writers wait for our read transaction to end.
+
+The file is read through SQLite's own descriptor (apsw's Connection.read): a
+descriptor of ours, once closed, would drop every POSIX lock this process holds
+on the file, SQLite's included.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import mmap
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, Iterator
+
+import apsw
+
+from .errors import DatabaseUnavailable
+
+CHUNK = 4 << 20  # bytes per read and write: with direct I/O, a WAL commit waits at most one chunk
+ATTEMPTS = 3  # WAL: tries at a snapshot with nothing left to checkpoint, then the backup API
+GATE_WAIT = 2.0  # rollback journal: seconds to wait for the write lock, then the backup API
+
+
+class Unstable(Exception):
+    """No read transaction under which the file stays still; the caller falls back."""
+
+
+@contextlib.contextmanager
+def still_file(path: Path, readers: int) -> Iterator[list[apsw.Connection]]:
+    """`readers` connections sharing one read transaction during which `path` is not written."""
+    control = _connect(path, readonly=False, wait=GATE_WAIT)
+    opened: list[apsw.Connection] = []
+    try:
+        opened.extend(_connect(path, readonly=True, wait=GATE_WAIT) for _ in range(readers))
+        if _mode(control) == "wal":
+            _begin_wal(control, opened)
+        else:
+            _begin_rollback_journal(control, opened)
+        before = _stamp(path)
+        yield opened
+        if _stamp(path) != before:  # cannot happen by the reasoning above; never trust a copy if it does
+            raise DatabaseUnavailable(
+                f"{path}: the file changed while it was copied (a process writing it without "
+                "SQLite's locks?); no backup was written; stop that process and rerun")
+    finally:
+        for conn in opened:
+            with contextlib.suppress(apsw.Error):
+                if not conn.getautocommit():
+                    conn.execute("COMMIT")
+            conn.close()
+        control.close()
+
+
+def _begin_wal(control: apsw.Connection, readers: list[apsw.Connection]) -> None:
+    """Checkpoint, begin, and keep the snapshot only if the WAL holds nothing it needs.
+
+    After the readers began, a checkpoint that finds every frame already in the
+    file (log == checkpointed) proves that their snapshot is the file as it is:
+    a commit in between would leave a frame it cannot copy past their end mark.
+    """
+    for _ in range(ATTEMPTS):
+        _checkpoint(control)
+        for conn in readers:
+            _begin(conn)
+        if _checkpoint(control):
+            return
+        for conn in readers:
+            conn.execute("COMMIT")
+        time.sleep(0.01)
+    raise Unstable("the WAL could not be checkpointed whole (a long reader or a steady writer)")
+
+
+def _checkpoint(control: apsw.Connection) -> bool:
+    try:
+        busy, log, done = control.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    except (apsw.BusyError, apsw.LockedError, apsw.ReadOnlyError):
+        return False
+    return not busy and log == done
+
+
+def _begin_rollback_journal(control: apsw.Connection, readers: list[apsw.Connection]) -> None:
+    """Begin the readers under the write lock, so no commit lands between them."""
+    try:
+        control.execute("BEGIN IMMEDIATE")
+    except (apsw.BusyError, apsw.ReadOnlyError, apsw.CantOpenError) as err:
+        raise Unstable(f"no write lock to begin under ({err})") from err
+    try:
+        for conn in readers:
+            _begin(conn)
+    finally:
+        control.execute("ROLLBACK")
+
+
+def _begin(conn: apsw.Connection) -> None:
+    conn.execute("BEGIN")
+    conn.execute("SELECT count(*) FROM sqlite_schema").fetchall()  # takes the read lock now
+
+
+def _connect(path: Path, readonly: bool, wait: float) -> apsw.Connection:
+    flags = apsw.SQLITE_OPEN_READONLY if readonly else apsw.SQLITE_OPEN_READWRITE
+    conn = apsw.Connection(str(path), flags=flags)
+    conn.setbusytimeout(int(wait * 1000))
+    return conn
+
+
+def _mode(conn: apsw.Connection) -> str:
+    return conn.execute("PRAGMA journal_mode").fetchone()[0]
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns
+
+
+def copy_file(reader: apsw.Connection, dest: Path, fd: int,
+              progress: Callable[[int, int], None] | None) -> tuple[str, int]:
+    """Write reader's database file into `dest` (open as `fd`), fsync it; (sha256, pages).
+
+    Direct I/O where the file system has it: the copy does not fill the page
+    cache the application lives on, and reaches the disk a chunk at a time
+    instead of in one burst at the fsync that a WAL commit would queue behind.
+    """
+    page_size = reader.execute("PRAGMA page_size").fetchone()[0]
+    pages = reader.execute("PRAGMA page_count").fetchone()[0]
+    total, done = page_size * pages, 0
+    digest = hashlib.sha256()
+    with _Writer(dest, fd) as writer, ThreadPoolExecutor(1) as hasher:
+        hashed = None
+        while done < total:
+            size = min(CHUNK, total - done)
+            whole, data = reader.read("main", 0, done, size)
+            if not whole:
+                raise DatabaseUnavailable(f"{dest}: the database file is shorter than its "
+                                          f"{pages} pages; the copy was discarded")
+            if hashed:
+                hashed.result()
+            hashed = hasher.submit(digest.update, data)  # hashlib lets go of the GIL
+            writer.write(data, done)
+            done += size
+            if progress:
+                progress(done // page_size, pages)
+        if hashed:
+            hashed.result()
+    os.fsync(fd)
+    return digest.hexdigest(), pages
+
+
+class _Writer:
+    """pwrite through O_DIRECT from an aligned buffer, or buffered with an fdatasync per chunk."""
+
+    def __init__(self, dest: Path, fd: int):
+        self.fd = fd
+        self.direct = None
+        self.buffer = mmap.mmap(-1, CHUNK)  # page-aligned, as O_DIRECT needs
+        with contextlib.suppress(OSError, AttributeError):  # no O_DIRECT here: buffered
+            self.direct = os.open(dest, os.O_WRONLY | os.O_DIRECT | os.O_CLOEXEC)
+
+    def write(self, data: bytes, offset: int) -> None:
+        if self.direct is not None:
+            self.buffer[:len(data)] = data
+            try:
+                # Every view released, even on error, or the buffer cannot close.
+                with memoryview(self.buffer) as view, view[:len(data)] as part:
+                    return _write_all(self.direct, part, offset)
+            except OSError as err:
+                if err.errno != errno.EINVAL:
+                    raise
+                os.close(self.direct)  # an alignment the device refuses: go on buffered
+                self.direct = None
+        _write_all(self.fd, data, offset)
+        os.fdatasync(self.fd)  # to disk as it goes, not in one burst at the end
+
+    def __enter__(self) -> "_Writer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.direct is not None:
+            os.close(self.direct)
+        self.buffer.close()
+
+
+def _write_all(fd: int, data, offset: int) -> None:
+    with memoryview(data) as whole:
+        done = 0
+        while done < len(whole):
+            with whole[done:] as rest:
+                done += os.pwrite(fd, rest, offset + done)
