@@ -9,7 +9,7 @@ from typing import Callable
 
 from . import ef
 from . import migrations as mig
-from .database import Database
+from .database import Database, translated
 from .engine import AppliedRecord, applied_migrations, apply_one, count_rows, rollback_one, tables_losing_rows
 from .errors import OrchestraError, Refused, UsageError
 
@@ -163,11 +163,15 @@ def rollback(ctx: Context, to: str, dry_run: bool = False, yes: bool = False,
     mig.resolve_target(to, migrations)
     result = RollbackResult(database=str(ctx.database))
     with ctx.open(readonly=dry_run) as db:
-        applied = applied_migrations(db)
-        plan = mig.plan_rollback(migrations, set(applied), to)
-        result.warnings = check_rollback_safe(plan, applied, {m.id for m in migrations})
-        statements = [s for m in plan for s in m.rollback_statements]
-        result.rows_lost = {t: n for t, n in count_rows(db, tables_losing_rows(db, statements)).items() if n}
+        # The plan and the rows it puts at risk from one state of the file: read apart,
+        # another run's rollback in between left a table in the plan but not in the file.
+        with translated(ctx.database, "planning the rollback"), db.read_transaction():
+            applied = applied_migrations(db)
+            plan = mig.plan_rollback(migrations, set(applied), to)
+            result.warnings = check_rollback_safe(plan, applied, {m.id for m in migrations})
+            statements = [s for m in plan for s in m.rollback_statements]
+            losing = tables_losing_rows(db, statements)
+            result.rows_lost = {t: n for t, n in count_rows(db, losing).items() if n}
         if dry_run:
             result.sql = mig.dry_run_sql(plan, "rollback")
             return result

@@ -27,13 +27,14 @@ from pathlib import Path
 import pytest
 
 from backup_helpers import leaf_pages, overwrite_pages
-from conftest import connect
+from conftest import CHAT, CORE, cli, connect, history, run
 from faults import (CAN_SEE_OPEN_FILES, FIGURES, FOREIGN, Rounds, check_copies, check_history_matches_schema,
                     contents, every_step_killed, final_copies, kill_trials, many_migrations,
                     remove_copies, run_to_end, settle,
                     start, work_span)
 from orchestra_schema import backup as backups
 from orchestra_schema import files
+from orchestra_schema.database import Database
 
 pytestmark = pytest.mark.skipif(not CAN_SEE_OPEN_FILES, reason="needs /proc to see a process's open files")
 
@@ -493,3 +494,26 @@ def test_a_cleanup_removes_a_staged_file_only_while_holding_its_lock(tmp_path, m
         assert staged.path.exists() and os.path.samestat(os.stat(staged.path), os.fstat(staged.fd))
     finally:
         staged.__exit__(None, None, None)
+
+
+def test_a_rollback_planned_while_another_run_rolls_back_counts_from_one_state(db, monkeypatch):
+    """Found by the concurrent runs (exit 70, "no such table"): the plan's rows at risk
+    were counted in several reads, and another run's rollback in between dropped a table
+    after the first read listed it. Now one read transaction sees one state; the other
+    run's work shows up under the lock, and this run skips what is already rolled back."""
+    with connect(db) as c:
+        c.execute("PRAGMA journal_mode = WAL").fetchall()  # the other run writes beside our read
+    real_row_count, raced = Database.row_count, []
+
+    def row_count(self, table):
+        if not raced:  # the first count, just after the tables were listed
+            raced.append(run("--database", db, "rollback", "--to", CORE, "--yes", "--no-backup"))
+        return real_row_count(self, table)
+
+    monkeypatch.setattr(Database, "row_count", row_count)
+    result = cli("--database", db, "--json", "rollback", "--to", CORE, "--yes", "--no-backup")
+    assert raced and raced[0].returncode == 0, raced[0].stderr
+    assert result.exit_code == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["rolled_back"] == [] and out["skipped"] == [CHAT]
+    assert history(db) == {CORE}
