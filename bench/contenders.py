@@ -223,7 +223,7 @@ def tool_backup(tool: Tool, name="orchestra-schema backup", timeout=None) -> Con
     return Contender(name, lambda p: [Step(tool.argv(p.db, "backup", "--output", str(p.out),
                                                      timeout=timeout))],
                      tool.missing("backup", "--output"),
-                     "online backup + integrity check of the copy", copied_every_table)
+                     "online; quick_check of the snapshot copied (raw copy), fsynced", copied_every_table)
 
 
 def sqlite3_backup(name="sqlite3 .backup", timeout_ms=None) -> Contender:
@@ -246,7 +246,7 @@ def vacuum_into(timeout_ms=None) -> Contender:
                      _absent("sqlite3"), "rebuilds the copy (defragmented)", copied_every_table)
 
 
-# The online backup API in one step, as the tool's backup can do it: one read
+# The online backup API in one step, as the tool's backup falls back to it: one read
 # transaction, so WAL writers carry on and no commit restarts it.
 APSW_BACKUP = """import apsw, sys
 source = apsw.Connection(sys.argv[1], flags=apsw.SQLITE_OPEN_READONLY)
@@ -260,7 +260,7 @@ def apsw_backup(timeout_s: float = 10) -> Contender:
     return Contender("apsw backup, one step",
                      lambda p: [Step([sys.executable, "-c", APSW_BACKUP, str(p.db), str(p.out),
                                       str(timeout_s)])],
-                     None, "the API the tool's backup builds on; no check", copied_every_table)
+                     None, "the API the tool's backup falls back to; no check", copied_every_table)
 
 
 def _ratio_at_most(limit: float, contender: str, reference: str):
@@ -380,7 +380,7 @@ def rehearse_group(tool: Tool) -> Group:
         "rehearse", "Rehearsal of the chat rollback on a snapshot", "history",
         [backup, sqlite3_backup_checked(),
          Contender("orchestra-schema rehearse", lambda p: [Step(tool.argv(p.db, "rehearse", *to))],
-                   tool.missing("rehearse"), "snapshot on disk; live file never written"),
+                   tool.missing("rehearse"), "snapshot on disk; live database never changed"),
          Contender("orchestra-schema rehearse --memory",
                    lambda p: [Step(tool.argv(p.db, "rehearse", *to, "--memory"))],
                    tool.missing("rehearse", "--memory"), "snapshot in memory"),

@@ -64,7 +64,7 @@ def copy_to_file(src: apsw.Connection, source: Path, names, *, progress: Progres
     first = next(names)
     writing = files.writing(first.parent, doing)
     with translated(source, doing), writing, files.Staged(first) as staged:
-        raw = _copy_raw(source, staged, progress, full_check) if live else None
+        raw = _copy_raw(source, staged, progress, full_check, timeout) if live else None
         if raw:
             (found, digest), copy_mode, restarts = raw, "raw", 0
         else:
@@ -83,7 +83,7 @@ def copy_to_file(src: apsw.Connection, source: Path, names, *, progress: Progres
 
 
 def _copy_raw(source: Path, staged: files.Staged, progress: Progress | None,
-              full_check: bool) -> tuple["Inspection", str] | None:
+              full_check: bool, timeout: float) -> tuple["Inspection", str] | None:
     """The file's bytes, while a second connection quick_checks the same snapshot.
 
     The check reads the very bytes the copy holds (one snapshot of a file that
@@ -92,7 +92,7 @@ def _copy_raw(source: Path, staged: files.Staged, progress: Progress | None,
     be held still; the caller copies through SQLite instead.
     """
     try:
-        with rawcopy.still_file(source, readers=2) as (copier, checker), \
+        with rawcopy.still_file(source, readers=2, timeout=timeout) as (copier, checker), \
                 ThreadPoolExecutor(1, initializer=_yield_cpu) as pool:
             checked = None if full_check else pool.submit(integrity_of, checker, "quick_check")
             digest, _ = rawcopy.copy_file(copier, staged.path, staged.fd, progress)

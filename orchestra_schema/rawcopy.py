@@ -35,6 +35,7 @@ import apsw
 from .errors import DatabaseUnavailable
 
 CHUNK = 4 << 20  # bytes per read and write: with direct I/O, a WAL commit waits at most one chunk
+SCRATCH_CHUNK = 64 << 10
 ATTEMPTS = 3  # WAL: tries at a snapshot with nothing left to checkpoint, then the backup API
 GATE_WAIT = 2.0  # rollback journal: seconds to wait for the write lock, then the backup API
 
@@ -44,16 +45,20 @@ class Unstable(Exception):
 
 
 @contextlib.contextmanager
-def still_file(path: Path, readers: int) -> Iterator[list[apsw.Connection]]:
-    """`readers` connections sharing one read transaction during which `path` is not written."""
-    control = _connect(path, readonly=False, wait=GATE_WAIT)
+def still_file(path: Path, readers: int, timeout: float) -> Iterator[list[apsw.Connection]]:
+    """`readers` connections sharing one read transaction during which `path` is not written.
+
+    A read waits up to `timeout` for a lock, as the backup API would; only the
+    write lock is given up on sooner (GATE_WAIT), for the backup API's copy.
+    """
+    control = _connect(path, readonly=False, wait=timeout)
     opened: list[apsw.Connection] = []
     try:
-        opened.extend(_connect(path, readonly=True, wait=GATE_WAIT) for _ in range(readers))
+        opened.extend(_connect(path, readonly=True, wait=timeout) for _ in range(readers))
         if _mode(control) == "wal":
             _begin_wal(control, opened)
         else:
-            _begin_rollback_journal(control, opened)
+            _begin_rollback_journal(control, opened, min(timeout, GATE_WAIT))
         before = _stamp(path)
         yield opened
         if _stamp(path) != before:  # cannot happen by the reasoning above; never trust a copy if it does
@@ -96,8 +101,10 @@ def _checkpoint(control: apsw.Connection) -> bool:
     return not busy and log == done
 
 
-def _begin_rollback_journal(control: apsw.Connection, readers: list[apsw.Connection]) -> None:
+def _begin_rollback_journal(control: apsw.Connection, readers: list[apsw.Connection],
+                            wait: float) -> None:
     """Begin the readers under the write lock, so no commit lands between them."""
+    control.setbusytimeout(int(wait * 1000))
     try:
         control.execute("BEGIN IMMEDIATE")
     except (apsw.BusyError, apsw.ReadOnlyError, apsw.CantOpenError) as err:
@@ -130,6 +137,17 @@ def _stamp(path: Path) -> tuple[int, int]:
     return st.st_size, st.st_mtime_ns
 
 
+def copy_scratch(reader: apsw.Connection, fd: int) -> None:
+    """Write reader's database file into fd through the page cache, where it is read at once.
+
+    A throwaway copy (a rehearsal's): no hash, no fsync. Small writes: on
+    Linux, fresh page cache fills faster in 64 KiB steps than in megabytes.
+    """
+    total = _size(reader)[0]
+    for offset in range(0, total, SCRATCH_CHUNK):
+        _write_all(fd, _read(reader, offset, min(SCRATCH_CHUNK, total - offset)), offset)
+
+
 def copy_file(reader: apsw.Connection, dest: Path, fd: int,
               progress: Callable[[int, int], None] | None) -> tuple[str, int]:
     """Write reader's database file into `dest` (open as `fd`), fsync it; (sha256, pages).
@@ -138,18 +156,14 @@ def copy_file(reader: apsw.Connection, dest: Path, fd: int,
     cache the application lives on, and reaches the disk a chunk at a time
     instead of in one burst at the fsync that a WAL commit would queue behind.
     """
-    page_size = reader.execute("PRAGMA page_size").fetchone()[0]
-    pages = reader.execute("PRAGMA page_count").fetchone()[0]
-    total, done = page_size * pages, 0
+    total, page_size = _size(reader)
+    pages, done = total // page_size, 0
     digest = hashlib.sha256()
     with _Writer(dest, fd) as writer, ThreadPoolExecutor(1) as hasher:
         hashed = None
         while done < total:
             size = min(CHUNK, total - done)
-            whole, data = reader.read("main", 0, done, size)
-            if not whole:
-                raise DatabaseUnavailable(f"{dest}: the database file is shorter than its "
-                                          f"{pages} pages; the copy was discarded")
+            data = _read(reader, done, size)
             if hashed:
                 hashed.result()
             hashed = hasher.submit(digest.update, data)  # hashlib lets go of the GIL
@@ -161,6 +175,20 @@ def copy_file(reader: apsw.Connection, dest: Path, fd: int,
             hashed.result()
     os.fsync(fd)
     return digest.hexdigest(), pages
+
+
+def _size(reader: apsw.Connection) -> tuple[int, int]:
+    """(bytes, page size) of the database as the reader's snapshot counts its pages."""
+    page_size = reader.execute("PRAGMA page_size").fetchone()[0]
+    return page_size * reader.execute("PRAGMA page_count").fetchone()[0], page_size
+
+
+def _read(reader: apsw.Connection, offset: int, size: int) -> bytes:
+    whole, data = reader.read("main", 0, offset, size)
+    if not whole:
+        raise DatabaseUnavailable(f"{reader.filename}: the file is shorter than its page count "
+                                  "says; nothing was copied; run `orchestra-schema verify`")
+    return data
 
 
 class _Writer:
