@@ -96,8 +96,8 @@ def _begin_wal(control: apsw.Connection, readers: list[apsw.Connection]) -> None
 def _checkpoint(control: apsw.Connection) -> bool:
     try:
         busy, log, done = control.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-    except (apsw.BusyError, apsw.LockedError, apsw.ReadOnlyError):
-        return False
+    except (apsw.BusyError, apsw.LockedError, apsw.ReadOnlyError, apsw.IOError):
+        return False  # IOError: a read-only file cannot be checkpointed; the backup API can read it
     return not busy and log == done
 
 
