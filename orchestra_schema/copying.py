@@ -51,7 +51,9 @@ def copy_to_file(src: apsw.Connection, source: Path, names, *, progress: Progres
                  publish: Callable[[files.Staged], Path] | None = None, live: bool = False) -> Copy:
     """Copy src's main database to a new file named by the first free name in `names`.
 
-    The copy is checked before it gets its name; a bad one is discarded.
+    The copy is checked before it gets its name; a bad one is discarded. (A raw
+    copy's quick_check reads the snapshot it was copied from, whose bytes it holds;
+    --full-check reads the copy file itself.)
     mode_from: give the new file that file's owner and mode (a live database
     replaced by restore must stay usable by the application's user).
     require_ok=False keeps a copy that fails its check (a damaged database's copy).
@@ -95,7 +97,11 @@ def _copy_raw(source: Path, staged: files.Staged, progress: Progress | None,
         with rawcopy.still_file(source, readers=2, timeout=timeout) as (copier, checker), \
                 ThreadPoolExecutor(1, initializer=_yield_cpu) as pool:
             checked = None if full_check else pool.submit(integrity_of, checker, "quick_check")
-            digest, _ = rawcopy.copy_file(copier, staged.path, staged.fd, progress)
+            try:
+                digest, _ = rawcopy.copy_file(copier, staged.path, staged.fd, progress)
+            except BaseException:
+                checker.interrupt()  # do not hold the snapshot (and writers) for a check nobody reads
+                raise
             integrity = checked.result() if checked else None
     except rawcopy.Unstable:
         return None

@@ -66,12 +66,11 @@ def still_file(path: Path, readers: int, timeout: float) -> Iterator[list[apsw.C
                 f"{path}: the file changed while it was copied (a process writing it without "
                 "SQLite's locks?); no backup was written; stop that process and rerun")
     finally:
-        for conn in opened:
-            with contextlib.suppress(apsw.Error):
+        for conn in (*opened, control):
+            with contextlib.suppress(apsw.Error):  # one failure must not keep the others open
                 if not conn.getautocommit():
-                    conn.execute("COMMIT")
-            conn.close()
-        control.close()
+                    conn.execute("ROLLBACK")
+                conn.close()
 
 
 def _begin_wal(control: apsw.Connection, readers: list[apsw.Connection]) -> None:
@@ -110,6 +109,10 @@ def _begin_rollback_journal(control: apsw.Connection, readers: list[apsw.Connect
     except (apsw.BusyError, apsw.ReadOnlyError, apsw.CantOpenError) as err:
         raise Unstable(f"no write lock to begin under ({err})") from err
     try:
+        # The mode was read before this lock: switched to WAL meanwhile, the newest
+        # commits are in the -wal, not in the file, and this lock does not keep them out.
+        if control.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+            raise Unstable("the database switched to WAL mode")
         for conn in readers:
             _begin(conn)
     finally:

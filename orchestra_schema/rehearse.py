@@ -25,7 +25,7 @@ from .copying import copy_pages
 from .database import Database, translated
 from .engine import (HISTORY_TABLES, applied_migrations, apply_one, count_rows, dropped_tables,
                      rollback_one, tables_losing_rows)
-from .errors import MigrationFailed, UsageError
+from .errors import DatabaseUnavailable, MigrationFailed, UsageError
 from .schema import diff, snapshot
 
 
@@ -207,4 +207,8 @@ def _copy_raw(source: Path, dest: Path, timeout: float) -> bool:
                 os.close(fd)
     except rawcopy.Unstable:
         return False
+    except OSError as err:  # the snapshot's directory: full, unwritable
+        raise DatabaseUnavailable(
+            f"{dest.parent}: cannot write the snapshot ({err.strerror}); the live database is "
+            "unchanged; free space there or choose --workdir") from err
     return True

@@ -5,14 +5,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import resource
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from backup_helpers import (LOCK_HOLDER, READ_HOLDER, WRITER, add_padding, add_pairs, files_in,
                             opened, pairs_state, spawn)
-from conftest import cli, count, run
+from conftest import cli, count, file_state, run
 from orchestra_schema import backup as backups
+from orchestra_schema import rawcopy
 from orchestra_schema.commands import Context
 from orchestra_schema.errors import DatabaseUnavailable
 
@@ -125,3 +129,41 @@ def test_without_direct_io_the_copy_is_buffered_and_the_same(tmp_path, monkeypat
     result = backups.backup(Context(db))
     assert result.copy_mode == "raw" and result.integrity == "ok"
     assert result.path.read_bytes() == logical_bytes(db)
+
+
+def test_a_switch_to_wal_just_before_the_lock_is_not_copied_raw(tmp_path, monkeypatch):
+    """The journal mode is read before the write lock: had the app switched the database
+    to WAL and committed in between, the commits would be in the -wal only. Under the
+    lock the mode is read again, and the copy goes through SQLite, commits included."""
+    db = tmp_path / "orchestra.db"
+    add_pairs(db, 1_000, wal=False)
+    real_mode, calls = rawcopy._mode, []
+
+    def mode_read_before_the_switch(conn):
+        if not calls:
+            calls.append(1)
+            return "delete"  # what it was an instant ago
+        return real_mode(conn)
+
+    monkeypatch.setattr(rawcopy, "_mode", mode_read_before_the_switch)
+    with opened(db) as app:  # the app switches to WAL and commits; its WAL stays un-checkpointed
+        app.execute("PRAGMA journal_mode = WAL").fetchall()
+        app.execute("PRAGMA wal_autocheckpoint = 0")
+        app.execute("INSERT INTO pairs (half, pad) VALUES (1, x'00'), (2, x'00')")
+        result = backups.backup(Context(db))
+    assert calls and result.copy_mode == "snapshot" and result.integrity == "ok"
+    assert pairs_state(result.path)[0] == 2_002
+
+
+def test_a_full_disk_under_the_rehearsal_snapshot_is_exit_6_and_changes_nothing(tmp_path):
+    db = tmp_path / "orchestra.db"
+    assert cli("--database", db, "apply").exit_code == 0
+    add_padding(db, 2)
+    before = file_state(db)
+    result = subprocess.run([sys.executable, "-m", "orchestra_schema", "--database", str(db),
+                             "rehearse", "--workdir", str(tmp_path)],
+                            capture_output=True, text=True, timeout=60,
+                            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20)))
+    assert result.returncode == 6, result.stderr
+    assert "cannot write the snapshot" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert file_state(db) == before and files_in(tmp_path) == {"orchestra.db"}
