@@ -98,7 +98,7 @@ def _copy_raw(source: Path, staged: files.Staged, progress: Progress | None,
                 ThreadPoolExecutor(1, initializer=_yield_cpu) as pool:
             checked = None if full_check else pool.submit(integrity_of, checker, "quick_check")
             try:
-                digest, _ = rawcopy.copy_file(copier, staged.path, staged.fd, progress)
+                digest = rawcopy.copy_file(copier, staged.path, staged.fd, progress)
             except BaseException:
                 checker.interrupt()  # do not hold the snapshot (and writers) for a check nobody reads
                 raise

@@ -111,7 +111,7 @@ def _begin_rollback_journal(control: apsw.Connection, readers: list[apsw.Connect
     try:
         # The mode was read before this lock: switched to WAL meanwhile, the newest
         # commits are in the -wal, not in the file, and this lock does not keep them out.
-        if control.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+        if _mode(control) == "wal":
             raise Unstable("the database switched to WAL mode")
         for conn in readers:
             _begin(conn)
@@ -152,8 +152,8 @@ def copy_scratch(reader: apsw.Connection, fd: int) -> None:
 
 
 def copy_file(reader: apsw.Connection, dest: Path, fd: int,
-              progress: Callable[[int, int], None] | None) -> tuple[str, int]:
-    """Write reader's database file into `dest` (open as `fd`), fsync it; (sha256, pages).
+              progress: Callable[[int, int], None] | None) -> str:
+    """Write reader's database file into `dest` (open as `fd`), fsync it; its SHA-256.
 
     Direct I/O where the file system has it: the copy does not fill the page
     cache the application lives on, and reaches the disk a chunk at a time
@@ -177,7 +177,7 @@ def copy_file(reader: apsw.Connection, dest: Path, fd: int,
         if hashed:
             hashed.result()
     os.fsync(fd)
-    return digest.hexdigest(), pages
+    return digest.hexdigest()
 
 
 def _size(reader: apsw.Connection) -> tuple[int, int]:

@@ -188,12 +188,11 @@ def _snapshot(live: Database, where: str, timeout: float):
             copy_pages(live.connection, db.connection, None, timeout, incremental=True)
             yield db
         return
-    if not _copy_raw(live.path, Path(where), timeout):
-        with Database.open(Path(where), create=True) as db:
-            db.execute("PRAGMA synchronous = OFF")
-            copy_pages(live.connection, db.connection, None, timeout, incremental=True)
-    with Database.open(Path(where)) as db:
+    raw = _copy_raw(live.path, Path(where), timeout)
+    with Database.open(Path(where), create=not raw) as db:
         db.execute("PRAGMA synchronous = OFF")  # a throwaway copy: no fsync (3x faster)
+        if not raw:
+            copy_pages(live.connection, db.connection, None, timeout, incremental=True)
         yield db
 
 

@@ -9,8 +9,11 @@ import time
 from pathlib import Path
 
 import contextlib
+import json
 
 import apsw
+
+from conftest import cli
 
 # Commits pairs of rows, each pair in one transaction, until the stop file exists;
 # then prints "<commits> <busy errors>". A backup must never hold half a pair.
@@ -72,6 +75,13 @@ print("locked", flush=True)
 sys.stdin.readline()
 c.execute("ROLLBACK")
 """
+
+
+def backup_json(db, *args) -> dict:
+    """`backup --json` in this process; its output, after checking it exited 0."""
+    result = cli("--database", db, "--json", "backup", *args)
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
 
 
 @contextlib.contextmanager

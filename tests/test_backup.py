@@ -15,20 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from backup_helpers import (LOCK_HOLDER, WRITER, add_padding, add_pairs, files_in, opened, overwrite_pages,
-                            pairs_state, root_page, spawn, wait_for)
+from backup_helpers import (LOCK_HOLDER, WRITER, add_padding, add_pairs, backup_json, files_in, opened,
+                            overwrite_pages, pairs_state, root_page, spawn, wait_for)
 from conftest import CHAT, CHAT_TABLES, CORE, CORE_TABLES, cli, count, file_state, history, run, tables
 from orchestra_schema import backup as backups
 from orchestra_schema import files
 from orchestra_schema.commands import Context
 
 NAME = re.compile(r"orchestra\.db\.backup_\d{8}_\d{6}(_\d+)?")
-
-
-def backup_json(db, *args):
-    result = cli("--database", db, "--json", "backup", *args)
-    assert result.exit_code == 0, result.stderr
-    return json.loads(result.stdout)
 
 
 def test_backup_beside_the_database_with_manifest_and_mode_0600(db):

@@ -12,19 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from backup_helpers import (LOCK_HOLDER, READ_HOLDER, WRITER, add_padding, add_pairs, files_in,
-                            opened, pairs_state, spawn)
+from backup_helpers import (LOCK_HOLDER, READ_HOLDER, WRITER, add_padding, add_pairs, backup_json,
+                            files_in, opened, pairs_state, spawn)
 from conftest import cli, count, file_state, run
 from orchestra_schema import backup as backups
 from orchestra_schema import rawcopy
 from orchestra_schema.commands import Context
 from orchestra_schema.errors import DatabaseUnavailable
-
-
-def backup_json(db, *args):
-    result = cli("--database", db, "--json", "backup", *args)
-    assert result.exit_code == 0, result.stderr
-    return json.loads(result.stdout)
 
 
 def logical_bytes(db: Path) -> bytes:
