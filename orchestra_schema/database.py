@@ -69,7 +69,7 @@ class Database:
 
     @classmethod
     def open(cls, path: Path, *, timeout: float = 5.0, create: bool = False,
-             readonly: bool = False) -> "Database":
+             readonly: bool = False, vfs: str | None = None) -> "Database":
         path = Path(path)
         _check_path(path, create=create)
         flags = apsw.SQLITE_OPEN_READONLY if readonly else apsw.SQLITE_OPEN_READWRITE
@@ -77,14 +77,14 @@ class Database:
             flags |= apsw.SQLITE_OPEN_CREATE
         with translated(path, "opening"):
             try:
-                return cls._connect(path, flags, timeout, readonly)
+                return cls._connect(path, flags, timeout, readonly, vfs)
             except apsw.ReadOnlyError as err:
                 if err.extendedresult != _READONLY_ROLLBACK or not os.access(path, os.W_OK):
                     raise
             # A crashed writer left a hot journal that a read-only connection
             # cannot roll back. Opening read-write (never create) lets SQLite
             # restore the last committed state, as any reader of the file would.
-            return cls._connect(path, apsw.SQLITE_OPEN_READWRITE, timeout, readonly)
+            return cls._connect(path, apsw.SQLITE_OPEN_READWRITE, timeout, readonly, vfs)
 
     @classmethod
     def in_memory(cls) -> "Database":
@@ -94,8 +94,9 @@ class Database:
         return cls(Path(":memory:"), conn, readonly=False)
 
     @classmethod
-    def _connect(cls, path: Path, flags: int, timeout: float, readonly: bool) -> "Database":
-        conn = apsw.Connection(str(path), flags=flags)
+    def _connect(cls, path: Path, flags: int, timeout: float, readonly: bool,
+                 vfs: str | None = None) -> "Database":
+        conn = apsw.Connection(str(path), flags=flags, vfs=vfs)
         conn.setbusytimeout(int(timeout * 1000))
         db = cls(path, conn, readonly)
         # Reading the schema proves it is SQLite; schema changes want FKs off.

@@ -45,11 +45,13 @@ class Unstable(Exception):
 
 
 @contextlib.contextmanager
-def still_file(path: Path, readers: int, timeout: float) -> Iterator[list[apsw.Connection]]:
+def still_file(path: Path, readers: int, timeout: float,
+               void: str = "no backup was written") -> Iterator[list[apsw.Connection]]:
     """`readers` connections sharing one read transaction during which `path` is not written.
 
     A read waits up to `timeout` for a lock, as the backup API would; only the
     write lock is given up on sooner (GATE_WAIT), for the backup API's copy.
+    `void` says what a change of the file after all voids.
     """
     control = _connect(path, readonly=False, wait=timeout)
     opened: list[apsw.Connection] = []
@@ -63,8 +65,8 @@ def still_file(path: Path, readers: int, timeout: float) -> Iterator[list[apsw.C
         yield opened
         if _stamp(path) != before:  # cannot happen by the reasoning above; never trust a copy if it does
             raise DatabaseUnavailable(
-                f"{path}: the file changed while it was copied (a process writing it without "
-                "SQLite's locks?); no backup was written; stop that process and rerun")
+                f"{path}: the file changed while it was read (a process writing it without "
+                f"SQLite's locks?); {void}; stop that process and rerun")
     finally:
         for conn in (*opened, control):
             with contextlib.suppress(apsw.Error):  # one failure must not keep the others open

@@ -1,24 +1,26 @@
 """rehearse: the procedure's "Testing Rollback Procedure" without the hand-made copy.
 
-An online snapshot of the live database (its file's bytes while SQLite's
-locks hold it still, else SQLite's backup API) goes to a temporary file or
-to memory; on the snapshot the real engine rolls back to the target, the
-result is checked, the migrations are applied again, and the schema must be
-what it was. Nothing runs on the live database but reads (and, in WAL mode,
-the checkpoint that holds it still).
+An online snapshot of the live database: by default a view of the live file,
+held still by SQLite's locks, whose changed pages go to a temporary file
+(overlay); else a copy through SQLite's backup API, to a temporary file or to
+memory. On the snapshot the real engine rolls back to the target, the result
+is checked, the migrations are applied again, and the schema must be what it
+was. Nothing runs on the live database but reads (and, in WAL mode, the
+checkpoint that holds it still).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import ef, files, rawcopy
+import apsw
+
+from . import ef, files, overlay, rawcopy
 from . import migrations as mig
 from .commands import Context, check_rollback_safe
 from .copying import copy_pages
@@ -42,6 +44,7 @@ class RehearsalReport:
     database: str
     snapshot: str  # "memory", or the temporary file (deleted afterwards)
     target: str
+    snapshot_mode: str = ""  # "overlay", "copy" or "memory"; see _snapshot
     rolled_back: list[str] = field(default_factory=list)
     rows_lost: dict[str, int] = field(default_factory=dict)  # per table dropped or deleted from
     warnings: list[str] = field(default_factory=list)
@@ -68,7 +71,7 @@ def rehearse(ctx: Context, to: str | None = None, memory: bool = False,
         report = RehearsalReport(str(ctx.database), where, to)
         start = time.perf_counter()
         with translated(ctx.database, "taking the snapshot"):
-            snap = stack.enter_context(_snapshot(live, where, ctx.timeout))
+            snap = stack.enter_context(_snapshot(live, where, ctx.timeout, report))
         report.steps.append(Step("snapshot", round(time.perf_counter() - start, 3), True, "ok"))
         with translated(Path(where), "rehearsing on the snapshot"):
             _rehearse_on(snap, migrations, report)
@@ -117,6 +120,12 @@ def _timed(report: RehearsalReport, name: str, run) -> bool:
     try:
         problems = run()
     except MigrationFailed as err:
+        if isinstance(err.__cause__, (apsw.IOError, apsw.FullError)):
+            # The snapshot's directory failed, not the SQL: no result to report.
+            raise DatabaseUnavailable(
+                f"{Path(report.snapshot).parent.parent}: cannot write the snapshot "
+                f"({err.__cause__}); the live "
+                "database is unchanged; free space there or choose --workdir") from err
         problems = [str(err)]
     ok = not problems
     report.steps.append(Step(name, round(time.perf_counter() - start, 3), ok,
@@ -167,7 +176,6 @@ def _place(live: Database, memory: bool, workdir: Path | None):
         return
     if workdir is not None and not Path(workdir).is_dir():
         raise UsageError(f"{workdir}: --workdir is not a directory")
-    files.check_free_space(Path(workdir or tempfile.gettempdir()), files.database_size(live.path))
     directory = Path(tempfile.mkdtemp(prefix="orchestra-rehearse-", dir=workdir))
     try:
         yield str(directory / live.path.name)
@@ -176,38 +184,35 @@ def _place(live: Database, memory: bool, workdir: Path | None):
 
 
 @contextlib.contextmanager
-def _snapshot(live: Database, where: str, timeout: float):
-    """The database the rehearsal may change, a copy of the live one as of one instant.
+def _snapshot(live: Database, where: str, timeout: float, report: RehearsalReport):
+    """The database the rehearsal may change, the live one as of one instant.
 
-    On disk: the file's bytes while SQLite's locks hold it still (rawcopy), else
-    the backup's incremental copy (WAL writers carry on, rollback-journal
-    writers commit between steps).
+    On disk, a view (overlay): the live file, held still for the whole
+    rehearsal, with the pages the rehearsal writes kept in the temporary file.
+    Where the file cannot be held still, or in memory: a whole copy through
+    the backup API (WAL writers carry on, rollback-journal writers commit
+    between its steps).
     """
     if where == "memory":
+        report.snapshot_mode = "memory"
         with Database.in_memory() as db:
             copy_pages(live.connection, db.connection, None, timeout, incremental=True)
             yield db
         return
-    raw = _copy_raw(live.path, Path(where), timeout)
-    with Database.open(Path(where), create=not raw) as db:
-        db.execute("PRAGMA synchronous = OFF")  # a throwaway copy: no fsync (3x faster)
-        if not raw:
+    with contextlib.ExitStack() as stack:
+        try:
+            reader, = stack.enter_context(rawcopy.still_file(
+                live.path, readers=1, timeout=timeout, void="the rehearsal's results are void"))
+        except rawcopy.Unstable:
+            report.snapshot_mode = "copy"
+            files.check_free_space(Path(where).parent, files.database_size(live.path))
+            db = stack.enter_context(Database.open(Path(where), create=True))
+            db.execute("PRAGMA synchronous = OFF")  # a throwaway copy: no fsync (3x faster)
             copy_pages(live.connection, db.connection, None, timeout, incremental=True)
+            yield db
+            return
+        report.snapshot_mode = "overlay"
+        vfs = stack.enter_context(overlay.view(reader, Path(where)))
+        db = stack.enter_context(Database.open(Path(where), create=True, vfs=vfs))
+        db.execute("PRAGMA synchronous = OFF")  # a throwaway file: no fsync
         yield db
-
-
-def _copy_raw(source: Path, dest: Path, timeout: float) -> bool:
-    try:
-        with rawcopy.still_file(source, readers=1, timeout=timeout) as (reader,):
-            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            try:
-                rawcopy.copy_scratch(reader, fd)
-            finally:
-                os.close(fd)
-    except rawcopy.Unstable:
-        return False
-    except OSError as err:  # the snapshot's directory: full, unwritable
-        raise DatabaseUnavailable(
-            f"{dest.parent}: cannot write the snapshot ({err.strerror}); the live database is "
-            "unchanged; free space there or choose --workdir") from err
-    return True

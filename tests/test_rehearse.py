@@ -1,16 +1,21 @@
 """rehearse: roll back and re-apply on an online snapshot; the live file is never written."""
 
 import json
+import os
 import shutil
 
 import pytest
 
-from conftest import CHAT, CORE, cli, connect, ef_history, file_state, history, run
+from backup_helpers import READ_HOLDER, spawn
+from conftest import CHAT, CORE, cli, connect, count, ef_history, file_state, history, run
+from orchestra_schema import rehearse as rehearsal
+from orchestra_schema.commands import Context
+from orchestra_schema.errors import DatabaseUnavailable
 from orchestra_schema.migrations import default_sql_dir
 
 STEPS = ["snapshot", "count rows", "rollback", "check after rollback", "apply again", "check after apply"]
-REPORT_KEYS = ["database", "snapshot", "target", "rolled_back", "rows_lost", "warnings", "steps",
-               "problems", "ok"]
+REPORT_KEYS = ["database", "snapshot", "target", "snapshot_mode", "rolled_back", "rows_lost",
+               "warnings", "steps", "problems", "ok"]
 
 
 def rehearse(path, *args, sql_dir=None):
@@ -33,8 +38,71 @@ def test_rehearses_the_chat_rollback_without_writing_the_live_file(db, where):
     assert all(s["ok"] and s["seconds"] >= 0 for s in report["steps"])
     assert report["ok"] and report["problems"] == []
     assert (report["snapshot"] == "memory") == bool(where)
+    assert report["snapshot_mode"] == ("memory" if where else "overlay")
     assert file_state(db) == before
     assert history(db) == {CORE, CHAT}
+
+
+def wal(path):
+    with connect(path) as c:
+        c.execute("PRAGMA journal_mode = WAL").fetchall()
+        c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    return path
+
+
+def meanwhile(monkeypatch, action):
+    """Run action once the snapshot is taken, before the rehearsal reads it."""
+    record_start = rehearsal._record_start
+
+    def first_the_action(snap, into):
+        action()
+        return record_start(snap, into)
+
+    monkeypatch.setattr(rehearsal, "_record_start", first_the_action)
+
+
+def add_message(path, mid="late"):
+    with connect(path) as c:
+        c.execute("INSERT INTO ChatMessages VALUES (?, 's0', 'user', 'hi', 0, '2025-01-01', NULL)",
+                  (mid,))
+        c.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()  # as far as readers let it
+
+
+def test_a_wal_database_is_rehearsed_on_a_view_of_its_file(db):
+    with connect(wal(db)) as app:  # the app, in another process, keeping its -wal
+        app.execute("SELECT count(*) FROM ChatMessages").fetchall()
+        before = file_state(db)
+        result = run("--database", db, "--json", "rehearse")
+        assert file_state(db) == before
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["snapshot_mode"] == "overlay" and report["rows_lost"]["ChatMessages"] == 15
+
+
+def test_a_commit_during_a_wal_rehearsal_is_not_in_it_and_not_lost(db, monkeypatch):
+    wal(db)
+    meanwhile(monkeypatch, lambda: add_message(db))
+    report = rehearsal.rehearse(Context(db))
+    assert report.ok and report.snapshot_mode == "overlay", report.problems
+    assert report.rows_lost["ChatMessages"] == 15
+    assert count(db, "ChatMessages") == 16
+
+
+def test_an_old_wal_reader_sends_the_rehearsal_to_a_whole_copy(db):
+    holder = spawn(READ_HOLDER, wal(db))
+    try:
+        add_message(db)  # stays in the WAL: the reader's snapshot predates it
+        result, report = rehearse(db)
+    finally:
+        holder.communicate("\n", timeout=30)
+    assert result.exit_code == 0, result.output
+    assert report["snapshot_mode"] == "copy" and report["rows_lost"]["ChatMessages"] == 16
+
+
+def test_a_live_file_changed_behind_sqlites_back_voids_the_rehearsal(db, monkeypatch):
+    meanwhile(monkeypatch, lambda: os.utime(db, ns=(1, 1)))
+    with pytest.raises(DatabaseUnavailable, match="the rehearsal's results are void"):
+        rehearsal.rehearse(Context(db))
 
 
 def test_temporary_snapshot_goes_to_workdir_and_is_removed(db, tmp_path):
