@@ -18,6 +18,9 @@ from contenders import ROOT, program, shell_secure_delete
 # database: SQLite's default page cache is 2 MB per connection; the rest is
 # allocator noise. Anything proportional to the data is far above it.
 MEMORY_GROWTH_MB = 10
+# `rehearse --memory` holds its snapshot in RAM: it grows with the data by design,
+# which the issue asks to be said, with a disk mode offered (the default).
+IN_MEMORY = "--memory"
 
 
 def environment(tool, built, history: Path, history_note: str, args) -> dict:
@@ -183,6 +186,8 @@ def _memory_table(sizes: dict[int, dict]) -> list[str]:
         growth = (by_size[have[-1]] - by_size[have[0]]) / 1024 if len(have) > 1 else None
         met = "" if "orchestra-schema" not in name else _met(
             None if growth is None else growth <= MEMORY_GROWTH_MB)
+        if IN_MEMORY in name:
+            met = "grows by design (snapshot in RAM; the default rehearse is flat)"
         cells = " | ".join(_mb(by_size.get(s)) for s in cols)
         lines.append(f"| {name} | {cells} | {'' if growth is None else f'{growth:.0f}'} | {met} |")
     return lines
