@@ -278,17 +278,20 @@ def checklist(s: Settings, full):
 @click.option("--to", "to", metavar="ID|0",
               help="Rehearse rolling back to ID (0: everything). Default: keep the core, "
                    "roll back the chat tables.")
-@click.option("--memory", is_flag=True, help="Snapshot into memory instead of a temporary file.")
+@click.option("--memory", is_flag=True,
+              help="Copy the snapshot into memory (about the database's size) instead of viewing "
+                   "the live file, held still, with changes in a temporary file.")
 @click.option("--workdir", type=click.Path(path_type=Path, file_okay=False),
-              help="Directory for the temporary snapshot (default: the system temp dir).")
+              help="Directory for the snapshot's temporary file (default: the system temp dir).")
 @pass_settings
 def rehearse(s: Settings, to, memory, workdir):
-    """Roll back and re-apply on an online snapshot; the live database is never written."""
+    """Roll back and re-apply on an online snapshot; the live database is never changed."""
     report = rehearsal.rehearse(s.ctx, to=to, memory=memory, workdir=workdir)
     for warning in report.warnings:
         s.warn(warning)
-    lines = [f"rehearsal: roll back {report.database} to {report.target} "
-             f"on a snapshot in {report.snapshot}"]
+    on = {"overlay": "a view of the live file (its changes in {})", "copy": "a snapshot copied to {}",
+          "memory": "a snapshot in memory"}[report.snapshot_mode].format(report.snapshot)
+    lines = [f"rehearsal: roll back {report.database} to {report.target} on {on}"]
     if not report.rolled_back:
         lines.append(f"nothing to roll back to {report.target}")
     lines += [f"real rollback would delete {n} row(s) of {t}" for t, n in report.rows_lost.items()]

@@ -129,6 +129,7 @@ def test_text_report_and_a_real_process(ef_db):
     result = run("--database", ef_db, "rehearse")
     assert result.returncode == 0, result.stderr
     assert "real rollback would delete 15 row(s) of ChatMessages" in result.stdout
+    assert "on a view of the live file (its changes in /" in result.stdout.splitlines()[0]
     assert [line.split()[0] for line in result.stdout.splitlines()[-6:]] == \
         ["snapshot", "count", "rollback", "check", "apply", "check"]
     assert file_state(ef_db) == before
