@@ -117,5 +117,10 @@ class _ViewFile(apsw.VFSFile):
             super().xWrite(self._read_live(page * self._page, self._page), page * self._page)
             self._own.add(page)
 
+    def xDeviceCharacteristics(self) -> int:
+        # F2FS's batch-atomic writes would let SQLite roll a commit back inside the
+        # file system, behind _own's back: keep SQLite on its journal.
+        return super().xDeviceCharacteristics() & ~apsw.SQLITE_IOCAP_BATCH_ATOMIC
+
     def xFileSize(self) -> int:
         return max(self._extent, super().xFileSize())

@@ -62,17 +62,30 @@ def still_file(path: Path, readers: int, timeout: float,
         else:
             _begin_rollback_journal(control, opened, min(timeout, GATE_WAIT))
         before = _stamp(path)
-        yield opened
-        if _stamp(path) != before:  # cannot happen by the reasoning above; never trust a copy if it does
-            raise DatabaseUnavailable(
-                f"{path}: the file changed while it was read (a process writing it without "
-                f"SQLite's locks?); {void}; stop that process and rerun")
+        try:
+            yield opened
+        except BaseException:
+            _check_still(path, before, void)  # a file changed under us explains the failure
+            raise
+        _check_still(path, before, void)
     finally:
         for conn in (*opened, control):
             with contextlib.suppress(apsw.Error):  # one failure must not keep the others open
                 if not conn.getautocommit():
                     conn.execute("ROLLBACK")
                 conn.close()
+
+
+def _check_still(path: Path, before: tuple[int, int], void: str) -> None:
+    """Cannot fail by the reasoning above; never trust what was read if it does."""
+    try:
+        changed = _stamp(path) != before
+    except OSError:
+        changed = True  # gone, or replaced by something we cannot stat
+    if changed:
+        raise DatabaseUnavailable(
+            f"{path}: the file changed while it was read (a process writing it without "
+            f"SQLite's locks?); {void}; stop that process and rerun")
 
 
 def _begin_wal(control: apsw.Connection, readers: list[apsw.Connection]) -> None:

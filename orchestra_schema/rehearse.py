@@ -73,7 +73,7 @@ def rehearse(ctx: Context, to: str | None = None, memory: bool = False,
         with translated(ctx.database, "taking the snapshot"):
             snap = stack.enter_context(_snapshot(live, where, ctx.timeout, report))
         report.steps.append(Step("snapshot", round(time.perf_counter() - start, 3), True, "ok"))
-        with translated(Path(where), "rehearsing on the snapshot"):
+        with translated(Path(where), "rehearsing on the snapshot"), _scratch_errors(where):
             _rehearse_on(snap, migrations, report)
     report.problems = [f"{s.name}: {s.detail}" for s in report.steps if not s.ok]
     report.ok = not report.problems
@@ -120,12 +120,8 @@ def _timed(report: RehearsalReport, name: str, run) -> bool:
     try:
         problems = run()
     except MigrationFailed as err:
-        if isinstance(err.__cause__, (apsw.IOError, apsw.FullError)):
-            # The snapshot's directory failed, not the SQL: no result to report.
-            raise DatabaseUnavailable(
-                f"{Path(report.snapshot).parent.parent}: cannot write the snapshot "
-                f"({err.__cause__}); the live "
-                "database is unchanged; free space there or choose --workdir") from err
+        if isinstance(err.__cause__, _SCRATCH_FAILURES):
+            raise  # the snapshot's files failed, not the SQL: see _scratch_errors
         problems = [str(err)]
     ok = not problems
     report.steps.append(Step(name, round(time.perf_counter() - start, 3), ok,
@@ -168,6 +164,26 @@ def _histories(db: Database) -> tuple:
     return sorted(applied_migrations(db)), sorted(ef.ids(ef.entries(db)))
 
 
+# What the snapshot's own files (the view's, its journal) raise when their
+# directory is full or out of inodes; not a fault of the SQL.
+_SCRATCH_FAILURES = (apsw.IOError, apsw.FullError, apsw.CantOpenError)
+
+
+@contextlib.contextmanager
+def _scratch_errors(where: str):
+    """A failure of the snapshot's files: no result to report, one line, exit 6."""
+    try:
+        yield
+    except (apsw.Error, MigrationFailed, DatabaseUnavailable) as err:
+        cause = err if isinstance(err, apsw.Error) else err.__cause__
+        if not isinstance(cause, _SCRATCH_FAILURES):
+            raise
+        directory = "memory" if where == "memory" else Path(where).parent.parent
+        raise DatabaseUnavailable(
+            f"{directory}: cannot write the rehearsal's snapshot ({cause}); the live database is "
+            "unchanged; free space there or choose --workdir") from err
+
+
 @contextlib.contextmanager
 def _place(live: Database, memory: bool, workdir: Path | None):
     """Where the snapshot goes: "memory", or a file in a temporary directory removed after."""
@@ -176,7 +192,12 @@ def _place(live: Database, memory: bool, workdir: Path | None):
         return
     if workdir is not None and not Path(workdir).is_dir():
         raise UsageError(f"{workdir}: --workdir is not a directory")
-    directory = Path(tempfile.mkdtemp(prefix="orchestra-rehearse-", dir=workdir))
+    try:
+        directory = Path(tempfile.mkdtemp(prefix="orchestra-rehearse-", dir=workdir))
+    except OSError as err:
+        raise DatabaseUnavailable(
+            f"{workdir or tempfile.gettempdir()}: cannot create the snapshot's directory "
+            f"({err.strerror}); the live database is unchanged; choose --workdir") from err
     try:
         yield str(directory / live.path.name)
     finally:

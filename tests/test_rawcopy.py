@@ -159,5 +159,5 @@ def test_a_full_disk_under_the_rehearsal_snapshot_is_exit_6_and_changes_nothing(
                             capture_output=True, text=True, timeout=60,
                             preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (8192, 8192)))
     assert result.returncode == 6, result.stderr
-    assert "cannot write the snapshot" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "cannot write the rehearsal's snapshot" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert file_state(db) == before and files_in(tmp_path) == {"orchestra.db"}

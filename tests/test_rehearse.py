@@ -3,7 +3,9 @@
 import json
 import os
 import shutil
+import subprocess
 
+import apsw
 import pytest
 
 from backup_helpers import READ_HOLDER, spawn
@@ -50,15 +52,16 @@ def wal(path):
     return path
 
 
-def meanwhile(monkeypatch, action):
-    """Run action once the snapshot is taken, before the rehearsal reads it."""
-    record_start = rehearsal._record_start
+def meanwhile(monkeypatch, action, step="_record_start"):
+    """Run action(snapshot) when the rehearsal reaches `step`: by default once the
+    snapshot is taken, before the rehearsal reads it; "_after_apply": at its last step."""
+    original = getattr(rehearsal, step)
 
-    def first_the_action(snap, into):
-        action()
-        return record_start(snap, into)
+    def first_the_action(snap, *args):
+        action(snap)
+        return original(snap, *args)
 
-    monkeypatch.setattr(rehearsal, "_record_start", first_the_action)
+    monkeypatch.setattr(rehearsal, step, first_the_action)
 
 
 def add_message(path, mid="late"):
@@ -81,7 +84,7 @@ def test_a_wal_database_is_rehearsed_on_a_view_of_its_file(db):
 
 def test_a_commit_during_a_wal_rehearsal_is_not_in_it_and_not_lost(db, monkeypatch):
     wal(db)
-    meanwhile(monkeypatch, lambda: add_message(db))
+    meanwhile(monkeypatch, lambda snap: add_message(db))
     report = rehearsal.rehearse(Context(db))
     assert report.ok and report.snapshot_mode == "overlay", report.problems
     assert report.rows_lost["ChatMessages"] == 15
@@ -100,9 +103,77 @@ def test_an_old_wal_reader_sends_the_rehearsal_to_a_whole_copy(db):
 
 
 def test_a_live_file_changed_behind_sqlites_back_voids_the_rehearsal(db, monkeypatch):
-    meanwhile(monkeypatch, lambda: os.utime(db, ns=(1, 1)))
+    meanwhile(monkeypatch, lambda snap: os.utime(db, ns=(1, 1)))
     with pytest.raises(DatabaseUnavailable, match="the rehearsal's results are void"):
         rehearsal.rehearse(Context(db))
+
+
+def test_a_live_file_cut_short_mid_rehearsal_is_named_as_changed(db, monkeypatch):
+    """Reads of the live file fail; the failure is explained by the change, not blamed
+    on the snapshot's directory."""
+    meanwhile(monkeypatch, lambda snap: os.truncate(db, 4096))
+    result, _ = rehearse(db)
+    assert result.exit_code == 6
+    assert "the file changed while it was read" in result.stderr and "results are void" in result.stderr
+
+
+def test_rollback_journal_writers_wait_until_the_rehearsal_ends(db, monkeypatch):
+    """The view reads the live file up to the last step: until then nobody may write it."""
+    outcomes = []
+
+    def app_writes(snap):
+        try:
+            add_message(db, "during")  # apsw's default busy timeout: 0
+            outcomes.append("committed")
+        except apsw.BusyError:
+            outcomes.append("busy")
+
+    meanwhile(monkeypatch, app_writes, step="_after_apply")
+    report = rehearsal.rehearse(Context(db))
+    assert report.ok and report.snapshot_mode == "overlay" and outcomes == ["busy"]
+    add_message(db, "after")
+    assert count(db, "ChatMessages") == 16
+
+
+@pytest.mark.parametrize("in_the_way", [
+    os.mkdir,  # the journal's write fails: disk I/O error
+    lambda path: os.symlink("/nonexistent/dir/journal", path),  # its open fails: cannot open
+])
+def test_a_journal_the_snapshot_cannot_write_is_exit_6_not_a_failed_rollback(db, monkeypatch,
+                                                                              in_the_way):
+    before = file_state(db)
+    meanwhile(monkeypatch, lambda snap: in_the_way(f"{snap.path}-journal"))
+    result, _ = rehearse(db)
+    assert result.exit_code == 6, result.output
+    assert "cannot write the rehearsal's snapshot" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and file_state(db) == before
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 64 KiB file system: the rehearsal's snapshot runs out of space in it."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs",
+                                            mount], capture_output=True).returncode:
+        pytest.skip("needs root, allowed to mount a tmpfs")
+    yield mount
+    subprocess.run(["umount", mount], check=True)
+
+
+def test_a_full_disk_under_the_snapshot_is_exit_6_and_changes_nothing(db, tiny_disk):
+    before = file_state(db)
+    result = run("--database", db, "rehearse", "--workdir", tiny_disk)
+    assert result.returncode == 6, result.stderr
+    assert f"{tiny_disk}: cannot write the rehearsal's snapshot (database or disk is full)" \
+        in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert file_state(db) == before and list(tiny_disk.iterdir()) == []
+
+
+def test_a_workdir_where_nothing_can_be_created_is_exit_6(db):
+    result, _ = rehearse(db, "--workdir", "/proc")
+    assert result.exit_code == 6, result.output
+    assert "/proc: cannot create the snapshot's directory" in result.stderr
 
 
 def test_temporary_snapshot_goes_to_workdir_and_is_removed(db, tmp_path):
