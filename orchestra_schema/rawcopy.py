@@ -35,7 +35,6 @@ import apsw
 from .errors import DatabaseUnavailable
 
 CHUNK = 4 << 20  # bytes per read and write: with direct I/O, a WAL commit waits at most one chunk
-SCRATCH_CHUNK = 64 << 10
 ATTEMPTS = 3  # WAL: tries at a snapshot with nothing left to checkpoint, then the backup API
 GATE_WAIT = 2.0  # rollback journal: seconds to wait for the write lock, then the backup API
 
@@ -153,17 +152,6 @@ def _mode(conn: apsw.Connection) -> str:
 def _stamp(path: Path) -> tuple[int, int]:
     st = os.stat(path)
     return st.st_size, st.st_mtime_ns
-
-
-def copy_scratch(reader: apsw.Connection, fd: int) -> None:
-    """Write reader's database file into fd through the page cache, where it is read at once.
-
-    A throwaway copy (a rehearsal's): no hash, no fsync. Small writes: on
-    Linux, fresh page cache fills faster in 64 KiB steps than in megabytes.
-    """
-    total = _size(reader)[0]
-    for offset in range(0, total, SCRATCH_CHUNK):
-        _write_all(fd, _read(reader, offset, min(SCRATCH_CHUNK, total - offset)), offset)
 
 
 def copy_file(reader: apsw.Connection, dest: Path, fd: int,
