@@ -72,7 +72,7 @@ def add_message(path, mid="late"):
 
 
 def test_a_wal_database_is_rehearsed_on_a_view_of_its_file(db):
-    with connect(wal(db)) as app:  # the app, in another process, keeping its -wal
+    with connect(wal(db)) as app:  # the app keeps its -wal; the rehearsal runs as a process
         app.execute("SELECT count(*) FROM ChatMessages").fetchall()
         before = file_state(db)
         result = run("--database", db, "--json", "rehearse")
