@@ -21,6 +21,8 @@ from typing import Iterator
 
 import apsw
 
+from . import rawcopy
+
 _names = itertools.count()
 _HEADER_MODES = slice(18, 20)  # file format write/read versions: 2 = WAL, 1 = rollback journal
 
@@ -33,8 +35,7 @@ def view(reader: apsw.Connection, scratch: Path) -> Iterator[str]:
     Python VFS files have no shared memory for a WAL, and the rehearsal's
     changes belong in its own journal, next to the scratch file.
     """
-    page_size = reader.execute("PRAGMA page_size").fetchone()[0]
-    extent = page_size * reader.execute("PRAGMA page_count").fetchone()[0]
+    extent, page_size = rawcopy.extent(reader)
     vfs = _Overlay(f"orchestra-overlay-{next(_names)}", reader, str(scratch), extent, page_size)
     try:
         yield vfs.vfs_name

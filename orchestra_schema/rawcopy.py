@@ -162,7 +162,7 @@ def copy_file(reader: apsw.Connection, dest: Path, fd: int,
     cache the application lives on, and reaches the disk a chunk at a time
     instead of in one burst at the fsync that a WAL commit would queue behind.
     """
-    total, page_size = _size(reader)
+    total, page_size = extent(reader)
     pages, done = total // page_size, 0
     digest = hashlib.sha256()
     with _Writer(dest, fd) as writer, ThreadPoolExecutor(1) as hasher:
@@ -183,7 +183,7 @@ def copy_file(reader: apsw.Connection, dest: Path, fd: int,
     return digest.hexdigest()
 
 
-def _size(reader: apsw.Connection) -> tuple[int, int]:
+def extent(reader: apsw.Connection) -> tuple[int, int]:
     """(bytes, page size) of the database as the reader's snapshot counts its pages."""
     page_size = reader.execute("PRAGMA page_size").fetchone()[0]
     return page_size * reader.execute("PRAGMA page_count").fetchone()[0], page_size
