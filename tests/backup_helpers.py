@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import contextlib
-import json
-
 import apsw
 
-from conftest import cli
+from conftest import cli, connect
 
 # Commits pairs of rows, each pair in one transaction, until the stop file exists;
 # then prints "<commits> <busy errors>". A backup must never hold half a pair.
@@ -84,16 +82,6 @@ def backup_json(db, *args) -> dict:
     return json.loads(result.stdout)
 
 
-@contextlib.contextmanager
-def opened(path: Path):
-    """A connection closed on exit (apsw's own `with` is a transaction, not a close)."""
-    c = apsw.Connection(str(path))
-    try:
-        yield c
-    finally:
-        c.close()
-
-
 def spawn(script: str, *args) -> subprocess.Popen:
     """A Python process running script; waits for its first line (it is ready)."""
     proc = subprocess.Popen([sys.executable, "-c", script, *map(str, args)], text=True,
@@ -103,7 +91,7 @@ def spawn(script: str, *args) -> subprocess.Popen:
 
 
 def add_pairs(path: Path, n: int, wal: bool) -> None:
-    with opened(path) as c:
+    with connect(path) as c:
         if wal:
             c.execute("PRAGMA journal_mode = WAL").fetchall()
         c.execute("CREATE TABLE IF NOT EXISTS pairs (id INTEGER PRIMARY KEY, half INTEGER, pad BLOB)")
@@ -123,7 +111,7 @@ def pairs_state(path: Path) -> tuple[int, int, int]:
 
 def add_padding(path: Path, megabytes: int) -> None:
     """Make the database big enough that copying it takes many backup steps."""
-    with opened(path) as c:
+    with connect(path) as c:
         c.execute("CREATE TABLE IF NOT EXISTS padding (id INTEGER PRIMARY KEY, blob BLOB)")
         with c:
             c.execute("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
@@ -132,13 +120,13 @@ def add_padding(path: Path, megabytes: int) -> None:
 
 def leaf_pages(path: Path, table: str) -> list[tuple[int, int]]:
     """(page number, rows on it) of a table's b-tree leaves, from the dbstat table."""
-    with opened(path) as c:
+    with connect(path) as c:
         return c.execute("SELECT pageno, ncell FROM dbstat WHERE name = ? AND pagetype = 'leaf' "
                          "ORDER BY pageno", (table,)).fetchall()
 
 
 def root_page(path: Path, table: str) -> int:
-    with opened(path) as c:
+    with connect(path) as c:
         return c.execute("SELECT rootpage FROM sqlite_schema WHERE name = ?", (table,)).fetchone()[0]
 
 

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from backup_helpers import (LOCK_HOLDER, WRITER, add_padding, add_pairs, backup_json, files_in, opened,
+from backup_helpers import (LOCK_HOLDER, WRITER, add_padding, add_pairs, backup_json, files_in,
                             overwrite_pages, pairs_state, root_page, spawn, wait_for)
-from conftest import CHAT, CHAT_TABLES, CORE, CORE_TABLES, cli, count, file_state, history, run, tables
+from conftest import (CHAT, CHAT_TABLES, CORE, CORE_TABLES, cli, connect, count, file_state, history, run,
+                      tables)
 from orchestra_schema import backup as backups
 from orchestra_schema import files
 from orchestra_schema.commands import Context
@@ -111,7 +112,7 @@ def test_writer_keeps_committing_while_a_wal_backup_runs(tmp_path):
 
 
 def live_rows(db) -> int:
-    with opened(db) as c:
+    with connect(db) as c:
         c.setbusytimeout(10_000)
         return c.execute("SELECT count(*) FROM pairs").fetchone()[0]
 

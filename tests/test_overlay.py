@@ -9,7 +9,8 @@ from pathlib import Path
 import apsw
 import pytest
 
-from backup_helpers import add_padding, add_pairs, opened, pairs_state
+from backup_helpers import add_padding, add_pairs, pairs_state
+from conftest import connect
 from orchestra_schema import overlay, rawcopy
 from orchestra_schema.database import Database
 
@@ -25,7 +26,7 @@ def viewed(live: Path, scratch: Path):
 def settled(live: Path, wal: bool) -> bytes:
     """The live file's hash once nothing is left in its WAL to checkpoint."""
     if wal:
-        with opened(live) as c:
+        with connect(live) as c:
             c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
     return hashlib.sha256(live.read_bytes()).digest()
 
@@ -53,7 +54,7 @@ def test_the_view_reads_the_live_file_and_stores_only_what_it_writes(tmp_path, w
 def test_a_wal_commit_after_the_view_began_is_not_in_it(tmp_path):
     live, scratch = tmp_path / "live.db", tmp_path / "view.db"
     add_pairs(live, 100, wal=True)
-    with viewed(live, scratch) as view, opened(live) as app:
+    with viewed(live, scratch) as view, connect(live) as app:
         app.execute("INSERT INTO pairs (half, pad) VALUES (1, x'00'), (2, x'00')")  # WAL: not blocked
         app.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()  # may not write past the view's mark
         assert view.execute("SELECT count(*) FROM pairs").fetchone()[0] == 200
@@ -63,12 +64,12 @@ def test_a_wal_commit_after_the_view_began_is_not_in_it(tmp_path):
 def test_rollback_journal_writers_wait_while_the_view_is_open(tmp_path):
     live, scratch = tmp_path / "live.db", tmp_path / "view.db"
     add_pairs(live, 100, wal=False)
-    with viewed(live, scratch) as view, opened(live) as app:
+    with viewed(live, scratch) as view, connect(live) as app:
         view.execute("DELETE FROM pairs")
         with pytest.raises(apsw.BusyError):
             with app:
                 app.execute("INSERT INTO pairs (half, pad) VALUES (1, x'00'), (2, x'00')")
-    with opened(live) as app, app:
+    with connect(live) as app, app:
         app.execute("INSERT INTO pairs (half, pad) VALUES (1, x'00'), (2, x'00')")
     assert pairs_state(live)[0] == 202
 
@@ -78,10 +79,10 @@ def test_pages_of_another_size_written_in_part_keep_the_rest(tmp_path, live_size
     """A VACUUM to another page size writes the view in pieces of the live file's
     pages (copied up first) or across several of them (read from both sides)."""
     live, scratch = tmp_path / "live.db", tmp_path / "view.db"
-    with opened(live) as c:
+    with connect(live) as c:
         c.execute(f"PRAGMA page_size = {live_size}")
     add_pairs(live, 2_000, wal=False)
-    with opened(live) as c:
+    with connect(live) as c:
         c.execute("DELETE FROM pairs WHERE id % 3 = 0")  # free pages inside, for the VACUUM to move
         expected = c.execute("SELECT sum(id), total(half) FROM pairs").fetchone()
     before = settled(live, wal=False)

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from backup_helpers import (LOCK_HOLDER, READ_HOLDER, WRITER, add_padding, add_pairs, backup_json,
-                            files_in, opened, pairs_state, spawn)
-from conftest import cli, count, file_state, run
+                            files_in, pairs_state, spawn)
+from conftest import cli, connect, count, file_state, run
 from orchestra_schema import backup as backups
 from orchestra_schema import rawcopy
 from orchestra_schema.commands import Context
@@ -23,7 +23,7 @@ from orchestra_schema.errors import DatabaseUnavailable
 
 def logical_bytes(db: Path) -> bytes:
     """The database file's pages as its header counts them."""
-    with opened(db) as c:
+    with connect(db) as c:
         size = c.execute("PRAGMA page_count").fetchone()[0] * c.execute("PRAGMA page_size").fetchone()[0]
     return db.read_bytes()[:size]
 
@@ -74,7 +74,7 @@ def test_wal_behind_an_old_reader_falls_back_to_the_backup_api(tmp_path):
     add_pairs(db, 1_000, wal=True)
     holder = spawn(READ_HOLDER, db)
     try:
-        with opened(db) as c:
+        with connect(db) as c:
             c.execute("INSERT INTO pairs (half, pad) VALUES (1, x'00'), (2, x'00')")
         out = backup_json(db)
     finally:
@@ -88,7 +88,7 @@ def test_rollback_journal_behind_a_held_write_lock_falls_back(tmp_path):
     API, which copies the committed state, not the holder's uncommitted row."""
     db = tmp_path / "orchestra.db"
     add_pairs(db, 1_000, wal=False)
-    with opened(db) as c:
+    with connect(db) as c:
         c.execute('CREATE TABLE "HangFire.Job" (State TEXT)')
     holder = spawn(LOCK_HOLDER, db, "IMMEDIATE")
     try:
@@ -140,7 +140,7 @@ def test_a_switch_to_wal_just_before_the_lock_is_not_copied_raw(tmp_path, monkey
         return real_mode(conn)
 
     monkeypatch.setattr(rawcopy, "_mode", mode_read_before_the_switch)
-    with opened(db) as app:  # the app switches to WAL and commits; its WAL stays un-checkpointed
+    with connect(db) as app:  # the app switches to WAL and commits; its WAL stays un-checkpointed
         app.execute("PRAGMA journal_mode = WAL").fetchall()
         app.execute("PRAGMA wal_autocheckpoint = 0")
         app.execute("INSERT INTO pairs (half, pad) VALUES (1, x'00'), (2, x'00')")

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from backup_helpers import WAL_HOLDER, files_in, leaf_pages, opened, overwrite_pages, spawn
-from conftest import CHAT, CHAT_TABLES, CORE, CORE_TABLES, cli, count, file_state, history, tables
+from backup_helpers import WAL_HOLDER, files_in, leaf_pages, overwrite_pages, spawn
+from conftest import CHAT, CHAT_TABLES, CORE, CORE_TABLES, cli, connect, count, file_state, history, tables
 from orchestra_schema import backup as backups
 from orchestra_schema import files
 from orchestra_schema.commands import Context
@@ -28,7 +28,7 @@ def recover(db, *args):
 
 def add_messages(db, sessions=20, per_session=50):
     """Enough chat rows to fill many b-tree pages."""
-    with opened(db) as c:
+    with connect(db) as c:
         with c:
             for s in range(sessions):
                 c.execute("INSERT INTO ChatSessions VALUES (?, 'u1', 'i1', 'title', '2025-01-01', "
@@ -76,7 +76,7 @@ def test_recover_salvages_every_row_outside_the_damaged_pages(db):
 
 
 def test_a_table_without_indexes_gets_an_upper_bound_from_rowid_gaps(db):
-    with opened(db) as c:
+    with connect(db) as c:
         with c:
             c.executemany("INSERT INTO [HangFire.Job] (State) VALUES (?)",
                           [("Succeeded" * 20,) for _ in range(3000)])
@@ -94,7 +94,7 @@ def test_a_table_without_indexes_gets_an_upper_bound_from_rowid_gaps(db):
 def test_recover_after_overwriting_pages_in_the_middle_of_the_file(db):
     add_messages(db)
     before = counts(db)
-    with opened(db) as c:
+    with connect(db) as c:
         ids_before = {r[0] for r in c.execute("SELECT Id FROM ChatMessages")}
     pages = db.stat().st_size // 4096
     overwrite_pages(db, range(pages // 2 - 3, pages // 2 + 3))
@@ -104,7 +104,7 @@ def test_recover_after_overwriting_pages_in_the_middle_of_the_file(db):
     assert "recovered" in result.stderr and "ChatMessages" in result.stdout
     after = counts(db)
     assert all(after[t] <= before[t] for t in ALL_TABLES) and sum(after.values()) > 0
-    with opened(db) as c:
+    with connect(db) as c:
         assert c.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         assert {r[0] for r in c.execute("SELECT Id FROM ChatMessages")} <= ids_before
     assert ALL_TABLES <= tables(db)
@@ -136,7 +136,7 @@ def test_a_healthy_database_is_refused_without_yes(db):
 
 
 def test_yes_rebuilds_a_healthy_wal_database_keeping_everything(db):
-    with opened(db) as c:
+    with connect(db) as c:
         c.execute("PRAGMA journal_mode = WAL").fetchall()
     os.chmod(db, 0o640)
     before = counts(db)
@@ -161,7 +161,7 @@ def test_a_bad_backup_is_refused(db, spoil, code):
 
 
 def test_a_database_in_use_is_refused(db):
-    with opened(db) as c:
+    with connect(db) as c:
         c.execute("PRAGMA journal_mode = WAL").fetchall()
     holder = spawn(WAL_HOLDER, db)
     try:
@@ -179,7 +179,7 @@ def test_missing_database_without_a_backup(tmp_path):
 
 
 def test_foreign_tables_keep_indexes_triggers_and_autoincrement(db):
-    with opened(db) as c:
+    with connect(db) as c:
         c.execute("""
             CREATE TABLE [HangFire.Counter] (Id INTEGER PRIMARY KEY AUTOINCREMENT, Key TEXT NOT NULL);
             CREATE INDEX [IX_HangFire_Counter_Key] ON [HangFire.Counter] (Key);
@@ -190,7 +190,7 @@ def test_foreign_tables_keep_indexes_triggers_and_autoincrement(db):
             DELETE FROM [HangFire.Counter] WHERE Key = 'c';""")
     out = json.loads(recover(db, "--yes").stdout)
     assert out["integrity"] == "ok"
-    with opened(db) as c:
+    with connect(db) as c:
         assert c.execute("SELECT count(*) FROM audit").fetchone()[0] == 3  # the copy fired nothing
         assert c.execute("SELECT seq FROM sqlite_sequence WHERE name = 'HangFire.Counter'"
                          ).fetchone()[0] == 3  # id 3 is never handed out again
@@ -257,12 +257,12 @@ def test_recover_keeps_the_databases_rows_not_what_a_migration_seeded(tmp_path):
     (sql / "0001_settings.rollback.sql").write_text("DROP TABLE settings;\n")
     db = tmp_path / "orchestra.db"
     assert cli("-d", db, "--sql-dir", sql, "apply").exit_code == 0
-    with opened(db) as c:
+    with connect(db) as c:
         c.execute("UPDATE settings SET value = 'dark' WHERE key = 'theme'; "
                   "DELETE FROM settings WHERE key = 'lang'")
     result = cli("-d", db, "--sql-dir", sql, "--json", "recover", "--yes")
     assert result.exit_code == 0, result.stderr
-    with opened(db) as c:
+    with connect(db) as c:
         assert c.execute("SELECT key, value FROM settings").fetchall() == [("theme", "dark")]
     out = json.loads(result.stdout)
     assert (out["rows_lost"], by_table(out)["settings"]["copied"]) == (0, 1)

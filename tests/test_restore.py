@@ -14,9 +14,9 @@ from pathlib import Path
 import apsw
 import pytest
 
-from backup_helpers import (LOCK_HOLDER, WAL_HOLDER, add_padding, files_in, opened, overwrite_pages,
+from backup_helpers import (LOCK_HOLDER, WAL_HOLDER, add_padding, files_in, overwrite_pages,
                             root_page, spawn, wait_for)
-from conftest import CHAT, CHAT_TABLES, CORE, cli, count, file_state, history, tables
+from conftest import CHAT, CHAT_TABLES, CORE, cli, connect, count, file_state, history, tables
 from orchestra_schema import backup as backups
 from orchestra_schema.commands import Context
 
@@ -30,7 +30,7 @@ def a_backup(db) -> Path:
 
 
 def add_messages(db, n, session="s0"):
-    with opened(db) as c:
+    with connect(db) as c:
         with c:
             for i in range(n):
                 c.execute("INSERT INTO ChatMessages VALUES (?, ?, 'user', 'later', 0, '2025-02-01', NULL)",
@@ -105,7 +105,7 @@ def test_backup_without_manifest_is_trusted_on_integrity_and_says_so(db):
 
 def test_restore_while_another_process_holds_frames_in_the_wal(db):
     backup = a_backup(db)
-    with opened(db) as c:
+    with connect(db) as c:
         c.execute("PRAGMA journal_mode = WAL").fetchall()
     add_messages(db, 5)
     holder = spawn(WAL_HOLDER, db)
@@ -115,7 +115,7 @@ def test_restore_while_another_process_holds_frames_in_the_wal(db):
     assert result.exit_code == 0, result.stderr
     assert (int(seen), ok) == (15, "ok")  # the other connection sees the backup, whole
     assert count(db, "ChatMessages") == 15 and count(db, "HangFire.Job") == 2
-    with opened(db) as c:
+    with connect(db) as c:
         assert c.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
@@ -171,7 +171,7 @@ def test_missing_live_database_is_restored_from_the_backup(db):
 
 def test_other_page_size_into_a_wal_database_is_refused(db, tmp_path):
     other = tmp_path / "other-page-size.db"
-    with opened(db) as c:
+    with connect(db) as c:
         c.execute("PRAGMA page_size = 8192")
         c.execute(f"VACUUM INTO '{other}'")  # same schema and rows, 8 KiB pages
         c.execute("PRAGMA journal_mode = WAL").fetchall()
@@ -196,7 +196,7 @@ SMALL, BIG = (15, 0), (215, 1)  # (chat messages, padding tables) of the two sta
 
 
 def _state(db: Path) -> tuple[int, int]:
-    with opened(db) as c:
+    with connect(db) as c:
         assert c.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         return c.execute("SELECT (SELECT count(*) FROM ChatMessages), "
                          "(SELECT count(*) FROM sqlite_schema WHERE name = 'padding')").fetchone()
@@ -208,7 +208,7 @@ def _grow(db: Path) -> None:
 
 
 def _shrink(db: Path) -> None:
-    with opened(db) as c:
+    with connect(db) as c:
         c.execute("DROP TABLE padding; DELETE FROM ChatMessages WHERE Id LIKE 'later%'")
 
 
@@ -232,7 +232,7 @@ def _kill_restore_once(db: Path, backup: Path, delay: float) -> tuple[tuple, boo
 def _two_states(db: Path, wal: bool):
     """A big backup and a small live database: the restore writes for a while."""
     if wal:
-        with opened(db) as c:
+        with connect(db) as c:
             c.execute("PRAGMA journal_mode = WAL").fetchall()
     _grow(db)
     backup = a_backup(db)
@@ -254,7 +254,7 @@ def test_the_live_database_itself_is_not_a_backup(db):
 
 def test_a_copied_pair_with_a_wal_is_refused_not_restored_without_its_frames(db, tmp_path):
     """Read as one file, such a copy would silently lack every commit still in its -wal."""
-    with opened(db) as c:
+    with connect(db) as c:
         c.execute("PRAGMA journal_mode=WAL").fetchall()
         c.execute("PRAGMA wal_autocheckpoint=0")
         c.execute("INSERT INTO ChatMessages VALUES ('w1', 's0', 'user', 'in the wal', 0, 'c', NULL)")
@@ -271,10 +271,10 @@ def test_a_wal_backup_restored_into_a_rollback_journal_database_keeps_rollback_m
     wal_db = tmp_path / "wal" / "orchestra.db"
     wal_db.parent.mkdir()
     wal_db.write_bytes(db.read_bytes())
-    with opened(wal_db) as c:
+    with connect(wal_db) as c:
         c.execute("PRAGMA journal_mode=WAL").fetchall()
     backup = a_backup(wal_db)
     assert restore(db, backup, "--no-backup").exit_code == 0
-    with opened(db) as c:
+    with connect(db) as c:
         assert c.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
     assert not Path(f"{db}-wal").exists()
