@@ -32,7 +32,7 @@ import apsw
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "bench" / ".cache"
 EF_SCRIPT = ROOT / "tests" / "data" / "ef-core-9-initial-script.sql"
-SQL_DIR = ROOT / "sql"
+SQL_DIR = ROOT / "sql" / "sqlite"
 SEED = 20250922
 
 # Calibrated so the file is about --size-mb: 1200 MB holds about 2 million messages

@@ -22,7 +22,7 @@ from typing import Callable
 import apsw
 
 ROOT = Path(__file__).resolve().parent.parent
-SQL_DIR = ROOT / "sql"
+SQL_DIR = ROOT / "sql" / "sqlite"
 CORE = "20250922204128_OrchestraCore"
 CHAT = "20250922204129_AddChatTables"
 CHAT_ROLLBACK = SQL_DIR / f"{CHAT}.rollback.sql"

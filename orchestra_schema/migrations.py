@@ -39,19 +39,22 @@ class MigrationFile:
         return self.rollback_path is not None
 
 
-def installed_sql_dir() -> bool:
+ENGINES = ("sqlite", "postgresql")
+
+
+def installed_sql_dir(engine: str = "sqlite") -> bool:
     """Is the default sql dir the copy installed with the package (not a checkout's sql/)?"""
-    return default_sql_dir() == Path(__file__).resolve().parent / "sql"
+    return default_sql_dir(engine) == Path(__file__).resolve().parent / "sql" / engine
 
 
-def default_sql_dir() -> Path:
-    """The SQL shipped with the package.
+def default_sql_dir(engine: str = "sqlite") -> Path:
+    """The SQL shipped with the package for one engine: sql/sqlite or sql/postgresql.
 
     pyproject installs the repository's sql/ as orchestra_schema/sql; in a
     source checkout (or an editable install) it is the sibling sql/.
     """
     here = Path(__file__).resolve().parent
-    installed, checkout = here / "sql", here.parent / "sql"
+    installed, checkout = here / "sql" / engine, here.parent / "sql" / engine
     return installed if installed.is_dir() else checkout
 
 
