@@ -18,7 +18,7 @@ from pathlib import Path
 import apsw
 
 from . import files
-from .commands import Context
+from .context import Context
 from .copying import Progress, chain, copy_to_file, integrity_of
 from .errors import DatabaseUnavailable, Refused, UsageError
 

@@ -18,6 +18,7 @@ from . import backup as backups
 from . import commands, ef, history, rehearse as rehearsal, verify as checks
 from . import recover as recovering
 from . import restore as restoring
+from .context import DEFAULT_TIMEOUT, Context
 from .errors import EXIT_CODES, CheckFailed, OrchestraError
 
 INTERNAL_ERROR = 70
@@ -28,7 +29,7 @@ EXIT_CODE_HELP = "\b\nExit codes:\n" + "\n".join(
 
 @dataclasses.dataclass
 class Settings:
-    ctx: commands.Context
+    ctx: Context
     json: bool
     quiet: bool
     verbose: bool
@@ -106,14 +107,14 @@ def _database_path(ctx, param, value: str) -> Path:
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No messages on success.")
 @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks on errors.")
-@click.option("--timeout", type=click.FloatRange(min=0, max=2_000_000), default=10.0,
+@click.option("--timeout", type=click.FloatRange(min=0, max=2_000_000), default=DEFAULT_TIMEOUT,
               show_default=True,
               help="Seconds to wait for a lock held by another process before exit 3.")
 @click.version_option(package_name="orchestra-schema")
 @click.pass_context
 def main(ctx, database, sql_dir, as_json, quiet, verbose, timeout):
     """Paired SQL migrations, backups and checks for the Orchestra API's orchestra.db."""
-    ctx.obj = Settings(commands.Context(database, sql_dir, timeout), as_json, quiet, verbose)
+    ctx.obj = Settings(Context(database, sql_dir, timeout), as_json, quiet, verbose)
 
 
 pass_settings = click.make_pass_decorator(Settings)

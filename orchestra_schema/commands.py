@@ -9,24 +9,10 @@ from typing import Callable
 
 from . import ef
 from . import migrations as mig
+from .context import Context
 from .database import Database, translated
 from .engine import AppliedRecord, applied_migrations, apply_one, count_rows, rollback_one, tables_losing_rows
 from .errors import OrchestraError, Refused, UsageError
-
-
-@dataclass
-class Context:
-    """What every command needs: where the database and the SQL are, how long to wait."""
-
-    database: Path
-    sql_dir: Path | None = None
-    timeout: float = 5.0
-
-    def migrations(self) -> list[mig.MigrationFile]:
-        return mig.load(self.sql_dir)
-
-    def open(self, *, readonly: bool = False, create: bool = False) -> Database:
-        return Database.open(self.database, timeout=self.timeout, readonly=readonly, create=create)
 
 
 @dataclass

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import ef
-from .commands import Context
+from .context import Context
 from .database import Database
 from .engine import applied_migrations, forget_applied, record_applied
 from .errors import Refused, UsageError

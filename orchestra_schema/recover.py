@@ -22,7 +22,7 @@ import apsw
 from . import files, salvage
 from .backup import health, is_damage, stamp, trusted_backup
 from .copying import Progress, integrity_of
-from .commands import Context
+from .context import Context
 from .database import Database, quote
 from .engine import HISTORY_TABLES, applied_migrations, apply_one
 from .errors import Busy, CheckFailed, DatabaseUnavailable, OrchestraError, Refused

@@ -22,7 +22,8 @@ import apsw
 
 from . import ef, files, overlay, rawcopy
 from . import migrations as mig
-from .commands import Context, check_rollback_safe
+from .commands import check_rollback_safe
+from .context import Context
 from .copying import copy_pages
 from .database import Database, translated
 from .engine import (HISTORY_TABLES, applied_migrations, apply_one, count_rows, dropped_tables,

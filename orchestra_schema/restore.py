@@ -17,7 +17,7 @@ from pathlib import Path
 from . import files
 from .backup import discard, health, is_damage, safety_copy, stamp, trusted_backup
 from .copying import Progress, copy_pages, copy_to_file, integrity_of
-from .commands import Context
+from .context import Context
 from .database import Database, translated
 from .engine import applied_migrations
 from .errors import Busy, DatabaseUnavailable, Refused

@@ -16,7 +16,8 @@ import apsw
 
 from . import ef
 from .backup import backups_of, check_backup, read_manifest
-from .commands import Context, migration_statuses
+from .commands import migration_statuses
+from .context import Context
 from .database import Database, quote, translated
 from .engine import HISTORY_TABLES, AppliedRecord, applied_migrations, replay
 from .errors import DatabaseUnavailable, MigrationFailed, UsageError

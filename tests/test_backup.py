@@ -21,7 +21,7 @@ from conftest import (CHAT, CHAT_TABLES, CORE, CORE_TABLES, cli, connect, count,
                       tables)
 from orchestra_schema import backup as backups
 from orchestra_schema import files
-from orchestra_schema.commands import Context
+from orchestra_schema.context import Context
 
 NAME = re.compile(r"orchestra\.db\.backup_\d{8}_\d{6}(_\d+)?")
 

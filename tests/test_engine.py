@@ -8,6 +8,7 @@ import pytest
 
 from conftest import CHAT, CORE, cli, connect, count, file_state, history, run, tables
 from orchestra_schema import commands
+from orchestra_schema.context import Context
 from orchestra_schema.engine import apply_one, rollback_one
 from orchestra_schema.errors import Busy
 from orchestra_schema.migrations import default_sql_dir
@@ -221,7 +222,7 @@ def test_rollback_that_deletes_rows_needs_yes(tmp_path):
 def test_apply_refuses_a_migration_whose_dependency_was_rolled_back_meanwhile(tmp_path):
     db = tmp_path / "o.db"
     assert cli("--database", db, "apply", "--to", CORE).exit_code == 0
-    ctx = commands.Context(db)
+    ctx = Context(db)
     by_id = {m.id: m for m in ctx.migrations()}
     with ctx.open() as planned, ctx.open() as other:
         rollback_one(other, by_id[CORE])  # the other run, between the plan and our turn
@@ -239,5 +240,5 @@ def test_rollback_stops_before_a_migration_another_run_applied_on_top_of(tmp_pat
         return db
 
     with pytest.raises(Busy, match=f"{CHAT}.*depends on it"):
-        commands.rollback(commands.Context(db), to="0", yes=True, backup=meanwhile)
+        commands.rollback(Context(db), to="0", yes=True, backup=meanwhile)
     assert history(db) == {CORE, CHAT} and {"ChatSessions", "Agents"} <= tables(db)

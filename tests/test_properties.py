@@ -22,6 +22,7 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invar
 from conftest import CHAT, CHAT_TABLES, CORE, CORE_TABLES, connect, history, tables
 from orchestra_schema import backup as backups
 from orchestra_schema import commands, restore
+from orchestra_schema.context import Context
 from orchestra_schema.database import Database
 from orchestra_schema.schema import diff, snapshot
 
@@ -49,7 +50,7 @@ class Sequences(RuleBasedStateMachine):
     @initialize(mode=st.sampled_from(["delete", "wal"]))
     def start(self, mode):
         self.dir = Path(tempfile.mkdtemp())
-        self.ctx = commands.Context(self.dir / "orchestra.db")
+        self.ctx = Context(self.dir / "orchestra.db")
         with connect(self.ctx.database) as c:
             c.execute(f"PRAGMA journal_mode = {mode}").fetchall()
         commands.apply(self.ctx)

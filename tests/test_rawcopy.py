@@ -17,7 +17,7 @@ from backup_helpers import (LOCK_HOLDER, READ_HOLDER, WRITER, add_padding, add_p
 from conftest import cli, connect, count, file_state, run
 from orchestra_schema import backup as backups
 from orchestra_schema import rawcopy
-from orchestra_schema.commands import Context
+from orchestra_schema.context import Context
 from orchestra_schema.errors import DatabaseUnavailable
 
 

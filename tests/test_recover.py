@@ -17,7 +17,7 @@ from backup_helpers import WAL_HOLDER, files_in, leaf_pages, overwrite_pages, sp
 from conftest import CHAT, CHAT_TABLES, CORE, CORE_TABLES, cli, connect, count, file_state, history, tables
 from orchestra_schema import backup as backups
 from orchestra_schema import files
-from orchestra_schema.commands import Context
+from orchestra_schema.context import Context
 
 ALL_TABLES = CORE_TABLES | CHAT_TABLES | {"HangFire.Job"}
 

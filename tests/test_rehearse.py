@@ -11,7 +11,7 @@ import pytest
 from backup_helpers import READ_HOLDER, spawn
 from conftest import CHAT, CORE, cli, connect, count, ef_history, file_state, history, run
 from orchestra_schema import rehearse as rehearsal
-from orchestra_schema.commands import Context
+from orchestra_schema.context import Context
 from orchestra_schema.errors import DatabaseUnavailable
 from orchestra_schema.migrations import default_sql_dir
 

@@ -18,7 +18,7 @@ from backup_helpers import (LOCK_HOLDER, WAL_HOLDER, add_padding, files_in, over
                             root_page, spawn, wait_for)
 from conftest import CHAT, CHAT_TABLES, CORE, cli, connect, count, file_state, history, tables
 from orchestra_schema import backup as backups
-from orchestra_schema.commands import Context
+from orchestra_schema.context import Context
 
 
 def restore(db, *args):

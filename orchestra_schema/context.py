@@ -1,0 +1,26 @@
+"""What every command gets: where the database and the SQL are, how long to wait."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import migrations as mig
+from .database import Database
+
+DEFAULT_TIMEOUT = 10.0  # seconds; the CLI's --timeout default too
+
+
+@dataclass
+class Context:
+    """What every command needs: where the database and the SQL are, how long to wait."""
+
+    database: Path
+    sql_dir: Path | None = None
+    timeout: float = DEFAULT_TIMEOUT
+
+    def migrations(self) -> list[mig.MigrationFile]:
+        return mig.load(self.sql_dir)
+
+    def open(self, *, readonly: bool = False, create: bool = False) -> Database:
+        return Database.open(self.database, timeout=self.timeout, readonly=readonly, create=create)
