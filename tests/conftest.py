@@ -131,6 +131,25 @@ def ef_db(tmp_path) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """One throwaway PostgreSQL cluster for the session (tests/pgserver.py)."""
+    from pgserver import Cluster
+    cluster = Cluster()
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def pgdb(pg_cluster):
+    """A fresh, empty database of the session's cluster, owned by the test user."""
+    database = pg_cluster.new_database()
+    yield database
+    pg_cluster.drop_database(database)
+
+
 def pytest_terminal_summary(terminalreporter):
     """The fault-injection figures of this run (tests/faults.py), at the very end."""
     faults = sys.modules.get("faults")
