@@ -1,0 +1,469 @@
+"""PostgreSQL backups and restores: pg_dump's custom format, checked both ways.
+
+backup: one psycopg transaction exports a snapshot; the history it reads for the
+manifest and the archive pg_dump writes (--snapshot) are the same instant, while
+the app keeps writing. The archive goes to a 0600 file under a temporary name in
+the target directory (files.Staged), is read back whole by `pg_restore --list`,
+hashed, fsynced, and only then gets its name; the manifest beside it as on SQLite.
+
+restore: the archive must match its manifest (size, digest) and read back; the
+live database must not hold tables the archive lacks (they would survive beside
+the restored ones). Then `pg_restore --clean --if-exists --single-transaction`:
+what the archive creates is dropped and recreated in ONE transaction, so the app
+sees the old database or the restored one, never a mix, and a failure (a cut-off
+archive, a lock not granted) leaves everything as it was. Chosen over restoring
+into a new database and renaming it: a rename needs every app session gone and
+loses the database's own grants and settings; this works with the app connected
+(its queries wait while the restore holds its locks) and into an empty database.
+
+The password reaches pg_dump/pg_restore only through a 0600 passfile in a private
+temporary directory (PGPASSFILE); their command lines carry the address without it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import files
+from .errors import Busy, DatabaseUnavailable, Refused, UsageError
+
+MANIFEST_VERSION = 1
+SUFFIX = ".dump"
+FORMAT = "pg_dump custom (-Fc)"
+LOCK_TIMEOUT_MS = 200  # how long the app's queries may queue behind one of restore's locks
+
+
+# ---- the client programs and how they are given the address
+
+def program(name: str) -> str:
+    """pg_dump or pg_restore: on PATH, else the newest Debian-installed one."""
+    found = shutil.which(name) or next(
+        (str(p) for p in sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), reverse=True)),
+        None)
+    if found is None:
+        raise DatabaseUnavailable(f"{name}: not found; install the PostgreSQL client programs "
+                                  "(Debian: postgresql-client-15) or put them on PATH")
+    return found
+
+
+def _escape_pgpass(text: str) -> str:
+    return text.replace("\\", "\\\\").replace(":", "\\:")
+
+
+@contextlib.contextmanager
+def client(address):
+    """(conninfo without the password, environment) for a libpq program.
+
+    A password in the address goes to a 0600 passfile in a private directory,
+    removed afterwards; without one libpq's own ways apply (PGPASSWORD, ~/.pgpass).
+    """
+    from psycopg.conninfo import make_conninfo
+    params = address.connect_kwargs()
+    password = params.pop("password", None)
+    env = dict(os.environ)
+    with tempfile.TemporaryDirectory(prefix="orchestra-pgpass-") as private:
+        if password:
+            passfile = Path(private) / "pgpass"
+            fd = os.open(passfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(f"*:*:*:*:{_escape_pgpass(password)}\n")
+            env["PGPASSFILE"] = str(passfile)
+            env.pop("PGPASSWORD", None)
+        yield make_conninfo(**params), env
+
+
+def _scrub(text: str, address) -> str:
+    """One line of a program's stderr, never with the password."""
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "error" in ln.lower()] or lines
+    line = errors[0] if errors else "no message"
+    line = re.sub(r"^(pg_dump|pg_restore): (error: )?", "", line)
+    password = address.connect_kwargs().get("password")
+    return line.replace(password, "***") if password else line
+
+
+def connect(address, timeout: float):
+    """A psycopg connection (autocommit) for reading history and catalogs."""
+    import psycopg
+    params = address.connect_kwargs()
+    params.setdefault("connect_timeout", str(max(2, int(timeout + 0.999))))
+    params.setdefault("application_name", "orchestra-schema")
+    try:
+        return psycopg.connect(autocommit=True, **params)
+    except psycopg.Error as err:
+        raise DatabaseUnavailable(
+            f"{address.display}: cannot connect: {_scrub(str(err), address)}; "
+            "check --database") from None
+
+
+# ---- what the manifest records
+
+def applied_migrations(conn) -> list[str]:
+    """yoyo's history in the connection's current schema, in applied order."""
+    exists = conn.execute("SELECT to_regclass(quote_ident(current_schema()) || '._yoyo_migration')"
+                          ).fetchone()[0]
+    if exists is None:
+        return []
+    return [r[0] for r in conn.execute(
+        "SELECT migration_id FROM _yoyo_migration ORDER BY applied_at_utc, migration_id")]
+
+
+def database_name(address) -> str:
+    return address.get("dbname") or address.get("user") or "postgres"
+
+
+def stamp(now: datetime) -> str:
+    return now.strftime("%Y%m%d_%H%M%S")
+
+
+def manifest_path(archive: Path) -> Path:
+    return Path(f"{archive}.json")
+
+
+@dataclass
+class Archive:
+    """A finished, checked archive and what its manifest says."""
+
+    path: Path
+    manifest: Path
+    created_at: str
+    size: int
+    sha256: str
+    applied_migrations: list[str]
+    server_version: str
+    toc_entries: int
+    cleaned: list[Path] = field(default_factory=list)
+
+
+# ---- backup
+
+def dump(address, names, timeout: float, now: datetime | None = None) -> Archive:
+    """pg_dump -Fc of one exported snapshot into the first free name of `names`."""
+    now = now or datetime.now(timezone.utc)
+    names = iter(names)
+    first = next(names)
+    files.check_writable_dir(first.parent, "backup")
+    with connect(address, timeout) as conn:
+        with conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            snapshot_id = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+            applied = applied_migrations(conn)
+            server_version = conn.execute("SHOW server_version").fetchone()[0]
+            with files.Staged(first) as staged, files.writing(first.parent, "backing up"):
+                _run_pg_dump(address, snapshot_id, staged, timeout)
+                entries = read_toc(address, staged.path)
+                size, digest = os.fstat(staged.fd).st_size, files.sha256(staged.path)
+                path = staged.publish([first, *names])
+    archive = Archive(path, manifest_path(path), now.isoformat(timespec="microseconds"), size,
+                      digest, applied, server_version, len(entries), staged.cleaned)
+    _write_manifest(archive, address)
+    return archive
+
+
+def _run_pg_dump(address, snapshot_id: str, staged: files.Staged, timeout: float) -> None:
+    # pg_dump writes to our 0600 descriptor (seekable, so the archive carries data
+    # offsets and pg_restore -j works); it waits for table locks at most --timeout.
+    with client(address) as (conninfo, env):
+        done = subprocess.run(
+            [program("pg_dump"), "--format=custom", "--no-password", f"--snapshot={snapshot_id}",
+             f"--lock-wait-timeout={max(1, int(timeout * 1000))}", f"--dbname={conninfo}"],
+            stdout=staged.fd, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env, text=True)
+    if done.returncode != 0:
+        why = _scrub(done.stderr, address)
+        if "could not obtain lock" in done.stderr:
+            raise Busy(f"{address.display}: pg_dump waited past --timeout for a table lock "
+                       f"({why}); no backup was written; retry later or raise --timeout")
+        if "No space left" in done.stderr:
+            raise DatabaseUnavailable(f"{staged.directory}: full while writing the backup; no "
+                                      "backup was written; free space or choose another --dir")
+        raise DatabaseUnavailable(f"{address.display}: pg_dump failed: {why}; no backup was "
+                                  "written and the database is unchanged")
+
+
+TOC_LINE = re.compile(r"^\d+; \d+ \d+ (.+)$")
+
+
+def read_toc(address, archive: Path) -> list[str]:
+    """The archive's table of contents (pg_restore --list); Refused if it cannot be read."""
+    done = subprocess.run([program("pg_restore"), "--list", str(archive)], capture_output=True,
+                          text=True, stdin=subprocess.DEVNULL)
+    if done.returncode != 0:
+        raise Refused(f"{archive}: pg_restore cannot read it back ({_scrub(done.stderr, address)})"
+                      "; not a whole pg_dump custom-format archive")
+    return [m.group(1) for m in map(TOC_LINE.match, done.stdout.splitlines()) if m]
+
+
+def _write_manifest(archive: Archive, address) -> None:
+    data = {
+        "manifest_version": MANIFEST_VERSION,
+        "engine": "postgresql",
+        "source": address.display,
+        "backup": archive.path.name,
+        "format": FORMAT,
+        "created_at": archive.created_at,
+        "size": archive.size,
+        "sha256": archive.sha256,
+        "applied_migrations": archive.applied_migrations,
+        "server_version": archive.server_version,
+        "toc_entries": archive.toc_entries,
+        "integrity_check": "pg_restore --list",
+        "integrity": "ok",
+    }
+    try:
+        files.write_atomically(archive.manifest, json.dumps(data, indent=2) + "\n")
+    except OSError as err:
+        archive.path.unlink(missing_ok=True)  # a backup is promised with its manifest
+        raise DatabaseUnavailable(
+            f"{archive.manifest}: cannot write the manifest ({err.strerror}); the backup was "
+            "removed and the database is unchanged; free space or choose --dir") from err
+
+
+def read_manifest(archive: Path) -> dict | None:
+    path = manifest_path(archive)
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"manifest {path.name} is unreadable ({err})") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"manifest {path.name} is not a JSON object")
+    return data
+
+
+def backup_pattern(address) -> re.Pattern:
+    return re.compile(re.escape(database_name(address)) + r"\.backup_(\d{8}_\d{6})(?:_(\d+))?"
+                      + re.escape(SUFFIX))
+
+
+def backups_of(address, directory: Path) -> list[Path]:
+    """This database's archives in directory, oldest first: named as this tool names
+    them and, for pruning, with a manifest naming this database."""
+    pattern, found = backup_pattern(address), []
+    for path in directory.iterdir() if directory.is_dir() else ():
+        match = pattern.fullmatch(path.name)
+        if match and path.is_file() and not path.is_symlink():
+            found.append(((match.group(1), int(match.group(2) or 1)), path))
+    return [path for _, path in sorted(found)]
+
+
+def prune(address, directory: Path, keep: int, newest: Path) -> list[Path]:
+    """Delete this tool's archives of this database beyond the newest `keep`."""
+    def ours(path: Path) -> bool:
+        try:
+            manifest = read_manifest(path)
+        except ValueError:
+            return False
+        return bool(manifest) and manifest.get("source") == address.display
+    older = [p for p in backups_of(address, directory) if p != newest and ours(p)]
+    doomed = older[:max(0, len(older) - (keep - 1))]
+    for path in doomed:
+        manifest_path(path).unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
+    return doomed
+
+
+# ---- checking an archive before trusting it
+
+@dataclass
+class ArchiveCheck:
+    path: Path
+    ok: bool
+    has_manifest: bool
+    problems: list[str] = field(default_factory=list)
+    manifest: dict | None = None
+    toc: list[str] = field(default_factory=list)
+
+
+def check_archive(address, path: Path, read_all: bool = False) -> ArchiveCheck:
+    """Size and digest against the manifest, and the table of contents read back.
+
+    read_all (or no manifest to vouch for the bytes): pg_restore reads every data
+    block too, so an archive cut off after its table of contents is found.
+    """
+    path = Path(path)
+    check = ArchiveCheck(path, ok=False, has_manifest=manifest_path(path).exists())
+    if not path.is_file():
+        check.problems.append("not found (or not a regular file)")
+        return check
+    try:
+        check.manifest = read_manifest(path)
+    except ValueError as err:
+        check.problems.append(str(err))
+    if check.manifest is not None:
+        size = path.stat().st_size
+        if check.manifest.get("size") != size:
+            check.problems.append(f"size {size} differs from its manifest's "
+                                  f"{check.manifest.get('size')} (cut off or changed)")
+        elif check.manifest.get("sha256") != files.sha256(path):
+            check.problems.append("SHA-256 differs from its manifest (changed or damaged since "
+                                  "the backup)")
+    if check.problems:
+        return check
+    try:
+        check.toc = read_toc(address, path)
+        if read_all or check.manifest is None:
+            _read_whole(address, path)
+    except Refused as err:
+        check.problems.append(str(err).split(": ", 1)[1])
+    check.ok = not check.problems
+    return check
+
+
+def _read_whole(address, path: Path) -> None:
+    done = subprocess.run([program("pg_restore"), "--file=/dev/null", str(path)],
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if done.returncode != 0:
+        raise Refused(f"{path}: pg_restore cannot read it whole ({_scrub(done.stderr, address)})")
+
+
+# ---- restore
+
+def archive_tables(toc: list[str]) -> set[tuple[str, str]]:
+    """(schema, table) of every TABLE entry of a table of contents."""
+    out = set()
+    for entry in toc:
+        match = re.match(r"TABLE (\S+) (.+) \S+$", entry)
+        if match:
+            out.add((match.group(1), match.group(2)))
+    return out
+
+
+LIVE_TABLES = """
+SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e')"""
+
+
+def tables_not_in(conn, toc: list[str]) -> list[str]:
+    """Live tables the archive does not create: a restore would leave them beside its own."""
+    archived = archive_tables(toc)
+    return sorted(f"{s}.{t}" for s, t in conn.execute(LIVE_TABLES).fetchall()
+                  if (s, t) not in archived)
+
+
+def restore_list(conn, toc_text: str) -> str:
+    """The archive's list without the extensions the database already has: dropping and
+    creating them again needs their owner (a superuser) and changes nothing."""
+    installed = {r[0] for r in conn.execute("SELECT extname FROM pg_extension")}
+    kept = []
+    for line in toc_text.splitlines():
+        entry = TOC_LINE.match(line)
+        ext = entry and re.match(r"(?:EXTENSION|COMMENT) - (?:EXTENSION )?(\S+) ", entry.group(1))
+        if ext and ext.group(1) in installed:
+            continue
+        kept.append(line)
+    return "\n".join(kept) + "\n"
+
+
+def pg_restore(address, archive: Path, conn, timeout: float) -> None:
+    """Drop what the archive creates and create it again, in one transaction; a table
+    lock not granted within lock_timeout fails the attempt (the app's queries queue
+    behind a waiting lock), which is retried until --timeout; then exit 3."""
+    import time
+    toc_text = subprocess.run([program("pg_restore"), "--list", str(archive)],
+                              capture_output=True, text=True, check=True).stdout
+    deadline = time.monotonic() + timeout
+    with tempfile.TemporaryDirectory(prefix="orchestra-restore-") as private, \
+            client(address) as (conninfo, env):
+        listing = Path(private) / "list"
+        listing.write_text(restore_list(conn, toc_text))
+        env["PGOPTIONS"] = f"{env.get('PGOPTIONS', '')} -c lock_timeout={LOCK_TIMEOUT_MS}".strip()
+        while True:
+            done = subprocess.run(
+                [program("pg_restore"), "--clean", "--if-exists", "--single-transaction",
+                 "--exit-on-error", "--no-owner", "--no-password", f"--use-list={listing}",
+                 f"--dbname={conninfo}", str(archive)],
+                capture_output=True, text=True, stdin=subprocess.DEVNULL, env=env)
+            if done.returncode == 0:
+                return
+            if "lock timeout" not in done.stderr:
+                raise DatabaseUnavailable(
+                    f"{address.display}: pg_restore failed ({_scrub(done.stderr, address)}); its "
+                    "transaction was rolled back and the database is unchanged")
+            if time.monotonic() + 0.3 > deadline:
+                raise Busy(f"{address.display}: a table stayed locked by another session (the "
+                           "app?) past --timeout; the restore was rolled back and nothing "
+                           "changed; stop the app or raise --timeout")
+            time.sleep(0.3)
+
+
+# ---- the commands' PostgreSQL side (backup.backup, restore.restore dispatch here)
+
+def archive_names(directory: Path, address, kind: str, now: datetime):
+    """DBNAME.KIND_YYYYmmdd_HHMMSS.dump, then _2, _3 ... for more in one second."""
+    base = f"{database_name(address)}.{kind}_{stamp(now)}"
+    yield directory / f"{base}{SUFFIX}"
+    for n in range(2, 10_000):
+        yield directory / f"{base}_{n}{SUFFIX}"
+
+
+def backup_database(ctx, output: Path | None = None, directory: Path | None = None,
+                    keep: int | None = None, kind: str = "backup"):
+    """The backup command on PostgreSQL; returns backup.BackupResult (SQLite's keys)."""
+    from .backup import BackupResult
+    now = datetime.now(timezone.utc)
+    if output is not None:
+        if Path(output).is_dir():
+            raise UsageError(f"{output}: is a directory; give --output a file name, or use --dir")
+        if Path(output).exists():
+            raise Refused(f"{output}: already exists; nothing changed; choose another --output")
+        target, names = Path(output).parent, iter([Path(output)])
+    else:
+        target = Path(directory or default_directory(ctx))
+        names = archive_names(target, ctx.database, kind, now)
+    archive = dump(ctx.database, names, ctx.timeout, now)
+    result = BackupResult(
+        database=ctx.database.display, path=archive.path, manifest=archive.manifest,
+        created_at=archive.created_at, size=archive.size, sha256=archive.sha256, page_count=None,
+        integrity="ok", integrity_check="pg_restore --list",
+        applied_migrations=archive.applied_migrations, journal_mode=None, copy_mode="pg_dump",
+        restarts=0, cleaned=archive.cleaned)
+    if keep is not None:
+        result.deleted = prune(ctx.database, target, keep, archive.path)
+    return result
+
+
+def default_directory(ctx) -> Path:
+    """--backup-dir / $ORCHESTRA_BACKUP_DIR when given, else the current directory."""
+    return Path(getattr(ctx, "backup_dir", None) or ".")
+
+
+def restore_database(ctx, archive: Path, make_backup: bool = True):
+    """The restore command on PostgreSQL; returns restore.RestoreResult (SQLite's keys)."""
+    from .restore import RestoreResult
+    address, archive = ctx.database, Path(archive)
+    if not archive.exists():
+        raise UsageError(f"{archive}: no such backup; check the path (backups are named "
+                         f"{database_name(address)}.backup_YYYYmmdd_HHMMSS{SUFFIX})")
+    check = check_archive(address, archive)
+    if not check.ok:
+        raise Refused(f"{archive}: {'; '.join(check.problems)}; refused to restore from it, "
+                      f"{address.display} is unchanged; choose another backup")
+    result = RestoreResult(address.display, archive, None, "ok", check.has_manifest, [],
+                           "pg_restore")
+    with connect(address, ctx.timeout) as conn:
+        extra = tables_not_in(conn, check.toc)
+        if extra:
+            raise Refused(
+                f"{address.display}: holds table(s) the backup lacks ({', '.join(extra)}), which "
+                "a restore would leave beside the restored ones; nothing changed; roll back "
+                "what created them first, or restore into an empty database")
+        if make_backup and conn.execute(LIVE_TABLES).fetchone() is not None:
+            result.backup = backup_database(ctx, kind="pre-restore").path
+        pg_restore(address, archive, conn, ctx.timeout)
+        result.integrity = "ok"  # pg_restore committed every object and row of the archive
+        result.applied_migrations = applied_migrations(conn)
+    if not check.has_manifest:
+        result.warnings.append(f"{archive}: no manifest; trusted because pg_restore read it whole")
+    return result
