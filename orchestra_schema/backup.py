@@ -60,6 +60,10 @@ def backup(ctx: Context, output: Path | None = None, directory: Path | None = No
            keep: int | None = None, progress: Progress | None = None,
            full_check: bool = False) -> BackupResult:
     """Back ctx.database up online; returns where, and what the manifest records."""
+    if ctx.engine != "sqlite":
+        raise UsageError(f"{ctx.display}: backup of a PostgreSQL database is not implemented "
+                         "yet; nothing changed; take one with `pg_dump -Fc`, then pass "
+                         "--no-backup to the command that needs it")
     if output is not None and directory is not None:
         raise UsageError("give --output or --dir, not both")
     if keep is not None and keep < 1:

@@ -18,8 +18,9 @@ from . import backup as backups
 from . import commands, ef, history, rehearse as rehearsal, verify as checks
 from . import recover as recovering
 from . import restore as restoring
+from . import address
 from .context import DEFAULT_TIMEOUT, Context
-from .errors import EXIT_CODES, CheckFailed, OrchestraError
+from .errors import EXIT_CODES, CheckFailed, OrchestraError, UsageError
 
 INTERNAL_ERROR = 70
 EXIT_CODE_HELP = "\b\nExit codes:\n" + "\n".join(
@@ -87,20 +88,21 @@ def _fail(ctx: click.Context, err, code: int, message: str):
     ctx.exit(code)
 
 
-def _database_path(ctx, param, value: str) -> Path:
-    # HANGFIRE_CONNECTION may be a connection string: "Data Source=orchestra.db;..."
-    for part in value.split(";"):
-        key, sep, rest = part.partition("=")
-        if sep and key.strip().lower() in ("data source", "datasource", "filename"):
-            return Path(rest.strip())
-    return Path(value)
+def _database_path(ctx, param, value: str):
+    # A path, a `Data Source=...` string, a postgresql:// URL or Npgsql's Host=...;... string.
+    try:
+        return address.parse(value)
+    except UsageError as err:
+        raise click.BadParameter(str(err).removeprefix("--database: ")) from None
 
 
 @click.group(cls=OrchestraGroup, epilog=EXIT_CODE_HELP,
              context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--database", "-d", default="orchestra.db", show_default=True,
-              envvar=["ORCHESTRA_DB", "HANGFIRE_CONNECTION"], callback=_database_path,
-              help="SQLite file; defaults to $ORCHESTRA_DB, then $HANGFIRE_CONNECTION.")
+              envvar=["ORCHESTRA_DB", "EFCORE_CONNECTION", "HANGFIRE_CONNECTION"],
+              callback=_database_path,
+              help="SQLite file, postgresql:// URL or Npgsql Host=...;Database=... string; "
+                   "defaults to $ORCHESTRA_DB, $EFCORE_CONNECTION, then $HANGFIRE_CONNECTION.")
 @click.option("--sql-dir", type=click.Path(path_type=Path, file_okay=False),
               help="Directory of paired ID.sql / ID.rollback.sql files "
                    "(default: the SQL installed with this package).")
@@ -170,17 +172,19 @@ def apply(s: Settings, to, dry_run):
 
 
 @main.command()
-@click.option("--to", "to", required=True, metavar="ID|0",
+@click.option("--to", "to", metavar="ID|0",
               help="Keep ID and what it depends on; roll back the rest. 0: roll back everything.")
+@click.option("--only", "only", metavar="ID",
+              help="Roll back ID and the migrations that depend on it, nothing else.")
 @click.option("--dry-run", is_flag=True, help="Print the SQL that would run; change nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Accept the loss of rows in dropped tables.")
 @click.option("--no-backup", is_flag=True, help="Do not back the database up first.")
 @click.option("--secure-delete", is_flag=True,
               help="Overwrite the dropped rows with zeros in the file (slower, about 2.5 s per GB).")
 @pass_settings
-def rollback(s: Settings, to, dry_run, yes, no_backup, secure_delete):
+def rollback(s: Settings, to, only, dry_run, yes, no_backup, secure_delete):
     """Roll back applied migrations with their rollback files (after a backup)."""
-    result = commands.rollback(s.ctx, to=to, dry_run=dry_run, yes=yes,
+    result = commands.rollback(s.ctx, to=to, only=only, dry_run=dry_run, yes=yes,
                                confirm=None if s.json else _confirm_rows_lost,
                                backup=None if no_backup else _backup_first(s),
                                secure_delete=secure_delete)

@@ -10,8 +10,8 @@ from typing import Callable
 from . import ef
 from . import migrations as mig
 from .context import Context
-from .database import Database, translated
 from .engine import AppliedRecord, applied_migrations, apply_one, count_rows, rollback_one, tables_losing_rows
+from .engines import Driver
 from .errors import OrchestraError, Refused, UsageError
 
 
@@ -64,10 +64,10 @@ def migration_statuses(migrations, applied: dict[str, AppliedRecord]) -> list[Mi
 
 def status(ctx: Context) -> StatusReport:
     migrations = ctx.migrations()
-    with ctx.open(readonly=True) as db:
+    with ctx.connect(readonly=True) as db:
         applied = applied_migrations(db)
         ef_history = ef.entries(db)
-    return StatusReport(database=str(ctx.database),
+    return StatusReport(database=ctx.display,
                         migrations=migration_statuses(migrations, applied), ef_history=ef_history)
 
 
@@ -84,18 +84,18 @@ class ApplyResult:
 def apply(ctx: Context, to: str | None = None, dry_run: bool = False) -> ApplyResult:
     migrations = ctx.migrations()
     mig.resolve_target(to, migrations)  # an unknown --to fails before any file is touched
-    exists = ctx.database.exists()
-    result = ApplyResult(database=str(ctx.database), created=not exists)
+    exists = ctx.exists()
+    result = ApplyResult(database=ctx.display, created=not exists)
     if dry_run:
         applied = set()
         if exists:
-            with ctx.open(readonly=True) as db:
+            with ctx.connect(readonly=True) as db:
                 applied = set(applied_migrations(db))
                 _refuse_unadopted(db, applied)
         result.sql = mig.dry_run_sql(mig.plan_apply(migrations, applied, to), "apply")
         return result
     try:
-        with ctx.open(create=True) as db:
+        with ctx.connect(create=True) as db:
             applied = set(applied_migrations(db))
             _refuse_unadopted(db, applied)
             ef_before = ef.entries(db)
@@ -103,18 +103,18 @@ def apply(ctx: Context, to: str | None = None, dry_run: bool = False) -> ApplyRe
                 (result.applied if apply_one(db, m) else result.skipped).append(m.id)
             result.ef_history = ef.changes(ef_before, ef.entries(db))
     except OrchestraError:
-        if result.created and ctx.database.exists() and ctx.database.stat().st_size == 0:
+        if result.created and ctx.exists() and ctx.database.stat().st_size == 0:
             ctx.database.unlink()  # "nothing changed": not even an empty file for the app to find
         raise
     return result
 
 
-def _refuse_unadopted(db: Database, applied: set[str]) -> None:
+def _refuse_unadopted(db: Driver, applied: set[str]) -> None:
     """EF Core made this schema: applying the SQL on top would fail on every CREATE."""
     listed = ef.ids(ef.entries(db))
     if listed and not applied:
         raise Refused(
-            f"{db.path}: made by EF Core ({ef.TABLE} lists {', '.join(sorted(listed))}) "
+            f"{db.display}: made by EF Core ({ef.TABLE} lists {', '.join(sorted(listed))}) "
             "and not adopted; nothing changed; "
             "run `orchestra-schema adopt` first"
         )
@@ -132,11 +132,12 @@ class RollbackResult:
     backup: Path | None = None  # made by `backup` before the first change
 
 
-def rollback(ctx: Context, to: str, dry_run: bool = False, yes: bool = False,
+def rollback(ctx: Context, to: str | None = None, dry_run: bool = False, yes: bool = False,
              confirm: Callable[[dict[str, int]], bool] | None = None,
              backup: Callable[[], Path] | None = None,
-             secure_delete: bool = False) -> RollbackResult:
-    """Roll back every applied migration not needed by `to` ('0': all).
+             secure_delete: bool = False, only: str | None = None) -> RollbackResult:
+    """Roll back every applied migration not needed by `to` ('0': all), or with `only`,
+    that migration and the applied ones that depend on it, nothing else.
 
     Refuses (exit 5) when a rollback file is missing or changed since it was
     applied, or when rows would be lost and neither --yes nor confirm() agrees.
@@ -146,14 +147,23 @@ def rollback(ctx: Context, to: str, dry_run: bool = False, yes: bool = False,
     cannot be read back from the file (slower: it writes every freed page).
     """
     migrations = ctx.migrations()
-    mig.resolve_target(to, migrations)
-    result = RollbackResult(database=str(ctx.database))
-    with ctx.open(readonly=dry_run) as db:
-        # The plan and the rows it puts at risk from one state of the file: read apart,
+    if (to is None) == (only is None):
+        raise UsageError("rollback needs exactly one of --to ID|0 and --only ID")
+    if only is None:
+        mig.resolve_target(to, migrations)  # an unknown id fails before anything is opened
+    else:
+        mig.dependents(only, migrations)
+    if secure_delete and ctx.engine != "sqlite":
+        raise UsageError("--secure-delete is for SQLite files; PostgreSQL's DROP TABLE "
+                         "removes the table's files; nothing changed")
+    result = RollbackResult(database=ctx.display)
+    with ctx.connect(readonly=dry_run) as db:
+        # The plan and the rows it puts at risk from one state of the database: read apart,
         # another run's rollback in between left a table in the plan but not in the file.
-        with translated(ctx.database, "planning the rollback"), db.read_transaction():
+        with db.read_transaction("planning the rollback"):
             applied = applied_migrations(db)
-            plan = mig.plan_rollback(migrations, set(applied), to)
+            plan = (mig.plan_rollback(migrations, set(applied), to) if only is None
+                    else mig.plan_rollback_only(migrations, set(applied), only))
             result.warnings = check_rollback_safe(plan, applied, {m.id for m in migrations})
             statements = [s for m in plan for s in m.rollback_statements]
             losing = tables_losing_rows(db, statements)
@@ -162,11 +172,11 @@ def rollback(ctx: Context, to: str, dry_run: bool = False, yes: bool = False,
             result.sql = mig.dry_run_sql(plan, "rollback")
             return result
         if secure_delete:
-            db.execute("PRAGMA secure_delete = ON")
+            db.db.execute("PRAGMA secure_delete = ON")
         if result.rows_lost and not yes and not (confirm and confirm(result.rows_lost)):
             lost = ", ".join(f"{t} {n}" for t, n in result.rows_lost.items())
             raise Refused(
-                f"{ctx.database}: rollback would delete rows ({lost}); nothing changed; "
+                f"{ctx.display}: rollback would delete rows ({lost}); nothing changed; "
                 "rerun with --yes to accept the loss (take a backup first)"
             )
         ef_before = ef.entries(db)
@@ -206,7 +216,7 @@ def check_rollback_safe(plan, applied: dict[str, AppliedRecord], known: set[str]
 
 
 def new(ctx: Context, name: str) -> tuple[Path, Path]:
-    if ctx.sql_dir is None and mig.installed_sql_dir():
-        raise UsageError(f"{mig.default_sql_dir()}: the SQL installed with the package is not "
-                         "for editing; give --sql-dir DIR (your checkout's sql/)")
-    return mig.new_pair(ctx.sql_dir or mig.default_sql_dir(), name)
+    if ctx.sql_dir is None and mig.installed_sql_dir(ctx.engine):
+        raise UsageError(f"{mig.default_sql_dir(ctx.engine)}: the SQL installed with the package "
+                         "is not for editing; give --sql-dir DIR (your checkout's sql/)")
+    return mig.new_pair(ctx.sql_dir or mig.default_sql_dir(ctx.engine), name)

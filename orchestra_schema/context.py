@@ -6,21 +6,54 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import migrations as mig
+from .address import PgAddress
 from .database import Database
+from .engines import Driver
+from .errors import UsageError
 
 DEFAULT_TIMEOUT = 10.0  # seconds; the CLI's --timeout default too
 
 
 @dataclass
 class Context:
-    """What every command needs: where the database and the SQL are, how long to wait."""
+    """What every command needs: where the database and the SQL are, how long to wait.
 
-    database: Path
+    database: an SQLite file's path, or a PostgreSQL address (address.parse).
+    """
+
+    database: Path | PgAddress
     sql_dir: Path | None = None
     timeout: float = DEFAULT_TIMEOUT
 
+    @property
+    def engine(self) -> str:
+        return "postgresql" if isinstance(self.database, PgAddress) else "sqlite"
+
+    @property
+    def display(self) -> str:
+        """Where the database is, for every report: never a password."""
+        return str(self.database)
+
     def migrations(self) -> list[mig.MigrationFile]:
-        return mig.load(self.sql_dir)
+        return mig.load(self.sql_dir or mig.default_sql_dir(self.engine))
+
+    def exists(self) -> bool:
+        """False for an SQLite file not created yet; a PostgreSQL database must exist."""
+        return self.engine != "sqlite" or self.database.exists()
+
+    def connect(self, *, readonly: bool = False, create: bool = False) -> Driver:
+        """The database behind the seam (engines/), for the commands written once."""
+        if self.engine == "postgresql":
+            from .engines.postgresql import PgDriver
+            return PgDriver.connect(self.database, timeout=self.timeout, readonly=readonly)
+        from .engines.sqlite import SqliteDriver
+        return SqliteDriver(self.open(readonly=readonly, create=create))
 
     def open(self, *, readonly: bool = False, create: bool = False) -> Database:
-        return Database.open(self.database, timeout=self.timeout, readonly=readonly, create=create)
+        """The SQLite file itself, for the commands that are SQLite's alone so far."""
+        if self.engine != "sqlite":
+            raise UsageError(f"{self.display}: this command works on SQLite databases only "
+                             "so far; on PostgreSQL use status, apply, rollback, adopt, "
+                             "history forget")
+        return Database.open(self.database, timeout=self.timeout, readonly=readonly,
+                             create=create)

@@ -17,8 +17,8 @@ from typing import Callable
 
 from . import ef
 from .context import Context
-from .database import Database
 from .engine import applied_migrations, forget_applied, record_applied
+from .engines import Driver
 from .errors import Refused, UsageError
 from .verify import drift
 
@@ -41,30 +41,34 @@ def adopt(ctx: Context, backup: Callable[[], Path] | None = None) -> AdoptResult
     backup(), if given, runs once adoption is known to be safe, before any write.
     """
     migrations = ctx.migrations()
-    with ctx.open(readonly=True) as db:
+    with ctx.connect(readonly=True) as db:
         plan = adoption_plan(db, migrations)
-        result = AdoptResult(str(ctx.database), [], not plan, ef.entries(db), None)
+        result = AdoptResult(ctx.display, [], not plan, ef.entries(db), None)
     if not plan:
         return result
     result.backup = backup() if backup else None
-    with ctx.open() as db:
+    with ctx.connect() as db:
         # Checked again under the write lock: the schema cannot change before the commit.
         result.recorded = record_applied(db, plan, check=lambda d: adoption_plan(d, migrations))
         result.ef_history = ef.entries(db)
     return result
 
 
-def adoption_plan(db: Database, migrations) -> list:
-    """The migrations to record ([] when already adopted); Refused when unsafe."""
-    listed = ef.ids(ef.entries(db))
-    if ef.CHAT not in listed:
-        raise Refused(f"{db.path}: {ef.TABLE} does not list {ef.CHAT}, so EF Core did not "
+def adoption_plan(db: Driver, migrations) -> list:
+    """The migrations to record ([] when already adopted); Refused when unsafe.
+
+    EF's history says which: each row it lists stands for migrations here (ef.rules).
+    """
+    listed, stands_for = ef.ids(ef.entries(db)), ef.rules(db).stands_for
+    first = next(iter(stands_for))  # the EF migration that made the tables
+    if first not in listed:
+        raise Refused(f"{db.display}: {ef.TABLE} does not list {first}, so EF Core did not "
                       "make this schema; nothing changed; adopt is only for EF-made databases")
-    unknown = sorted(listed - ef.STANDS_FOR.keys())
+    unknown = sorted(listed - stands_for.keys())
     if unknown:
-        raise Refused(f"{db.path}: {ef.TABLE} also lists {', '.join(unknown)}, which no "
+        raise Refused(f"{db.display}: {ef.TABLE} also lists {', '.join(unknown)}, which no "
                       "migration here stands for; nothing changed")
-    wanted = ef.STANDS_FOR[ef.CHAT]
+    wanted = tuple(m for ef_id in sorted(listed) for m in stands_for[ef_id])
     plan = [m for m in migrations if m.id in wanted]
     if len(plan) != len(wanted):
         lacking = sorted(set(wanted) - {m.id for m in plan})
@@ -74,11 +78,11 @@ def adoption_plan(db: Database, migrations) -> list:
     if set(wanted) <= set(applied):
         return []
     if applied:
-        raise Refused(f"{db.path}: already has this tool's history ({', '.join(applied)}); "
+        raise Refused(f"{db.display}: already has this tool's history ({', '.join(applied)}); "
                       "nothing changed; adopt only a database without one")
     differences = drift(db, migrations, set(wanted)).differences
     if differences:
-        raise Refused(f"{db.path}: schema differs from what {' + '.join(wanted)} produce in "
+        raise Refused(f"{db.display}: schema differs from what {' + '.join(wanted)} produce in "
                       f"{len(differences)} way(s): {'; '.join(differences)}; nothing changed; "
                       "fix the schema (or the SQL), then adopt")
     return plan
@@ -99,21 +103,21 @@ def forget(ctx: Context, migration_id: str, source: str | None = None, yes: bool
 
     backup(), if given, runs after the checks and the confirmation, before the write.
     """
-    with ctx.open(readonly=True) as db:
+    with ctx.connect(readonly=True) as db:
         source = _which_history(db, migration_id, source)
     question = f"remove {migration_id} from {history_name(source)}"
     if not yes and not (confirm and confirm(question)):
-        raise Refused(f"{ctx.database}: would {question}; nothing changed; rerun with --yes")
+        raise Refused(f"{ctx.display}: would {question}; nothing changed; rerun with --yes")
     backup_path = backup() if backup else None
-    with ctx.open() as db:
+    with ctx.connect() as db:
         done = forget_applied(db, migration_id) if source == YOYO else ef.delete(db, migration_id)
     if not done:
         raise UsageError(f"{migration_id} left {history_name(source)} meanwhile "
                          "(another run?); nothing changed")
-    return ForgetResult(str(ctx.database), migration_id, source, backup_path)
+    return ForgetResult(ctx.display, migration_id, source, backup_path)
 
 
-def _which_history(db: Database, migration_id: str, source: str | None) -> str:
+def _which_history(db: Driver, migration_id: str, source: str | None) -> str:
     histories = ((YOYO, applied_migrations(db)), (EF, ef.ids(ef.entries(db))))
     listed_in = [name for name, ids in histories if migration_id in ids]
     if source is not None and source not in listed_in:

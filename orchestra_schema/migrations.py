@@ -145,6 +145,18 @@ def resolve_target(target: str | None, migrations: list[MigrationFile]) -> set[s
     return ancestors(target, by_id)
 
 
+def dependents(migration_id: str, migrations) -> set[str]:
+    """migration_id and every migration that depends on it, transitively."""
+    if migration_id not in {m.id for m in migrations}:
+        known = ", ".join(m.id for m in migrations) or "none"
+        raise UsageError(f"unknown migration {migration_id!r} for --only; known: {known}")
+    found = {migration_id}
+    for m in migrations:  # dependencies come first, so one pass sees every chain
+        if found & set(m.depends):
+            found.add(m.id)
+    return found
+
+
 def plan_apply(migrations, applied: set[str], target: str | None) -> list[MigrationFile]:
     wanted = resolve_target(target, migrations)
     return [m for m in migrations if m.id in wanted and m.id not in applied]
@@ -153,6 +165,12 @@ def plan_apply(migrations, applied: set[str], target: str | None) -> list[Migrat
 def plan_rollback(migrations, applied: set[str], target: str) -> list[MigrationFile]:
     keep = resolve_target(target, migrations)
     return [m for m in reversed(migrations) if m.id in applied and m.id not in keep]
+
+
+def plan_rollback_only(migrations, applied: set[str], migration_id: str) -> list[MigrationFile]:
+    """Roll back migration_id and what depends on it (yoyo's rollback -r), newest first."""
+    drop = dependents(migration_id, migrations)
+    return [m for m in reversed(migrations) if m.id in applied and m.id in drop]
 
 
 def dry_run_sql(plan: list[MigrationFile], direction: str) -> str:

@@ -25,7 +25,7 @@ from .copying import Progress, integrity_of
 from .context import Context
 from .database import Database, quote
 from .engine import HISTORY_TABLES, applied_migrations, apply_one
-from .errors import Busy, CheckFailed, DatabaseUnavailable, OrchestraError, Refused
+from .errors import Busy, CheckFailed, DatabaseUnavailable, OrchestraError, Refused, UsageError
 from .migrations import ancestors
 
 
@@ -64,6 +64,10 @@ class RecoverResult:
 def recover(ctx: Context, source: Path | None = None, yes: bool = False,
             progress: Progress | None = None) -> RecoverResult:
     """Rebuild ctx.database from `source` (a backup) or from what it still holds."""
+    if ctx.engine == "postgresql":
+        raise UsageError(f"{ctx.display}: PostgreSQL recovers from crashes by itself (its WAL "
+                         "replay at start-up), so there is nothing for recover to do; to go back "
+                         "to a backup use `orchestra-schema restore ARCHIVE`")
     migrations = ctx.migrations()
     database = ctx.database
     if source is None and not database.exists():

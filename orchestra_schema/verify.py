@@ -20,8 +20,9 @@ from .commands import migration_statuses
 from .context import Context
 from .database import Database, quote, translated
 from .engine import HISTORY_TABLES, AppliedRecord, applied_migrations, replay
+from .engines import driver_of
 from .errors import DatabaseUnavailable, MigrationFailed, UsageError
-from .schema import diff, snapshot
+from .schema import diff
 
 CHAT = ef.CHAT
 MAX_LINES = 10  # of one PRAGMA's complaints; the rest are counted
@@ -160,16 +161,19 @@ def file_problems(migrations, applied: dict[str, AppliedRecord]) -> list[str]:
     return out
 
 
-def drift(db: Database, migrations, applied: set[str], ignore=()) -> Drift:
+def drift(db, migrations, applied: set[str], ignore=()) -> Drift:
     """The managed tables' schema against what the applied migrations produce.
 
     Managed: every table some migration in the sql dir creates, minus `ignore`.
+    db: an SQLite Database or any engine's Driver (its replay: SQLite in memory,
+    PostgreSQL in a scratch schema that is rolled back).
     """
-    expected = replay([m for m in migrations if m.id in applied])
-    created = replay(migrations).created
+    driver = driver_of(db)
+    expected = driver.replay([m for m in migrations if m.id in applied])
+    created = driver.replay(migrations).created
     managed = set().union(expected.schema.tables, *created.values()) - set(ignore)
-    actual = snapshot(db).restricted_to(managed)
-    unmanaged = db.table_names() - managed - HISTORY_TABLES - {ef.TABLE} - set(ignore)
+    actual = driver.snapshot().restricted_to(managed)
+    unmanaged = driver.table_names() - managed - HISTORY_TABLES - {ef.TABLE} - set(ignore)
     return Drift(diff(expected.schema.restricted_to(managed), actual),
                  sorted(managed), sorted(unmanaged))
 

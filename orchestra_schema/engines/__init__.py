@@ -1,0 +1,16 @@
+"""Database engines behind one seam (base.Driver): SQLite (apsw) and PostgreSQL (psycopg 3)."""
+
+from __future__ import annotations
+
+from .base import CHECKSUM_TABLE, HISTORY_TABLES, YOYO_TABLES, AppliedRecord, Driver
+
+
+def driver_of(db) -> Driver:
+    """A Driver for db: itself, or the SQLite driver around an open Database."""
+    if isinstance(db, Driver):
+        return db
+    from .sqlite import SqliteDriver
+    return SqliteDriver(db)
+
+
+__all__ = ["CHECKSUM_TABLE", "HISTORY_TABLES", "YOYO_TABLES", "AppliedRecord", "Driver", "driver_of"]

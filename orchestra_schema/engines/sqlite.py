@@ -1,0 +1,356 @@
+"""The SQLite driver: yoyo's backend on apsw, one BEGIN IMMEDIATE transaction per migration.
+
+Stock yoyo runs a migration's steps on a copy of the connection and records the
+history afterwards in separate transactions, so a kill in between leaves the
+schema ahead of the history. Here each migration runs in one BEGIN IMMEDIATE
+transaction that also writes yoyo's history rows and our checksums.
+
+The write lock that keeps two runs apart is SQLite's own (a POSIX lock on the
+database file), so the kernel releases it when a process dies; a second run
+waits up to the busy timeout and then fails with Busy (exit 3).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import apsw
+from yoyo import internalmigrations
+from yoyo.backends.base import DatabaseBackend
+from yoyo.migrations import default_migration_table, get_migration_hash
+
+from ..database import Database, quote, translated
+from ..errors import MigrationFailed
+from ..schema import snapshot
+from .base import CHECKSUM_TABLE, AppliedRecord, Driver
+
+CREATE_CHECKSUM_TABLE = f"""
+CREATE TABLE IF NOT EXISTS {CHECKSUM_TABLE} (
+    migration_hash VARCHAR(64) NOT NULL PRIMARY KEY,
+    migration_id TEXT NOT NULL,
+    forward_sha256 TEXT NOT NULL,
+    rollback_sha256 TEXT,
+    applied_at_utc TIMESTAMP NOT NULL
+)"""
+EF_TABLE = "__EFMigrationsHistory"
+
+
+class _ApswDriver:
+    """The slice of a DB-API module that yoyo's backend asks for."""
+
+    DatabaseError = apsw.Error
+    paramstyle = "named"
+
+
+class ApswBackend(DatabaseBackend):
+    """yoyo's SQLite backend, but on an existing apsw connection.
+
+    It keeps yoyo's history tables and SQL, so stock `yoyo list` reads them.
+    """
+
+    list_tables_sql = "SELECT name FROM sqlite_schema WHERE type = 'table'"
+    _driver = _ApswDriver
+
+    def __init__(self, db: Database):
+        self.uri = db.path
+        self.db = db
+        self.DatabaseError = apsw.Error
+        self._connection = db.connection
+        self.migration_table = default_migration_table
+        self.has_transactional_ddl = True
+        # Our own transaction already holds the write lock; yoyo's upgrade
+        # of its tables must not commit on its own.
+        self._internal_schema_updated = True
+
+    def execute(self, sql, params=None):
+        # apsw binds no datetimes; yoyo's sqlite backend stores them ISO 8601.
+        params = {k: v.isoformat() if isinstance(v, datetime) else v
+                  for k, v in (params or {}).items()}
+        return self._connection.execute(sql, params)
+
+    def list_tables(self, **kwargs):
+        return [row[0] for row in self._connection.execute(self.list_tables_sql)]
+
+    def begin(self):
+        self._in_transaction = True
+        self._connection.execute("BEGIN IMMEDIATE")
+
+    def commit(self):
+        self._connection.execute("COMMIT")
+        self._in_transaction = False
+
+    def rollback(self):
+        if not self._connection.get_autocommit():
+            self._connection.execute("ROLLBACK")
+        self._in_transaction = False
+
+    @contextlib.contextmanager
+    def lock(self, timeout=10):
+        # SQLite's write lock (BEGIN IMMEDIATE) is the lock; yoyo's lock row
+        # would survive a kill -9 and block every later run.
+        yield
+
+    def get_log_data(self, migration=None, operation="apply"):
+        return log_data(migration, operation)
+
+
+def log_data(migration, operation: str) -> dict:
+    """yoyo's log row; yoyo's own calls socket.getfqdn(), which can hang on DNS at 3 a.m."""
+    return {
+        "id": str(uuid.uuid1()),
+        "migration_id": migration.id if migration else None,
+        "migration_hash": migration.hash if migration else None,
+        "username": _username(),
+        "hostname": socket.gethostname(),
+        "created_at_utc": datetime.now(timezone.utc).replace(tzinfo=None),
+        "operation": operation,
+    }
+
+
+def _username() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry for this uid in some containers
+        return str(os.getuid())
+
+
+@dataclass(frozen=True)
+class YoyoRef:
+    """What yoyo's mark/unmark/log SQL needs of a migration."""
+
+    id: str
+
+    @property
+    def hash(self) -> str:
+        return get_migration_hash(self.id)
+
+
+def now_utc() -> str:
+    return datetime.now(timezone.utc).replace(tzinfo=None).isoformat()
+
+
+class ForeignKeyViolation(MigrationFailed):
+    pass
+
+
+_WRITES = {apsw.SQLITE_INSERT, apsw.SQLITE_UPDATE, apsw.SQLITE_DELETE,
+           apsw.SQLITE_CREATE_TABLE, apsw.SQLITE_DROP_TABLE}
+
+
+class SqliteDriver(Driver):
+    engine = "sqlite"
+    Error = apsw.Error
+    busy_errors = (apsw.BusyError, apsw.LockedError)
+
+    def __init__(self, db: Database):
+        self.db = db
+        self.display = str(db.path)
+        self._backend: ApswBackend | None = None
+
+    # ---- reading
+
+    def table_names(self) -> set[str]:
+        return self.db.table_names()
+
+    def applied(self) -> dict[str, AppliedRecord]:
+        tables = self.db.table_names()
+        if default_migration_table not in tables:
+            return {}
+        join = (f"LEFT JOIN {CHECKSUM_TABLE} c USING (migration_hash)"
+                if CHECKSUM_TABLE in tables else "")
+        sums = "c.forward_sha256, c.rollback_sha256" if join else "NULL, NULL"
+        with translated(self.db.path, "reading the migration history"):
+            rows = self.db.rows(
+                f"SELECT m.migration_id, m.applied_at_utc, {sums} "
+                f"FROM {default_migration_table} m {join} ORDER BY m.applied_at_utc"
+            )
+        return {r[0]: AppliedRecord(*r) for r in rows}
+
+    def ef_rows(self):
+        if EF_TABLE not in self.db.table_names():
+            return None
+        with translated(self.db.path, f"reading {EF_TABLE}"):
+            return [tuple(r) for r in self.db.rows(
+                f'SELECT "MigrationId", "ProductVersion" FROM {quote(EF_TABLE)} '
+                'ORDER BY "MigrationId"')]
+
+    @contextlib.contextmanager
+    def read_transaction(self, doing="reading"):
+        with translated(self.db.path, doing), self.db.read_transaction():
+            yield self
+
+    def row_count(self, table: str) -> int:
+        return self.db.row_count(table)
+
+    def tables_losing_rows(self, statements) -> list[str]:
+        return self.tables_authorized(statements, {apsw.SQLITE_DROP_TABLE, apsw.SQLITE_DELETE})
+
+    def tables_authorized(self, statements, ops: set[int]) -> list[str]:
+        """User tables that SQLite's authorizer reports for `ops` while compiling statements.
+
+        EXPLAIN compiles a statement without running it, so this works read-only.
+        """
+        found: list[str] = []
+
+        def authorizer(op, arg1, arg2, dbname, trigger):
+            if op in ops and arg1 not in found and not arg1.startswith("sqlite_"):
+                found.append(arg1)
+            return apsw.SQLITE_OK
+
+        with _authorizer(self.db, authorizer):
+            for sql in statements:
+                with contextlib.suppress(apsw.SQLError):  # e.g. DROP of a missing table
+                    list(self.db.connection.execute(sql, explain=1))
+        return found
+
+    def snapshot(self):
+        return snapshot(self.db)
+
+    def replay(self, migrations):
+        from ..engine import Replay
+        created = {}
+        with Database.in_memory() as scratch:
+            driver = SqliteDriver(scratch)
+            for m in migrations:
+                before = _tables_in_order(scratch)
+                driver.run_statements(m.id, m.statements, m.path)
+                created[m.id] = [t for t in _tables_in_order(scratch) if t not in before]
+            return Replay(snapshot(scratch), created)
+
+    # ---- writing
+
+    def in_transaction(self, doing, body):
+        backend = self._backend = ApswBackend(self.db)
+        with translated(self.db.path, doing):
+            backend.begin()
+            try:
+                if internalmigrations.needs_upgrading(backend):
+                    internalmigrations.upgrade(backend)
+                self.db.execute(CREATE_CHECKSUM_TABLE)
+                result = body()
+                backend.commit()
+                return result
+            except BaseException:
+                backend.rollback()
+                raise
+            finally:
+                self._backend = None
+
+    def run_statements(self, migration_id, statements, path) -> set[str]:
+        touched: set[str] = set()
+
+        def authorizer(op, arg1, arg2, dbname, trigger):
+            if op in _WRITES:
+                touched.add(arg1)
+            elif op == apsw.SQLITE_ALTER_TABLE:
+                touched.add(arg2)
+            return apsw.SQLITE_OK
+
+        with _authorizer(self.db, authorizer):
+            for number, sql in enumerate(statements, 1):
+                self._run_statement(migration_id, number, sql, path)
+        return {t for t in touched if t and not t.startswith("sqlite_")}
+
+    def _run_statement(self, migration_id, number: int, sql: str, path) -> None:
+        try:
+            self.db.execute(sql)
+        except (apsw.BusyError, apsw.LockedError):
+            raise
+        except apsw.Error as err:
+            first_line = sql.strip().splitlines()[0][:80]
+            raise MigrationFailed(
+                f"{migration_id}: statement {number} in {path} failed: {err} [{first_line}]; "
+                "the migration was rolled back and nothing changed; fix the SQL and run again"
+            ) from err
+
+    def check_constraints(self, migration_id, touched) -> None:
+        """SQLite's schema-change procedure: commit only if foreign_key_check is clean.
+
+        Only the tables the migration touched, and the tables whose foreign keys
+        point at them, can have new violations; checking just those keeps a
+        migration from scanning millions of unrelated log rows.
+        """
+        existing = self.db.table_names()
+        suspects = (touched & existing) | self._children_of(touched, existing)
+        violations = [v for t in sorted(suspects)
+                      for v in self.db.rows(f"PRAGMA foreign_key_check({quote(t)})")]
+        if violations:
+            table, rowid, parent, _ = violations[0]
+            raise ForeignKeyViolation(
+                f"{migration_id}: would leave {len(violations)} foreign key violation(s), first in "
+                f"{table} rowid {rowid} -> {parent}; the migration was rolled back; "
+                "fix the data (PRAGMA foreign_key_check lists them) and run again"
+            )
+
+    def _children_of(self, parents: set[str], existing: set[str]) -> set[str]:
+        return {t for t in existing
+                if any(row[2] in parents
+                       for row in self.db.rows(f"PRAGMA foreign_key_list({quote(t)})"))}
+
+    @contextlib.contextmanager
+    def explaining(self, migration_id):
+        """After a rolled-back FK failure, say whether the violations were there before."""
+        try:
+            yield
+        except ForeignKeyViolation:
+            before = self.db.rows("PRAGMA foreign_key_check")
+            if not before:
+                raise
+            table, rowid, parent, _ = before[0]
+            raise MigrationFailed(
+                f"{migration_id}: not run: the database already has {len(before)} foreign key "
+                f"violation(s), first in {table} rowid {rowid} -> {parent}; "
+                "fix them first (PRAGMA foreign_key_check lists them)"
+            ) from None
+
+    def record(self, migration, operation):
+        ref = YoyoRef(migration.id)
+        self._backend.mark_one(ref, log=False)
+        self._backend.log_migration(ref, operation)
+        self.db.execute(
+            f"INSERT INTO {CHECKSUM_TABLE} VALUES (?, ?, ?, ?, ?)",
+            (ref.hash, migration.id, migration.forward_sha256, migration.rollback_sha256,
+             now_utc()),
+        )
+
+    def unrecord(self, migration_id, operation):
+        ref = YoyoRef(migration_id)
+        self._backend.unmark_one(ref, log=False)
+        self._backend.log_migration(ref, operation)
+        self.db.execute(f"DELETE FROM {CHECKSUM_TABLE} WHERE migration_hash = ?", (ref.hash,))
+
+    def ef_insert(self, migration_id, product_version):
+        self.db.execute(f"INSERT INTO {quote(EF_TABLE)} VALUES (?, ?)",
+                        (migration_id, product_version))
+
+    def ef_delete(self, migration_id) -> bool:
+        with translated(self.db.path, f"deleting {migration_id} from {EF_TABLE}"):
+            self.db.execute(f'DELETE FROM {quote(EF_TABLE)} WHERE "MigrationId" = ?',
+                            (migration_id,))
+            return self.db.connection.changes() > 0
+
+    def close(self):
+        self.db.close()
+
+
+@contextlib.contextmanager
+def _authorizer(db: Database, callback):
+    """SQLite's authorizer set to callback for the block, the previous one restored after."""
+    previous = db.connection.authorizer
+    db.connection.authorizer = callback
+    try:
+        yield
+    finally:
+        db.connection.authorizer = previous
+
+
+def _tables_in_order(db: Database) -> list[str]:
+    return [name for (name,) in db.rows(
+        "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
+        "ORDER BY rowid")]

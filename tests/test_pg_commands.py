@@ -1,0 +1,221 @@
+"""The migration commands on a real PostgreSQL server: status, apply, rollback (--to, --only),
+adopt, history forget, recover; EF's history kept true; unmanaged schemas left alone."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import cli
+from pgserver import PASSWORD
+from test_pg_schema import AGENT_SESSIONS, INITIAL, catalog_schema, ef_schema
+
+CORE = "20250927103131_OrchestraCore"
+CHAT = "20250927103132_AddChatTables"
+AGENT = "20251109091141_AddAgentSessionsTable"
+EF_INITIAL = "20250927103132_InitialPostgreSQLMigration"
+CHAT_TABLES = {"ChatSessions", "ChatMessages"}
+HISTORY = {"_yoyo_migration", "_yoyo_log", "_yoyo_version", "_orchestra_schema_checksum"}
+EF_HISTORY_DDL = """CREATE TABLE "__EFMigrationsHistory" (
+    "MigrationId" character varying(150) NOT NULL,
+    "ProductVersion" character varying(32) NOT NULL,
+    CONSTRAINT "PK___EFMigrationsHistory" PRIMARY KEY ("MigrationId"))"""
+
+
+def pg(database, *args, **kw):
+    """The CLI in this process on database, asserting no output shows the password."""
+    result = cli("--database", database.url, *args, **kw)
+    assert PASSWORD not in result.stdout + result.stderr
+    return result
+
+
+def history(database) -> set[str]:
+    if "_yoyo_migration" not in database.tables():
+        return set()
+    return {r[0] for r in database.rows("SELECT migration_id FROM _yoyo_migration")}
+
+
+def ef_rows(database) -> dict[str, str]:
+    return dict(database.rows('SELECT "MigrationId", "ProductVersion" FROM "__EFMigrationsHistory"'))
+
+
+def add_rows(database) -> None:
+    database.run_sql("""
+        INSERT INTO "Repositories" VALUES ('r1', 'repo', '/src', NULL, 0, true, now(), now(), NULL,
+            NULL, 'main', '[]', 0, 0, 0, 0, '{Read,Write}');
+        INSERT INTO "Agents" ("Id", "Name", "Type", "RepositoryPath", "Status", "LastPing",
+            "CreatedAt", "UpdatedAt", "IsDeleted", "MaxConcurrentTasks", "HealthCheckInterval",
+            "TotalTasksCompleted", "TotalTasksFailed", "TotalExecutionTime", "AverageExecutionTime",
+            "RepositoryId") VALUES ('a1', 'agent', 'claude', '/src', 0, now(), now(), now(), false,
+            1, 30, 0, 0, 0, 0, 'r1');
+        INSERT INTO "ChatSessions" VALUES ('51462f0a-ef08-4c51-aaf2-89fc4e821db8', 'u1', 'i1', 't',
+            now(), now());
+        INSERT INTO "ChatMessages" SELECT gen_random_uuid(), '51462f0a-ef08-4c51-aaf2-89fc4e821db8',
+            'user', 'hello', 0, now(), NULL FROM generate_series(1, 5);
+        INSERT INTO "AgentSessions" VALUES ('as1', 'a1', 'sess-1', 42, '/src', 0, now(), now(), NULL,
+            NULL, 0.5, 10, 3);
+    """)
+
+
+def ef_made(database, with_agent_sessions=True) -> None:
+    """The database as `dotnet ef database update` made it: EF's tables and history."""
+    from orchestra_schema.migrations import default_sql_dir, load
+    with database.connect() as conn:
+        for m in load(default_sql_dir("postgresql")):
+            if with_agent_sessions or m.id != AGENT:
+                conn.execute(m.path.read_text())
+        conn.execute(EF_HISTORY_DDL)
+        conn.execute("""INSERT INTO "__EFMigrationsHistory" VALUES (%s, '9.0.9')""", (EF_INITIAL,))
+        if with_agent_sessions:
+            conn.execute("""INSERT INTO "__EFMigrationsHistory" VALUES (%s, '9.0.9')""", (AGENT,))
+
+
+@pytest.fixture
+def applied(pgdb):
+    assert pg(pgdb, "apply").exit_code == 0
+    add_rows(pgdb)
+    return pgdb
+
+
+def test_apply_makes_ef_cores_schema_and_the_history(pgdb):
+    result = pg(pgdb, "--json", "apply")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["applied"] == [CORE, CHAT, AGENT]
+    assert catalog_schema(pgdb) == {**ef_schema(INITIAL), **ef_schema(AGENT_SESSIONS)}
+    assert history(pgdb) == {CORE, CHAT, AGENT}
+    assert HISTORY <= pgdb.tables()
+    sums = pgdb.rows("SELECT migration_id, forward_sha256 FROM _orchestra_schema_checksum")
+    assert {r[0] for r in sums} == {CORE, CHAT, AGENT} and all(len(r[1]) == 64 for r in sums)
+    assert "up to date" in pg(pgdb, "apply").stderr
+
+
+def test_status_reads_without_writing(pgdb):
+    result = pg(pgdb, "--json", "status")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert [m["applied"] for m in report["migrations"]] == [False] * 3
+    assert report["ef_history"] is None
+    assert pgdb.tables() == set()  # no history tables made by a read
+    assert report["database"].startswith("postgresql://orchestra@127.0.0.1:")
+    pg(pgdb, "apply")
+    report = json.loads(pg(pgdb, "--json", "status").stdout)
+    assert all(m["applied"] and m["forward_matches"] for m in report["migrations"])
+
+
+def test_apply_to_and_dry_run(pgdb):
+    dry = pg(pgdb, "apply", "--to", CHAT, "--dry-run")
+    assert dry.exit_code == 0 and f"-- apply {CHAT}" in dry.stdout and AGENT not in dry.stdout
+    assert pgdb.tables() == set()
+    assert pg(pgdb, "apply", "--to", CHAT).exit_code == 0
+    assert history(pgdb) == {CORE, CHAT} and "AgentSessions" not in pgdb.tables()
+
+
+def test_rollback_only_chat_keeps_agent_sessions(applied):
+    refused = pg(applied, "rollback", "--only", CHAT, "--no-backup")
+    assert refused.exit_code == 5 and "ChatMessages 5" in refused.stderr
+    assert CHAT_TABLES <= applied.tables()
+    dry = pg(applied, "rollback", "--only", CHAT, "--dry-run")
+    assert 'DROP TABLE "ChatMessages"' in dry.stdout and "AgentSessions" not in dry.stdout
+    result = pg(applied, "--json", "rollback", "--only", CHAT, "--yes", "--no-backup")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["rolled_back"] == [CHAT]
+    assert not CHAT_TABLES & applied.tables()
+    assert applied.rows('SELECT count(*) FROM "AgentSessions"') == [(1,)]
+    assert history(applied) == {CORE, AGENT}
+
+
+def test_rollback_only_core_takes_what_depends_on_it(applied):
+    result = pg(applied, "--json", "rollback", "--only", CORE, "--yes", "--no-backup")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["rolled_back"] == [AGENT, CHAT, CORE]
+    assert applied.tables() == HISTORY
+
+
+def test_rollback_to_zero_leaves_unmanaged_tables_and_schemas(applied):
+    applied.run_sql("""CREATE SCHEMA hangfire; CREATE TABLE hangfire.job (id bigserial, state text);
+                       INSERT INTO hangfire.job (state) VALUES ('Succeeded');
+                       CREATE TABLE public.notes (n int); INSERT INTO public.notes VALUES (1)""")
+    result = pg(applied, "rollback", "--to", "0", "--yes", "--no-backup")
+    assert result.exit_code == 0, result.stderr
+    assert applied.tables() == HISTORY | {"notes"}
+    assert applied.rows("SELECT state FROM hangfire.job") == [("Succeeded",)]
+    assert pg(applied, "apply").exit_code == 0  # and back again
+
+
+def test_rollback_needs_to_or_only(applied):
+    assert pg(applied, "rollback", "--no-backup").exit_code == 2
+    assert pg(applied, "rollback", "--to", "0", "--only", CHAT).exit_code == 2
+    assert pg(applied, "rollback", "--only", "nope", "--no-backup").exit_code == 2
+
+
+def test_destructive_commands_ask_for_no_backup_until_postgresql_backups_exist(applied):
+    result = pg(applied, "rollback", "--only", CHAT, "--yes")
+    assert result.exit_code == 2 and "--no-backup" in result.stderr
+    assert CHAT_TABLES <= applied.tables()
+
+
+def test_ef_made_database_must_be_adopted_then_ef_history_follows(pgdb):
+    ef_made(pgdb)
+    refused = pg(pgdb, "apply")
+    assert refused.exit_code == 5 and "adopt" in refused.stderr
+    result = pg(pgdb, "--json", "adopt", "--no-backup")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["recorded"] == [CORE, CHAT, AGENT]
+    assert history(pgdb) == {CORE, CHAT, AGENT}
+    assert pg(pgdb, "rollback", "--only", CHAT, "--yes", "--no-backup").exit_code == 0
+    assert ef_rows(pgdb) == {AGENT: "9.0.9"}  # the app must not believe the chat tables exist
+    assert pg(pgdb, "apply").exit_code == 0
+    assert ef_rows(pgdb) == {EF_INITIAL: "9.0.9", AGENT: "9.0.9"}
+    assert pg(pgdb, "rollback", "--only", AGENT, "--yes", "--no-backup").exit_code == 0
+    assert ef_rows(pgdb) == {EF_INITIAL: "9.0.9"}
+
+
+def test_adopt_before_agent_sessions_records_only_what_ef_lists(pgdb):
+    ef_made(pgdb, with_agent_sessions=False)
+    result = pg(pgdb, "--json", "adopt", "--no-backup")
+    assert json.loads(result.stdout)["recorded"] == [CORE, CHAT]
+    assert pg(pgdb, "apply").exit_code == 0
+    assert ef_rows(pgdb) == {EF_INITIAL: "9.0.9", AGENT: "9.0.9"}
+
+
+def test_adopt_refuses_a_different_schema_naming_every_difference(pgdb):
+    ef_made(pgdb)
+    pgdb.run_sql('ALTER TABLE "ChatMessages" ALTER COLUMN "Content" TYPE text;'
+                 'DROP INDEX "IX_Tasks_Status"')
+    result = pg(pgdb, "adopt", "--no-backup")
+    assert result.exit_code == 5
+    assert "ChatMessages.Content" in result.stderr and "IX_Tasks_Status" in result.stderr
+    assert history(pgdb) == set() and "_orchestra_schema_checksum" not in pgdb.tables()
+    assert not [t for t in pgdb.tables() if t.startswith("orchestra_schema_replay")]
+
+
+def test_history_forget_binds_the_id(applied):
+    result = pg(applied, "history", "forget", CHAT, "--yes", "--no-backup")
+    assert result.exit_code == 0, result.stderr
+    assert history(applied) == {CORE, AGENT} and CHAT_TABLES <= applied.tables()
+    sneaky = pg(applied, "history", "forget", "x'; DROP TABLE \"Agents\"; --", "--yes", "--no-backup")
+    assert sneaky.exit_code == 2 and "Agents" in applied.tables()
+
+
+def test_recover_points_to_restore(applied):
+    result = pg(applied, "recover")
+    assert result.exit_code == 2 and "restore" in result.stderr
+
+
+def test_a_failing_migration_changes_nothing(pgdb, tmp_path):
+    (tmp_path / "m1.sql").write_text("CREATE TABLE a (n int);\nINSERT INTO a VALUES (1);\n")
+    (tmp_path / "m2.sql").write_text("-- depends: m1\nCREATE TABLE b (n int);\nSELECT 1/0;\n")
+    result = pg(pgdb, "--sql-dir", tmp_path, "apply")
+    assert result.exit_code == 4 and "statement 2" in result.stderr
+    assert history(pgdb) == {"m1"} and "b" not in pgdb.tables()
+
+
+def test_new_writes_a_pair_depending_on_the_heads(pgdb, tmp_path):
+    from orchestra_schema.migrations import default_sql_dir
+    for f in default_sql_dir("postgresql").iterdir():
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    result = pg(pgdb, "--sql-dir", tmp_path, "--json", "new", "AddThing")
+    assert result.exit_code == 0, result.stderr
+    forward = json.loads(result.stdout)["forward"]
+    assert f"-- depends: {CHAT} {AGENT}" in open(forward).read()
