@@ -60,14 +60,13 @@ def backup(ctx: Context, output: Path | None = None, directory: Path | None = No
            keep: int | None = None, progress: Progress | None = None,
            full_check: bool = False) -> BackupResult:
     """Back ctx.database up online; returns where, and what the manifest records."""
-    if ctx.engine != "sqlite":
-        raise UsageError(f"{ctx.display}: backup of a PostgreSQL database is not implemented "
-                         "yet; nothing changed; take one with `pg_dump -Fc`, then pass "
-                         "--no-backup to the command that needs it")
     if output is not None and directory is not None:
         raise UsageError("give --output or --dir, not both")
     if keep is not None and keep < 1:
         raise UsageError(f"--keep {keep}: keep at least 1 backup")
+    if ctx.engine == "postgresql":
+        from .pgarchive import backup_database  # pg_dump's archive: see pgarchive.py
+        return backup_database(ctx, output, directory, keep, full_check=full_check)
     target = Path(output).parent if output is not None else Path(directory or ctx.database.parent)
     if output is not None and Path(output).is_dir():
         raise UsageError(f"{output}: is a directory; give --output a file name, or use --dir")

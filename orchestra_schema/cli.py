@@ -434,7 +434,7 @@ def restore_command(s: Settings, backup_path, yes, no_backup):
     with _progress_bar(s, "restoring") as progress:
         result = restoring.restore(s.ctx, backup_path, yes=yes, make_backup=not no_backup,
                                    progress=progress)
-    if not result.has_manifest:
+    if not result.has_manifest and s.ctx.engine == "sqlite":
         s.warn(f"{backup_path}: no manifest; trusted on its integrity_check alone")
     for warning in result.warnings:
         s.warn(warning)
@@ -444,7 +444,8 @@ def restore_command(s: Settings, backup_path, yes, no_backup):
         s.warn(f"{result.database} was damaged ({result.live_integrity}); moved aside")
     if result.backup:
         s.say(f"backup: {result.backup}")
-    s.say(f"restored {result.database} from {backup_path}; quick_check {result.integrity}")
+    check = "quick_check" if s.ctx.engine == "sqlite" else "pg_restore"
+    s.say(f"restored {result.database} from {backup_path}; {check} {result.integrity}")
     s.emit(result, None)
 
 

@@ -39,6 +39,7 @@ from .errors import Busy, DatabaseUnavailable, Refused, UsageError
 MANIFEST_VERSION = 1
 SUFFIX = ".dump"
 FORMAT = "pg_dump custom (-Fc)"
+CHECKS = {False: "pg_restore --list", True: "pg_restore (every block read)"}
 LOCK_TIMEOUT_MS = 200  # how long the app's queries may queue behind one of restore's locks
 
 
@@ -92,30 +93,12 @@ def _scrub(text: str, address) -> str:
 
 
 def connect(address, timeout: float):
-    """A psycopg connection (autocommit) for reading history and catalogs."""
-    import psycopg
-    params = address.connect_kwargs()
-    params.setdefault("connect_timeout", str(max(2, int(timeout + 0.999))))
-    params.setdefault("application_name", "orchestra-schema")
-    try:
-        return psycopg.connect(autocommit=True, **params)
-    except psycopg.Error as err:
-        raise DatabaseUnavailable(
-            f"{address.display}: cannot connect: {_scrub(str(err), address)}; "
-            "check --database") from None
+    """The PostgreSQL driver (its connection errors: one line, exit 6, no password)."""
+    from .engines.postgresql import PgDriver
+    return PgDriver.connect(address, timeout=timeout)
 
 
 # ---- what the manifest records
-
-def applied_migrations(conn) -> list[str]:
-    """yoyo's history in the connection's current schema, in applied order."""
-    exists = conn.execute("SELECT to_regclass(quote_ident(current_schema()) || '._yoyo_migration')"
-                          ).fetchone()[0]
-    if exists is None:
-        return []
-    return [r[0] for r in conn.execute(
-        "SELECT migration_id FROM _yoyo_migration ORDER BY applied_at_utc, migration_id")]
-
 
 def database_name(address) -> str:
     return address.get("dbname") or address.get("user") or "postgres"
@@ -141,30 +124,38 @@ class Archive:
     applied_migrations: list[str]
     server_version: str
     toc_entries: int
+    integrity_check: str
     cleaned: list[Path] = field(default_factory=list)
 
 
 # ---- backup
 
-def dump(address, names, timeout: float, now: datetime | None = None) -> Archive:
-    """pg_dump -Fc of one exported snapshot into the first free name of `names`."""
+def dump(address, names, timeout: float, now: datetime | None = None,
+         read_all: bool = False) -> Archive:
+    """pg_dump -Fc of one exported snapshot into the first free name of `names`.
+
+    read_all (--full-check): pg_restore reads every data block back, not only the
+    table of contents.
+    """
     now = now or datetime.now(timezone.utc)
     names = iter(names)
     first = next(names)
     files.check_writable_dir(first.parent, "backup")
-    with connect(address, timeout) as conn:
-        with conn.transaction():
-            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            snapshot_id = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
-            applied = applied_migrations(conn)
-            server_version = conn.execute("SHOW server_version").fetchone()[0]
-            with files.Staged(first) as staged, files.writing(first.parent, "backing up"):
-                _run_pg_dump(address, snapshot_id, staged, timeout)
-                entries = read_toc(address, staged.path)
-                size, digest = os.fstat(staged.fd).st_size, files.sha256(staged.path)
-                path = staged.publish([first, *names])
+    with connect(address, timeout) as driver, driver.read_transaction("backing up"):
+        conn = driver.conn
+        snapshot_id = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+        applied = list(driver.applied())
+        server_version = conn.execute("SHOW server_version").fetchone()[0]
+        with files.Staged(first) as staged, files.writing(first.parent, "backing up"):
+            _run_pg_dump(address, snapshot_id, staged, timeout)
+            entries = read_toc(address, staged.path)
+            if read_all:
+                _read_whole(address, staged.path)
+            size, digest = os.fstat(staged.fd).st_size, files.sha256(staged.path)
+            path = staged.publish([first, *names])
     archive = Archive(path, manifest_path(path), now.isoformat(timespec="microseconds"), size,
-                      digest, applied, server_version, len(entries), staged.cleaned)
+                      digest, applied, server_version, len(entries), CHECKS[read_all],
+                      staged.cleaned)
     _write_manifest(archive, address)
     return archive
 
@@ -215,7 +206,7 @@ def _write_manifest(archive: Archive, address) -> None:
         "applied_migrations": archive.applied_migrations,
         "server_version": archive.server_version,
         "toc_entries": archive.toc_entries,
-        "integrity_check": "pg_restore --list",
+        "integrity_check": archive.integrity_check,
         "integrity": "ok",
     }
     try:
@@ -409,7 +400,7 @@ def archive_names(directory: Path, address, kind: str, now: datetime):
 
 
 def backup_database(ctx, output: Path | None = None, directory: Path | None = None,
-                    keep: int | None = None, kind: str = "backup"):
+                    keep: int | None = None, full_check: bool = False, kind: str = "backup"):
     """The backup command on PostgreSQL; returns backup.BackupResult (SQLite's keys)."""
     from .backup import BackupResult
     now = datetime.now(timezone.utc)
@@ -422,11 +413,11 @@ def backup_database(ctx, output: Path | None = None, directory: Path | None = No
     else:
         target = Path(directory or default_directory(ctx))
         names = archive_names(target, ctx.database, kind, now)
-    archive = dump(ctx.database, names, ctx.timeout, now)
+    archive = dump(ctx.database, names, ctx.timeout, now, read_all=full_check)
     result = BackupResult(
         database=ctx.database.display, path=archive.path, manifest=archive.manifest,
         created_at=archive.created_at, size=archive.size, sha256=archive.sha256, page_count=None,
-        integrity="ok", integrity_check="pg_restore --list",
+        integrity="ok", integrity_check=CHECKS[full_check],
         applied_migrations=archive.applied_migrations, journal_mode=None, copy_mode="pg_dump",
         restarts=0, cleaned=archive.cleaned)
     if keep is not None:
@@ -452,7 +443,8 @@ def restore_database(ctx, archive: Path, make_backup: bool = True):
                       f"{address.display} is unchanged; choose another backup")
     result = RestoreResult(address.display, archive, None, "ok", check.has_manifest, [],
                            "pg_restore")
-    with connect(address, ctx.timeout) as conn:
+    with connect(address, ctx.timeout) as driver:
+        conn = driver.conn
         extra = tables_not_in(conn, check.toc)
         if extra:
             raise Refused(
@@ -463,7 +455,7 @@ def restore_database(ctx, archive: Path, make_backup: bool = True):
             result.backup = backup_database(ctx, kind="pre-restore").path
         pg_restore(address, archive, conn, ctx.timeout)
         result.integrity = "ok"  # pg_restore committed every object and row of the archive
-        result.applied_migrations = applied_migrations(conn)
+        result.applied_migrations = list(driver.applied())
     if not check.has_manifest:
         result.warnings.append(f"{archive}: no manifest; trusted because pg_restore read it whole")
     return result

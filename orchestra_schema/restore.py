@@ -47,6 +47,9 @@ def restore(ctx: Context, backup_path: Path, yes: bool = False, make_backup: boo
     copy of a damaged one is always kept (recover can salvage from it).
     """
     backup_path = Path(backup_path)
+    if ctx.engine == "postgresql":
+        from .pgarchive import restore_database  # pg_restore, one transaction: see pgarchive.py
+        return restore_database(ctx, backup_path, make_backup=make_backup)
     check = trusted_backup(backup_path, ctx.database, "restore")
     live = health(ctx)
     result = RestoreResult(ctx.database, backup_path, None, live, check.has_manifest, [], "backup-api")

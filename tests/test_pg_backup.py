@@ -14,44 +14,25 @@ from pathlib import Path
 
 import pytest
 
-from orchestra_schema import pgarchive
+from orchestra_schema import address, pgarchive
 from orchestra_schema.context import Context
 from orchestra_schema.errors import Refused
 from orchestra_schema.migrations import default_sql_dir, load
 
+from conftest import cli
 from pgserver import PASSWORD
 
 WRITER = Path(__file__).parent / "pg_writer.py"
 
 
-class Address:
-    """Stands for the pg branch's address.PgAddress until it lands (same three members)."""
-
-    def __init__(self, database):
-        self._params = dict(host="127.0.0.1", port=str(database.cluster.port),
-                            dbname=database.name, user="orchestra", password=PASSWORD)
-        self.display = f"postgresql://orchestra@127.0.0.1:{database.cluster.port}/{database.name}"
-
-    def connect_kwargs(self):
-        return dict(self._params)
-
-    def get(self, key):
-        return None if key == "password" else self._params.get(key)
-
-
 def ctx_of(database, timeout=10.0) -> Context:
-    return Context(Address(database), None, timeout)
+    return Context(address.parse(database.url), None, timeout)
 
 
 def build(database, sessions=20, messages=5) -> None:
-    """The three migrations' tables and rows (yoyo's history table as yoyo makes it)."""
+    """The three migrations applied by the tool, chat rows, and a Hangfire schema."""
+    assert cli("--database", database.url, "apply").exit_code == 0
     with database.connect() as conn:
-        for m in load(default_sql_dir("postgresql")):
-            conn.execute(m.path.read_text())
-        conn.execute("CREATE TABLE _yoyo_migration (migration_hash varchar(64) PRIMARY KEY, "
-                     "migration_id varchar(255), applied_at_utc timestamp)")
-        for m in load(default_sql_dir("postgresql")):
-            conn.execute("INSERT INTO _yoyo_migration VALUES (md5(%s), %s, now())", (m.id, m.id))
         conn.execute("""INSERT INTO "ChatSessions" SELECT gen_random_uuid(), 'u', 'i', 't', now(),
                         now() FROM generate_series(1, %s)""", (sessions,))
         conn.execute("""INSERT INTO "ChatMessages" SELECT gen_random_uuid(), s."Id", 'user',
@@ -80,9 +61,9 @@ def test_backup_is_0600_checked_and_has_the_manifest(pgdb, tmp_path):
     assert manifest["sha256"] == pgarchive.files.sha256(result.path)
     assert manifest["applied_migrations"] == [m.id for m in load(default_sql_dir("postgresql"))]
     assert manifest["server_version"].startswith("15")
-    assert manifest["source"] == Address(pgdb).display
+    assert manifest["source"] == address.parse(pgdb.url).display
     assert not [p for p in tmp_path.iterdir() if ".orchestra-tmp-" in p.name]
-    assert pgarchive.check_archive(Address(pgdb), result.path, read_all=True).ok
+    assert pgarchive.check_archive(address.parse(pgdb.url), result.path, read_all=True).ok
 
 
 def test_backup_under_a_writer_restores_to_one_consistent_state(pg_cluster, pgdb, tmp_path):
@@ -136,7 +117,7 @@ def test_restore_puts_the_backup_back_after_a_safety_backup(pgdb, tmp_path, monk
     result = pgarchive.restore_database(ctx_of(pgdb), archive)
     assert state(pgdb) == before
     assert result.backup.name.startswith(f"{pgdb.name}.pre-restore_")
-    assert pgarchive.check_archive(Address(pgdb), tmp_path / result.backup.name).ok
+    assert pgarchive.check_archive(address.parse(pgdb.url), tmp_path / result.backup.name).ok
 
 
 @pytest.mark.parametrize("keep_manifest", [True, False])
