@@ -46,6 +46,13 @@ RULES = {
 }
 
 
+CHAT_MIGRATION = {"sqlite": CHAT, "postgresql": PG_CHAT}  # what the chat rollback rolls back
+
+
+def chat_migration(db) -> str:
+    return CHAT_MIGRATION[driver_of(db).engine]
+
+
 def rules(db) -> Rules:
     return RULES[driver_of(db).engine]
 

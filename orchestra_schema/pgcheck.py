@@ -15,16 +15,9 @@ whose triggers were disabled. Those are named, with the rows that break them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from .engines.base import Integrity
 
 MAX_LINES = 10
-
-
-@dataclass
-class Integrity:
-    method: str  # "amcheck", "amcheck heapallindexed", or "n/a"
-    problems: list[str] = field(default_factory=list)
-    note: str | None = None  # why n/a
 
 
 def integrity(conn, schema: str, tables, full: bool = False) -> Integrity:

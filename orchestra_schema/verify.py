@@ -21,6 +21,7 @@ from .context import Context
 from .database import Database, quote, translated
 from .engine import HISTORY_TABLES, AppliedRecord, applied_migrations, replay
 from .engines import driver_of
+from .engines.base import Integrity
 from .errors import DatabaseUnavailable, MigrationFailed, UsageError
 from .schema import diff
 
@@ -58,8 +59,8 @@ class VerifyReport:
 
 def verify(ctx: Context, full: bool = False) -> VerifyReport:
     migrations = ctx.migrations()
-    with (ctx.open(readonly=True) as db, translated(ctx.database, "verifying"),
-          db.read_transaction()):
+    with (ctx.connect(readonly=True) as db, translated(ctx.database, "verifying"),
+          db.check_transaction("verifying")):
         applied = applied_migrations(db)
         ef_history = ef.entries(db)
         found = Drift([], [], [])
@@ -69,19 +70,24 @@ def verify(ctx: Context, full: bool = False) -> VerifyReport:
             found = drift(db, migrations, set(applied))
             return found.differences
 
+        # Drift first: it names the managed tables, the only ones the engine's checks look at.
+        drifted = _check("drift", drift_check)
+        integrity = _answer(lambda: db.integrity(full, found.managed_tables),
+                            lambda why: Integrity(integrity_pragma(full), [why]))
         checks = [
-            _check("integrity", lambda: integrity_problems(db, full)),
-            _check("foreign_keys", lambda: foreign_key_problems(db)),
+            Check("integrity", not integrity.problems, integrity.problems),
+            _check("foreign_keys", lambda: db.foreign_key_problems(found.managed_tables)),
             _check("migration_files", lambda: file_problems(migrations, applied)),
-            _check("drift", drift_check),
+            drifted,
             _check("ef_history", lambda: ef.disagreements(ef_history, set(applied))),
         ]
     problems = [f"{c.name}: {p}" for c in checks for p in c.problems]
+    notes = [f"integrity: n/a: {integrity.note}"] if integrity.note else []
     return VerifyReport(
-        database=str(ctx.database), ok=not problems,
-        integrity_pragma=_pragma(full), checks=checks, problems=problems,
-        notes=[f"{mid}: no checksum recorded when applied; cannot tell whether its files changed"
-               for mid, rec in applied.items() if rec.forward_sha256 is None],
+        database=ctx.display, ok=not problems,
+        integrity_pragma=integrity.method, checks=checks, problems=problems,
+        notes=notes + [f"{mid}: no checksum recorded when applied; cannot tell whether its "
+                       "files changed" for mid, rec in applied.items() if rec.forward_sha256 is None],
         yoyo_history=list(applied), ef_history=ef_history,
         managed_tables=found.managed_tables, unmanaged_tables=found.unmanaged_tables,
     )
@@ -103,12 +109,12 @@ def _check(name: str, run) -> Check:
     return Check(name, not problems, problems)
 
 
-def _pragma(full: bool) -> str:
+def integrity_pragma(full: bool) -> str:
     return "integrity_check" if full else "quick_check"
 
 
 def integrity_problems(db: Database, full: bool = False) -> list[str]:
-    pragma = _pragma(full)
+    pragma = integrity_pragma(full)
     try:
         lines = [row[0] for row in db.rows(f"PRAGMA {pragma}")]
     except apsw.CorruptError as err:  # some damage stops the check instead of being listed
@@ -199,57 +205,62 @@ class ChecklistReport:
 
 def checklist(ctx: Context, full: bool = False) -> ChecklistReport:
     migrations = ctx.migrations()
-    chat = next((m for m in migrations if m.id == CHAT), None)
-    if chat is None:
-        raise UsageError(f"{CHAT} is not in the sql dir; the checklist is for its rollback; "
-                         "check --sql-dir")
-    with (ctx.open(readonly=True) as db, translated(ctx.database, "running the checklist"),
-          db.read_transaction()):
+    with (ctx.connect(readonly=True) as db, translated(ctx.database, "running the checklist"),
+          db.check_transaction("running the checklist")):
+        chat = ef.chat_migration(db)
+        if chat not in {m.id for m in migrations}:
+            raise UsageError(f"{chat} is not in the sql dir; the checklist is for its rollback; "
+                             "check --sql-dir")
         applied = applied_migrations(db)
-        chat_tables = replay(migrations).created[CHAT]
+        created = replay(migrations, db).created
+        chat_tables = created[chat]
+        others = sorted(set().union(*created.values()) - set(chat_tables))
+        integrity = db.integrity(full, sorted(set(others) & db.table_names()))
         items = [
-            _item(f"{CHAT} absent from yoyo's history",
-                  lambda: _absent_from_yoyo(applied)),
-            _item(f"{CHAT} absent from {ef.TABLE}", lambda: _absent_from_ef(db)),
+            _item(f"{chat} absent from yoyo's history",
+                  lambda: _absent_from_yoyo(applied, chat)),
+            _item(f"{chat} absent from {ef.TABLE}", lambda: _absent_from_ef(db, chat)),
             *[_item(f"table {t} does not exist", lambda t=t: _table_absent(db, t))
               for t in chat_tables],
             _item("every other managed table present and matching its history",
-                  lambda: _others_match(db, migrations, applied, chat_tables)),
-            _item(f"database passes PRAGMA {_pragma(full)}",
-                  lambda: _integrity_item(db, full)),
+                  lambda: _others_match(db, migrations, applied, chat, chat_tables)),
+            _item(_integrity_name(integrity), lambda: _integrity_item(integrity)),
             _item("a backup taken before the rollback exists and matches its manifest",
-                  lambda: _backup_item(db, ctx, full)),
+                  lambda: _backup_item(db, ctx, chat, full)),
         ]
-    return ChecklistReport(str(ctx.database), all(i.status != FAIL for i in items), items)
+    return ChecklistReport(ctx.display, all(i.status != FAIL for i in items), items)
 
 
 def _item(name: str, run) -> Item:
     return Item(name, *_answer(run, lambda why: (FAIL, why)))
 
 
-def _absent_from_yoyo(applied: dict[str, AppliedRecord]):
-    if CHAT in applied:
-        return FAIL, f"still applied (since {applied[CHAT].applied_at})"
+def _absent_from_yoyo(applied: dict[str, AppliedRecord], chat: str):
+    if chat in applied:
+        return FAIL, f"still applied (since {applied[chat].applied_at})"
     return PASS, "not in _yoyo_migration"
 
 
-def _absent_from_ef(db: Database):
+def _absent_from_ef(db, chat: str):
     found = ef.entries(db)
     if found is None:
         return NOT_APPLICABLE, f"no {ef.TABLE} table: the database was not made by EF Core"
-    if CHAT in ef.ids(found):
-        return FAIL, "still listed: the EF app believes the chat tables exist"
+    standing = [e for e, needed in ef.rules(db).stands_for.items() if chat in needed]
+    listed = sorted(ef.ids(found) & set(standing))
+    if listed:
+        return FAIL, (f"still lists {', '.join(listed)}: the EF app believes the chat tables "
+                      "exist")
     return PASS, f"not in {ef.TABLE}"
 
 
-def _table_absent(db: Database, table: str):
+def _table_absent(db, table: str):
     if table in db.table_names():
         return FAIL, f"exists with {db.row_count(table)} row(s)"
     return PASS, "absent"
 
 
-def _others_match(db: Database, migrations, applied, chat_tables):
-    others = [m.id for m in migrations if m.id in applied and m.id != CHAT]
+def _others_match(db, migrations, applied, chat: str, chat_tables):
+    others = [m.id for m in migrations if m.id in applied and m.id != chat]
     if not others:
         return NOT_APPLICABLE, "no other migration is applied"
     found = drift(db, migrations, set(applied), ignore=chat_tables)
@@ -258,45 +269,60 @@ def _others_match(db: Database, migrations, applied, chat_tables):
     return PASS, f"{len(found.managed_tables)} tables match {', '.join(others)}"
 
 
-def _integrity_item(db: Database, full: bool):
-    problems = integrity_problems(db, full)
-    return (FAIL, "; ".join(problems)) if problems else (PASS, "ok")
+def _integrity_name(integrity: Integrity) -> str:
+    if integrity.method in ("quick_check", "integrity_check"):
+        return f"database passes PRAGMA {integrity.method}"
+    return f"database passes {integrity.method if integrity.note is None else 'amcheck'}"
 
 
-def last_rollback(db: Database, migration_id: str) -> str | None:
+def _integrity_item(integrity: Integrity):
+    if integrity.note:
+        return NOT_APPLICABLE, integrity.note
+    return (FAIL, "; ".join(integrity.problems)) if integrity.problems else (PASS, "ok")
+
+
+def last_rollback(db, migration_id: str) -> str | None:
     """When migration_id was last rolled back (UTC, from yoyo's log), if ever."""
-    if "_yoyo_log" not in db.table_names():
-        return None
-    return db.scalar("SELECT max(created_at_utc) FROM _yoyo_log "
-                     "WHERE migration_id = ? AND operation = 'rollback'", (migration_id,))
+    return max((at for op, at in driver_of(db).yoyo_log(migration_id) if op == "rollback"),
+               default=None)
 
 
-def last_applied(db: Database, migration_id: str, before: str) -> str | None:
+def last_applied(db, migration_id: str, before: str) -> str | None:
     """When migration_id was last applied or recorded (adopt) before a time, from yoyo's log."""
-    return db.scalar("SELECT max(created_at_utc) FROM _yoyo_log WHERE migration_id = ? "
-                     "AND operation IN ('apply', 'mark') AND created_at_utc <= ?",
-                     (migration_id, before))
+    return max((at for op, at in driver_of(db).yoyo_log(migration_id)
+                if op in ("apply", "mark") and _as_utc(at) <= _as_utc(before)), default=None)
 
 
-def _backup_item(db: Database, ctx: Context, full: bool):
+def _backup_item(db, ctx: Context, chat: str, full: bool):
     """The newest backup taken at or before the chat rollback still matches its manifest."""
-    when = last_rollback(db, CHAT)
+    when = last_rollback(db, chat)
     if when is None:
-        return NOT_APPLICABLE, f"no rollback of {CHAT} recorded in _yoyo_log"
+        return NOT_APPLICABLE, f"no rollback of {chat} recorded in _yoyo_log"
     rolled_back = _as_utc(when)
     # It must hold the chat rows: taken after the chat tables were last applied.
-    applied = last_applied(db, CHAT, before=when)
+    applied = last_applied(db, chat, before=when)
     since = _as_utc(applied) if applied else datetime.min.replace(tzinfo=timezone.utc)
-    taken = [p for p in backups_of(ctx.database)
-             if _taken_at(p) is not None and since <= _taken_at(p) <= rolled_back]
+    found, check_one, passes = _backups(ctx, full)
+    taken = [p for p in found if _taken_at(p) is not None and since <= _taken_at(p) <= rolled_back]
     if not taken:
-        return FAIL, (f"no backup with a manifest taken between {CHAT}'s last apply and its "
+        return FAIL, (f"no backup with a manifest taken between {chat}'s last apply and its "
                       f"rollback at {rolled_back:%Y-%m-%dT%H:%M:%SZ}; "
                       "restore is not possible from this tool's backups")
-    check = check_backup(taken[-1], full=full)
+    check = check_one(taken[-1])
     if not check.ok:
         return FAIL, f"{taken[-1]}: {'; '.join(check.problems)}"
-    return PASS, f"{taken[-1]} matches its manifest and passes {_pragma(full)}"
+    return PASS, f"{taken[-1]} matches its manifest and passes {passes}"
+
+
+def _backups(ctx: Context, full: bool):
+    """This database's backups, how to check one, and what that check is called."""
+    if ctx.engine == "postgresql":
+        from . import pgarchive
+        return (pgarchive.backups_of(ctx.database, pgarchive.default_directory(ctx)),
+                lambda p: pgarchive.check_archive(ctx.database, p, read_all=full),
+                pgarchive.CHECKS[full])
+    return (backups_of(ctx.database), lambda p: check_backup(p, full=full),
+            integrity_pragma(full))
 
 
 def _taken_at(backup_path) -> datetime | None:

@@ -149,12 +149,6 @@ def test_rollback_needs_to_or_only(applied):
     assert pg(applied, "rollback", "--only", "nope", "--no-backup").exit_code == 2
 
 
-def test_destructive_commands_ask_for_no_backup_until_postgresql_backups_exist(applied):
-    result = pg(applied, "rollback", "--only", CHAT, "--yes")
-    assert result.exit_code == 2 and "--no-backup" in result.stderr
-    assert CHAT_TABLES <= applied.tables()
-
-
 def test_ef_made_database_must_be_adopted_then_ef_history_follows(pgdb):
     ef_made(pgdb)
     refused = pg(pgdb, "apply")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 CHECKSUM_TABLE = "_orchestra_schema_checksum"
@@ -24,6 +24,15 @@ class AppliedRecord:
     applied_at: str | None
     forward_sha256: str | None
     rollback_sha256: str | None
+
+
+@dataclass
+class Integrity:
+    """The engine's integrity check of the managed tables (verify, checklist)."""
+
+    method: str  # quick_check, integrity_check, amcheck, amcheck heapallindexed, or n/a
+    problems: list[str] = field(default_factory=list)
+    note: str | None = None  # why n/a
 
 
 class Driver(ABC):
@@ -67,6 +76,24 @@ class Driver(ABC):
     @abstractmethod
     def replay(self, migrations):
         """engine.Replay: what the migrations make on an empty database (nothing kept)."""
+
+    def check_transaction(self, doing: str = "checking") -> contextlib.AbstractContextManager:
+        """verify's and checklist's transaction: one state of the database, in which the
+        replay and the integrity check may create scratch objects; never committed."""
+        return self.read_transaction(doing)
+
+    def integrity(self, full: bool, tables) -> Integrity:
+        """The engine's own check of the stored tables and indexes (full: the thorough one)."""
+        raise NotImplementedError
+
+    def foreign_key_problems(self, tables) -> list[str]:
+        """Rows of `tables` whose foreign keys point at nothing, where the engine could
+        have let them in."""
+        raise NotImplementedError
+
+    def yoyo_log(self, migration_id: str) -> list[tuple[str, str]]:
+        """yoyo's log of one migration: (operation, created_at_utc as ISO text), oldest first."""
+        raise NotImplementedError
 
     # ---- writing: the body runs inside one transaction per migration
 

@@ -180,6 +180,29 @@ class PgDriver(Driver):
     def snapshot(self) -> Schema:
         return catalog_snapshot(self.conn, self.schema)
 
+    @contextlib.contextmanager
+    def check_transaction(self, doing="checking"):
+        """Repeatable read, always rolled back: the replay's scratch schema and amcheck
+        (where it must be created) live inside it and vanish with it."""
+        with self._translated(doing), self.conn.transaction(force_rollback=True):
+            self.conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ WRITE")
+            yield self
+
+    def yoyo_log(self, migration_id):
+        if "_yoyo_log" not in self.table_names():
+            return []
+        return [(op, at.isoformat()) for op, at in self._rows(sql.SQL(
+            "SELECT operation, created_at_utc FROM {} WHERE migration_id = %s "
+            "ORDER BY created_at_utc").format(self._name("_yoyo_log")), (migration_id,))]
+
+    def integrity(self, full, tables):
+        from .. import pgcheck
+        return pgcheck.integrity(self.conn, self.schema, tables, full)
+
+    def foreign_key_problems(self, tables):
+        from .. import pgcheck
+        return pgcheck.foreign_key_problems(self.conn, self.schema, tables)
+
     def replay(self, migrations):
         """The migrations run in a scratch schema inside a transaction that is rolled back."""
         from ..engine import Replay

@@ -28,7 +28,7 @@ from yoyo.migrations import default_migration_table, get_migration_hash
 from ..database import Database, quote, translated
 from ..errors import MigrationFailed
 from ..schema import snapshot
-from .base import CHECKSUM_TABLE, AppliedRecord, Driver
+from .base import CHECKSUM_TABLE, AppliedRecord, Driver, Integrity
 
 CREATE_CHECKSUM_TABLE = f"""
 CREATE TABLE IF NOT EXISTS {CHECKSUM_TABLE} (
@@ -211,6 +211,21 @@ class SqliteDriver(Driver):
 
     def snapshot(self):
         return snapshot(self.db)
+
+    def yoyo_log(self, migration_id):
+        if "_yoyo_log" not in self.db.table_names():
+            return []
+        return [tuple(r) for r in self.db.rows(
+            "SELECT operation, created_at_utc FROM _yoyo_log WHERE migration_id = ? "
+            "ORDER BY created_at_utc", (migration_id,))]
+
+    def integrity(self, full, tables):
+        from ..verify import integrity_pragma, integrity_problems
+        return Integrity(integrity_pragma(full), integrity_problems(self.db, full))
+
+    def foreign_key_problems(self, tables):
+        from ..verify import foreign_key_problems
+        return foreign_key_problems(self.db)
 
     def replay(self, migrations):
         from ..engine import Replay

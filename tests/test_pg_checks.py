@@ -1,0 +1,162 @@
+"""backup, restore, verify and checklist through the CLI on a real PostgreSQL server: the
+procedure's chat rollback with its backup, the checklist after it, verify finding what is
+wrong, a backup brought up on an empty database, and the password never shown."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from conftest import cli
+from orchestra_schema.migrations import default_sql_dir
+from pgserver import PASSWORD
+from test_pg_commands import AGENT, CHAT, CORE, add_rows, pg
+
+EF_INITIAL = "20250927103132_InitialPostgreSQLMigration"
+
+
+@pytest.fixture
+def applied(pgdb, tmp_path, monkeypatch):
+    """Every migration applied, rows in, the working directory a fresh one (backups land there)."""
+    monkeypatch.chdir(tmp_path)
+    assert pg(pgdb, "apply").exit_code == 0
+    add_rows(pgdb)
+    return pgdb
+
+
+def checklist(database):
+    result = pg(database, "--json", "checklist")
+    return result, {i["name"]: (i["status"], i["detail"]) for i in json.loads(result.stdout)["items"]}
+
+
+def test_backup_through_the_cli_says_where_and_never_the_password(applied, tmp_path):
+    result = pg(applied, "--json", "backup", "--dir", tmp_path)
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["copy_mode"] == "pg_dump" and data["integrity"] == "ok"
+    assert data["applied_migrations"] == [CORE, CHAT, AGENT]
+    assert data["database"] == applied.url_no_password
+    assert PASSWORD not in (tmp_path / f"{data['path']}.json").read_text()
+
+
+def test_chat_rollback_with_its_backup_then_the_checklist(applied, tmp_path):
+    before, items = checklist(applied)
+    assert before.exit_code == 1  # the chat tables are still there
+    result = pg(applied, "rollback", "--only", CHAT, "--yes")
+    assert result.exit_code == 0, result.stderr
+    backups = sorted(tmp_path.glob(f"{applied.name}.backup_*.dump"))
+    assert len(backups) == 1 and f"backup: {backups[0].name}" in result.stderr
+
+    result, items = checklist(applied)
+    assert result.exit_code == 0, result.stdout
+    assert items[f"{CHAT} absent from yoyo's history"][0] == "pass"
+    assert items["table ChatMessages does not exist"][0] == "pass"
+    assert items["every other managed table present and matching its history"][0] == "pass"
+    assert items["database passes amcheck"] == ("n/a", items["database passes amcheck"][1])
+    assert "superuser" in items["database passes amcheck"][1]
+    backup_item = items["a backup taken before the rollback exists and matches its manifest"]
+    assert backup_item[0] == "pass" and backups[0].name in backup_item[1]
+
+    backups[0].write_bytes(backups[0].read_bytes()[:-10])  # damaged since: the item fails
+    result, items = checklist(applied)
+    assert result.exit_code == 1
+    assert items["a backup taken before the rollback exists and matches its manifest"][0] == "fail"
+
+
+def test_the_ef_row_counts_in_the_checklist(pgdb, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    pgdb.run_sql('CREATE TABLE "__EFMigrationsHistory" ("MigrationId" character varying(150) '
+                 'NOT NULL PRIMARY KEY, "ProductVersion" character varying(32) NOT NULL)')
+    assert pg(pgdb, "apply").exit_code == 0
+    assert pg(pgdb, "rollback", "--only", CHAT, "--yes", "--no-backup").exit_code == 0
+    _, items = checklist(pgdb)
+    assert items[f"{CHAT} absent from __EFMigrationsHistory"][0] == "pass"
+    pgdb.run_sql(f"""INSERT INTO "__EFMigrationsHistory" VALUES ('{EF_INITIAL}', '9.0.9')""")
+    _, items = checklist(pgdb)
+    assert items[f"{CHAT} absent from __EFMigrationsHistory"][0] == "fail"
+
+
+def verify(database, *args):
+    result = pg(database, "--json", *args, "verify")
+    data = json.loads(result.stdout)
+    return result, {c["name"]: c["problems"] for c in data["checks"]}, data
+
+
+def test_verify_passes_and_says_why_amcheck_is_na(applied):
+    result, checks, data = verify(applied)
+    assert result.exit_code == 0, result.stdout
+    assert data["integrity_pragma"] == "n/a"
+    assert any("amcheck" in n and "superuser" in n for n in data["notes"])
+    assert "hangfire" not in " ".join(data["unmanaged_tables"])
+
+
+def test_verify_with_amcheck_installed(pg_cluster, applied):
+    pg_cluster.admin("CREATE EXTENSION amcheck; GRANT EXECUTE ON FUNCTION verify_heapam, "
+                     "bt_index_check(regclass, boolean) TO orchestra", dbname=applied.name)
+    result, checks, data = verify(applied)
+    assert result.exit_code == 0 and data["integrity_pragma"] == "amcheck"
+    result = pg(applied, "--json", "verify", "--full")
+    assert json.loads(result.stdout)["integrity_pragma"] == "amcheck heapallindexed"
+
+
+def test_verify_finds_drift(applied):
+    applied.run_sql('ALTER TABLE "Agents" ADD COLUMN "Extra" integer; '
+                    'DROP INDEX "IX_ChatMessages_CreatedAt"')
+    result, checks, _ = verify(applied)
+    assert result.exit_code == 1
+    text = " ".join(checks["drift"])
+    assert "Agents.Extra" in text and "IX_ChatMessages_CreatedAt" in text
+    assert [c for c, problems in checks.items() if problems] == ["drift"]
+
+
+def test_verify_finds_a_foreign_key_never_checked(applied):
+    applied.run_sql("""
+        ALTER TABLE "ChatMessages" DROP CONSTRAINT "FK_ChatMessages_ChatSessions_SessionId";
+        INSERT INTO "ChatMessages" VALUES (gen_random_uuid(), gen_random_uuid(), 'user', 'x', 0,
+            now(), NULL);
+        ALTER TABLE "ChatMessages" ADD CONSTRAINT "FK_ChatMessages_ChatSessions_SessionId"
+            FOREIGN KEY ("SessionId") REFERENCES "ChatSessions" ("Id") ON DELETE CASCADE
+            NOT VALID""")
+    result, checks, _ = verify(applied)
+    assert result.exit_code == 1
+    assert [c for c, problems in checks.items() if problems] == ["foreign_keys"]
+    assert "1 row(s) reference missing rows" in checks["foreign_keys"][0]
+
+
+def test_verify_finds_a_changed_migration_file(applied, tmp_path):
+    sql = shutil.copytree(default_sql_dir("postgresql"), tmp_path / "sql")
+    chat = sql / f"{CHAT}.rollback.sql"
+    chat.write_text(chat.read_text() + "\n-- edited after it was applied\n")
+    result, checks, _ = verify(applied, "--sql-dir", sql)
+    assert result.exit_code == 1
+    assert "changed since it was applied" in checks["migration_files"][0]
+
+
+def test_restore_brings_a_backup_up_on_an_empty_database(pg_cluster, applied, tmp_path):
+    made = json.loads(pg(applied, "--json", "backup", "--dir", tmp_path).stdout)
+    empty = pg_cluster.new_database("new")
+    try:
+        # As a new server would be addressed: the app's own variable, Npgsql's syntax.
+        result = cli("--json", "restore", made["path"], env={"EFCORE_CONNECTION": empty.npgsql})
+        assert result.exit_code == 0, result.stderr
+        assert PASSWORD not in result.stdout + result.stderr
+        assert json.loads(result.stdout)["applied_migrations"] == [CORE, CHAT, AGENT]
+        assert empty.tables() == applied.tables()
+        assert empty.rows('SELECT count(*) FROM "ChatMessages"') == [(5,)]
+        result, checks, _ = verify(empty)
+        assert result.exit_code == 0, checks
+    finally:
+        pg_cluster.drop_database(empty)
+
+
+def test_restore_refuses_a_truncated_archive_through_the_cli(applied, tmp_path):
+    made = json.loads(pg(applied, "--json", "backup", "--dir", tmp_path).stdout)
+    archive = tmp_path / made["path"]
+    archive.write_bytes(archive.read_bytes()[:-200])
+    applied.run_sql('DELETE FROM "ChatMessages"')
+    result = pg(applied, "restore", archive)
+    assert result.exit_code == 5
+    assert result.stderr.startswith("orchestra-schema: error: ") and "unchanged" in result.stderr
+    assert applied.rows('SELECT count(*) FROM "ChatMessages"') == [(0,)]
