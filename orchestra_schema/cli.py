@@ -281,24 +281,30 @@ def checklist(s: Settings, full):
 
 @main.command()
 @click.option("--to", "to", metavar="ID|0",
-              help="Rehearse rolling back to ID (0: everything). Default: keep the core, "
-                   "roll back the chat tables.")
+              help="Rehearse rolling back to ID (0: everything). Default: roll back the chat "
+                   "tables only.")
+@click.option("--only", "only", metavar="ID",
+              help="Rehearse rolling back ID and the migrations that depend on it, nothing else.")
 @click.option("--memory", is_flag=True,
               help="Copy the snapshot into memory (about the database's size) instead of viewing "
                    "the live file, held still, with changes in a temporary file.")
 @click.option("--workdir", type=click.Path(path_type=Path, file_okay=False),
               help="Directory for the snapshot's temporary file (default: the system temp dir).")
 @pass_settings
-def rehearse(s: Settings, to, memory, workdir):
-    """Roll back and re-apply on an online snapshot; the live database is never changed."""
-    report = rehearsal.rehearse(s.ctx, to=to, memory=memory, workdir=workdir)
+def rehearse(s: Settings, to, only, memory, workdir):
+    """Roll back and re-apply on an online snapshot (PostgreSQL: in a transaction that is
+    always rolled back); the live database is never changed."""
+    report = rehearsal.rehearse(s.ctx, to=to, memory=memory, workdir=workdir, only=only)
     for warning in report.warnings:
         s.warn(warning)
     on = {"overlay": "a view of the live file (its changes in {})", "copy": "a snapshot copied to {}",
-          "memory": "a snapshot in memory"}[report.snapshot_mode].format(report.snapshot)
-    lines = [f"rehearsal: roll back {report.database} to {report.target} on {on}"]
+          "memory": "a snapshot in memory",
+          "transaction": "the live database, in a transaction rolled back at the end"}[
+        report.snapshot_mode].format(report.snapshot)
+    what = f"to {report.target}" if report.only is None else f"{report.only} only"
+    lines = [f"rehearsal: roll back {report.database} {what} on {on}"]
     if not report.rolled_back:
-        lines.append(f"nothing to roll back to {report.target}")
+        lines.append(f"nothing to roll back ({what})")
     lines += [f"real rollback would delete {n} row(s) of {t}" for t, n in report.rows_lost.items()]
     lines += [f"{st.name:22} {st.seconds:9.3f} s  {'ok' if st.ok else 'FAIL: ' + st.detail}"
               for st in report.steps]

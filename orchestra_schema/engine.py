@@ -128,8 +128,7 @@ def count_rows(db, tables) -> dict[str, int]:
 
 def dropped_tables(db, statements) -> list[str]:
     """Tables the statements would drop (SQLite: its authorizer, compiling them)."""
-    import apsw
-    return driver_of(db).tables_authorized(statements, {apsw.SQLITE_DROP_TABLE})
+    return driver_of(db).dropped_tables(statements)
 
 
 def tables_losing_rows(db, statements) -> list[str]:

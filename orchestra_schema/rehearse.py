@@ -28,6 +28,7 @@ from .copying import copy_pages
 from .database import Database, translated
 from .engine import (HISTORY_TABLES, applied_migrations, apply_one, count_rows, dropped_tables,
                      rollback_one, tables_losing_rows)
+from .engines import driver_of
 from .errors import DatabaseUnavailable, MigrationFailed, UsageError
 from .schema import diff, snapshot
 
@@ -43,9 +44,10 @@ class Step:
 @dataclass
 class RehearsalReport:
     database: str
-    snapshot: str  # "memory", or the temporary file (deleted afterwards)
-    target: str
-    snapshot_mode: str = ""  # "overlay", "copy" or "memory"; see _snapshot
+    snapshot: str  # "memory", the temporary file (deleted afterwards), or "transaction"
+    target: str | None  # --to; None with --only
+    snapshot_mode: str = ""  # "overlay", "copy", "memory" or "transaction"; see _snapshot
+    only: str | None = None  # --only: that migration and what depends on it
     rolled_back: list[str] = field(default_factory=list)
     rows_lost: dict[str, int] = field(default_factory=dict)  # per table dropped or deleted from
     warnings: list[str] = field(default_factory=list)
@@ -63,27 +65,61 @@ def default_target(migrations) -> str:
 
 
 def rehearse(ctx: Context, to: str | None = None, memory: bool = False,
-             workdir: Path | None = None) -> RehearsalReport:
+             workdir: Path | None = None, only: str | None = None) -> RehearsalReport:
     migrations = ctx.migrations()
-    to = to if to is not None else default_target(migrations)
-    mig.resolve_target(to, migrations)  # an unknown --to fails before anything is copied
+    if to is not None and only is not None:
+        raise UsageError("rehearse takes --to ID|0 or --only ID, not both")
+    if to is None and only is None:  # the chat tables alone (PostgreSQL: AgentSessions stays)
+        to, only = ((default_target(migrations), None) if ctx.engine == "sqlite"
+                    else (None, ef.CHAT_MIGRATION[ctx.engine]))
+    if only is None:
+        mig.resolve_target(to, migrations)  # an unknown --to fails before anything is copied
+    else:
+        mig.dependents(only, migrations)
+    if ctx.engine == "postgresql":
+        report = _rehearse_in_transaction(ctx, migrations, to, only)
+    else:
+        report = _rehearse_on_snapshot(ctx, migrations, to, only, memory, workdir)
+    report.problems = [f"{s.name}: {s.detail}" for s in report.steps if not s.ok]
+    report.ok = not report.problems
+    return report
+
+
+def _rehearse_on_snapshot(ctx, migrations, to, only, memory, workdir) -> RehearsalReport:
     with ctx.open(readonly=True) as live, _place(live, memory, workdir) as where, \
             contextlib.ExitStack() as stack:
-        report = RehearsalReport(str(ctx.database), where, to)
+        report = RehearsalReport(str(ctx.database), where, to, only=only)
         start = time.perf_counter()
         with translated(ctx.database, "taking the snapshot"):
             snap = stack.enter_context(_snapshot(live, where, ctx.timeout, report))
         report.steps.append(Step("snapshot", round(time.perf_counter() - start, 3), True, "ok"))
         with translated(Path(where), "rehearsing on the snapshot"), _scratch_errors(where):
             _rehearse_on(snap, migrations, report)
-    report.problems = [f"{s.name}: {s.detail}" for s in report.steps if not s.ok]
-    report.ok = not report.problems
     return report
 
 
-def _rehearse_on(snap: Database, migrations, report: RehearsalReport) -> None:
+def _rehearse_in_transaction(ctx, migrations, to, only) -> RehearsalReport:
+    """PostgreSQL: the real rollback and apply on the live database, inside one
+    repeatable-read transaction that is always rolled back. The run lock and the
+    lock_timeout retries are the migration commands' own (rollback_one, apply_one):
+    a table the app holds is waited for at most lock_timeout at a time, until
+    --timeout (exit 3). Once the rollback has its locks, the app's queries on the
+    tables it drops wait until the rehearsal ends (its checks and the apply again)."""
+    report = RehearsalReport(ctx.display, "transaction", to, "transaction", only=only)
+    with ctx.connect() as driver:
+        start = time.perf_counter()
+        driver.lock()
+        with driver.check_transaction("rehearsing"):
+            report.steps.append(Step("snapshot", round(time.perf_counter() - start, 3), True,
+                                     "ok (a transaction, rolled back at the end)"))
+            _rehearse_on(driver, migrations, report)
+    return report
+
+
+def _rehearse_on(snap, migrations, report: RehearsalReport) -> None:
     applied = applied_migrations(snap)
-    plan = mig.plan_rollback(migrations, set(applied), report.target)
+    plan = (mig.plan_rollback(migrations, set(applied), report.target) if report.only is None
+            else mig.plan_rollback_only(migrations, set(applied), report.only))
     # Refused exactly where the real rollback would be.
     report.warnings = check_rollback_safe(plan, applied, {m.id for m in migrations})
     if not plan:
@@ -110,7 +146,7 @@ def _rehearse_on(snap: Database, migrations, report: RehearsalReport) -> None:
 
 def _record_start(snap: Database, into: dict) -> list[str]:
     """What the rehearsal must find again: schema, row counts, both histories."""
-    into.update(schema=snapshot(snap), counts=count_rows(snap, snap.table_names()),
+    into.update(schema=driver_of(snap).snapshot(), counts=count_rows(snap, snap.table_names()),
                 history=_histories(snap))
     return []
 
@@ -154,7 +190,7 @@ def _after_rollback(snap: Database, dropped, losing, before: dict[str, int],
 
 
 def _after_apply(snap: Database, before_schema, before_history) -> list[str]:
-    problems = [f"schema differs from the start: {d}" for d in diff(before_schema, snapshot(snap))]
+    problems = [f"schema differs from the start: {d}" for d in diff(before_schema, driver_of(snap).snapshot())]
     if _histories(snap) != before_history:
         problems.append(f"histories differ from the start: {_histories(snap)} now, "
                         f"{before_history} before")

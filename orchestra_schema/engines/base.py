@@ -69,6 +69,10 @@ class Driver(ABC):
     def tables_losing_rows(self, statements) -> list[str]:
         """Managed tables the statements would drop or delete rows from, without running them."""
 
+    def dropped_tables(self, statements) -> list[str]:
+        """Managed tables the statements would drop, without running them."""
+        raise NotImplementedError
+
     @abstractmethod
     def snapshot(self):
         """schema.Schema of the managed tables."""

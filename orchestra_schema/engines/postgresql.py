@@ -177,6 +177,11 @@ class PgDriver(Driver):
                     found.append(table)
         return found
 
+    def dropped_tables(self, statements) -> list[str]:
+        existing = self.table_names()
+        dropped = [t for s in statements for t in statement_targets(s, drops_only=True)]
+        return [t for i, t in enumerate(dropped) if t in existing and t not in dropped[:i]]
+
     def snapshot(self) -> Schema:
         return catalog_snapshot(self.conn, self.schema)
 
@@ -361,13 +366,15 @@ def _unquote(name: str) -> str:
     return last[1:-1].replace('""', '"') if last.startswith('"') else last.lower()
 
 
-def statement_targets(statement: str, writes: bool = False) -> list[str]:
+def statement_targets(statement: str, writes: bool = False, drops_only: bool = False) -> list[str]:
     """Tables a statement drops, deletes from or truncates (writes=True: also creates,
-    alters, inserts into or updates), by name without schema."""
+    alters, inserts into or updates; drops_only: only drops), by name without schema."""
     text = _strip_comments(statement)
     found = []
     for pattern in (_LOSING, _WRITING) if writes else (_LOSING,):
         for match in pattern.finditer(text):
+            if drops_only and not re.match(r"DROP\b", match.group(0), re.IGNORECASE):
+                continue
             found += [_unquote(n) for n in re.findall(_QUALIFIED, match.group(1))]
     return found
 

@@ -191,6 +191,9 @@ class SqliteDriver(Driver):
     def tables_losing_rows(self, statements) -> list[str]:
         return self.tables_authorized(statements, {apsw.SQLITE_DROP_TABLE, apsw.SQLITE_DELETE})
 
+    def dropped_tables(self, statements) -> list[str]:
+        return self.tables_authorized(statements, {apsw.SQLITE_DROP_TABLE})
+
     def tables_authorized(self, statements, ops: set[int]) -> list[str]:
         """User tables that SQLite's authorizer reports for `ops` while compiling statements.
 
