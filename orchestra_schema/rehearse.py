@@ -47,13 +47,13 @@ class RehearsalReport:
     snapshot: str  # "memory", the temporary file (deleted afterwards), or "transaction"
     target: str | None  # --to; None with --only
     snapshot_mode: str = ""  # "overlay", "copy", "memory" or "transaction"; see _snapshot
-    only: str | None = None  # --only: that migration and what depends on it
     rolled_back: list[str] = field(default_factory=list)
     rows_lost: dict[str, int] = field(default_factory=dict)  # per table dropped or deleted from
     warnings: list[str] = field(default_factory=list)
     steps: list[Step] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     ok: bool = True
+    only: str | None = None  # --only: that migration and what depends on it
 
 
 def default_target(migrations) -> str:
