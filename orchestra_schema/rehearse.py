@@ -64,6 +64,7 @@ def default_target(migrations) -> str:
 
 def rehearse(ctx: Context, to: str | None = None, memory: bool = False,
              workdir: Path | None = None) -> RehearsalReport:
+    ctx.require_sqlite("rehearse")
     migrations = ctx.migrations()
     to = to if to is not None else default_target(migrations)
     mig.resolve_target(to, migrations)  # an unknown --to fails before anything is copied

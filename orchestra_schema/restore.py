@@ -46,6 +46,7 @@ def restore(ctx: Context, backup_path: Path, yes: bool = False, make_backup: boo
     make_backup=False skips the pre-restore copy of a healthy database; the
     copy of a damaged one is always kept (recover can salvage from it).
     """
+    ctx.require_sqlite("restore")
     backup_path = Path(backup_path)
     check = trusted_backup(backup_path, ctx.database, "restore")
     live = health(ctx)

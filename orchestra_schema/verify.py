@@ -57,6 +57,7 @@ class VerifyReport:
 
 
 def verify(ctx: Context, full: bool = False) -> VerifyReport:
+    ctx.require_sqlite("verify")
     migrations = ctx.migrations()
     with (ctx.open(readonly=True) as db, translated(ctx.database, "verifying"),
           db.read_transaction()):
@@ -198,6 +199,7 @@ class ChecklistReport:
 
 
 def checklist(ctx: Context, full: bool = False) -> ChecklistReport:
+    ctx.require_sqlite("checklist")
     migrations = ctx.migrations()
     chat = next((m for m in migrations if m.id == CHAT), None)
     if chat is None:
