@@ -21,7 +21,7 @@ from .context import Context
 from .database import Database, translated
 from .engine import applied_migrations
 from .errors import Busy, DatabaseUnavailable, Refused
-from .schema import diff, snapshot
+from .schema import Sides, differences, render, snapshot
 
 
 @dataclass
@@ -107,9 +107,14 @@ def _size(path: Path) -> int:
     return Path(path).stat().st_size
 
 
+# schema differences said from the backup's side (expected = the live database, found = the backup)
+BACKUP_VS_LIVE = Sides(missing="only in the live database", extra="only in the backup",
+                       expected="live", found="in the backup")
+
+
 def _refuse_unrestorable(ctx: Context, result: RestoreResult, live: Database, source, yes: bool):
     theirs = snapshot(Database(result.restored_from, source, readonly=True))
-    result.schema_differences = [_backup_vs_live(line) for line in diff(snapshot(live), theirs)]
+    result.schema_differences = [render(d, BACKUP_VS_LIVE) for d in differences(snapshot(live), theirs)]
     if result.schema_differences and not yes:
         shown = "; ".join(result.schema_differences[:4])
         more = len(result.schema_differences) - 4
@@ -124,15 +129,6 @@ def _refuse_unrestorable(ctx: Context, result: RestoreResult, live: Database, so
             f"{result.restored_from}: page size {page_size} differs from {ctx.database}'s "
             f"{live_page_size}, which SQLite cannot restore into a WAL database online; nothing "
             "changed; stop the application and use `recover --from` instead")
-
-
-def _backup_vs_live(line: str) -> str:
-    """schema.diff's words (expected = live, found = backup) said from the backup's side."""
-    for theirs, ours in ((": missing", ": only in the live database"),
-                         (": not expected (extra)", ": only in the backup"),
-                         (" expected, ", " live, "), (" found", " in the backup")):
-        line = line.replace(theirs, ours)
-    return line
 
 
 def _replace_file(ctx: Context, result: RestoreResult, progress) -> None:
