@@ -20,7 +20,7 @@ import apsw
 from . import files
 from .context import Context
 from .copying import Progress, chain, copy_to_file, integrity_of
-from .errors import DatabaseUnavailable, Refused, UsageError
+from .errors import DatabaseCorrupt, DatabaseUnavailable, Refused, UsageError
 
 MANIFEST_VERSION = 1
 
@@ -282,13 +282,6 @@ def health(ctx: Context) -> str:
     try:
         with ctx.open(readonly=True) as db:
             return integrity_of(db.connection, "quick_check")
-    except DatabaseUnavailable as err:
-        if is_damage(err):
-            return f"unreadable: {err.__cause__}"
-        raise  # missing permissions and the like are not damage
-
-
-def is_damage(err: DatabaseUnavailable) -> bool:
-    """Did SQLite find the file damaged (rather than missing, locked or forbidden)?"""
-    return isinstance(err.__cause__, (apsw.NotADBError, apsw.CorruptError))
+    except DatabaseCorrupt as err:  # missing permissions and the like are not damage: raised
+        return f"unreadable: {err.reason}"
 

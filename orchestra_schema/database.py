@@ -13,7 +13,7 @@ from pathlib import Path
 
 import apsw
 
-from .errors import Busy, DatabaseUnavailable
+from .errors import Busy, DatabaseCorrupt, DatabaseUnavailable
 
 _READONLY_ROLLBACK = 776  # SQLITE_READONLY_ROLLBACK: hot journal, read-only connection
 
@@ -37,10 +37,10 @@ def database_error(err: apsw.Error, path: Path, doing: str) -> Exception:
             "retry later or raise --timeout"
         )
     if isinstance(err, apsw.NotADBError):
-        return DatabaseUnavailable(f"{path}: not an SQLite database; check --database")
+        return DatabaseCorrupt(f"{path}: not an SQLite database; check --database", str(err))
     if isinstance(err, apsw.CorruptError):
-        return DatabaseUnavailable(
-            f"{path}: database is corrupt ({err}); restore or recover it from a backup"
+        return DatabaseCorrupt(
+            f"{path}: database is corrupt ({err}); restore or recover it from a backup", str(err)
         )
     if isinstance(err, _UNREADABLE):
         return DatabaseUnavailable(f"{path}: cannot use database while {doing}: {err}")

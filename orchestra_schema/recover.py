@@ -20,12 +20,12 @@ from pathlib import Path
 import apsw
 
 from . import files, salvage
-from .backup import health, is_damage, stamp, trusted_backup
+from .backup import health, stamp, trusted_backup
 from .copying import Progress, integrity_of
 from .context import Context
 from .database import Database, quote
 from .engine import HISTORY_TABLES, applied_migrations, apply_one
-from .errors import Busy, CheckFailed, DatabaseUnavailable, OrchestraError, Refused
+from .errors import Busy, CheckFailed, DatabaseCorrupt, DatabaseUnavailable, OrchestraError, Refused
 from .migrations import ancestors
 
 
@@ -145,10 +145,8 @@ def _open_source(ctx: Context, result: RecoverResult) -> Database | None:
         return Database(result.source, files.open_immutable(result.source), readonly=True)
     try:
         return Database.open(ctx.database, readonly=True, timeout=ctx.timeout)
-    except DatabaseUnavailable as err:
-        if not is_damage(err):
-            raise
-        result.warnings.append(f"{ctx.database}: nothing readable ({err.__cause__}); "
+    except DatabaseCorrupt as err:
+        result.warnings.append(f"{ctx.database}: nothing readable ({err.reason}); "
                                "rebuilt from the migrations alone")
         return None
 

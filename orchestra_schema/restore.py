@@ -15,12 +15,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import files
-from .backup import discard, health, is_damage, safety_copy, stamp, trusted_backup
+from .backup import discard, health, safety_copy, stamp, trusted_backup
 from .copying import Progress, copy_pages, copy_to_file, integrity_of
 from .context import Context
 from .database import Database, translated
 from .engine import applied_migrations
-from .errors import Busy, DatabaseUnavailable, Refused
+from .errors import Busy, DatabaseCorrupt, Refused
 from .schema import Sides, differences, render, snapshot
 
 
@@ -56,8 +56,8 @@ def restore(ctx: Context, backup_path: Path, yes: bool = False, make_backup: boo
     else:
         try:
             _restore_into_live(ctx, result, yes, make_backup or live != "ok", progress)
-        except DatabaseUnavailable as err:
-            if live == "ok" or not is_damage(err):
+        except DatabaseCorrupt:
+            if live == "ok":
                 raise
             result.method = "replaced"  # SQLite cannot open it: it can only be swapped
             _replace_file(ctx, result, progress)
