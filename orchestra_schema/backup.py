@@ -19,7 +19,7 @@ import apsw
 
 from . import files
 from .context import Context
-from .copying import Progress, chain, copy_to_file, integrity_of
+from .copying import Progress, chain, copy_to_file, integrity_of, integrity_pragma
 from .errors import DatabaseCorrupt, DatabaseUnavailable, Refused, UsageError
 
 MANIFEST_VERSION = 1
@@ -71,7 +71,7 @@ def backup(ctx: Context, output: Path | None = None, directory: Path | None = No
         raise Refused(f"{output}: already exists; nothing changed; choose another --output")
     now = datetime.now(timezone.utc)
     names = ([Path(output)] if output is not None
-             else files.unique_names(target / f"{ctx.database.name}.backup_{stamp(now)}"))
+             else files.unique_names(target / f"{ctx.database.name}.backup_{files.stamp(now)}"))
     result = _take(ctx, names, now, progress, full_check, "backing up", "backup")
     if keep is not None:
         result.deleted = _prune(ctx.database, target, keep, result.path)
@@ -85,7 +85,7 @@ def safety_copy(ctx: Context, kind: str, progress: Progress | None = None,
     damaged: the database failed its check, so its copy will too; keep it anyway.
     """
     now = datetime.now(timezone.utc)
-    names = files.unique_names(ctx.database.parent / f"{ctx.database.name}.{kind}_{stamp(now)}")
+    names = files.unique_names(files.aside_name(ctx.database, kind, now))
     return _take(ctx, names, now, progress, False, f"making the {kind} copy", f"{kind} copy",
                  require_ok=not damaged)
 
@@ -115,10 +115,6 @@ def discard(backup_path: Path) -> None:
     """Remove a backup this run made and no longer needs, with its manifest."""
     manifest_path(backup_path).unlink(missing_ok=True)
     Path(backup_path).unlink(missing_ok=True)
-
-
-def stamp(now: datetime) -> str:
-    return now.strftime("%Y%m%d_%H%M%S")
 
 
 def manifest_path(backup_path: Path) -> Path:
@@ -224,7 +220,7 @@ def check_backup(path: Path, full: bool = True) -> BackupCheck:
         check.problems.append(f"cannot be opened: {err}")
         return check
     try:
-        check.integrity = integrity_of(conn, "integrity_check" if full else "quick_check")
+        check.integrity = integrity_of(conn, integrity_pragma(full))
     finally:
         conn.close()
     if check.integrity != "ok":

@@ -239,7 +239,7 @@ def inspect(path: Path, full: bool, integrity: str | None = None) -> Inspection:
 
     integrity: the quick_check result already found for these bytes (not run again).
     """
-    check = "integrity_check" if full else "quick_check"
+    check = integrity_pragma(full)
     conn = files.open_immutable(path)
     try:
         integrity = integrity or integrity_of(conn, check)
@@ -251,6 +251,11 @@ def inspect(path: Path, full: bool, integrity: str | None = None) -> Inspection:
     finally:
         conn.close()
     return Inspection(integrity, check, pages, files.journal_mode(path), applied)
+
+
+def integrity_pragma(full: bool) -> str:
+    """quick_check by default (about 1 s per GB); integrity_check when asked (about 25 s per GB)."""
+    return "integrity_check" if full else "quick_check"
 
 
 def integrity_of(conn: apsw.Connection, check: str = "integrity_check") -> str:

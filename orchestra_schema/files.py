@@ -26,7 +26,7 @@ from typing import Iterable, Iterator
 
 import apsw
 
-from .errors import DatabaseUnavailable, Refused, UsageError
+from .errors import Busy, DatabaseUnavailable, Refused, UsageError
 
 TEMP_MARK = ".orchestra-tmp-"
 _TEMP_NAME = re.compile(r"(\..+\.orchestra-tmp-\d+-[0-9a-f]{8})(?:-journal|-wal|-shm)?")
@@ -282,6 +282,23 @@ def copy_owner_and_mode(model: Path, path: Path) -> None:
     with contextlib.suppress(PermissionError):
         os.chown(path, st.st_uid, st.st_gid)
     os.chmod(path, st.st_mode & 0o7777)
+
+
+def aside_name(database: Path, kind: str, now) -> Path:
+    """Where a replaced database is kept: DB.KIND_YYYYmmdd_HHMMSS (UTC) beside it."""
+    return database.with_name(f"{database.name}.{kind}_{stamp(now)}")
+
+
+def stamp(now) -> str:
+    """UTC time in backup and aside names: sorts as it reads."""
+    return now.strftime("%Y%m%d_%H%M%S")
+
+
+def refuse_in_use(database: Path, command: str, state: str = "") -> None:
+    """Busy (exit 3, nothing changed) while another process has the database open."""
+    if in_use(database):
+        raise Busy(f"{database}: {state}still open in another process; stop the Orchestra API and "
+                   f"Hangfire, then rerun {command}; nothing changed")
 
 
 def in_use(path: Path) -> bool:

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import files
-from .backup import discard, health, safety_copy, stamp, trusted_backup
+from .backup import discard, health, safety_copy, trusted_backup
 from .copying import Progress, copy_pages, copy_to_file, integrity_of
 from .context import Context
 from .database import Database, translated
@@ -136,10 +136,9 @@ def _replace_file(ctx: Context, result: RestoreResult, progress) -> None:
     database = ctx.database
     files.check_writable_dir(database.parent, "restored database")
     exists = database.exists()
-    if exists and files.in_use(database):
-        raise Busy(f"{database}: damaged and still open in another process; stop the Orchestra "
-                   "API and Hangfire, then rerun restore; nothing changed")
-    aside = database.with_name(f"{database.name}.corrupted_{stamp(datetime.now(timezone.utc))}")
+    if exists:
+        files.refuse_in_use(database, "restore", "damaged and ")
+    aside = files.aside_name(database, "corrupted", datetime.now(timezone.utc))
 
     def publish(staged: files.Staged) -> Path:
         if not exists:
