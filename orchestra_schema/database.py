@@ -29,6 +29,9 @@ _UNREADABLE = (
 )
 
 
+DEFAULT_TIMEOUT = 10.0  # seconds to wait for another process's lock; the CLI's --timeout default
+
+
 def database_error(err: apsw.Error, path: Path, doing: str) -> Exception:
     """Map an apsw error to the project exception with the right exit code."""
     if isinstance(err, (apsw.BusyError, apsw.LockedError)):
@@ -68,7 +71,7 @@ class Database:
         self.readonly = readonly
 
     @classmethod
-    def open(cls, path: Path, *, timeout: float = 5.0, create: bool = False,
+    def open(cls, path: Path, *, timeout: float = DEFAULT_TIMEOUT, create: bool = False,
              readonly: bool = False, vfs: str | None = None) -> "Database":
         path = Path(path)
         _check_path(path, create=create)
