@@ -19,7 +19,7 @@ import apsw
 
 from . import files
 from .context import Context
-from .copying import Progress, chain, copy_to_file, integrity_of, integrity_pragma
+from .copying import Progress, chain, integrity_of, integrity_pragma, new_backup
 from .errors import DatabaseCorrupt, DatabaseUnavailable, Refused, UsageError
 
 MANIFEST_VERSION = 1
@@ -72,7 +72,8 @@ def backup(ctx: Context, output: Path | None = None, directory: Path | None = No
     now = datetime.now(timezone.utc)
     names = ([Path(output)] if output is not None
              else files.unique_names(target / f"{ctx.database.name}.backup_{files.stamp(now)}"))
-    result = _take(ctx, names, now, progress, full_check, "backing up", "backup")
+    result = _take(ctx, names, now, progress, full_check=full_check, doing="backing up",
+                   what="backup")
     if keep is not None:
         result.deleted = _prune(ctx.database, target, keep, result.path)
     return result
@@ -86,21 +87,21 @@ def safety_copy(ctx: Context, kind: str, progress: Progress | None = None,
     """
     now = datetime.now(timezone.utc)
     names = files.unique_names(files.aside_name(ctx.database, kind, now))
-    return _take(ctx, names, now, progress, False, f"making the {kind} copy", f"{kind} copy",
+    return _take(ctx, names, now, progress, doing=f"making the {kind} copy", what=f"{kind} copy",
                  require_ok=not damaged)
 
 
-def _take(ctx: Context, names, now: datetime, progress, full_check: bool, doing: str, what: str,
-          require_ok: bool = True) -> BackupResult:
+def _take(ctx: Context, names, now: datetime, progress, *, doing: str, what: str,
+          full_check: bool = False, require_ok: bool = True) -> BackupResult:
     """Copy, check and publish the backup under the first free name, then its manifest."""
     names = iter(names)
     first = next(names)
     with ctx.open(readonly=True) as db:
         files.check_writable_dir(first.parent, what)
         files.check_free_space(first.parent, files.database_size(ctx.database))
-        copy = copy_to_file(db.connection, ctx.database, chain(first, names), progress=progress,
-                            timeout=ctx.timeout, full_check=full_check, doing=doing,
-                            require_ok=require_ok, live=True)
+        copy = new_backup(db.connection, ctx.database, chain(first, names), progress=progress,
+                          timeout=ctx.timeout, doing=doing, full_check=full_check,
+                          require_ok=require_ok)
     result = BackupResult(
         database=ctx.database, path=copy.path, manifest=manifest_path(copy.path),
         created_at=now.isoformat(timespec="microseconds"), size=copy.size, sha256=copy.sha256,

@@ -36,11 +36,14 @@ _PENDING_BYTE = 0x40000000  # SQLite's lock bytes on the database file start her
 
 
 class Staged:
-    """A new 0600 file beside `final`, flock-held while alive, removed on exit unless published."""
+    """A new 0600 file beside `final`, flock-held while alive, removed on exit unless published.
+
+    Leftovers of killed runs are not its business: callers that write big
+    files there call clean_stale first, and report what it removed.
+    """
 
     def __init__(self, final: Path):
         self.directory = Path(final).parent
-        self.cleaned = clean_stale(self.directory)
         while True:
             self.path = self.directory / f".{Path(final).name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -60,10 +63,13 @@ class Staged:
     def publish(self, names: Iterable[Path]) -> Path:
         """fsync, then give the file the first name in `names` that is free."""
         fsync(self.path)
+        final = None
         for final in names:
             if _link(self.path, Path(final)):
                 fsync(self.directory)
                 return Path(final)
+        if final is None:
+            raise ValueError("publish() needs at least one name")
         raise Refused(f"{final}: appeared while this run was writing it (another process "
                       "created it); left as it is, and this run's copy removed")
 

@@ -78,6 +78,7 @@ def recover(ctx: Context, source: Path | None = None, yes: bool = False,
     files.check_writable_dir(database.parent, "recovered database")
     files.refuse_in_use(database, "recover")
     result = RecoverResult(database, Path(source or database), source is not None, live)
+    files.clean_stale(database.parent)  # what killed runs left there
     with files.Staged(database) as staged:
         with files.writing(database.parent, "rebuilding the database"):
             _rebuild(ctx, staged.path, migrations, result, progress)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import files
 from .backup import discard, health, safety_copy, trusted_backup
-from .copying import Progress, copy_pages, copy_to_file, integrity_of
+from .copying import Progress, copy_pages, integrity_of, replace_live
 from .context import Context
 from .database import Database, translated
 from .engine import applied_migrations
@@ -143,6 +143,7 @@ def _replace_file(ctx: Context, result: RestoreResult, progress) -> None:
     def publish(staged: files.Staged) -> Path:
         if not exists:
             return staged.publish([database])
+        files.copy_owner_and_mode(database, staged.path)  # the application's user must open it
         result.moved_aside = staged.swap_in(database, aside)
         result.backup = result.backup or result.moved_aside[0]
         return database
@@ -150,8 +151,7 @@ def _replace_file(ctx: Context, result: RestoreResult, progress) -> None:
     source = files.open_immutable(result.restored_from)
     try:
         files.check_free_space(database.parent, result.restored_from.stat().st_size)
-        copy_to_file(source, result.restored_from, [database], progress=progress,
-                     timeout=ctx.timeout, doing="restoring", mode_from=database if exists else None,
-                     publish=publish)
+        replace_live(source, result.restored_from, database, publish, progress=progress,
+                     timeout=ctx.timeout)
     finally:
         source.close()
