@@ -7,11 +7,9 @@ from pathlib import Path
 
 from . import migrations as mig
 from .address import PgAddress
-from .database import Database
+from .database import DEFAULT_TIMEOUT, Database
 from .engines import Driver
 from .errors import UsageError
-
-DEFAULT_TIMEOUT = 10.0  # seconds; the CLI's --timeout default too
 
 
 @dataclass
