@@ -18,6 +18,7 @@ from . import ef
 from .backup import backups_of, check_backup, read_manifest
 from .commands import migration_statuses
 from .context import Context
+from .copying import integrity_pragma
 from .database import Database, quote, translated
 from .engine import HISTORY_TABLES, AppliedRecord, applied_migrations, replay
 from .engines import driver_of
