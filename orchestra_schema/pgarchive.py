@@ -141,6 +141,7 @@ def dump(address, names, timeout: float, now: datetime | None = None,
     names = iter(names)
     first = next(names)
     files.check_writable_dir(first.parent, "backup")
+    cleaned = files.clean_stale(first.parent)  # what killed runs left
     with connect(address, timeout) as driver, driver.read_transaction("backing up"):
         conn = driver.conn
         snapshot_id = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
@@ -155,7 +156,7 @@ def dump(address, names, timeout: float, now: datetime | None = None,
             path = staged.publish([first, *names])
     archive = Archive(path, manifest_path(path), now.isoformat(timespec="microseconds"), size,
                       digest, applied, server_version, len(entries), CHECKS[read_all],
-                      staged.cleaned)
+                      cleaned)
     _write_manifest(archive, address)
     return archive
 
