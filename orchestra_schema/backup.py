@@ -141,12 +141,18 @@ def _write_manifest(result: BackupResult) -> None:
         "integrity": result.integrity,
         "sqlite_version": apsw.sqlite_lib_version(),
     }
+    write_manifest(result.path, data)
+
+
+def write_manifest(backup_path: Path, data: dict) -> None:
+    """The manifest beside a finished backup; if it cannot be written, no backup either."""
+    manifest = manifest_path(backup_path)
     try:
-        files.write_atomically(result.manifest, json.dumps(data, indent=2) + "\n")
+        files.write_atomically(manifest, json.dumps(data, indent=2) + "\n")
     except OSError as err:
-        result.path.unlink(missing_ok=True)  # a backup is promised with its manifest
+        Path(backup_path).unlink(missing_ok=True)  # a backup is promised with its manifest
         raise DatabaseUnavailable(
-            f"{result.manifest}: cannot write the manifest ({err.strerror}); the backup was "
+            f"{manifest}: cannot write the manifest ({err.strerror}); the backup was "
             "removed and the database is unchanged; free space or choose --dir") from err
 
 

@@ -23,7 +23,6 @@ temporary directory (PGPASSFILE); their command lines carry the address without 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import shutil
@@ -34,9 +33,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import files
+from .backup import BackupResult, manifest_path, read_manifest, write_manifest
 from .errors import Busy, DatabaseUnavailable, Refused, UsageError
 
-MANIFEST_VERSION = 1
 SUFFIX = ".dump"
 FORMAT = "pg_dump custom (-Fc)"
 CHECKS = {False: "pg_restore --list", True: "pg_restore (every block read)"}
@@ -106,10 +105,6 @@ def database_name(address) -> str:
 
 def stamp(now: datetime) -> str:
     return now.strftime("%Y%m%d_%H%M%S")
-
-
-def manifest_path(archive: Path) -> Path:
-    return Path(f"{archive}.json")
 
 
 @dataclass
@@ -196,7 +191,7 @@ def read_toc(address, archive: Path) -> list[str]:
 
 def _write_manifest(archive: Archive, address) -> None:
     data = {
-        "manifest_version": MANIFEST_VERSION,
+        "manifest_version": 1,
         "engine": "postgresql",
         "source": address.display,
         "backup": archive.path.name,
@@ -210,26 +205,7 @@ def _write_manifest(archive: Archive, address) -> None:
         "integrity_check": archive.integrity_check,
         "integrity": "ok",
     }
-    try:
-        files.write_atomically(archive.manifest, json.dumps(data, indent=2) + "\n")
-    except OSError as err:
-        archive.path.unlink(missing_ok=True)  # a backup is promised with its manifest
-        raise DatabaseUnavailable(
-            f"{archive.manifest}: cannot write the manifest ({err.strerror}); the backup was "
-            "removed and the database is unchanged; free space or choose --dir") from err
-
-
-def read_manifest(archive: Path) -> dict | None:
-    path = manifest_path(archive)
-    if not path.exists():
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"manifest {path.name} is unreadable ({err})") from err
-    if not isinstance(data, dict):
-        raise ValueError(f"manifest {path.name} is not a JSON object")
-    return data
+    write_manifest(archive.path, data)
 
 
 def backup_pattern(address) -> re.Pattern:
@@ -403,7 +379,6 @@ def archive_names(directory: Path, address, kind: str, now: datetime):
 def backup_database(ctx, output: Path | None = None, directory: Path | None = None,
                     keep: int | None = None, full_check: bool = False, kind: str = "backup"):
     """The backup command on PostgreSQL; returns backup.BackupResult (SQLite's keys)."""
-    from .backup import BackupResult
     now = datetime.now(timezone.utc)
     if output is not None:
         if Path(output).is_dir():

@@ -51,6 +51,13 @@ def state(database) -> dict:
     return out
 
 
+@pytest.fixture
+def archive(pgdb, tmp_path) -> Path:
+    """A backup of a built database, in tmp_path."""
+    build(pgdb)
+    return pgarchive.backup_database(ctx_of(pgdb), directory=tmp_path).path
+
+
 def test_backup_is_0600_checked_and_has_the_manifest(pgdb, tmp_path):
     build(pgdb)
     result = pgarchive.backup_database(ctx_of(pgdb), directory=tmp_path)
@@ -121,39 +128,34 @@ def test_restore_puts_the_backup_back_after_a_safety_backup(pgdb, tmp_path, monk
 
 
 @pytest.mark.parametrize("keep_manifest", [True, False])
-def test_a_truncated_archive_is_refused_and_nothing_changes(pgdb, tmp_path, keep_manifest):
-    build(pgdb)
-    archive = pgarchive.backup_database(ctx_of(pgdb), directory=tmp_path).path
+def test_a_truncated_archive_is_refused_and_nothing_changes(pgdb, tmp_path, archive,
+                                                           keep_manifest):
     cut = tmp_path / f"cut{pgarchive.SUFFIX}"
     cut.write_bytes(archive.read_bytes()[: archive.stat().st_size * 2 // 3])
     if keep_manifest:
         manifest = json.loads(pgarchive.manifest_path(archive).read_text())
         pgarchive.manifest_path(cut).write_text(json.dumps(manifest))
     pgdb.run_sql('DELETE FROM "ChatMessages"')
-    before = state(pgdb)
-    with pytest.raises(Refused, match="refused to restore"):
-        pgarchive.restore_database(ctx_of(pgdb), cut)
-    assert state(pgdb) == before
+    refused_and_unchanged(pgdb, cut, "refused to restore")
 
 
-def test_an_altered_archive_is_refused(pgdb, tmp_path):
-    build(pgdb)
-    archive = pgarchive.backup_database(ctx_of(pgdb), directory=tmp_path).path
+def test_an_altered_archive_is_refused(pgdb, archive):
     data = bytearray(archive.read_bytes())
     data[-100] ^= 0xFF
     archive.write_bytes(bytes(data))
-    with pytest.raises(Refused, match="differs from its manifest"):
-        pgarchive.restore_database(ctx_of(pgdb), archive)
+    refused_and_unchanged(pgdb, archive, "differs from its manifest")
 
 
-def test_restore_refuses_tables_the_backup_lacks(pgdb, tmp_path):
-    build(pgdb)
-    archive = pgarchive.backup_database(ctx_of(pgdb), directory=tmp_path).path
+def test_restore_refuses_tables_the_backup_lacks(pgdb, archive):
     pgdb.run_sql('CREATE TABLE "Later" (id int)')
-    before = state(pgdb)
-    with pytest.raises(Refused, match="public.Later"):
-        pgarchive.restore_database(ctx_of(pgdb), archive)
-    assert state(pgdb) == before
+    refused_and_unchanged(pgdb, archive, "public.Later")
+
+
+def refused_and_unchanged(database, archive: Path, match: str) -> None:
+    before = state(database)
+    with pytest.raises(Refused, match=match):
+        pgarchive.restore_database(ctx_of(database), archive)
+    assert state(database) == before
 
 
 def test_keep_deletes_only_this_databases_older_backups(pgdb, tmp_path):
