@@ -28,6 +28,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,6 +41,7 @@ SUFFIX = ".dump"
 FORMAT = "pg_dump custom (-Fc)"
 CHECKS = {False: "pg_restore --list", True: "pg_restore (every block read)"}
 LOCK_TIMEOUT_MS = 200  # how long the app's queries may queue behind one of restore's locks
+RETRY_PAUSE = 0.3  # seconds between attempts: the app's queued queries run meanwhile
 
 
 # ---- the client programs and how they are given the address
@@ -335,10 +337,14 @@ def restore_list(conn, toc_text: str) -> str:
 
 
 def pg_restore(address, archive: Path, conn, timeout: float) -> None:
-    """Drop what the archive creates and create it again, in one transaction; a table
-    lock not granted within lock_timeout fails the attempt (the app's queries queue
-    behind a waiting lock), which is retried until --timeout; then exit 3."""
-    import time
+    """Drop what the archive creates and create it again, in one transaction.
+
+    The archive's own script sets lock_timeout to 0, so pg_restore would wait for a
+    table the app holds for ever, and the app's later queries on it would queue
+    behind it. So this session watches pg_restore's: a lock it has waited for longer
+    than LOCK_TIMEOUT_MS is cancelled (its transaction rolls back, nothing changed) and
+    the restore is tried again after a pause, until --timeout; then exit 3.
+    """
     toc_text = subprocess.run([program("pg_restore"), "--list", str(archive)],
                               capture_output=True, text=True, check=True).stdout
     deadline = time.monotonic() + timeout
@@ -346,24 +352,45 @@ def pg_restore(address, archive: Path, conn, timeout: float) -> None:
             client(address) as (conninfo, env):
         listing = Path(private) / "list"
         listing.write_text(restore_list(conn, toc_text))
-        env["PGOPTIONS"] = f"{env.get('PGOPTIONS', '')} -c lock_timeout={LOCK_TIMEOUT_MS}".strip()
+        env["PGAPPNAME"] = name = f"orchestra-schema restore {os.getpid()} {private[-8:]}"
         while True:
-            done = subprocess.run(
+            proc = subprocess.Popen(
                 [program("pg_restore"), "--clean", "--if-exists", "--single-transaction",
                  "--exit-on-error", "--no-owner", "--no-password", f"--use-list={listing}",
                  f"--dbname={conninfo}", str(archive)],
-                capture_output=True, text=True, stdin=subprocess.DEVNULL, env=env)
-            if done.returncode == 0:
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                env=env, text=True)
+            cancelled = _cancel_lock_waits(conn, proc, name)
+            stderr = proc.stderr.read()
+            if proc.wait() == 0:
                 return
-            if "lock timeout" not in done.stderr:
+            if not cancelled:
                 raise DatabaseUnavailable(
-                    f"{address.display}: pg_restore failed ({_scrub(done.stderr, address)}); its "
+                    f"{address.display}: pg_restore failed ({_scrub(stderr, address)}); its "
                     "transaction was rolled back and the database is unchanged")
-            if time.monotonic() + 0.3 > deadline:
+            if time.monotonic() + RETRY_PAUSE > deadline:
                 raise Busy(f"{address.display}: a table stayed locked by another session (the "
                            "app?) past --timeout; the restore was rolled back and nothing "
                            "changed; stop the app or raise --timeout")
-            time.sleep(0.3)
+            time.sleep(RETRY_PAUSE)
+
+
+_WAITING_TOO_LONG = """
+SELECT pg_cancel_backend(a.pid) FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid
+WHERE a.application_name = %s AND NOT l.granted
+  AND l.waitstart < clock_timestamp() - make_interval(secs => %s)"""
+
+
+def _cancel_lock_waits(conn, proc: subprocess.Popen, name: str) -> bool:
+    """Until proc ends: cancel its session's statement once it has waited for a lock
+    longer than LOCK_TIMEOUT_MS. True if it was cancelled."""
+    while proc.poll() is None:
+        if any(r[0] for r in conn.execute(_WAITING_TOO_LONG,
+                                          (name, LOCK_TIMEOUT_MS / 1000)).fetchall()):
+            proc.wait()
+            return True
+        time.sleep(0.02)
+    return False
 
 
 # ---- the commands' PostgreSQL side (backup.backup, restore.restore dispatch here)

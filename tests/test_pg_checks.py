@@ -4,12 +4,17 @@ wrong, a backup brought up on an empty database, and the password never shown.""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import threading
+import types
 
+import psycopg
 import pytest
 
-from conftest import cli
+from conftest import cli, run
+from orchestra_schema.engines.postgresql import LOCK_TIMEOUT_MS
 from orchestra_schema.migrations import default_sql_dir
 from pgserver import PASSWORD
 from test_pg_commands import AGENT, CHAT, CORE, add_rows, pg
@@ -160,3 +165,49 @@ def test_restore_refuses_a_truncated_archive_through_the_cli(applied, tmp_path):
     assert result.exit_code == 5
     assert result.stderr.startswith("orchestra-schema: error: ") and "unchanged" in result.stderr
     assert applied.rows('SELECT count(*) FROM "ChatMessages"') == [(0,)]
+
+
+def test_restore_behind_an_app_transaction_gives_up_at_timeout_and_changes_nothing(applied,
+                                                                                   tmp_path):
+    """The archive's script sets lock_timeout 0: restore watches its own pg_restore and
+    cancels a lock wait past 200 ms, so the app's queries never queue behind it for long."""
+    made = json.loads(pg(applied, "--json", "backup", "--dir", tmp_path).stdout)
+    applied.run_sql('DELETE FROM "ChatMessages"')
+    with app_holding_and_reading(applied) as app:
+        result = run("--timeout", "2", "--database", applied.url, "restore", made["path"],
+                     "--no-backup", timeout=60)
+    assert result.returncode == 3, result.stderr
+    assert "nothing changed" in result.stderr
+    assert app.failures == [] and app.queries > 10
+    assert applied.rows('SELECT count(*) FROM "ChatMessages"') == [(0,)]
+
+
+@contextlib.contextmanager
+def app_holding_and_reading(database):
+    """The app: one session in a long transaction that has read ChatMessages (ACCESS SHARE
+    until it ends), another querying the table with a statement_timeout a few times the
+    tool's lock_timeout: a query queued behind a DROP waiting for its lock for longer fails."""
+    app = types.SimpleNamespace(queries=0, failures=[])
+    done = threading.Event()
+    holder = database.connect()
+    holder.execute("BEGIN")
+    holder.execute('SELECT count(*) FROM "ChatMessages"')
+
+    def read():
+        with database.connect() as conn:
+            conn.execute(f"SET statement_timeout = '{4 * LOCK_TIMEOUT_MS}ms'")
+            while not done.is_set():
+                try:
+                    conn.execute('SELECT count(*) FROM "ChatMessages"').fetchone()
+                    app.queries += 1
+                except psycopg.errors.QueryCanceled as err:
+                    app.failures.append(str(err))
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        yield app
+    finally:
+        done.set()
+        reader.join()
+        holder.execute("ROLLBACK")
+        holder.close()

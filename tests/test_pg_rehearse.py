@@ -5,13 +5,9 @@ behind it for more than lock_timeout at a time while it waits for a lock."""
 from __future__ import annotations
 
 import json
-import threading
-
-import psycopg
 
 from conftest import run
-from orchestra_schema.engines.postgresql import LOCK_TIMEOUT_MS
-from test_pg_checks import applied  # noqa: F401 (fixture)
+from test_pg_checks import app_holding_and_reading, applied  # noqa: F401 (fixture)
 from test_pg_commands import AGENT, CHAT, pg
 from test_pg_schema import catalog_schema
 
@@ -63,30 +59,9 @@ def test_an_app_transaction_holding_a_table_makes_it_wait_never_stall_the_app(ap
     another app session's queries on the table, which would queue behind a DROP waiting for
     its lock, each finish within a statement_timeout a few times lock_timeout."""
     before = everything(applied)
-    holder = applied.connect()
-    holder.execute("BEGIN")
-    holder.execute('SELECT count(*) FROM "ChatMessages"')  # ACCESS SHARE until it ends
-    failures, done, queries = [], threading.Event(), []
-
-    def app():
-        with applied.connect() as conn:
-            conn.execute(f"SET statement_timeout = '{4 * LOCK_TIMEOUT_MS}ms'")
-            while not done.is_set():
-                try:
-                    conn.execute('SELECT count(*) FROM "ChatMessages"').fetchone()
-                    queries.append(1)
-                except psycopg.errors.QueryCanceled as err:
-                    failures.append(str(err))
-    reader = threading.Thread(target=app)
-    reader.start()
-    try:
+    with app_holding_and_reading(applied) as app:
         result = run("--timeout", "3", "--database", applied.url, "rehearse")
-    finally:
-        done.set()
-        reader.join()
-        holder.execute("ROLLBACK")
-        holder.close()
     assert result.returncode == 3, result.stderr
     assert result.stderr.startswith("orchestra-schema: error: ")
-    assert failures == [] and len(queries) > 10
+    assert app.failures == [] and app.queries > 10
     assert everything(applied) == before
