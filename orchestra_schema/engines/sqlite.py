@@ -28,16 +28,8 @@ from yoyo.migrations import default_migration_table, get_migration_hash
 from ..database import Database, quote, translated
 from ..errors import MigrationFailed
 from ..schema import snapshot
-from .base import CHECKSUM_TABLE, AppliedRecord, Driver
+from .base import CHECKSUM_TABLE, CREATE_CHECKSUM_TABLE, AppliedRecord, Driver
 
-CREATE_CHECKSUM_TABLE = f"""
-CREATE TABLE IF NOT EXISTS {CHECKSUM_TABLE} (
-    migration_hash VARCHAR(64) NOT NULL PRIMARY KEY,
-    migration_id TEXT NOT NULL,
-    forward_sha256 TEXT NOT NULL,
-    rollback_sha256 TEXT,
-    applied_at_utc TIMESTAMP NOT NULL
-)"""
 EF_TABLE = "__EFMigrationsHistory"
 
 
@@ -232,7 +224,7 @@ class SqliteDriver(Driver):
             try:
                 if internalmigrations.needs_upgrading(backend):
                     internalmigrations.upgrade(backend)
-                self.db.execute(CREATE_CHECKSUM_TABLE)
+                self.db.execute(CREATE_CHECKSUM_TABLE.format(CHECKSUM_TABLE))
                 result = body()
                 backend.commit()
                 return result
