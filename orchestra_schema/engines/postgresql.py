@@ -120,6 +120,10 @@ class PgDriver(Driver):
         except psycopg.OperationalError as err:
             raise DatabaseUnavailable(f"{self.display}: lost the database while {doing}: "
                                       f"{_first_line(err)}; nothing more changed") from None
+        except psycopg.Error as err:  # e.g. no privilege on a history table
+            raise DatabaseUnavailable(f"{self.display}: cannot use the database while {doing}: "
+                                      f"{_first_line(err)}; nothing changed; check the user's "
+                                      "privileges") from None
 
     # ---- reading
 
