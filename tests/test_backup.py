@@ -244,13 +244,13 @@ def test_bad_backup_directory_is_refused(db, tmp_path, make, code):
     assert file_state(db) == before and files_in(tmp_path) == names
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
-def test_unwritable_directory_is_refused(db, tmp_path):
-    target = tmp_path / "locked"
-    target.mkdir(mode=0o500)
+def test_unwritable_directory_is_refused(db, unwritable_dir):
+    target = unwritable_dir()
+    before = file_state(db)
     result = cli("--database", db, "backup", "--dir", target)
     assert result.exit_code == 6 and "not writable" in result.stderr
-    assert list(target.iterdir()) == []
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert list(target.iterdir()) == [] and file_state(db) == before
 
 
 def test_quiet_backup_prints_nothing_and_draws_no_progress_off_a_terminal(db):
