@@ -246,8 +246,7 @@ def kill_during(argv, directory: Path, database: Path, delay: float) -> Kill:
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=delay)
         with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGSTOP)
-            _wait_stopped(proc.pid)
+            stop(proc.pid)
             held = holds_files_in(proc.pid, directory)
             writing = holds_write_lock(proc.pid, database)
             os.kill(proc.pid, signal.SIGKILL)
@@ -258,8 +257,9 @@ def kill_during(argv, directory: Path, database: Path, delay: float) -> Kill:
                 landed and writing)
 
 
-def _wait_stopped(pid: int) -> None:
-    """Until pid is stopped (or gone): SIGSTOP is delivered asynchronously."""
+def stop(pid: int) -> None:
+    """SIGSTOP pid and wait until it is stopped (or gone): the signal is delivered asynchronously."""
+    os.kill(pid, signal.SIGSTOP)
     while True:
         try:
             state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
