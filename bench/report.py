@@ -106,7 +106,11 @@ def render(data: dict, sizes: dict[int, dict]) -> str:
     if data.get("writer"):
         out += ["", "### Writer stall while a backup runs", ""] + _writer_table(data["writer"])
     if sizes:
-        out += ["", "### Peak memory by database size", ""] + _memory_table(sizes)
+        same, other = same_code(data, sizes)
+        out += ["", "### Peak memory by database size", ""] + _memory_table(same)
+        if other:
+            out += ["", "Left out, measured on other code: " + ", ".join(
+                f"{s} MB ({sizes[s]['env']['orchestra_schema']})" for s in other) + "."]
     return "\n".join(out) + "\n"
 
 
@@ -165,6 +169,19 @@ def _writer_table(w: dict) -> list[str]:
                      if s else "0 | | |")
             lines.append(f"| {mode} | {r['name']} | {took} | {stats} |")
     return lines
+
+
+def same_code(data: dict, sizes: dict[int, dict]) -> tuple[dict[int, dict], list[int]]:
+    """The runs measured on this run's commit (this run's size always), and the sizes left out.
+
+    A tree with uncommitted changes ("+changes") matches no other run: its code is unknown.
+    """
+    commit = data["env"]["orchestra_schema"]
+    size = data["env"]["size_mb"]
+    same = {s: d for s, d in sizes.items() if s == size or (
+        d["env"]["orchestra_schema"] == commit and not commit.endswith("+changes"))}
+    same[size] = data
+    return dict(sorted(same.items())), [s for s in sizes if s not in same]
 
 
 def _memory_table(sizes: dict[int, dict]) -> list[str]:
