@@ -49,8 +49,12 @@ class Run:
 GNU_TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
 
 
-def run_timed(argv: list[str], timeout: float | None = None, expect_stdout: str | None = None) -> Run:
-    """One process, timed from spawn to exit (startup included), with its peak memory."""
+def run_timed(argv: list[str], timeout: float | None = None, expect_stdout: str | None = None,
+              on_spawn: Callable[[], None] | None = None) -> Run:
+    """One process, timed from spawn to exit (startup included), with its peak memory.
+
+    on_spawn: called once the process exists (the writer-stall window watches for its work).
+    """
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
             tempfile.NamedTemporaryFile("r") as rss:
         full = [GNU_TIME, "-f", "%M", "-o", rss.name, *argv] if GNU_TIME else argv
@@ -58,6 +62,8 @@ def run_timed(argv: list[str], timeout: float | None = None, expect_stdout: str 
         # A session of its own, so a timeout kills the command too, not just GNU time.
         proc = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                                 start_new_session=True)
+        if on_spawn:
+            on_spawn()
         try:
             code = proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -102,13 +108,15 @@ class Contender:
     note: str = ""
     check: Callable[[Paths], str | None] | None = None  # untimed: did it do the work?
 
-    def run(self, paths: Paths, timeout: float | None = None) -> Run:
+    def run(self, paths: Paths, timeout: float | None = None,
+            on_spawn: Callable[[], None] | None = None) -> Run:
+        """on_spawn: called when its first command's process exists."""
         total, peak = 0.0, None
         prepare = getattr(self.check, "prepare", None)
         if prepare:
             prepare(paths)  # untimed: what the check compares against
-        for step in self.steps(paths):
-            r = run_timed(step.argv, timeout, step.expect_stdout)
+        for n, step in enumerate(self.steps(paths)):
+            r = run_timed(step.argv, timeout, step.expect_stdout, on_spawn if n == 0 else None)
             total = total + r.seconds
             peak = r.max_rss_kb if peak is None else max(peak, r.max_rss_kb or 0)
             if not r.ok:
