@@ -21,6 +21,7 @@ from . import files
 from .context import Context
 from .copying import Progress, chain, copy_to_file, integrity_of
 from .errors import DatabaseUnavailable, Refused, UsageError
+from .paths import require_sqlite
 
 MANIFEST_VERSION = 1
 
@@ -69,6 +70,7 @@ def backup(ctx: Context, output: Path | None = None, directory: Path | None = No
         raise UsageError(f"{output}: is a directory; give --output a file name, or use --dir")
     if output is not None and Path(output).exists():
         raise Refused(f"{output}: already exists; nothing changed; choose another --output")
+    require_sqlite(ctx.database)  # a copy of an empty file would be a 0-byte "backup, quick_check ok"
     now = datetime.now(timezone.utc)
     names = ([Path(output)] if output is not None
              else files.unique_names(target / f"{ctx.database.name}.backup_{stamp(now)}"))

@@ -144,6 +144,7 @@ def status(s: Settings):
     report = commands.status(s.ctx)
     lines = [f"database: {report.database}"] + [_status_line(m) for m in report.migrations]
     lines.append(_ef_line(report.ef_history))
+    lines += [f"note: {n}" for n in report.notes]
     if report.ef_history and not any(m.applied for m in report.migrations):
         lines.append("note: made by EF Core and not adopted yet; run `orchestra-schema adopt`")
     s.emit(report, "\n".join(lines))

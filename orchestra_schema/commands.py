@@ -31,6 +31,7 @@ class StatusReport:
     database: str
     migrations: list[MigrationStatus]
     ef_history: list[ef.EfEntry] | None = None  # None: no __EFMigrationsHistory table
+    notes: list[str] = field(default_factory=list)
 
 
 def _migration_status(mid: str, m: mig.MigrationFile | None, rec: AppliedRecord | None):
@@ -67,8 +68,14 @@ def status(ctx: Context) -> StatusReport:
     with ctx.open(readonly=True) as db:
         applied = applied_migrations(db)
         ef_history = ef.entries(db)
-    return StatusReport(database=str(ctx.database),
-                        migrations=migration_statuses(migrations, applied), ef_history=ef_history)
+    report = StatusReport(database=str(ctx.database),
+                          migrations=migration_statuses(migrations, applied), ef_history=ef_history)
+    if ctx.database.stat().st_size == 0:
+        # SQLite takes an empty file for an empty database: every migration is
+        # pending, which is true, but the file may be a database cut to nothing.
+        report.notes.append("empty file (0 bytes): SQLite reads it as an empty database, so "
+                            "nothing is applied; if it held data, restore it from a backup")
+    return report
 
 
 @dataclass

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from . import migrations as mig
 from .database import Database
+from .paths import database_file
 
 DEFAULT_TIMEOUT = 10.0  # seconds; the CLI's --timeout default too
 
@@ -18,6 +19,10 @@ class Context:
     database: Path
     sql_dir: Path | None = None
     timeout: float = DEFAULT_TIMEOUT
+
+    def __post_init__(self):
+        # The real file, checked by os.stat before anything opens it (paths.py).
+        self.database = database_file(self.database)
 
     def migrations(self) -> list[mig.MigrationFile]:
         return mig.load(self.sql_dir)
