@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import sys
 import traceback
 from pathlib import Path
@@ -96,6 +97,13 @@ def _database_path(ctx, param, value: str) -> Path:
     return Path(value)
 
 
+def _finite(ctx, param, value: float) -> float:
+    # FloatRange lets nan through (every comparison with it is false).
+    if not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a number of seconds; give a finite number >= 0")
+    return value
+
+
 @click.group(cls=OrchestraGroup, epilog=EXIT_CODE_HELP,
              context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--database", "-d", default="orchestra.db", show_default=True,
@@ -108,7 +116,7 @@ def _database_path(ctx, param, value: str) -> Path:
 @click.option("-q", "--quiet", is_flag=True, help="No messages on success.")
 @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks on errors.")
 @click.option("--timeout", type=click.FloatRange(min=0, max=2_000_000), default=DEFAULT_TIMEOUT,
-              show_default=True,
+              show_default=True, callback=_finite,
               help="Seconds to wait for a lock held by another process before exit 3.")
 @click.version_option(package_name="orchestra-schema")
 @click.pass_context
