@@ -70,6 +70,9 @@ class OrchestraGroup(click.Group):
         try:
             return super().invoke(ctx)
         except OrchestraError as err:
+            settings = ctx.find_object(Settings)
+            if settings and settings.json and getattr(err, "result", None) is not None:
+                settings.emit(err.result, None)  # what was done before it stopped (rollback)
             _fail(ctx, err, err.exit_code, str(err))
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise

@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Callable
 
 from . import ef
+from .backup import discard
 from . import migrations as mig
 from .context import Context
 from .database import Database, translated
 from .engine import AppliedRecord, applied_migrations, apply_one, count_rows, rollback_one, tables_losing_rows
-from .errors import OrchestraError, Refused, UsageError
+from .errors import Busy, OrchestraError, Refused, UsageError
 
 
 @dataclass
@@ -179,11 +180,32 @@ def rollback(ctx: Context, to: str, dry_run: bool = False, yes: bool = False,
         ef_before = ef.entries(db)
         if plan and backup is not None:
             result.backup = backup()
-        for m in plan:
-            dependents = [d.id for d in migrations if m.id in d.depends]
-            (result.rolled_back if rollback_one(db, m, dependents) else result.skipped).append(m.id)
+        try:
+            for m in plan:
+                dependents = [d.id for d in migrations if m.id in d.depends]
+                (result.rolled_back if rollback_one(db, m, dependents) else result.skipped).append(m.id)
+        except OrchestraError as err:
+            _settle_backup(result, err)
+            raise
         result.ef_history = ef.changes(ef_before, ef.entries(db))
     return result
+
+
+def _settle_backup(result: RollbackResult, err: OrchestraError) -> None:
+    """A rollback stopped after its backup: drop the backup if nothing changed, else name it.
+
+    Busy or refused before its first change, the database is as the backup has
+    it, so the copy is only clutter (restore discards its own likewise). Once a
+    migration was rolled back, or after a failure, the backup is kept and the
+    error says where. err.result carries the result for --json.
+    """
+    if result.backup is not None:
+        if isinstance(err, (Busy, Refused)) and not result.rolled_back:
+            discard(result.backup)
+            result.backup = None
+        else:
+            err.args = (f"{err}; kept the backup taken first: {result.backup}",)
+    err.result = result
 
 
 def check_rollback_safe(plan, applied: dict[str, AppliedRecord], known: set[str]) -> list[str]:
