@@ -45,6 +45,7 @@ class BackupResult:
     restarts: int  # incremental copies restarted by a writer's commit
     deleted: list[Path] = field(default_factory=list)  # older backups removed by --keep
     cleaned: list[Path] = field(default_factory=list)  # temporary files of killed runs removed
+    warnings: list[str] = field(default_factory=list)  # e.g. the live disk is full
 
 
 @dataclass
@@ -108,7 +109,8 @@ def _take(ctx: Context, names, now: datetime, progress, full_check: bool, doing:
         created_at=now.isoformat(timespec="microseconds"), size=copy.size, sha256=copy.sha256,
         page_count=copy.page_count, integrity=copy.integrity, integrity_check=copy.integrity_check,
         applied_migrations=copy.applied_migrations, journal_mode=copy.journal_mode,
-        copy_mode=copy.copy_mode, restarts=copy.restarts, cleaned=copy.cleaned)
+        copy_mode=copy.copy_mode, restarts=copy.restarts, cleaned=copy.cleaned,
+        warnings=copy.warnings)
     _write_manifest(result)
     return result
 

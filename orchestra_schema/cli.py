@@ -417,6 +417,8 @@ def backup_command(s: Settings, output, directory, keep, full_check):
     with _progress_bar(s, "backing up") as progress:
         result = backups.backup(s.ctx, output=output, directory=directory, keep=keep,
                                 progress=progress, full_check=full_check)
+    for warning in result.warnings:
+        s.warn(warning)
     for path in result.cleaned:
         s.say(f"removed {path} (left by a killed backup)")
     for path in result.deleted:
