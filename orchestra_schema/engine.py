@@ -186,19 +186,26 @@ def _finish_rollback(db: Database, err: BaseException) -> None:
     After a full disk (or an I/O error) SQLite abandons the transaction by itself
     but leaves its -journal, and the file grown, for the next read to undo; a
     read on this connection does it now (it waits for other readers' locks).
+    Busy, this run wrote nothing, and a journal there is another writer's.
     """
+    journal = Path(f"{db.path}-journal")
+    if isinstance(err, (Busy, apsw.BusyError, apsw.LockedError)) or not _hot(journal):
+        return
     with contextlib.suppress(apsw.Error):
         db.execute("SELECT count(*) FROM sqlite_schema").fetchall()
-    journal = Path(f"{db.path}-journal")
-    try:
-        with open(journal, "rb") as f:
-            hot = f.read(len(_JOURNAL_MAGIC)) == _JOURNAL_MAGIC
-    except OSError:
-        hot = False
-    if hot and isinstance(err, Exception) and err.args:
+    if _hot(journal) and isinstance(err, Exception) and err.args:
         err.args = (f"{err.args[0]}; its journal {journal} is left behind: do not delete it "
                     "(it holds what undoes the change); the next open of the database rolls it "
                     "back: free space, then run `orchestra-schema status`", *err.args[1:])
+
+
+def _hot(journal: Path) -> bool:
+    """Does a rollback journal with a live header (not zeroed by a commit) lie there?"""
+    try:
+        with open(journal, "rb") as f:
+            return f.read(len(_JOURNAL_MAGIC)) == _JOURNAL_MAGIC
+    except OSError:
+        return False
 
 
 class ForeignKeyViolation(MigrationFailed):
