@@ -450,7 +450,7 @@ def restore_command(s: Settings, backup_path, yes, no_backup):
         s.warn(warning)
     for line in result.schema_differences:
         s.warn(f"schema differs: {line}")
-    if result.live_integrity not in ("ok", "missing"):
+    if result.live_integrity not in ("ok", "missing", "empty"):
         s.warn(f"{result.database} was damaged ({result.live_integrity}); moved aside")
     if result.backup:
         s.say(f"backup: {result.backup}")

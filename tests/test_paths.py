@@ -232,3 +232,15 @@ def test_status_of_an_empty_file_says_it_is_empty(tmp_path):
     assert any("0 bytes" in n for n in report["notes"])
     text = run("-d", path, "status")
     assert "note: empty file (0 bytes)" in text.stdout and path.stat().st_size == 0
+
+
+def test_restore_over_an_empty_file_keeps_no_empty_backup(db, tmp_path):
+    saved = take_backup(db, tmp_path)
+    db.write_bytes(b"")  # a bad copy or a full disk cut it to nothing
+    result = run("-d", db, "--json", "restore", saved)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["live_integrity"] == "empty" and report["backup"] is None
+    assert "empty file (0 bytes)" in result.stderr and "damaged" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["orchestra.db", "saved.db", "saved.db.json"]
+    assert count(db, "ChatMessages") == 15
