@@ -6,10 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import migrations as mig
-from .database import Database
+from .database import DEFAULT_TIMEOUT, Database
 from .paths import database_file
-
-DEFAULT_TIMEOUT = 10.0  # seconds; the CLI's --timeout default too
 
 
 @dataclass
