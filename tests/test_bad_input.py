@@ -1,5 +1,6 @@
 """Bad input: one clear line, the documented exit code, and no change to any file."""
 
+import apsw
 import pytest
 
 from conftest import CHAT, CORE, cli, file_state, history, run, tables
@@ -188,4 +189,18 @@ def test_migration_ids_differing_only_in_case_are_one_id(tmp_path):
     for command in (["apply"], ["status"], ["apply", "--dry-run"]):
         assert_error(cli("--sql-dir", sql, "-d", path, *command), 2, "0002_Dup.sql", "0002_DUP.sql",
                      "differ only in case")
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("failure", [KeyboardInterrupt, lambda: apsw.ConstraintError("unmapped")])
+def test_an_interrupted_first_apply_leaves_no_empty_file(tmp_path, monkeypatch, failure):
+    from orchestra_schema import commands
+    from orchestra_schema.context import Context
+
+    def fail(db, m):
+        raise failure()
+    monkeypatch.setattr(commands, "apply_one", fail)
+    path = tmp_path / "new.db"
+    with pytest.raises((KeyboardInterrupt, apsw.Error)):
+        commands.apply(Context(path))
     assert not path.exists()
