@@ -103,6 +103,19 @@ def add_rows(c: apsw.Connection, sessions=3, messages=5) -> None:
     c.execute("INSERT INTO [HangFire.Job] (State) VALUES ('Succeeded'), ('Enqueued')")
 
 
+@contextlib.contextmanager
+def mounted_tmpfs(where: Path, size: str):
+    """A real small file system (a tmpfs of `size`) at `where`; skips where mounting is refused."""
+    where.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
+                                            where], capture_output=True).returncode:
+        pytest.skip("needs root, allowed to mount a tmpfs")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", where], check=True)
+
+
 @pytest.fixture
 def db(tmp_path) -> Path:
     """Path of a database with both migrations applied by the tool, and rows."""

@@ -51,7 +51,7 @@ def test_backup_json_keys(db):
     assert set(backup_json(db)) == {
         "database", "path", "manifest", "created_at", "size", "sha256", "page_count", "integrity",
         "integrity_check", "applied_migrations", "journal_mode", "copy_mode", "restarts",
-        "deleted", "cleaned"}
+        "deleted", "cleaned", "warnings"}
 
 
 def test_full_check_is_recorded_in_the_manifest(db):

@@ -161,6 +161,28 @@ def test_new_refuses_to_edit_the_installed_sql():
     assert sorted(p.name for p in default_sql_dir().iterdir()) == before
 
 
+@pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-inf", "-1", "1e12", "ten"])
+def test_timeout_must_be_a_finite_number_of_seconds(db, value):
+    before = file_state(db)
+    result = cli("-d", db, "--timeout", value, "status")
+    assert result.exit_code == 2, result.output
+    assert "--timeout" in result.stderr and "Traceback" not in result.output
+    assert file_state(db) == before
+
+
+def test_migration_ids_differing_only_in_case_are_one_id(tmp_path):
+    sql = tmp_path / "sql"
+    sql.mkdir()
+    (sql / "0001_a.sql").write_text("CREATE TABLE a(x);\n")
+    (sql / "0002_Dup.sql").write_text("-- depends: 0001_a\nCREATE TABLE b(x);\n")
+    (sql / "0002_DUP.sql").write_text("-- depends: 0001_a\nCREATE TABLE c(x);\n")
+    path = tmp_path / "o.db"
+    for command in (["apply"], ["status"], ["apply", "--dry-run"]):
+        assert_error(cli("--sql-dir", sql, "-d", path, *command), 2, "0002_Dup.sql", "0002_DUP.sql",
+                     "differ only in case")
+    assert not path.exists()
+
+
 @pytest.mark.parametrize("failure", [KeyboardInterrupt, lambda: apsw.ConstraintError("unmapped")])
 def test_an_interrupted_first_apply_leaves_no_empty_file(tmp_path, monkeypatch, failure):
     from orchestra_schema import commands
