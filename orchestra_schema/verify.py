@@ -24,6 +24,7 @@ from .engine import HISTORY_TABLES, AppliedRecord, applied_migrations, replay
 from .engines import driver_of
 from .engines.base import Integrity
 from .errors import DatabaseUnavailable, MigrationFailed, UsageError
+from .paths import require_sqlite
 from .schema import diff
 
 CHAT = ef.CHAT
@@ -60,6 +61,8 @@ class VerifyReport:
 
 def verify(ctx: Context, full: bool = False) -> VerifyReport:
     migrations = ctx.migrations()
+    if ctx.engine == "sqlite":
+        require_sqlite(ctx.database)  # an empty file would pass every check
     with (ctx.connect(readonly=True) as db, translated(ctx.database, "verifying"),
           db.check_transaction("verifying")):
         applied = applied_migrations(db)
@@ -206,6 +209,8 @@ class ChecklistReport:
 
 def checklist(ctx: Context, full: bool = False) -> ChecklistReport:
     migrations = ctx.migrations()
+    if ctx.engine == "sqlite":
+        require_sqlite(ctx.database)  # an empty file would pass every check
     with (ctx.connect(readonly=True) as db, translated(ctx.database, "running the checklist"),
           db.check_transaction("running the checklist")):
         chat = ef.chat_migration(db)

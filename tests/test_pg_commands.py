@@ -213,3 +213,15 @@ def test_new_writes_a_pair_depending_on_the_heads(pgdb, tmp_path):
     assert result.exit_code == 0, result.stderr
     forward = json.loads(result.stdout)["forward"]
     assert f"-- depends: {CHAT} {AGENT}" in open(forward).read()
+
+
+def test_a_user_without_privileges_gets_one_line_not_a_traceback(applied, pg_cluster):
+    pg_cluster.admin("CREATE ROLE reader LOGIN PASSWORD 'r'")
+    try:
+        url = f"postgresql://reader:r@127.0.0.1:{pg_cluster.port}/{applied.name}"
+        result = cli("--database", url, "status")
+        assert result.exit_code == 6, result.stderr
+        assert "permission denied" in result.stderr and result.stderr.count("\n") == 1
+    finally:
+        pg_cluster.admin("DROP OWNED BY reader", applied.name)
+        pg_cluster.admin("DROP ROLE reader")
