@@ -71,8 +71,10 @@ def test_recover_salvages_every_row_outside_the_damaged_pages(db):
     assert out["source"] == str(aside) and out["from_backup"] is False
     assert set(out) == {"database", "source", "from_backup", "live_integrity", "backup",
                         "moved_aside", "applied_migrations", "tables", "rows_copied", "rows_lost",
-                        "rows_lost_at_most", "foreign_key_violations", "integrity", "warnings"}
-    assert set(out["tables"][0]) == {"table", "copied", "lost", "lost_exact", "lost_at_most", "note"}
+                        "rows_lost_at_most", "foreign_key_violations", "integrity", "warnings",
+                        "rows_in_lost_and_found", "incomplete"}
+    assert set(out["tables"][0]) == {"table", "copied", "lost", "lost_exact", "lost_at_most", "note",
+                                     "lost_and_found"}
 
 
 def test_a_table_without_indexes_gets_an_upper_bound_from_rowid_gaps(db):
@@ -200,13 +202,18 @@ def test_foreign_tables_keep_indexes_triggers_and_autoincrement(db):
         assert c.execute("SELECT count(*) FROM audit").fetchone()[0] == 4  # the trigger is back
 
 
-def test_nothing_readable_gives_a_fresh_database_and_says_so(db):
+def test_a_damaged_page_1_loses_no_row(db):
+    """Page 1 (header and sqlite_master's root) overwritten: the schema comes back from the
+    surviving sqlite_master records and every row from its intact leaf page."""
+    add_messages(db)
+    before = counts(db)
     overwrite_pages(db, [1])
-    out = json.loads(recover(db).stdout)
-    assert out["integrity"] == "ok" and out["rows_copied"] == 0
-    assert any("nothing readable" in w for w in out["warnings"])
-    assert CORE_TABLES | CHAT_TABLES <= tables(db) and history(db) == {CORE, CHAT}
-    assert all((t["lost_exact"], t["lost_at_most"]) == (False, None) for t in out["tables"])
+    result = recover(db)
+    assert result.exit_code == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert counts(db) == before and history(db) == {CORE, CHAT}
+    assert out["integrity"] == "ok" and out["rows_lost"] == out["rows_lost_at_most"] == 0
+    assert any("sqlite_master is damaged" in w for w in out["warnings"])
 
 
 def test_a_crash_just_before_the_swap_leaves_the_old_file_at_the_live_name(db, monkeypatch):
