@@ -28,6 +28,8 @@ class Damaged(Exception):
 
 def varint(buf: bytes, at: int) -> tuple[int, int]:
     """(value, offset after it) of the varint at `at` (1 to 9 bytes, big-endian)."""
+    if at < len(buf) and buf[at] < 0x80:  # the common case: one byte
+        return buf[at], at + 1
     value = 0
     for i in range(8):
         if at + i >= len(buf):

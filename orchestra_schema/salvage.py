@@ -310,23 +310,41 @@ class Writer:
         self.fresh = fresh
         self.shapes = shapes
         self.width = 0
+        self._statements: dict[tuple[str, int], str] = {}
         fresh.execute(f"CREATE TABLE IF NOT EXISTS {LOST_AND_FOUND} (id INTEGER PRIMARY KEY, "
                       "guess TEXT, reason TEXT, page INTEGER, cell INTEGER, tree INTEGER, "
                       "original_rowid INTEGER, nfield INTEGER)")
 
     def insert(self, table: str, rowid: int, values: list) -> str | None:
         """None if the row went in, else why not."""
-        shape = self.shapes[table]
-        row = shape.row(rowid, values)
-        cols = ", ".join(["rowid", *map(quote, shape.columns[:len(row)])])
         try:
-            self.fresh.execute(f"INSERT INTO {quote(table)} ({cols}) VALUES "
-                               f"({', '.join('?' * (len(row) + 1))})", (rowid, *row))
+            self.fresh.execute(self._sql(table, len(values)), (rowid, *self.shapes[table].row(rowid, values)))
             return None
         except apsw.ConstraintError as err:
             return f"refused by {table}: {err}"
         except apsw.Error as err:
             return f"{table}: {err}"
+
+    def insert_page(self, table: str, cells: list[pages.Cell]) -> bool:
+        """All of one page's rows in one go (the common case); False: none went in."""
+        shape = self.shapes[table]
+        if len({len(c.values) for c in cells}) != 1:
+            return False
+        try:
+            with self.fresh:  # a savepoint: all or none
+                self.fresh.executemany(self._sql(table, len(cells[0].values)),
+                                       [(c.rowid, *shape.row(c.rowid, c.values)) for c in cells])
+            return True
+        except apsw.Error:
+            return False
+
+    def _sql(self, table: str, n: int) -> str:
+        key = (table, n)
+        if key not in self._statements:
+            cols = ", ".join(["rowid", *map(quote, self.shapes[table].columns[:n])])
+            self._statements[key] = (f"INSERT INTO {quote(table)} ({cols}) VALUES "
+                                     f"({', '.join('?' * (n + 1))})")
+        return self._statements[key]
 
     def keep(self, cell: pages.Cell, tree: int, guess: str | None, reason: str) -> None:
         values = cell.values
@@ -346,6 +364,8 @@ def copy_rows(found: Scan, writer: Writer, tables: dict[int, str], skip: set[str
     out = Salvaged()
     pf, n = found.pf, found.pf.page_count
     for number in range(1, n + 1):
+        if progress and number % 4096 == 0:
+            progress(n + number, 2 * n)
         if found.kind[number] != pages.TABLE_LEAF or number in found.schema_pages:
             continue
         root = found.root_of(number)
@@ -353,8 +373,13 @@ def copy_rows(found: Scan, writer: Writer, tables: dict[int, str], skip: set[str
         if table in skip:
             continue
         data = pf.page(number)
-        node = pages.parse_btree(data, number, pf.usable)
-        for cell in found.reader.cells(node, data):
+        cells = list(found.reader.cells(pages.parse_btree(data, number, pf.usable), data))
+        if table in writer.shapes and table != "sqlite_sequence" and None not in cells \
+                and all(c.complete and writer.shapes[table].fits(signature(c.values)) for c in cells) \
+                and cells and writer.insert_page(table, cells):
+            out.copied[table] += len(cells)
+            continue
+        for cell in cells:
             if cell is None:
                 out.bad_cells[table] += 1
             elif table == "sqlite_sequence":
@@ -364,8 +389,6 @@ def copy_rows(found: Scan, writer: Writer, tables: dict[int, str], skip: set[str
                 out.groups[root][signature(cell.values)] += 1
             else:
                 _place(writer, out, table, cell, root)
-        if progress and number % 4096 == 0:
-            progress(n + number, 2 * n)
     return out
 
 
