@@ -34,7 +34,7 @@ from contenders import Tool, run_timed  # noqa: E402
 
 SHELL_DIR = CACHE / "sqlite3-shell"
 WORK = CACHE / "recover-work"
-CASES = ["page 1", "magic header", "ChatMessages root page", "ChatMessages interior page",
+CASES = ["page 1 zeroed", "page 1 random bytes", "magic header", "ChatMessages root page", "ChatMessages interior page",
          "ChatMessages leaf page", "overflow page of a long message"]
 
 
@@ -77,7 +77,7 @@ def damage(db: Path, case: str, rng: random.Random) -> None:
         with open(db, "r+b") as f:
             f.write(b"\x00" * 16)
         return
-    if case == "page 1":
+    if case.startswith("page 1"):
         page = 1
     elif case == "ChatMessages root page":
         page = pages(db, "SELECT rootpage FROM sqlite_schema WHERE name = 'ChatMessages'")[0]
@@ -94,7 +94,7 @@ def damage(db: Path, case: str, rng: random.Random) -> None:
     size = int.from_bytes(db.read_bytes()[16:18], "big")
     with open(db, "r+b") as f:
         f.seek((page - 1) * size)
-        f.write(rng.randbytes(size))
+        f.write(b"\x00" * size if case.endswith("zeroed") else rng.randbytes(size))
 
 
 def tally(original: Path, recovered: Path) -> tuple[int, int]:

@@ -3,7 +3,8 @@
 A fresh database is built under a temporary name beside the damaged one: the
 migrations the source had applied, then every table the source has (foreign
 ones such as Hangfire's from their own CREATE statements), then its rows, from
-a verified backup or salvaged from the damaged file itself. Only when the new
+a verified backup or salvaged from the damaged file itself (page by page,
+salvage.py: SQLite never opens the damaged file for this). Only when the new
 file passes integrity_check is the damaged one moved aside with its -wal/-shm
 (orchestra.db.corrupted_TIMESTAMP) and the new one given its name by one
 rename (files.Staged.swap_in), so a crash at any moment leaves one or the
@@ -162,7 +163,11 @@ def _rebuild_from_pages(ctx: Context, fresh: Database, migrations, result: Recov
         result.applied_migrations = _apply(fresh, migrations, _page_history(found, result), result)
         roots = {r.rootpage: r.name for r in found.schema if r.type == "table"}
         for name in roots.values():
-            _create_table(fresh, name, dict((n, q) for _, n, _, q in schema).get(name), result)
+            if not _create_table(fresh, name, dict((n, q) for _, n, _, q in schema).get(name), result):
+                result.incomplete.append(f"{name}: not created, its rows are in lost_and_found")
+        if not found.schema:
+            result.incomplete.append("no sqlite_master record survived: which tables the file had "
+                                     "is unknown; the migrations' tables were rebuilt")
         shapes = {t: salvage.shape_of(fresh.connection, t) for t in sorted(fresh.table_names())}
         shapes = {t: s for t, s in shapes.items() if s is not None}
         whole = {name for root, name in roots.items() if found.whole(root, table=True)}

@@ -216,6 +216,16 @@ def test_a_damaged_page_1_loses_no_row(db):
     assert any("sqlite_master is damaged" in w for w in out["warnings"])
 
 
+def test_a_file_with_no_sqlite_left_in_it_exits_1_with_the_migrations_tables(db):
+    db.write_bytes(os.urandom(64 * 1024))
+    result = recover(db)
+    assert result.exit_code == 1 and "no sqlite_master record survived" in result.stderr
+    out = json.loads(result.stdout)
+    assert out["integrity"] == "ok" and out["rows_copied"] == 0 and ".corrupted_" in out["backup"]
+    assert CORE_TABLES | CHAT_TABLES <= tables(db) and history(db) == {CORE, CHAT}
+    assert all((t["lost_exact"], t["lost_at_most"]) == (False, None) for t in out["tables"])
+
+
 def test_a_crash_just_before_the_swap_leaves_the_old_file_at_the_live_name(db, monkeypatch):
     """The live name is never empty: the old file gets its second name before the new one arrives."""
     add_messages(db)
