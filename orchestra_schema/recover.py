@@ -182,6 +182,11 @@ def _rebuild_from_pages(ctx: Context, fresh: Database, migrations, result: Recov
                           and (t in roots.values() or not found.schema_whole)]
             salvage.place_orphans(writer, out, candidates)
         by_name = {name: root for root, name in roots.items()}
+        for table in sorted(set(roots.values()) - set(shapes) - {salvage.LOST_AND_FOUND}):
+            if not table.startswith("sqlite_") and table in fresh.table_names():
+                result.tables.append(_unknown(table, "WITHOUT ROWID or virtual: not salvaged"))
+                result.incomplete.append(f"{table}: a WITHOUT ROWID or virtual table's rows are "
+                                         "not salvaged from pages")
         for table in sorted(set(shapes) - {salvage.LOST_AND_FOUND}):
             if table in kept_history:
                 result.tables.append(_unknown(table, "damaged; kept the history of the rebuild"))

@@ -295,3 +295,14 @@ def test_a_history_that_lacks_a_dependency_is_made_whole(db):
     out = json.loads(result.stdout)
     assert out["applied_migrations"] == [CORE, CHAT] and counts(db) == before
     assert any(w.startswith(f"{CORE}: not in the source's history") for w in out["warnings"])
+
+
+def test_a_without_rowid_table_of_a_damaged_file_is_named_not_dropped(db):
+    with connect(db) as c:
+        c.execute("CREATE TABLE settings (k TEXT PRIMARY KEY, v TEXT) WITHOUT ROWID; "
+                  "INSERT INTO settings VALUES ('a', 'b')")
+    add_messages(db)
+    overwrite_pages(db, [page for page, _ in leaf_pages(db, "ChatMessages")[:1]])
+    result = recover(db)
+    assert result.exit_code == 1 and "settings: a WITHOUT ROWID" in result.stderr
+    assert by_table(json.loads(result.stdout))["settings"]["lost_at_most"] is None

@@ -150,10 +150,10 @@ def test_random_damage_of_one_to_three_pages(original, tmp_path_factory, data):
 @pytest.mark.slow
 @pytest.mark.parametrize("journal", ["delete", "wal"])
 def test_random_damage_on_100k_messages(tmp_path_factory, journal):
-    """The property at the issue's size: about 100k chat messages, 30 random damages per mode."""
+    """The property at the issue's size: about 100k chat messages, 10 random damages per mode."""
     big = build(tmp_path_factory.mktemp("big") / "orchestra.db", 100_000, wal=journal == "wal")
 
-    @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck))
     @given(data=st.data())
     def check(data):
         db = tmp_path_factory.mktemp("case") / "orchestra.db"
