@@ -417,14 +417,38 @@ def place_orphans(writer: Writer, out: Salvaged, candidates: list[str]) -> dict[
         total = sum(signatures.values())
         fit = sorted(((sum(c for s, c in signatures.items() if shape.fits(s)), shape.name)
                       for shape in shapes), reverse=True)
-        if not fit or fit[0][0] < FIT_SHARE * total or (len(fit) > 1 and fit[1][0] == fit[0][0]):
+        if not fit or fit[0][0] < FIT_SHARE * total:
             continue
-        table = fit[0][1]
+        tied = [name for count, name in fit if count == fit[0][0]]
+        table = tied[0] if len(tied) == 1 else _by_foreign_keys(writer, root, tied)
+        if table is None:
+            continue
         placed[root] = table
         _move_group(writer, out, root, table)
     out.unplaced = writer.fresh.execute(
         f"SELECT count(*) FROM {LOST_AND_FOUND} WHERE guess IS NULL").fetchone()[0]
     return placed
+
+
+def _by_foreign_keys(writer: Writer, root: int, tied: list[str]) -> str | None:
+    """Of tables the group fits equally, the one whose foreign keys its rows satisfy most
+    (a parent row exists for each non-NULL key); None if that does not single one out."""
+    fresh = writer.fresh
+    scores = []
+    for table in tied:
+        shape, score = writer.shapes[table], 0
+        for _, _, parent, column, to, *_ in fresh.execute(f"PRAGMA foreign_key_list({quote(table)})"):
+            if column not in shape.columns or to is None or shape.columns.index(column) >= writer.width:
+                continue
+            c = f"c{shape.columns.index(column)}"
+            score += fresh.execute(
+                f"SELECT count(*) FROM {LOST_AND_FOUND} WHERE tree = ? AND guess IS NULL AND {c} IN "
+                f"(SELECT {quote(to)} FROM {quote(parent)})", (root,)).fetchone()[0]
+        scores.append((score, table))
+    scores.sort(reverse=True)
+    if scores[0][0] and scores[0][0] > scores[1][0]:
+        return scores[0][1]
+    return None
 
 
 def _move_group(writer: Writer, out: Salvaged, root: int, table: str) -> None:

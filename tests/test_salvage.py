@@ -164,3 +164,27 @@ def test_random_damage_on_100k_messages(tmp_path_factory, journal):
         shutil.rmtree(db.parent)
 
     check()
+
+
+def test_foreign_keys_decide_between_tables_of_the_same_shape(tmp_path):
+    """Two damaged tables whose rows look alike: the rows whose keys name existing parents go to
+    the table with that foreign key; rows that still fit both stay in lost_and_found (exit 1)."""
+    db = tmp_path / "orchestra.db"
+    assert cli("--database", db, "apply").exit_code == 0
+    with connect(db) as c:
+        c.execute("""CREATE TABLE parent (id TEXT PRIMARY KEY);
+                     CREATE TABLE child (id INTEGER PRIMARY KEY, parent TEXT REFERENCES parent (id), note TEXT);
+                     CREATE TABLE twin (id INTEGER PRIMARY KEY, other TEXT, note TEXT)""")
+        with c:
+            c.executemany("INSERT INTO parent VALUES (?)", [(f"p{i}",) for i in range(50)])
+            c.executemany("INSERT INTO child (parent, note) VALUES (?, ?)",
+                          [(f"p{i % 50}", "n" * 200) for i in range(400)])
+            c.executemany("INSERT INTO twin (other, note) VALUES (?, ?)",
+                          [(f"x{i}", "n" * 200) for i in range(400)])
+        roots = dict(c.execute("SELECT name, rootpage FROM sqlite_schema WHERE name IN ('child', 'twin')"))
+    before = {t: rows(db, t) for t in ("child", "twin")}
+    damage(db, roots["child"])
+    damage(db, roots["twin"])
+    result, out = recover(db)
+    assert result.exit_code == 1 and out["rows_in_lost_and_found"] == 400
+    assert rows(db, "child") == before["child"] and rows(db, "twin") == set()
