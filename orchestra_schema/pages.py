@@ -318,19 +318,26 @@ class Reader:
         header_size, at = varint(payload, 0)
         if header_size < 1 or header_size > len(payload):
             raise Damaged("record header out of range")
-        types = []
-        while at < header_size:
-            serial, at = varint(payload, at)
-            types.append(serial)
-        if at != header_size:
-            raise Damaged("record header overruns")
-        values, body = [], header_size
+        types = payload[at:header_size]
+        if types and max(types) >= 0x80:  # a serial type of more than one byte
+            types = []
+            while at < header_size:
+                serial, at = varint(payload, at)
+                types.append(serial)
+            if at != header_size:
+                raise Damaged("record header overruns")
+        values, body, end = [], header_size, len(payload)
         for serial in types:
-            value, body = self._value(payload, body, serial)
-            if body > len(payload):
+            if serial >= 13 and serial % 2:  # text, the common case
+                n = (serial - 13) >> 1
+                value = payload[body:body + n].decode(self.pf.encoding, "replace")
+                body += n
+            else:
+                value, body = self._value(payload, body, serial)
+            if body > end:
                 return values, False
             values.append(value)
-        return values, body == len(payload)
+        return values, body == end
 
     def _value(self, buf: bytes, at: int, serial: int):
         if serial == 0:

@@ -135,7 +135,7 @@ def _rebuild_from_sqlite(ctx: Context, fresh: Database, migrations, result: Reco
         schema = _source_schema(src, result)
         tables = [(name, sql) for kind, name, _, sql in schema
                   if kind == "table" and not name.startswith("sqlite_")]
-        with _triggers_off(fresh):
+        with _triggers_off(fresh), _indexes_after(fresh):
             for done, (name, sql) in enumerate(tables, 1):
                 result.tables.append(_copy_table(src, fresh, name, sql, result))
                 if progress:
@@ -168,7 +168,7 @@ def _rebuild_from_pages(ctx: Context, fresh: Database, migrations, result: Recov
         whole = {name for root, name in roots.items() if found.whole(root, table=True)}
         kept_history = {t for t in HISTORY_TABLES & set(roots.values()) if t not in whole}
         writer = salvage.Writer(fresh.connection, shapes)
-        with _triggers_off(fresh), fresh.connection:
+        with _triggers_off(fresh), _indexes_after(fresh), fresh.connection:
             for name in set(roots.values()) & set(shapes) - kept_history:
                 # The source's rows replace what the migrations inserted (see _copy_table).
                 fresh.execute(f"DELETE FROM {quote(name)}")
@@ -377,6 +377,21 @@ def _create_table(fresh: Database, name: str, sql: str | None, result: RecoverRe
     except (apsw.Error, TypeError) as err:
         result.warnings.append(f"{name}: could not be created ({err}); its rows were not copied")
         return False
+
+
+@contextlib.contextmanager
+def _indexes_after(fresh: Database):
+    """Non-unique indexes built after the rows are in: one sort each, not a random insert per row.
+
+    Unique ones stay: they refuse a duplicate row as it comes (it goes to lost_and_found).
+    """
+    indexes = fresh.rows("SELECT name, sql FROM sqlite_schema WHERE type = 'index' AND sql IS NOT NULL "
+                         "AND upper(sql) NOT LIKE 'CREATE UNIQUE%'")
+    for name, _ in indexes:
+        fresh.execute(f"DROP INDEX {quote(name)}")
+    yield
+    for _, sql in indexes:
+        fresh.execute(sql)
 
 
 def _copy_table(src: Database, fresh: Database, name: str, sql: str,
