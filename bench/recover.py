@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import glob
+import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -121,6 +123,12 @@ def total_rows(db: Path) -> int:
     return tally(db, db)[0]
 
 
+def _cpu() -> float:
+    """CPU seconds of the processes waited for so far (a run's own work, whatever the load)."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
 def run(size_mb: int, reps: int, say=print) -> str:
     tool = Tool()
     shell = build_shell(say)
@@ -137,13 +145,14 @@ def run(size_mb: int, reps: int, say=print) -> str:
         for case in CASES:
             figures = {}
             for name in ("orchestra-schema recover", "sqlite3 .recover"):
-                seconds = []
+                seconds, cpu = [], []
                 for rep in range(reps):
                     (WORK / "trial").mkdir()
                     db = fresh_copy(original, WORK / "trial" / "orchestra.db")
                     damage(db, case, random.Random(rep))
                     out = WORK / "trial" / "recovered.db"
                     remove_db(out)
+                    before = _cpu()
                     if name.startswith("orchestra"):
                         r = run_timed(tool.argv(db, "recover"))
                         result = db
@@ -152,20 +161,23 @@ def run(size_mb: int, reps: int, say=print) -> str:
                         r = run_timed(["sh", "-c", f'"{shell}" "{db}" .recover | "{shell}" "{out}"'])
                         result, ok = out, r.ok
                     seconds.append(r.seconds)
+                    cpu.append(_cpu() - before)
                     figures[name] = (*tally(original, result), statistics.median(seconds),
-                                     r.error if not ok else "")
+                                     statistics.median(cpu), r.error if not ok else "")
                     shutil.rmtree(WORK / "trial")
             say(f"{mode} {case}: {figures}")
-            for name, (placed, lost_found, secs, error) in figures.items():
+            for name, (placed, lost_found, secs, cpu_secs, error) in figures.items():
                 lines.append(f"| {mode} | {case} | {name} | {placed:,} | {rows - placed:,} | "
-                             f"{lost_found:,} | {secs:.2f} | {error} |")
+                             f"{lost_found:,} | {secs:.2f} | {cpu_secs:.2f} | {error} |")
         remove_db(original)
     header = [f"Database: {size_mb} MB made by `orchestra-schema apply` and bench/build.py "
-              f"({built.info.get('messages', '?')} chat messages, {rows:,} rows in all); "
+              f"({built.info['rows']['ChatMessages']:,} chat messages, {rows:,} rows in all); "
               f"sqlite3 {shell_version(shell)} built from npm's sqlite3 package; "
-              f"median of {reps} run(s).", "",
+              f"median of {reps} run(s); load average {os.getloadavg()[0]:.1f} at the end. "
+              "seconds: wall clock from spawn to exit; CPU s: user + system time of the "
+              "processes (the shell: both ends of its pipe).", "",
               "| journal | damage | tool | rows placed | rows not in their table | in lost_and_found "
-              "| seconds | error |", "|---|---|---|---:|---:|---:|---:|---|"]
+              "| seconds | CPU s | error |", "|---|---|---|---:|---:|---:|---:|---:|---|"]
     text = "\n".join(header + lines) + "\n"
     (CACHE / "recover.md").write_text(text)
     shutil.rmtree(WORK, ignore_errors=True)

@@ -23,6 +23,7 @@ import contextlib
 from array import array
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import apsw
 
@@ -148,13 +149,12 @@ class Scan:
         kind = self.kind[root] if 0 < root <= self.pf.page_count else 0
         if not kind or (kind in (pages.TABLE_LEAF, pages.TABLE_INTERIOR)) != table:
             return False
-        return root not in self._broken_roots
+        return root not in self.broken_roots
 
-    @property
-    def _broken_roots(self) -> set[int]:
-        if not hasattr(self, "_broken_cache"):
-            self._broken_cache = {self.root_of(p) for p in self.broken}
-        return self._broken_cache
+    @cached_property
+    def broken_roots(self) -> set[int]:
+        """The trees with a bad child somewhere (asked once `broken` is complete)."""
+        return {self.root_of(p) for p in self.broken}
 
     def key_range(self, page: int, up: int | None = None) -> tuple[int | None, int | None]:
         """(low, high]: the rowids a page of a table tree may hold, from its parents' keys.
