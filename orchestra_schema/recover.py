@@ -25,7 +25,7 @@ from . import files, pages, salvage
 from .backup import health, trusted_backup
 from .copying import Progress, integrity_of
 from .context import Context
-from .database import Database, quote, translated
+from .database import Database, connect, open_immutable, quote, translated
 from .engine import HISTORY_TABLES, applied_migrations, apply_one
 from .errors import CheckFailed, DatabaseUnavailable, OrchestraError, Refused
 from .migrations import ancestors
@@ -194,7 +194,7 @@ def _rebuild_from_pages(ctx: Context, fresh: Database, migrations, result: Recov
 
 def _open_source(ctx: Context, result: RecoverResult) -> Database:
     if result.from_backup:
-        return Database(result.source, files.open_immutable(result.source), readonly=True)
+        return Database(result.source, open_immutable(result.source), readonly=True)
     return Database.open(ctx.database, readonly=True, timeout=ctx.timeout)
 
 
@@ -221,7 +221,7 @@ def _page_history(found: salvage.Scan, result: RecoverResult) -> set[str] | None
         result.warnings.append("migration history unreadable in the damaged file; "
                                "applied every migration")
         return None
-    memory = apsw.Connection(":memory:")
+    memory = connect(Path(":memory:"))
     try:
         memory.execute(row.sql)
         column = salvage.shape_of(memory, default_migration_table).columns.index("migration_id")
