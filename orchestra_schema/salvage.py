@@ -325,15 +325,15 @@ class Writer:
         except apsw.Error as err:
             return f"{table}: {err}"
 
-    def insert_page(self, table: str, cells: list[pages.Cell]) -> bool:
-        """All of one page's rows in one go (the common case); False: none went in."""
+    def insert_rows(self, table: str, rows: list[tuple[int, list]]) -> bool:
+        """(rowid, values) rows all in one go (the common case); False: none went in."""
         shape = self.shapes[table]
-        if len({len(c.values) for c in cells}) != 1:
+        if not rows or len({len(values) for _, values in rows}) != 1:
             return False
         try:
             with self.fresh:  # a savepoint: all or none
-                self.fresh.executemany(self._sql(table, len(cells[0].values)),
-                                       [(c.rowid, *shape.row(c.rowid, c.values)) for c in cells])
+                self.fresh.executemany(self._sql(table, len(rows[0][1])),
+                                       [(rowid, *shape.row(rowid, values)) for rowid, values in rows])
             return True
         except apsw.Error:
             return False
@@ -375,7 +375,8 @@ def copy_rows(found: Scan, writer: Writer, tables: dict[int, str], skip: set[str
         data = pf.page(number)
         cells = list(found.reader.cells(pages.parse_btree(data, number, pf.usable), data))
         if cells and table in writer.shapes and None not in cells \
-                and all(c.complete for c in cells) and writer.insert_page(table, cells):
+                and all(c.complete for c in cells) \
+                and writer.insert_rows(table, [(c.rowid, c.values) for c in cells]):
             out.copied[table] += len(cells)
             continue
         for cell in cells:
@@ -450,25 +451,37 @@ def _by_foreign_keys(writer: Writer, root: int, tied: list[str]) -> str | None:
     return None
 
 
-def _move_group(writer: Writer, out: Salvaged, root: int, table: str) -> None:
-    fresh, shape = writer.fresh, writer.shapes[table]
-    rows = fresh.execute(f"SELECT * FROM {LOST_AND_FOUND} WHERE tree = ? AND guess IS NULL",
-                         (root,)).fetchall()
-    for row in rows:
-        key, rowid, nfield, values = row[0], row[6], row[7], list(row[8:8 + row[7]])
-        if not shape.fits(signature(values)):
-            fresh.execute(f"UPDATE {LOST_AND_FOUND} SET guess = ?, reason = ? WHERE id = ?",
-                          (table, f"its page's other rows are {table}'s; this one does not fit", key))
-            out.kept[table] += 1
-            continue
-        reason = writer.insert(table, rowid, values)
-        if reason is None:
-            fresh.execute(f"DELETE FROM {LOST_AND_FOUND} WHERE id = ?", (key,))
-            out.copied[table] += 1
+def _move_group(writer: Writer, out: Salvaged, root: int, table: str, batch: int = 1000) -> None:
+    """The group's rows from lost_and_found into `table`, a batch at a time (memory stays flat)."""
+    fresh, shape, last = writer.fresh, writer.shapes[table], 0
+    while True:
+        rows = fresh.execute(f"SELECT * FROM {LOST_AND_FOUND} WHERE tree = ? AND guess IS NULL "
+                             "AND id > ? ORDER BY id LIMIT ?", (root, last, batch)).fetchall()
+        if not rows:
+            return
+        last = rows[-1][0]
+        misfit = f"its page's other rows are {table}'s; this one does not fit"
+        good, bad = [], []
+        for key, rowid, nfield, values in ((r[0], r[6], r[7], list(r[8:8 + r[7]])) for r in rows):
+            (good if shape.fits(signature(values)) else bad).append((key, rowid, values))
+        fresh.executemany(f"UPDATE {LOST_AND_FOUND} SET guess = ?, reason = ? WHERE id = ?",
+                          [(table, misfit, key) for key, _, _ in bad])
+        out.kept[table] += len(bad)
+        if writer.insert_rows(table, [(rowid, values) for _, rowid, values in good]):
+            moved = good
         else:
-            fresh.execute(f"UPDATE {LOST_AND_FOUND} SET guess = ?, reason = ? WHERE id = ?",
-                          (table, reason, key))
-            out.kept[table] += 1
+            moved = [g for g in good if _insert_or_keep(writer, out, table, *g)]
+        fresh.executemany(f"DELETE FROM {LOST_AND_FOUND} WHERE id = ?", [(key,) for key, _, _ in moved])
+        out.copied[table] += len(moved)
+
+
+def _insert_or_keep(writer: Writer, out: Salvaged, table: str, key: int, rowid: int, values: list) -> bool:
+    reason = writer.insert(table, rowid, values)
+    if reason is not None:
+        writer.fresh.execute(f"UPDATE {LOST_AND_FOUND} SET guess = ?, reason = ? WHERE id = ?",
+                             (table, reason, key))
+        out.kept[table] += 1
+    return reason is None
 
 
 def index_rowids(found: Scan, index_root: int):

@@ -120,6 +120,9 @@ def property_case(db, data):
     for page in chosen:
         damage(db, page)
     result, out = recover(db)
+    if result.exit_code == 5:  # the damage missed every page in use (a free page, one the -wal replaces)
+        assert "passes its quick_check" in result.stderr and snapshot(db) == before
+        return
     assert result.exit_code in (0, 1), result.stderr
     after = snapshot(db)
     for t in TABLES:
