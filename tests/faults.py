@@ -33,18 +33,21 @@ FOREIGN = "jobs"  # a table no migration owns, like Hangfire's: never touched, n
 CAN_SEE_OPEN_FILES = Path("/proc/self/fd").is_dir()
 
 
-def many_migrations(directory: Path, n: int = 25, rows: int = ROWS) -> Path:
-    """n migrations, each a table with `rows` rows and an index, in a chain."""
+def sqlite_table(i: int, rows: int) -> str:
+    return (f"CREATE TABLE t{i} (n INTEGER PRIMARY KEY, payload BLOB);\n"
+            f"WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < {rows})\n"
+            f"INSERT INTO t{i} SELECT n, randomblob(64) FROM r;\n"
+            f"CREATE INDEX t{i}_payload ON t{i} (payload);\n")
+
+
+def many_migrations(directory: Path, n: int = 25, rows: int = ROWS, table_sql=sqlite_table) -> Path:
+    """n migrations, each a table with `rows` rows and an index, in a chain
+    (table_sql(i, rows): its statements in the engine's SQL)."""
     directory.mkdir(exist_ok=True)
     previous = None
     for i in range(n):
         depends = f"-- depends: {previous}\n" if previous else ""
-        (directory / f"m{i:03d}.sql").write_text(
-            f"-- table t{i}\n{depends}"
-            f"CREATE TABLE t{i} (n INTEGER PRIMARY KEY, payload BLOB);\n"
-            f"WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < {rows})\n"
-            f"INSERT INTO t{i} SELECT n, randomblob(64) FROM r;\n"
-            f"CREATE INDEX t{i}_payload ON t{i} (payload);\n")
+        (directory / f"m{i:03d}.sql").write_text(f"-- table t{i}\n{depends}" + table_sql(i, rows))
         (directory / f"m{i:03d}.rollback.sql").write_text(f"DROP TABLE t{i};\n")
         previous = f"m{i:03d}"
     return directory

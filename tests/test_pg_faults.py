@@ -12,28 +12,21 @@ import time
 import pytest
 
 from conftest import run
-from faults import kill_at, start
+from faults import kill_at, many_migrations, start
 
 MIGRATIONS, ROWS = 8, 20000
-SPAN = 1.0  # seconds: kills spread over this much of the run after it connects
 SHORT_TRIALS = int(os.environ.get("KILL_TRIALS", 4))
 LONG_TRIALS = int(os.environ.get("LONG_KILL_TRIALS", 50))
 
 
-def many_migrations(directory):
-    """MIGRATIONS tables of ROWS rows with an index each, in a chain."""
-    directory.mkdir(exist_ok=True)
-    previous = None
-    for i in range(MIGRATIONS):
-        depends = f"-- depends: {previous}\n" if previous else ""
-        (directory / f"m{i:03d}.sql").write_text(
-            f"-- table t{i}\n{depends}"
-            f"CREATE TABLE t{i} (n integer PRIMARY KEY, payload text NOT NULL);\n"
-            f"INSERT INTO t{i} SELECT g, md5(g::text) FROM generate_series(1, {ROWS}) g;\n"
+def postgresql_table(i: int, rows: int) -> str:
+    return (f"CREATE TABLE t{i} (n integer PRIMARY KEY, payload text NOT NULL);\n"
+            f"INSERT INTO t{i} SELECT g, md5(g::text) FROM generate_series(1, {rows}) g;\n"
             f"CREATE INDEX t{i}_payload ON t{i} (payload);\n")
-        (directory / f"m{i:03d}.rollback.sql").write_text(f"DROP TABLE t{i};\n")
-        previous = f"m{i:03d}"
-    return directory
+
+
+def pg_migrations(directory):
+    return many_migrations(directory, MIGRATIONS, ROWS, postgresql_table)
 
 
 def check_history_matches_schema(database) -> set[str]:
@@ -58,8 +51,10 @@ def tool_has_a_session(database) -> bool:
 
 
 def kill_trials(pg_cluster, sql_dir, command: str, trials: int, seed: int) -> dict:
-    rng, figures = random.Random(seed), {"trials": trials, "mid-run": 0, "interrupted": 0,
-                                         "finished": 0}
+    """Trial 0 runs to the end and measures the span (connected to exit); the others are
+    killed at a random instant of it."""
+    rng, span = random.Random(seed), None
+    figures = {"trials": trials, "mid-run": 0, "interrupted": 0, "finished": 0}
     args = ["--sql-dir", sql_dir, "--timeout", "60"]
     rollback = ["rollback", "--to", "0", "--yes", "--no-backup"]
     argv = ["apply"] if command == "apply" else rollback
@@ -71,7 +66,11 @@ def kill_trials(pg_cluster, sql_dir, command: str, trials: int, seed: int) -> di
             proc = start("--database", database.url, *args, *argv)
             while not tool_has_a_session(database) and proc.poll() is None:
                 time.sleep(0.005)  # Python's start-up: a kill here proves nothing
-            killed = kill_at(proc, rng.uniform(0, SPAN) if trial else 0.01)
+            connected = time.perf_counter()
+            killed = span is not None and kill_at(proc, rng.uniform(0, span))
+            if span is None:
+                proc.wait(timeout=300)
+                span = time.perf_counter() - connected
             if killed:
                 figures["mid-run"] += 1
             else:
@@ -86,20 +85,20 @@ def kill_trials(pg_cluster, sql_dir, command: str, trials: int, seed: int) -> di
             assert len(after) == (MIGRATIONS if command == "apply" else 0)
         finally:
             pg_cluster.drop_database(database)
-    print(f"\n{command}: {figures}")
+    print(f"\n{command}: span {span:.2f} s, {figures}")
     return figures
 
 
 @pytest.mark.parametrize("command", ["apply", "rollback"])
 def test_kill_9_leaves_every_migration_whole(pg_cluster, tmp_path, command):
-    figures = kill_trials(pg_cluster, many_migrations(tmp_path / "sql"), command, SHORT_TRIALS,
-                          seed=hash(command) & 0xFFFF)
+    figures = kill_trials(pg_cluster, pg_migrations(tmp_path / "sql"), command, SHORT_TRIALS,
+                          seed=len(command))
     assert figures["mid-run"] + figures["finished"] == SHORT_TRIALS
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("command", ["apply", "rollback"])
 def test_kill_9_long(pg_cluster, tmp_path, command):
-    figures = kill_trials(pg_cluster, many_migrations(tmp_path / "sql"), command, LONG_TRIALS,
+    figures = kill_trials(pg_cluster, pg_migrations(tmp_path / "sql"), command, LONG_TRIALS,
                           seed=7)
     assert figures["interrupted"] > 0  # the kills did land between migrations
