@@ -1,0 +1,371 @@
+"""copy-to: every row of an orchestra.db into a PostgreSQL database, in one transaction.
+
+The source is only read: opened read-only, every read inside one read transaction
+(one snapshot, while the app goes on writing; a live -wal is read as SQLite reads it).
+Its schema must be what the SQLite migrations make, else it is refused (exit 5),
+naming the differences as `adopt` does.
+
+On the target everything happens in ONE transaction, which commits only at the end:
+the PostgreSQL migrations with both histories (yoyo's with checksums, EF Core's), the
+rows, and the proof. A kill at any instant leaves no partial copy (the server rolls
+back a transaction whose client is gone), so a rerun starts clean.
+
+1. migrations applied (each as a savepoint of the one transaction), then every managed
+   table must be empty, else refused;
+2. every source value checked for what PostgreSQL can hold (pg_values.problem_sql):
+   any problem refuses the copy (exit 5) naming table, column, row Id and limit;
+3. keys, indexes and foreign keys dropped, rows streamed (apsw cursor -> COPY FROM STDIN,
+   the fields already converted by SQLite), then rebuilt as they were (faster than
+   maintaining them row by row; the final schema is checked against the migrations);
+4. proof: per table the row count and an order-independent digest (the sum of the md5 of
+   every row's canonical text) computed from the source as it is sent, and by PostgreSQL
+   from what it stored; a mismatch rolls everything back and names the table (exit 4).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import struct
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import psycopg
+from psycopg import sql
+
+from . import ef, pg_values
+from .address import PgAddress
+from .database import Database, quote, translated
+from .engine import HISTORY_TABLES, apply_one, applied_migrations, replay
+from .engines.postgresql import PgDriver, statement_targets
+from .errors import MigrationFailed, Refused, UsageError
+from .migrations import default_sql_dir, load
+from .verify import drift
+
+HANGFIRE_TABLES = {"AggregatedCounter", "Counter", "Job", "List", "Hash", "JobParameter",
+                   "JobQueue", "Server", "Set", "State", "DistributedLock"}
+EF_TABLES = {ef.TABLE, "__EFMigrationsLock"}
+BATCH_BYTES = 1 << 20  # COPY data is sent in pieces of about this size: memory stays flat
+MAX_PROBLEMS = 20  # listed in the refusal; the rest are counted
+_LANES = struct.Struct(">qq")
+EF_HISTORY_DDL = """CREATE TABLE IF NOT EXISTS {} (
+    "MigrationId" character varying(150) NOT NULL,
+    "ProductVersion" character varying(32) NOT NULL,
+    CONSTRAINT "PK___EFMigrationsHistory" PRIMARY KEY ("MigrationId"))"""
+
+
+@dataclass
+class TableCopy:
+    table: str
+    copied: int
+    skipped: int  # always 0: every row is copied, or the copy refuses and nothing is
+    seconds: float  # streaming its rows (keys and indexes are rebuilt afterwards, timed apart)
+    rows_per_second: float
+
+
+@dataclass
+class NotCopied:
+    table: str
+    rows: int
+    reason: str
+
+
+@dataclass
+class Truncated:
+    table: str
+    column: str
+    id: str
+    length: int  # characters in the source
+    limit: int  # characters kept
+
+
+@dataclass
+class CopyResult:
+    source: str
+    target: str
+    applied: list[str]  # PostgreSQL migrations applied to the target
+    ef_history: list[str]  # rows added to the target's __EFMigrationsHistory
+    tables: list[TableCopy]
+    not_copied: list[NotCopied]
+    truncated: list[Truncated] = field(default_factory=list)  # --truncate-long-text only
+    rows_copied: int = 0
+    index_seconds: float = 0.0  # rebuilding keys, indexes and foreign keys
+    verify_seconds: float = 0.0  # the proof: counts and digests on both sides
+    seconds: float = 0.0
+
+
+class CopyMismatch(MigrationFailed):
+    """PostgreSQL holds something else than what was sent; everything was rolled back."""
+
+
+def copy_to(source: Path, target: PgAddress, timeout: float, truncate: bool = False,
+            progress: Callable[[int, int], None] | None = None) -> CopyResult:
+    started = time.monotonic()
+    sqlite_migrations = load(default_sql_dir("sqlite"))
+    pg_migrations = load(default_sql_dir("postgresql"))
+    with (Database.open(source, timeout=timeout, readonly=True) as src,
+          translated(source, "reading the source"), src.read_transaction()):
+        copied_tables = _check_source(src, sqlite_migrations)
+        result = CopyResult(str(source), target.display, [], [], [], _not_copied(src, copied_tables))
+        pg_values.register(src.connection)
+        with PgDriver.connect(target, timeout=timeout) as driver:
+            _check_encoding(driver)
+            driver.lock()
+            with driver.conn.transaction():
+                _load(src, driver, pg_migrations, copied_tables, truncate, progress, result)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _load(src, driver, pg_migrations, copied_tables, truncate, progress, result) -> None:
+    """Everything on the target, inside the caller's one transaction."""
+    conn = driver.conn
+    for setting in ("TimeZone = 'UTC'", "DateStyle = 'ISO, YMD'", "extra_float_digits = 1",
+                    "maintenance_work_mem = '256MB'"):
+        conn.execute(f"SET LOCAL {setting}")
+    result.applied, result.ef_history = _apply(driver, pg_migrations)
+    _refuse_rows(driver, pg_migrations)
+    columns = {t: _target_columns(driver, t) for t in copied_tables}
+    result.truncated = _check_values(src, columns, truncate)
+    rebuild = _drop_keys(driver, copied_tables)
+    totals = {t: src.row_count(t) for t in copied_tables}
+    expected, done = {}, 0
+    for table in copied_tables:
+        began = time.monotonic()
+        expected[table] = _stream(src, driver, table, columns[table], truncate,
+                                  lambda n: progress and progress(done + n, sum(totals.values())))
+        done += expected[table][0]
+        seconds = time.monotonic() - began
+        result.tables.append(TableCopy(table, expected[table][0], 0, round(seconds, 3),
+                                       round(expected[table][0] / seconds) if seconds else 0))
+    result.rows_copied = done
+    began = time.monotonic()
+    _rebuild_keys(driver, rebuild)
+    result.index_seconds = round(time.monotonic() - began, 3)
+    began = time.monotonic()
+    _prove(driver, columns, expected, pg_migrations)
+    result.verify_seconds = round(time.monotonic() - began, 3)
+
+
+# ---- the source
+
+def _check_source(src: Database, migrations) -> list[str]:
+    """The tables to copy (all the SQLite migrations create); Refused if the schema differs."""
+    made = replay(migrations)
+    managed = [t for m in migrations for t in made.created[m.id]]
+    present = src.table_names()
+    if not present & set(managed):
+        raise Refused(f"{src.path}: not an Orchestra database (none of the tables "
+                      f"{', '.join(managed)}); nothing changed; check --database")
+    differences = drift(src, migrations, {m.id for m in migrations}).differences
+    if differences:
+        raise Refused(f"{src.path}: schema differs from what the SQLite migrations make in "
+                      f"{len(differences)} way(s): {'; '.join(differences)}; nothing changed; "
+                      "copy-to moves only an Orchestra database as EF Core or this tool made it")
+    return managed
+
+
+def _not_copied(src: Database, copied: list[str]) -> list[NotCopied]:
+    out = []
+    for table in sorted(src.table_names() - set(copied)):
+        if table in HANGFIRE_TABLES or table.lower().startswith("hangfire"):
+            reason = "Hangfire's (Hangfire.PostgreSql builds its own; jobs do not move)"
+        elif table in HISTORY_TABLES or table in EF_TABLES:
+            reason = "history (the target gets its own, for the PostgreSQL migrations)"
+        else:
+            reason = "no migration creates it"
+        out.append(NotCopied(table, src.row_count(table), reason))
+    return out
+
+
+def _check_values(src: Database, columns: dict, truncate: bool) -> list[Truncated]:
+    """Refused naming every value PostgreSQL cannot hold; the cuts --truncate-long-text makes."""
+    problems, cuts = [], []
+    for table, cols in columns.items():
+        checks = [pg_values.problem_sql(c, truncate) for c in cols]
+        longs = [c for c in cols if truncate and c.limit is not None]
+        lengths = [f"length({pg_values.q(c.name)})" for c in longs]
+        where = [f"{e} IS NOT NULL" for e in checks] + [
+            f"{n} > {c.limit}" for n, c in zip(lengths, longs)]
+        query = (f"SELECT \"Id\", {', '.join(checks + lengths)} FROM {quote(table)} "
+                 f"WHERE {' OR '.join(where)}")
+        for row in src.execute(query):
+            row_id, found, measured = row[0], row[1:1 + len(cols)], row[1 + len(cols):]
+            problems += [f"{table}.{c.name} row Id={row_id!r}: {why} ({c.pg_type})"
+                         for c, why in zip(cols, found) if why is not None]
+            cuts += [Truncated(table, c.name, str(row_id), n, c.limit)
+                     for c, n in zip(longs, measured) if n is not None and n > c.limit]
+    if problems:
+        more = (f"; and {len(problems) - MAX_PROBLEMS} more" if len(problems) > MAX_PROBLEMS
+                else "")
+        hint = ("" if truncate else "; --truncate-long-text cuts over-long text to its limit "
+                "(listed in the report)") if any("over the limit" in p for p in problems) else ""
+        raise Refused(f"{src.path}: {len(problems)} value(s) PostgreSQL cannot hold: "
+                      f"{'; '.join(problems[:MAX_PROBLEMS])}{more}; nothing committed; "
+                      f"fix them in the source first{hint}")
+    return cuts
+
+
+def _stream(src, driver, table, cols, truncate, progress) -> tuple[int, int, int]:
+    """COPY the table's rows; returns (rows, digest lane 1, digest lane 2) of what was sent."""
+    line = " || char(9) || ".join(pg_values.source_sql(c, truncate) for c in cols)
+    names = sql.SQL(", ").join(sql.Identifier(c.name) for c in cols)
+    rows, lane1, lane2, batch, size = 0, 0, 0, [], 0
+    md5, unpack = hashlib.md5, _LANES.unpack
+    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(driver._name(table), names)
+    try:
+        with driver.conn.cursor().copy(statement) as copy:
+            for (text,) in src.execute(f"SELECT CAST({line} AS BLOB) FROM {quote(table)}"):
+                a, b = unpack(md5(text).digest())
+                lane1 += a
+                lane2 += b
+                batch.append(text)
+                size += len(text)
+                if size >= BATCH_BYTES:
+                    rows += len(batch)
+                    copy.write(b"\n".join(batch) + b"\n")
+                    batch, size = [], 0
+                    if progress:
+                        progress(rows)
+            if batch:
+                rows += len(batch)
+                copy.write(b"\n".join(batch) + b"\n")
+    except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as err:
+        raise Refused(_refused_line(src, table, err)) from None
+    if progress:
+        progress(rows)
+    return rows, lane1, lane2
+
+
+def _refused_line(src: Database, table: str, err: psycopg.Error) -> str:
+    """A value PostgreSQL rejected during COPY (what the checks could not foresee, such
+    as invalid UTF-8), with the source row's Id found from COPY's line number."""
+    context = err.diag.context or ""
+    found = re.search(r"line (\d+)(?:, column (\w+))?", context)
+    where = table
+    if found:
+        row_id = src.scalar(f'SELECT "Id" FROM {quote(table)} LIMIT 1 OFFSET ?',
+                            (int(found.group(1)) - 1,))
+        where = f"{table}.{found.group(2) or '?'} row Id={row_id!r}"
+    return (f"{where}: PostgreSQL cannot hold the value: {err.diag.message_primary}; "
+            "nothing committed; fix it in the source first")
+
+
+# ---- the target
+
+def _check_encoding(driver: PgDriver) -> None:
+    encoding = driver.conn.execute("SHOW server_encoding").fetchone()[0]
+    if encoding != "UTF8":
+        raise Refused(f"{driver.display}: database encoding is {encoding}, not UTF8; nothing "
+                      "changed; create the database WITH ENCODING 'UTF8' (chat text holds any "
+                      "character, and varchar limits count characters only in UTF8)")
+
+
+def _apply(driver: PgDriver, migrations) -> tuple[list[str], list[str]]:
+    """The pending migrations and EF's history, each in a savepoint of the one transaction."""
+    from .commands import _refuse_unadopted
+    applied = set(applied_migrations(driver))
+    _refuse_unadopted(driver, applied)
+    ef_before = ef.entries(driver)
+    done = [m.id for m in migrations if m.id not in applied and apply_one(driver, m)]
+    if ef_before is None:  # EF Core's table, as `dotnet ef database update` makes it
+        driver.conn.execute(sql.SQL(EF_HISTORY_DDL).format(driver._name(ef.TABLE)))
+        ef.keep_in_step(driver, set(applied_migrations(driver)))
+    return done, ef.changes(ef_before, ef.entries(driver))
+
+
+def _managed(migrations) -> set[str]:
+    return {t for m in migrations for s in m.statements for t in statement_targets(s, writes=True)}
+
+
+def _refuse_rows(driver: PgDriver, migrations) -> None:
+    holding = [t for t in sorted(_managed(migrations) & driver.table_names())
+               if driver.conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(
+                   driver._name(t))).fetchone()[0]]
+    if holding:
+        raise Refused(f"{driver.display}: tables {', '.join(holding)} already hold rows; "
+                      "nothing changed; copy-to fills an empty database only (create a new "
+                      "one, or empty these tables yourself)")
+
+
+def _target_columns(driver: PgDriver, table: str) -> list[pg_values.Column]:
+    rows = driver.conn.execute(
+        "SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull "
+        "FROM pg_attribute a WHERE a.attrelid = %s::regclass AND a.attnum > 0 "
+        "AND NOT a.attisdropped ORDER BY a.attnum",
+        (driver._name(table).as_string(driver.conn),)).fetchall()
+    return [pg_values.Column(*r) for r in rows]
+
+
+@dataclass
+class _Rebuild:
+    constraints: list[tuple[str, str, str, str]]  # (table, name, kind, definition)
+    indexes: list[str]  # CREATE INDEX statements, from pg_get_indexdef
+
+
+def _drop_keys(driver: PgDriver, tables: list[str]) -> _Rebuild:
+    """Drop the tables' primary keys and indexes, and the foreign keys from or to them,
+    returning how to rebuild them exactly (names and definitions from the catalog)."""
+    conn, oids = driver.conn, [driver._name(t).as_string(driver.conn) for t in tables]
+    constraints = conn.execute(
+        "SELECT conrelid::regclass::text, conname, contype, pg_get_constraintdef(oid) "
+        "FROM pg_constraint WHERE (contype = 'p' AND conrelid = ANY(%(t)s::regclass[])) OR "
+        "(contype = 'f' AND (conrelid = ANY(%(t)s::regclass[]) OR confrelid = ANY(%(t)s::regclass[]))) "
+        "ORDER BY contype, conname", {"t": oids}).fetchall()
+    indexes = conn.execute(
+        "SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid) FROM pg_index i "
+        "WHERE i.indrelid = ANY(%s::regclass[]) AND NOT EXISTS "
+        "(SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid) ORDER BY 1",
+        (oids,)).fetchall()
+    for table, name, kind, _ in constraints:  # foreign keys first ('f' < 'p')
+        conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
+            sql.SQL(table), sql.Identifier(name)))
+    for name, _ in indexes:
+        conn.execute(sql.SQL("DROP INDEX {}").format(sql.SQL(name)))
+    return _Rebuild(constraints, [d for _, d in indexes])
+
+
+def _rebuild_keys(driver: PgDriver, rebuild: _Rebuild) -> None:
+    conn = driver.conn
+    try:
+        for table, name, kind, definition in reversed(rebuild.constraints):  # keys first
+            if kind == "p":
+                conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+                    sql.SQL(table), sql.Identifier(name), sql.SQL(definition)))
+        for statement in rebuild.indexes:
+            conn.execute(statement)
+        for table, name, kind, definition in rebuild.constraints:
+            if kind == "f":
+                conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+                    sql.SQL(table), sql.Identifier(name), sql.SQL(definition)))
+    except psycopg.errors.IntegrityError as err:
+        detail = err.diag.message_detail or ""
+        raise Refused(f"{driver.display}: the rows break {err.diag.constraint_name} on "
+                      f"{err.diag.table_name}: {err.diag.message_primary}"
+                      f"{' (' + detail + ')' if detail else ''}; nothing committed; "
+                      "fix the source (GUIDs that differ only in case are one uuid)") from None
+
+
+def _prove(driver: PgDriver, columns: dict, expected: dict, migrations) -> None:
+    """Before the commit: the schema is the migrations', and each table holds exactly what
+    was sent (row count and digest computed by PostgreSQL from the stored values)."""
+    differences = drift(driver, migrations, set(applied_migrations(driver))).differences
+    if differences:
+        raise CopyMismatch(f"{driver.display}: after the load the schema differs from the "
+                           f"migrations': {'; '.join(differences)}; rolled back, nothing "
+                           "committed (a bug: report it)")
+    for table, cols in columns.items():
+        line = sql.SQL(", ").join(sql.SQL(pg_values.target_sql(c)) for c in cols)
+        found = driver.conn.execute(sql.SQL(
+            "SELECT count(*), coalesce(sum(('x' || substr(h, 1, 16))::bit(64)::bigint), 0), "
+            "coalesce(sum(('x' || substr(h, 17, 16))::bit(64)::bigint), 0) "
+            "FROM (SELECT md5(concat_ws(E'\\t', {})) AS h FROM {}) rows").format(
+            line, driver._name(table))).fetchone()
+        if tuple(int(v) for v in found) != expected[table]:
+            raise CopyMismatch(
+                f"{driver.display}: {table} does not hold what was read from the source "
+                f"({expected[table][0]} row(s) sent, {found[0]} found; digests "
+                f"{'differ' if found[0] == expected[table][0] else 'not compared'}); rolled "
+                "back, nothing committed")

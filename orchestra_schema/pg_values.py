@@ -1,0 +1,235 @@
+"""SQLite values as PostgreSQL holds them: checks, conversion, and one canonical text.
+
+Each target column gets, from its PostgreSQL type (read from the catalog once the
+migrations ran):
+- `problem_sql`: an SQLite expression that is NULL when the value converts, else a
+  text saying why not (malformed GUID or date, over a varchar limit, not a JSON array...);
+- `source_sql`: an SQLite expression giving the value as one field of COPY's text
+  format, already converted (uuid lowercased, dates rounded to microseconds in UTC,
+  0/1 as t/f, JSON arrays as array literals) and escaped for COPY;
+- `target_sql`: a PostgreSQL expression giving the same field from the stored value.
+The row's fields joined by tabs are both the line COPY loads and the text the proof
+hashes on each side (copy_to.py), so a value PostgreSQL stored differently from what
+was meant shows up as a digest mismatch.
+
+Dates: EF Core wrote DateTime as `yyyy-MM-dd HH:mm:ss.FFFFFFF` (UTC, up to 7 fractional
+digits); `timestamp with time zone` keeps 6, so the 7th rounds half up (a carry may reach
+the next second). DateTime.MinValue and MaxValue become -infinity and infinity, as
+Npgsql writes and reads them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+
+from .errors import Refused
+
+INT4 = (-2**31, 2**31 - 1)
+MIN_VALUE, MAX_VALUE = "0001-01-01 00:00:00", "9999-12-31 23:59:59.9999999"
+_HEX = "[0-9A-Fa-f]"
+GUID_GLOB = "-".join(_HEX * n for n in (8, 4, 4, 4, 12))
+_DIGIT = "[0-9]"
+DATE_GLOB = f"{_DIGIT * 4}-{_DIGIT * 2}-{_DIGIT * 2}[ T]{_DIGIT * 2}:{_DIGIT * 2}:{_DIGIT * 2}*"
+# Functions registered on the source connection (register()) for the two rare types.
+FLOAT_FUNCTION, ARRAY_FUNCTION = "orchestra_pg_float8", "orchestra_pg_text_array"
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    pg_type: str  # format_type(): uuid, character varying(4000), timestamp with time zone ...
+    notnull: bool
+
+    @property
+    def limit(self) -> int | None:
+        found = re.fullmatch(r"character varying\((\d+)\)", self.pg_type)
+        return int(found.group(1)) if found else None
+
+    @property
+    def kind(self) -> str:
+        if self.limit is not None:
+            return "varchar"
+        if self.pg_type not in KINDS:
+            raise Refused(f"column {self.name}: no conversion from SQLite to {self.pg_type}; "
+                          "nothing changed; copy-to knows the types of the Orchestra schema only")
+        return KINDS[self.pg_type]
+
+
+KINDS = {"uuid": "uuid", "timestamp with time zone": "timestamptz", "boolean": "bool",
+         "integer": "int4", "bigint": "int8", "double precision": "float8", "text": "text",
+         "text[]": "text[]"}
+
+
+def q(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _lit(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+# ---- checks (SQLite): NULL when the value converts, else why it does not
+
+def problem_sql(col: Column, truncate: bool = False) -> str:
+    x = q(col.name)
+    null = f"WHEN {x} IS NULL THEN {_lit('NULL in a NOT NULL column') if col.notnull else 'NULL'}"
+    return f"CASE {null} {_type_problem(col, x, truncate)} ELSE NULL END"
+
+
+def _type_problem(col: Column, x: str, truncate: bool) -> str:
+    kind = col.kind
+    wrong_type = (lambda *ok: f"WHEN typeof({x}) NOT IN ({', '.join(map(_lit, ok))}) "
+                              f"THEN 'holds ' || typeof({x}) || ', not {'/'.join(ok)}'")
+    has_nul = f"WHEN instr(CAST({x} AS BLOB), x'00') > 0 THEN 'text holds a NUL character'"
+    if kind == "uuid":
+        return (f"{wrong_type('text')} WHEN {x} NOT GLOB '{GUID_GLOB}' "
+                f"THEN 'malformed GUID (8-4-4-4-12 hex digits expected)'")
+    if kind == "timestamptz":
+        return f"{wrong_type('text')} {_date_problem(x)}"
+    if kind == "bool":
+        return f"{wrong_type('integer')} WHEN {x} NOT IN (0, 1) THEN 'boolean must be 0 or 1'"
+    if kind == "int4":
+        return (f"{wrong_type('integer')} WHEN {x} NOT BETWEEN {INT4[0]} AND {INT4[1]} "
+                f"THEN 'out of range for integer ({INT4[0]}..{INT4[1]})'")
+    if kind == "int8":
+        return wrong_type("integer")
+    if kind == "float8":
+        return wrong_type("real", "integer")
+    if kind == "text[]":
+        return (f"{wrong_type('text')} {has_nul} WHEN NOT json_valid({x}) OR "
+                f"json_type({x}) <> 'array' THEN 'not a JSON array' "
+                f"WHEN EXISTS (SELECT 1 FROM json_each({x}) WHERE type NOT IN ('text', 'null') "
+                f"OR instr(CAST(value AS BLOB), x'00') > 0) "
+                f"THEN 'JSON array holds something other than strings'")
+    over = ("" if truncate or col.limit is None else
+            f"WHEN length({x}) > {col.limit} THEN length({x}) || ' characters, "
+            f"over the limit of {col.pg_type}'")
+    return f"{wrong_type('text')} {has_nul} {over}"
+
+
+def _date_problem(x: str) -> str:
+    head = f"substr({x}, 1, 10) || ' ' || substr({x}, 12, 8)"
+    fraction = f"substr({x}, 20)"
+    return (f"WHEN {x} NOT GLOB '{DATE_GLOB}' OR strftime('%Y-%m-%d %H:%M:%S', {head}) IS NOT {head}"
+            f" OR NOT ({fraction} = '' OR ({fraction} GLOB '.[0-9]*' AND length({fraction}) <= 8"
+            f" AND substr({fraction}, 2) NOT GLOB '*[^0-9]*'))"
+            f" THEN 'malformed date (yyyy-MM-dd HH:mm:ss with up to 7 fractional digits expected)'"
+            f" WHEN substr({x}, 1, 4) = '0000' THEN 'year 0 does not exist in PostgreSQL'"
+            f" WHEN {_normal_date(x)} <> {_lit(MAX_VALUE)} AND {_normal_date(x)} >= "
+            f"'9999-12-31 23:59:59.9999995' THEN 'rounds past 9999-12-31 23:59:59.999999'")
+
+
+def _normal_date(x: str) -> str:
+    return f"(substr({x}, 1, 10) || ' ' || substr({x}, 12))"
+
+
+# ---- the source side: one COPY text field per value, converted
+
+def source_sql(col: Column, truncate: bool = False) -> str:
+    x = q(col.name)
+    kind = col.kind
+    if kind == "uuid":
+        value = f"lower({x})"
+    elif kind == "timestamptz":
+        value = _date_sql(x)
+    elif kind == "bool":
+        value = f"CASE {x} WHEN 1 THEN 't' ELSE 'f' END"
+    elif kind in ("int4", "int8"):
+        value = f"CAST({x} AS TEXT)"
+    elif kind == "float8":
+        value = f"{FLOAT_FUNCTION}({x})"
+    elif kind == "text[]":
+        value = _escape_sqlite(f"{ARRAY_FUNCTION}({x})")
+    else:
+        cut = x if not (truncate and col.limit) else f"substr({x}, 1, {col.limit})"
+        value = _escape_sqlite(cut)
+    return f"CASE WHEN {x} IS NULL THEN '\\N' ELSE {value} END"
+
+
+def _escape_sqlite(x: str) -> str:
+    """COPY text format: backslash, tab, newline and carriage return escaped."""
+    for char, code in (("\\\\", None), ("\\t", 9), ("\\n", 10), ("\\r", 13)):
+        raw = "'\\'" if code is None else f"char({code})"
+        x = f"replace({x}, {raw}, '{char}')"
+    return x
+
+
+def _date_sql(x: str) -> str:
+    """PostgreSQL's text of the timestamptz in UTC: 'yyyy-mm-dd hh:mm:ss[.ffffff]+00',
+    fraction rounded half up to 6 digits and its trailing zeros dropped."""
+    head = f"(substr({x}, 1, 10) || ' ' || substr({x}, 12, 8))"
+    micros = f"((CAST(substr(substr({x}, 21) || '0000000', 1, 7) AS INTEGER) + 5) / 10)"
+    carried = f"strftime('%Y-%m-%d %H:%M:%S', {head}, '+1 second')"
+    rounded = (f"CASE WHEN {micros} = 1000000 THEN {carried} ELSE {head} || "
+               f"rtrim(rtrim('.' || printf('%06d', {micros}), '0'), '.') END")
+    return (f"CASE {_normal_date(x)} WHEN {_lit(MIN_VALUE)} THEN '-infinity' "
+            f"WHEN {_lit(MAX_VALUE)} THEN 'infinity' ELSE {rounded} || '+00' END")
+
+
+def pg_float8(value) -> str:
+    """float8's text output (extra_float_digits 1): the shortest exact digits, exponent
+    form below 1e-4 and from 1e15 (PostgreSQL's rule, not Python's)."""
+    value = float(value)
+    if value != value:
+        return "NaN"
+    if value in (float("inf"), float("-inf")):
+        return "Infinity" if value > 0 else "-Infinity"
+    if value == 0:
+        return "-0" if str(value).startswith("-") else "0"
+    sign, digit_tuple, exponent = Decimal(repr(value)).as_tuple()
+    digits = "".join(map(str, digit_tuple))
+    exponent += len(digits) - len(digits.rstrip("0"))
+    digits = digits.rstrip("0")
+    point = len(digits) + exponent  # digits before the decimal point
+    minus = "-" if sign else ""
+    if -4 < point <= 15:
+        if point <= 0:
+            return f"{minus}0.{'0' * -point}{digits}"
+        if point >= len(digits):
+            return f"{minus}{digits}{'0' * (point - len(digits))}"
+        return f"{minus}{digits[:point]}.{digits[point:]}"
+    mantissa = digits[0] + (f".{digits[1:]}" if len(digits) > 1 else "")
+    power = point - 1
+    return f"{minus}{mantissa}e{'-' if power < 0 else '+'}{abs(power):02d}"
+
+
+def pg_text_array(text: str) -> str:
+    """A JSON array of strings as PostgreSQL's text[] output: {a,"b c",NULL}."""
+    return "{" + ",".join(_array_element(v) for v in json.loads(text)) + "}"
+
+
+def _array_element(value) -> str:
+    if value is None:
+        return "NULL"
+    if value == "" or value.upper() == "NULL" or re.search(r'[{},"\\\s]', value):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return value
+
+
+def register(connection) -> None:
+    """The two converters done in Python, on the source's apsw connection."""
+    connection.create_scalar_function(FLOAT_FUNCTION, pg_float8, 1, deterministic=True)
+    connection.create_scalar_function(ARRAY_FUNCTION, pg_text_array, 1, deterministic=True)
+
+
+# ---- the target side: the same field, from what PostgreSQL stored
+
+def target_sql(col: Column) -> str:
+    x = q(col.name)
+    kind = col.kind
+    if kind == "bool":
+        value = f"CASE WHEN {x} THEN 't' ELSE 'f' END"
+    elif kind in ("varchar", "text", "text[]"):
+        value = _escape_pg(f"{x}::text")
+    else:  # uuid, timestamptz (session in UTC), integers, float8: their text output
+        value = f"{x}::text"
+    return f"CASE WHEN {x} IS NULL THEN '\\N' ELSE {value} END"
+
+
+def _escape_pg(x: str) -> str:
+    for char, raw in (("\\\\", "'\\'"), ("\\t", "E'\\t'"), ("\\n", "E'\\n'"), ("\\r", "E'\\r'")):
+        x = f"replace({x}, {raw}, '{char}')"
+    return x
