@@ -210,15 +210,17 @@ def _check_values(src: Database, columns: dict, truncate: bool) -> list[Truncate
 
 def _stream(src, driver, table, cols, truncate, progress) -> tuple[int, int, int]:
     """COPY the table's rows; returns (rows, digest lane 1, digest lane 2) of what was sent."""
-    line = " || char(9) || ".join(pg_values.source_sql(c, truncate) for c in cols)
+    line = _joined(pg_values.source_sql(c, truncate) for c in cols)
+    digest = _joined(pg_values.digest_sql(c, truncate) for c in cols)
+    select = f"SELECT CAST({line} AS BLOB){'' if digest == line else f', CAST({digest} AS BLOB)'}"
     names = sql.SQL(", ").join(sql.Identifier(c.name) for c in cols)
     rows, lane1, lane2, batch, size = 0, 0, 0, [], 0
     md5, unpack = hashlib.md5, _LANES.unpack
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(driver._name(table), names)
     try:
         with driver.conn.cursor().copy(statement) as copy:
-            for (text,) in src.execute(f"SELECT CAST({line} AS BLOB) FROM {quote(table)}"):
-                a, b = unpack(md5(text).digest())
+            for text, *hashed in src.execute(f"{select} FROM {quote(table)}"):
+                a, b = unpack(md5(hashed[0] if hashed else text).digest())
                 lane1 += a
                 lane2 += b
                 batch.append(text)
@@ -237,6 +239,10 @@ def _stream(src, driver, table, cols, truncate, progress) -> tuple[int, int, int
     if progress:
         progress(rows)
     return rows, lane1, lane2
+
+
+def _joined(fields) -> str:
+    return " || char(9) || ".join(fields)
 
 
 def _refused_line(src: Database, table: str, err: psycopg.Error) -> str:

@@ -10,10 +10,12 @@ migrations ran):
 - `target_sql`: a PostgreSQL expression giving the same field from the stored value.
 The row's fields joined by tabs are both the line COPY loads and the text the proof
 hashes on each side (copy_to.py), so a value PostgreSQL stored differently from what
-was meant shows up as a digest mismatch.
+was meant shows up as a digest mismatch. Doubles are the one exception: they travel as
+Python's shortest text and are hashed as their 8 bytes (`digest_sql`), since the two
+sides' shortest texts differ in rare ties.
 
 Dates: EF Core wrote DateTime as `yyyy-MM-dd HH:mm:ss.FFFFFFF` (UTC, up to 7 fractional
-digits); `timestamp with time zone` keeps 6, so the 7th rounds half up (a carry may reach
+digits; `T` for the space and a bare `yyyy-MM-dd` are read too); `timestamp with time zone` keeps 6, so the 7th rounds half up (a carry may reach
 the next second). DateTime.MinValue and MaxValue become -infinity and infinity, as
 Npgsql writes and reads them.
 """
@@ -22,8 +24,8 @@ from __future__ import annotations
 
 import json
 import re
+import struct
 from dataclasses import dataclass
-from decimal import Decimal
 
 from .errors import Refused
 
@@ -35,6 +37,7 @@ _DIGIT = "[0-9]"
 DATE_GLOB = f"{_DIGIT * 4}-{_DIGIT * 2}-{_DIGIT * 2}[ T]{_DIGIT * 2}:{_DIGIT * 2}:{_DIGIT * 2}*"
 # Functions registered on the source connection (register()) for the two rare types.
 FLOAT_FUNCTION, ARRAY_FUNCTION = "orchestra_pg_float8", "orchestra_pg_text_array"
+BITS_FUNCTION = "orchestra_float8_bits"
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,7 @@ def _type_problem(col: Column, x: str, truncate: bool) -> str:
         return (f"{wrong_type('text')} WHEN {x} NOT GLOB '{GUID_GLOB}' "
                 f"THEN 'malformed GUID (8-4-4-4-12 hex digits expected)'")
     if kind == "timestamptz":
-        return f"{wrong_type('text')} {_date_problem(x)}"
+        return f"{wrong_type('text')} {_date_problem(_with_time(x))}"
     if kind == "bool":
         return f"{wrong_type('integer')} WHEN {x} NOT IN (0, 1) THEN 'boolean must be 0 or 1'"
     if kind == "int4":
@@ -122,6 +125,11 @@ def _date_problem(x: str) -> str:
             f"'9999-12-31 23:59:59.9999995' THEN 'rounds past 9999-12-31 23:59:59.999999'")
 
 
+def _with_time(x: str) -> str:
+    """A date without its time (yyyy-MM-dd, as hand-written rows have) is midnight."""
+    return f"(CASE WHEN length({x}) = 10 THEN {x} || ' 00:00:00' ELSE {x} END)"
+
+
 def _normal_date(x: str) -> str:
     return f"(substr({x}, 1, 10) || ' ' || substr({x}, 12))"
 
@@ -134,7 +142,7 @@ def source_sql(col: Column, truncate: bool = False) -> str:
     if kind == "uuid":
         value = f"lower({x})"
     elif kind == "timestamptz":
-        value = _date_sql(x)
+        value = _date_sql(_with_time(x))
     elif kind == "bool":
         value = f"CASE {x} WHEN 1 THEN 't' ELSE 'f' END"
     elif kind in ("int4", "int8"):
@@ -147,6 +155,14 @@ def source_sql(col: Column, truncate: bool = False) -> str:
         cut = x if not (truncate and col.limit) else f"substr({x}, 1, {col.limit})"
         value = _escape_sqlite(cut)
     return f"CASE WHEN {x} IS NULL THEN '\\N' ELSE {value} END"
+
+
+def digest_sql(col: Column, truncate: bool = False) -> str:
+    """The field as the proof hashes it: the COPY field, but a double's bits for float8."""
+    if col.kind != "float8":
+        return source_sql(col, truncate)
+    x = q(col.name)
+    return f"CASE WHEN {x} IS NULL THEN '\\N' ELSE {BITS_FUNCTION}({x}) END"
 
 
 def _escape_sqlite(x: str) -> str:
@@ -169,31 +185,15 @@ def _date_sql(x: str) -> str:
             f"WHEN {_lit(MAX_VALUE)} THEN 'infinity' ELSE {rounded} || '+00' END")
 
 
-def pg_float8(value) -> str:
-    """float8's text output (extra_float_digits 1): the shortest exact digits, exponent
-    form below 1e-4 and from 1e15 (PostgreSQL's rule, not Python's)."""
-    value = float(value)
-    if value != value:
-        return "NaN"
-    if value in (float("inf"), float("-inf")):
-        return "Infinity" if value > 0 else "-Infinity"
-    if value == 0:
-        return "-0" if str(value).startswith("-") else "0"
-    sign, digit_tuple, exponent = Decimal(repr(value)).as_tuple()
-    digits = "".join(map(str, digit_tuple))
-    exponent += len(digits) - len(digits.rstrip("0"))
-    digits = digits.rstrip("0")
-    point = len(digits) + exponent  # digits before the decimal point
-    minus = "-" if sign else ""
-    if -4 < point <= 15:
-        if point <= 0:
-            return f"{minus}0.{'0' * -point}{digits}"
-        if point >= len(digits):
-            return f"{minus}{digits}{'0' * (point - len(digits))}"
-        return f"{minus}{digits[:point]}.{digits[point:]}"
-    mantissa = digits[0] + (f".{digits[1:]}" if len(digits) > 1 else "")
-    power = point - 1
-    return f"{minus}{mantissa}e{'-' if power < 0 else '+'}{abs(power):02d}"
+def float_text(value) -> str:
+    """A double as text PostgreSQL reads back to the same double: Python's shortest repr."""
+    return repr(float(value))
+
+
+def float_bits(value) -> str:
+    """The double's 8 bytes in hex, as encode(float8send(x), 'hex') gives them: the proof
+    compares floats by their bits (the two sides' shortest texts differ in rare ties)."""
+    return struct.pack(">d", float(value)).hex()
 
 
 def pg_text_array(text: str) -> str:
@@ -210,8 +210,9 @@ def _array_element(value) -> str:
 
 
 def register(connection) -> None:
-    """The two converters done in Python, on the source's apsw connection."""
-    connection.create_scalar_function(FLOAT_FUNCTION, pg_float8, 1, deterministic=True)
+    """The converters done in Python, on the source's apsw connection."""
+    connection.create_scalar_function(FLOAT_FUNCTION, float_text, 1, deterministic=True)
+    connection.create_scalar_function(BITS_FUNCTION, float_bits, 1, deterministic=True)
     connection.create_scalar_function(ARRAY_FUNCTION, pg_text_array, 1, deterministic=True)
 
 
@@ -224,7 +225,9 @@ def target_sql(col: Column) -> str:
         value = f"CASE WHEN {x} THEN 't' ELSE 'f' END"
     elif kind in ("varchar", "text", "text[]"):
         value = _escape_pg(f"{x}::text")
-    else:  # uuid, timestamptz (session in UTC), integers, float8: their text output
+    elif kind == "float8":
+        value = f"encode(float8send({x}), 'hex')"
+    else:  # uuid, timestamptz (session in UTC), integers: their text output
         value = f"{x}::text"
     return f"CASE WHEN {x} IS NULL THEN '\\N' ELSE {value} END"
 
