@@ -12,11 +12,12 @@ back a transaction whose client is gone), so a rerun starts clean.
 
 1. migrations applied (each as a savepoint of the one transaction), then every managed
    table must be empty, else refused;
-2. every source value checked for what PostgreSQL can hold (pg_values.problem_sql):
-   any problem refuses the copy (exit 5) naming table, column, row Id and limit;
-3. keys, indexes and foreign keys dropped, rows streamed (apsw cursor -> COPY FROM STDIN,
+2. keys, indexes and foreign keys dropped, rows streamed (apsw cursor -> COPY FROM STDIN,
    the fields already converted by SQLite), then rebuilt as they were (faster than
    maintaining them row by row; the final schema is checked against the migrations);
+3. a value PostgreSQL cannot hold stops COPY (PostgreSQL's input functions and limits are
+   the check; pg_values sends what it cannot convert so that they reject it): the copy is
+   refused (exit 5), naming table, column, row Id and limit, and nothing is committed;
 4. proof: per table the row count and an order-independent digest (the sum of the md5 of
    every row's canonical text) computed from the source as it is sent, and by PostgreSQL
    from what it stored; a mismatch rolls everything back and names the table (exit 4).
@@ -42,13 +43,13 @@ from .engine import HISTORY_TABLES, apply_one, applied_migrations, replay
 from .engines.postgresql import PgDriver, statement_targets
 from .errors import MigrationFailed, Refused, UsageError
 from .migrations import default_sql_dir, load
+from .schema import diff
 from .verify import drift
 
 HANGFIRE_TABLES = {"AggregatedCounter", "Counter", "Job", "List", "Hash", "JobParameter",
                    "JobQueue", "Server", "Set", "State", "DistributedLock"}
 EF_TABLES = {ef.TABLE, "__EFMigrationsLock"}
 BATCH_BYTES = 1 << 20  # COPY data is sent in pieces of about this size: memory stays flat
-MAX_PROBLEMS = 20  # listed in the refusal; the rest are counted
 _LANES = struct.Struct(">qq")
 EF_HISTORY_DDL = """CREATE TABLE IF NOT EXISTS {} (
     "MigrationId" character varying(150) NOT NULL,
@@ -128,7 +129,8 @@ def _load(src, driver, pg_migrations, copied_tables, truncate, progress, result)
     result.applied, result.ef_history = _apply(driver, pg_migrations)
     _refuse_rows(driver, pg_migrations)
     columns = {t: _target_columns(driver, t) for t in copied_tables}
-    result.truncated = _check_values(src, columns, truncate)
+    result.truncated = _cuts(src, columns) if truncate else []
+    schema = driver.snapshot()  # the migrations' schema; the rebuild must restore it exactly
     rebuild = _drop_keys(driver, copied_tables)
     totals = {t: src.row_count(t) for t in copied_tables}
     expected, done = {}, 0
@@ -145,7 +147,7 @@ def _load(src, driver, pg_migrations, copied_tables, truncate, progress, result)
     _rebuild_keys(driver, rebuild)
     result.index_seconds = round(time.monotonic() - began, 3)
     began = time.monotonic()
-    _prove(driver, columns, expected, pg_migrations)
+    _prove(driver, columns, expected, schema)
     result.verify_seconds = round(time.monotonic() - began, 3)
 
 
@@ -180,31 +182,17 @@ def _not_copied(src: Database, copied: list[str]) -> list[NotCopied]:
     return out
 
 
-def _check_values(src: Database, columns: dict, truncate: bool) -> list[Truncated]:
-    """Refused naming every value PostgreSQL cannot hold; the cuts --truncate-long-text makes."""
-    problems, cuts = [], []
+def _cuts(src: Database, columns: dict) -> list[Truncated]:
+    """What --truncate-long-text will cut: every value over its varchar limit."""
+    cuts = []
     for table, cols in columns.items():
-        checks = [pg_values.problem_sql(c, truncate) for c in cols]
-        longs = [c for c in cols if truncate and c.limit is not None]
+        longs = [c for c in cols if c.limit is not None]
         lengths = [f"length({pg_values.q(c.name)})" for c in longs]
-        where = [f"{e} IS NOT NULL" for e in checks] + [
-            f"{n} > {c.limit}" for n, c in zip(lengths, longs)]
-        query = (f"SELECT \"Id\", {', '.join(checks + lengths)} FROM {quote(table)} "
-                 f"WHERE {' OR '.join(where)}")
-        for row in src.execute(query):
-            row_id, found, measured = row[0], row[1:1 + len(cols)], row[1 + len(cols):]
-            problems += [f"{table}.{c.name} row Id={row_id!r}: {why} ({c.pg_type})"
-                         for c, why in zip(cols, found) if why is not None]
+        where = " OR ".join(f"{n} > {c.limit}" for n, c in zip(lengths, longs))
+        for row_id, *measured in src.execute(
+                f'SELECT "Id", {", ".join(lengths)} FROM {quote(table)} WHERE {where}'):
             cuts += [Truncated(table, c.name, str(row_id), n, c.limit)
                      for c, n in zip(longs, measured) if n is not None and n > c.limit]
-    if problems:
-        more = (f"; and {len(problems) - MAX_PROBLEMS} more" if len(problems) > MAX_PROBLEMS
-                else "")
-        hint = ("" if truncate else "; --truncate-long-text cuts over-long text to its limit "
-                "(listed in the report)") if any("over the limit" in p for p in problems) else ""
-        raise Refused(f"{src.path}: {len(problems)} value(s) PostgreSQL cannot hold: "
-                      f"{'; '.join(problems[:MAX_PROBLEMS])}{more}; nothing committed; "
-                      f"fix them in the source first{hint}")
     return cuts
 
 
@@ -219,7 +207,7 @@ def _stream(src, driver, table, cols, truncate, progress) -> tuple[int, int, int
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(driver._name(table), names)
     try:
         with driver.conn.cursor().copy(statement) as copy:
-            for text, *hashed in src.execute(f"{select} FROM {quote(table)}"):
+            for text, *hashed in src.execute(f"{select} FROM {quote(table)} NOT INDEXED"):
                 a, b = unpack(md5(hashed[0] if hashed else text).digest())
                 lane1 += a
                 lane2 += b
@@ -235,7 +223,7 @@ def _stream(src, driver, table, cols, truncate, progress) -> tuple[int, int, int
                 rows += len(batch)
                 copy.write(b"\n".join(batch) + b"\n")
     except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as err:
-        raise Refused(_refused_line(src, table, err)) from None
+        raise Refused(_refused_line(src, table, cols, truncate, err)) from None
     if progress:
         progress(rows)
     return rows, lane1, lane2
@@ -245,18 +233,23 @@ def _joined(fields) -> str:
     return " || char(9) || ".join(fields)
 
 
-def _refused_line(src: Database, table: str, err: psycopg.Error) -> str:
-    """A value PostgreSQL rejected during COPY (what the checks could not foresee, such
-    as invalid UTF-8), with the source row's Id found from COPY's line number."""
-    context = err.diag.context or ""
-    found = re.search(r"line (\d+)(?:, column (\w+))?", context)
-    where = table
-    if found:
-        row_id = src.scalar(f'SELECT "Id" FROM {quote(table)} LIMIT 1 OFFSET ?',
-                            (int(found.group(1)) - 1,))
-        where = f"{table}.{found.group(2) or '?'} row Id={row_id!r}"
-    return (f"{where}: PostgreSQL cannot hold the value: {err.diag.message_primary}; "
-            "nothing committed; fix it in the source first")
+def _refused_line(src: Database, table: str, cols, truncate: bool, err: psycopg.Error) -> str:
+    """The value COPY rejected, named: the row's Id from COPY's line number (the same scan
+    order), the column, and why (pg_values.problem_sql, else PostgreSQL's own words)."""
+    found = re.search(r"line (\d+)(?:, column (\w+))?", err.diag.context or "")
+    if not found:
+        return f"{table}: PostgreSQL cannot hold a value: {err.diag.message_primary}"
+    named = found.group(2) or err.diag.column_name
+    suspects = [c for c in cols if c.name == named] or cols  # encoding errors name no column
+    row_id, *whys = src.execute(
+        f'SELECT "Id", {", ".join(pg_values.problem_sql(c, truncate) for c in suspects)} '
+        f"FROM {quote(table)} NOT INDEXED LIMIT 1 OFFSET ?", (int(found.group(1)) - 1,)).fetchone()
+    col, why = next(((c, w) for c, w in zip(suspects, whys) if w is not None),
+                    (suspects[0] if named else None, err.diag.message_primary))
+    where = f"{table}.{col.name} row Id={row_id!r}" if col else f"{table} row Id={row_id!r}"
+    hint = "; --truncate-long-text cuts text over its limit" if "over the limit" in why else ""
+    return (f"{where}: {why}{f' ({col.pg_type})' if col else ''}; nothing committed; fix it "
+            f"in the source first (the copy stops at the first such value){hint}")
 
 
 # ---- the target
@@ -354,10 +347,11 @@ def _rebuild_keys(driver: PgDriver, rebuild: _Rebuild) -> None:
                       "fix the source (GUIDs that differ only in case are one uuid)") from None
 
 
-def _prove(driver: PgDriver, columns: dict, expected: dict, migrations) -> None:
-    """Before the commit: the schema is the migrations', and each table holds exactly what
-    was sent (row count and digest computed by PostgreSQL from the stored values)."""
-    differences = drift(driver, migrations, set(applied_migrations(driver))).differences
+def _prove(driver: PgDriver, columns: dict, expected: dict, schema) -> None:
+    """Before the commit: the schema is as the migrations left it (keys, indexes and foreign
+    keys rebuilt exactly), and each table holds exactly what was sent (row count and digest
+    computed by PostgreSQL from the stored values)."""
+    differences = diff(schema, driver.snapshot())
     if differences:
         raise CopyMismatch(f"{driver.display}: after the load the schema differs from the "
                            f"migrations': {'; '.join(differences)}; rolled back, nothing "

@@ -114,15 +114,19 @@ def _type_problem(col: Column, x: str, truncate: bool) -> str:
 
 
 def _date_problem(x: str) -> str:
-    head = f"substr({x}, 1, 10) || ' ' || substr({x}, 12, 8)"
-    fraction = f"substr({x}, 20)"
-    return (f"WHEN {x} NOT GLOB '{DATE_GLOB}' OR strftime('%Y-%m-%d %H:%M:%S', {head}) IS NOT {head}"
-            f" OR NOT ({fraction} = '' OR ({fraction} GLOB '.[0-9]*' AND length({fraction}) <= 8"
-            f" AND substr({fraction}, 2) NOT GLOB '*[^0-9]*'))"
-            f" THEN 'malformed date (yyyy-MM-dd HH:mm:ss with up to 7 fractional digits expected)'"
+    return (f"WHEN {_malformed_date(x)} THEN 'malformed date (yyyy-MM-dd HH:mm:ss with up to "
+            "7 fractional digits expected)'"
             f" WHEN substr({x}, 1, 4) = '0000' THEN 'year 0 does not exist in PostgreSQL'"
             f" WHEN {_normal_date(x)} <> {_lit(MAX_VALUE)} AND {_normal_date(x)} >= "
             f"'9999-12-31 23:59:59.9999995' THEN 'rounds past 9999-12-31 23:59:59.999999'")
+
+
+def _malformed_date(x: str) -> str:
+    head = f"substr({x}, 1, 10) || ' ' || substr({x}, 12, 8)"
+    fraction = f"substr({x}, 20)"
+    return (f"({x} NOT GLOB '{DATE_GLOB}' OR strftime('%Y-%m-%d %H:%M:%S', {head}) IS NOT {head}"
+            f" OR NOT ({fraction} = '' OR ({fraction} GLOB '.[0-9]*' AND length({fraction}) <= 8"
+            f" AND substr({fraction}, 2) NOT GLOB '*[^0-9]*')))")
 
 
 def _with_time(x: str) -> str:
@@ -137,16 +141,19 @@ def _normal_date(x: str) -> str:
 # ---- the source side: one COPY text field per value, converted
 
 def source_sql(col: Column, truncate: bool = False) -> str:
+    """The COPY field. A value that does not convert is sent as `rejected:value`, which
+    PostgreSQL's input function rejects, so COPY stops on it (copy_to names the row with
+    problem_sql)."""
     x = q(col.name)
     kind = col.kind
     if kind == "uuid":
-        value = f"lower({x})"
+        value = f"CASE WHEN length({x}) = 36 THEN lower({x}) ELSE {REJECT} || {x} END"
     elif kind == "timestamptz":
-        value = _date_sql(_with_time(x))
+        value = _date_sql(x)
     elif kind == "bool":
-        value = f"CASE {x} WHEN 1 THEN 't' ELSE 'f' END"
+        value = f"CASE {x} WHEN 1 THEN 't' WHEN 0 THEN 'f' ELSE {REJECT} || {x} END"
     elif kind in ("int4", "int8"):
-        value = f"CAST({x} AS TEXT)"
+        value = f"CASE typeof({x}) WHEN 'integer' THEN CAST({x} AS TEXT) ELSE {REJECT} || {x} END"
     elif kind == "float8":
         value = f"{FLOAT_FUNCTION}({x})"
     elif kind == "text[]":
@@ -155,6 +162,38 @@ def source_sql(col: Column, truncate: bool = False) -> str:
         cut = x if not (truncate and col.limit) else f"substr({x}, 1, {col.limit})"
         value = _escape_sqlite(cut)
     return f"CASE WHEN {x} IS NULL THEN '\\N' ELSE {value} END"
+
+
+REJECT = "'rejected:'"  # no input function of these types reads it (tests check)
+_D = "[0-9]"
+# EF Core's own shape, 7 fractional digits: rounding needs no date arithmetic unless the
+# first six are all 9 (then the slow path carries into the next second).
+EF_SHAPE = f"{_D * 4}-{_D * 2}-{_D * 2} {_D * 2}:{_D * 2}:{_D * 2}.{_D * 6}"
+EF_ROUNDS_DOWN, EF_ROUNDS_UP = EF_SHAPE + "[0-4]", EF_SHAPE + "[5-9]"
+
+
+def _date_sql(x: str) -> str:
+    """PostgreSQL's text of the timestamptz in UTC: 'yyyy-mm-dd hh:mm:ss[.ffffff]+00', the
+    fraction rounded half up to 6 digits, its trailing zeros dropped."""
+    down = f"rtrim(rtrim(substr({x}, 1, 26), '0'), '.') || '+00'"
+    up = (f"rtrim(rtrim(substr({x}, 1, 20) || printf('%06d', substr({x}, 21, 6) + 1), '0'), '.')"
+          " || '+00'")
+    return (f"CASE WHEN {x} GLOB '{EF_ROUNDS_DOWN}' THEN {down} "
+            f"WHEN {x} GLOB '{EF_ROUNDS_UP}' AND substr({x}, 21, 6) <> '999999' THEN {up} "
+            f"ELSE {_any_date_sql(_with_time(x), x)} END")
+
+
+def _any_date_sql(x: str, raw: str) -> str:
+    """Every other shape: checked (a bad one is rejected), carried, or +-infinity."""
+    head = f"(substr({x}, 1, 10) || ' ' || substr({x}, 12, 8))"
+    micros = f"((CAST(substr(substr({x}, 21) || '0000000', 1, 7) AS INTEGER) + 5) / 10)"
+    carried = f"strftime('%Y-%m-%d %H:%M:%S', {head}, '+1 second')"
+    rounded = (f"CASE WHEN {micros} = 1000000 THEN {carried} ELSE {head} || "
+               f"rtrim(rtrim('.' || printf('%06d', {micros}), '0'), '.') END")
+    return (f"CASE WHEN {_malformed_date(x)} THEN {REJECT} || {raw} "
+            f"WHEN {_normal_date(x)} = {_lit(MIN_VALUE)} THEN '-infinity' "
+            f"WHEN {_normal_date(x)} = {_lit(MAX_VALUE)} THEN 'infinity' "
+            f"ELSE coalesce({rounded} || '+00', {REJECT} || {raw}) END")
 
 
 def digest_sql(col: Column, truncate: bool = False) -> str:
@@ -173,32 +212,30 @@ def _escape_sqlite(x: str) -> str:
     return x
 
 
-def _date_sql(x: str) -> str:
-    """PostgreSQL's text of the timestamptz in UTC: 'yyyy-mm-dd hh:mm:ss[.ffffff]+00',
-    fraction rounded half up to 6 digits and its trailing zeros dropped."""
-    head = f"(substr({x}, 1, 10) || ' ' || substr({x}, 12, 8))"
-    micros = f"((CAST(substr(substr({x}, 21) || '0000000', 1, 7) AS INTEGER) + 5) / 10)"
-    carried = f"strftime('%Y-%m-%d %H:%M:%S', {head}, '+1 second')"
-    rounded = (f"CASE WHEN {micros} = 1000000 THEN {carried} ELSE {head} || "
-               f"rtrim(rtrim('.' || printf('%06d', {micros}), '0'), '.') END")
-    return (f"CASE {_normal_date(x)} WHEN {_lit(MIN_VALUE)} THEN '-infinity' "
-            f"WHEN {_lit(MAX_VALUE)} THEN 'infinity' ELSE {rounded} || '+00' END")
-
-
 def float_text(value) -> str:
-    """A double as text PostgreSQL reads back to the same double: Python's shortest repr."""
+    """A double as text PostgreSQL reads back to the same double: Python's shortest repr
+    (anything else is sent as `rejected:value`, for COPY to reject)."""
+    if not isinstance(value, (int, float)):
+        return f"rejected:{value}"
     return repr(float(value))
 
 
 def float_bits(value) -> str:
     """The double's 8 bytes in hex, as encode(float8send(x), 'hex') gives them: the proof
     compares floats by their bits (the two sides' shortest texts differ in rare ties)."""
-    return struct.pack(">d", float(value)).hex()
+    return struct.pack(">d", float(value)).hex() if isinstance(value, (int, float)) else ""
 
 
-def pg_text_array(text: str) -> str:
-    """A JSON array of strings as PostgreSQL's text[] output: {a,"b c",NULL}."""
-    return "{" + ",".join(_array_element(v) for v in json.loads(text)) + "}"
+def pg_text_array(text) -> str:
+    """A JSON array of strings as PostgreSQL's text[] output: {a,"b c",NULL}
+    (anything else is sent as `rejected:value`, for COPY to reject)."""
+    try:
+        values = json.loads(text)
+    except (TypeError, ValueError):
+        values = None
+    if not isinstance(values, list) or not all(v is None or isinstance(v, str) for v in values):
+        return f"rejected:{text}"
+    return "{" + ",".join(_array_element(v) for v in values) + "}"
 
 
 def _array_element(value) -> str:

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import apsw
+import psycopg
 import pytest
 
 from conftest import EF_SCRIPT, cli, connect, file_state
@@ -304,15 +305,16 @@ def test_a_value_postgresql_cannot_hold_is_named_and_nothing_is_committed(tmp_pa
     assert source_state(source) == before
 
 
-def test_every_bad_value_is_named_at_once(tmp_path, pgdb):
+def test_the_first_bad_value_stops_the_copy_and_says_how_to_keep_long_text(tmp_path, pgdb):
     source = orchestra_db(tmp_path / "orchestra.db")
     with connect(source) as c:
-        c.execute("UPDATE Agents SET IsDeleted = 7")
         c.execute("UPDATE ChatMessages SET Content = printf('%.4001c', 'y')")
     result = copy(source, pgdb)
     assert result.exit_code == 5
-    assert "13 value(s) PostgreSQL cannot hold" in result.stderr
-    assert "and 0 more" not in result.stderr and "--truncate-long-text" in result.stderr
+    assert "4001 characters, over the limit" in result.stderr
+    assert "the copy stops at the first such value" in result.stderr
+    assert "--truncate-long-text" in result.stderr
+    assert_untouched(pgdb)
 
 
 def test_truncate_long_text_keeps_the_rows_and_lists_every_cut(tmp_path, pgdb):
@@ -472,6 +474,21 @@ def test_kill_9_mid_copy_leaves_nothing_and_a_rerun_completes(tmp_path, pg_clust
 
 
 # ---- the conversions themselves, against the server, many values
+
+def test_what_does_not_convert_is_rejected_by_every_type(pgdb):
+    """The marker pg_values puts before a value it cannot convert makes PostgreSQL refuse
+    it, whatever follows (a bare '!' did not: timestamptz skips it and reads 'now')."""
+    from orchestra_schema.pg_values import REJECT, KINDS
+    marker = REJECT.strip("'")
+    with pgdb.connect() as conn:
+        for pg_type in [*KINDS, "character varying(5)"]:
+            if pg_type in ("text", "character varying(5)"):
+                continue  # text holds anything: its limits and encoding are the checks
+            for value in ("now", "today", "epoch", "infinity", "2025-09-23 13:26:48", "1",
+                          "t", "{a}", "1.5", "51462F0A-EF08-4C51-AAF2-89FC4E821DB8", ""):
+                with pytest.raises(psycopg.errors.DataError):
+                    conn.execute(f"SELECT %s::{pg_type}", (marker + value,))
+
 
 def test_doubles_arrive_bit_for_bit_and_hash_as_postgresql_sees_them(pgdb):
     from hypothesis import given, settings, strategies as st
