@@ -12,7 +12,7 @@ from . import migrations as mig
 from .context import Context
 from .engine import AppliedRecord, applied_migrations, apply_one, count_rows, rollback_one, tables_losing_rows
 from .engines import Driver
-from .errors import OrchestraError, Refused, UsageError
+from .errors import Refused, UsageError
 
 
 @dataclass
@@ -102,7 +102,7 @@ def apply(ctx: Context, to: str | None = None, dry_run: bool = False) -> ApplyRe
             for m in mig.plan_apply(migrations, applied, to):
                 (result.applied if apply_one(db, m) else result.skipped).append(m.id)
             result.ef_history = ef.changes(ef_before, ef.entries(db))
-    except OrchestraError:
+    except BaseException:  # Ctrl-C and unmapped errors too, not only the tool's own
         if result.created and ctx.exists() and ctx.database.stat().st_size == 0:
             ctx.database.unlink()  # "nothing changed": not even an empty file for the app to find
         raise

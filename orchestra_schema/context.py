@@ -7,11 +7,9 @@ from pathlib import Path
 
 from . import migrations as mig
 from .address import PgAddress
-from .database import Database
+from .database import DEFAULT_TIMEOUT, Database
 from .engines import Driver
 from .errors import UsageError
-
-DEFAULT_TIMEOUT = 10.0  # seconds; the CLI's --timeout default too
 
 
 @dataclass
@@ -49,11 +47,13 @@ class Context:
         from .engines.sqlite import SqliteDriver
         return SqliteDriver(self.open(readonly=readonly, create=create))
 
+    def require_sqlite(self, command: str = "this command") -> None:
+        if self.engine != "sqlite":
+            raise UsageError(f"{self.display}: {command} works on SQLite databases only so far; "
+                             "on PostgreSQL use status, apply, rollback, adopt, history forget")
+
     def open(self, *, readonly: bool = False, create: bool = False) -> Database:
         """The SQLite file itself, for the commands that are SQLite's alone so far."""
-        if self.engine != "sqlite":
-            raise UsageError(f"{self.display}: this command works on SQLite databases only "
-                             "so far; on PostgreSQL use status, apply, rollback, adopt, "
-                             "history forget")
+        self.require_sqlite()
         return Database.open(self.database, timeout=self.timeout, readonly=readonly,
                              create=create)

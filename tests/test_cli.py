@@ -214,3 +214,24 @@ def test_secure_delete_decides_whether_dropped_chat_text_stays_in_the_file(tmp_p
     args = ["--secure-delete"] if secure else []
     assert cli("-d", path, "rollback", "--to", CORE, "--yes", "--no-backup", *args).exit_code == 0
     assert (secret.encode() in path.read_bytes()) is readable
+
+
+def test_rollback_only_takes_the_migration_and_what_depends_on_it(db):
+    result = cli("--database", db, "--json", "rollback", "--only", CORE, "--yes", "--no-backup")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["rolled_back"] == [CHAT, CORE]
+    assert not (CORE_TABLES | CHAT_TABLES) & tables(db)
+
+
+def test_rollback_only_chat_keeps_the_core(db):
+    result = cli("--database", db, "rollback", "--only", CHAT, "--yes", "--no-backup")
+    assert result.exit_code == 0, result.stderr
+    assert tables(db) & (CORE_TABLES | CHAT_TABLES) == CORE_TABLES
+    assert history(db) == {CORE}
+
+
+def test_rollback_wants_exactly_one_of_to_and_only(db):
+    assert cli("--database", db, "rollback", "--no-backup").exit_code == 2
+    assert cli("--database", db, "rollback", "--to", "0", "--only", CHAT).exit_code == 2
+    unknown = cli("--database", db, "rollback", "--only", "nope")
+    assert unknown.exit_code == 2 and "--only" in unknown.stderr

@@ -219,3 +219,11 @@ def test_new_writes_a_pair_depending_on_the_heads(pgdb, tmp_path):
     assert result.exit_code == 0, result.stderr
     forward = json.loads(result.stdout)["forward"]
     assert f"-- depends: {CHAT} {AGENT}" in open(forward).read()
+
+
+@pytest.mark.parametrize("args", [["verify"], ["checklist"], ["rehearse"], ["backup"],
+                                  ["restore", "x.dump"]])
+def test_commands_not_on_postgresql_yet_say_so(applied, args):
+    result = pg(applied, *args)
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "PostgreSQL" in result.stderr or "SQLite databases only" in result.stderr
