@@ -205,11 +205,15 @@ def digest_sql(col: Column, truncate: bool = False) -> str:
 
 
 def _escape_sqlite(x: str) -> str:
-    """COPY text format: backslash, tab, newline and carriage return escaped."""
-    for char, code in (("\\\\", None), ("\\t", 9), ("\\n", 10), ("\\r", 13)):
-        raw = "'\\'" if code is None else f"char({code})"
-        x = f"replace({x}, {raw}, '{char}')"
-    return x
+    """COPY text format: backslash, tab, newline and carriage return escaped (one GLOB scan
+    first: most values hold none of them, and four replace() calls each copy the value)."""
+    escaped = x
+    for char, code in (("\\\\", 92), ("\\t", 9), ("\\n", 10), ("\\r", 13)):
+        escaped = f"replace({escaped}, char({code}), '{char}')"
+    return f"CASE WHEN {x} GLOB {_SPECIAL} THEN {escaped} ELSE {x} END"
+
+
+_SPECIAL = "'*[' || char(92, 9, 10, 13) || ']*'"
 
 
 def float_text(value) -> str:

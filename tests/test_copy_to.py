@@ -533,3 +533,15 @@ def test_dates_round_as_postgresql_stores_them(pgdb):
                                   ).fetchone()[0]
             assert row[1] == stored
         same()
+
+
+def test_progress_counts_every_row_once(tmp_path, pgdb):
+    from orchestra_schema.address import parse
+    from orchestra_schema.copy_to import copy_to
+
+    source = orchestra_db(tmp_path / "orchestra.db", sessions=2, messages=3000)
+    seen = []
+    result = copy_to(source, parse(pgdb.url), timeout=10, progress=lambda d, t: seen.append((d, t)))
+    assert result.rows_copied == 1 + 1 + 3 + 2 + 2 + 6000
+    assert seen[-1] == (result.rows_copied, result.rows_copied)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen) and len(seen) > 2
