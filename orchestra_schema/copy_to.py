@@ -25,6 +25,7 @@ back a transaction whose client is gone), so a rerun starts clean.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import struct
@@ -40,8 +41,8 @@ from . import ef, pg_values
 from .address import PgAddress
 from .database import Database, quote, translated
 from .engine import HISTORY_TABLES, apply_one, applied_migrations, replay
-from .engines.postgresql import PgDriver, statement_targets
-from .errors import MigrationFailed, Refused, UsageError
+from .engines.postgresql import LOCK_ERRORS, PgDriver, statement_targets
+from .errors import Busy, DatabaseUnavailable, MigrationFailed, Refused
 from .migrations import default_sql_dir, load
 from .schema import diff
 from .verify import drift
@@ -111,7 +112,7 @@ def copy_to(source: Path, target: PgAddress, timeout: float, truncate: bool = Fa
         copied_tables = _check_source(src, sqlite_migrations)
         result = CopyResult(str(source), target.display, [], [], [], _not_copied(src, copied_tables))
         pg_values.register(src.connection)
-        with PgDriver.connect(target, timeout=timeout) as driver:
+        with PgDriver.connect(target, timeout=timeout) as driver, _server_errors(driver):
             _check_encoding(driver)
             driver.lock()
             with driver.conn.transaction():
@@ -120,11 +121,26 @@ def copy_to(source: Path, target: PgAddress, timeout: float, truncate: bool = Fa
     return result
 
 
+@contextlib.contextmanager
+def _server_errors(driver: PgDriver):
+    """What the server can do to a copy under way, in one line; the transaction is gone."""
+    try:
+        yield
+    except LOCK_ERRORS:
+        raise Busy(f"{driver.display}: a table stayed locked by another session past "
+                   f"lock_timeout; nothing committed; retry when nothing else uses the "
+                   "database") from None
+    except psycopg.OperationalError as err:
+        raise DatabaseUnavailable(f"{driver.display}: lost the database during the copy "
+                                  f"({str(err).strip().splitlines()[0]}); nothing committed; "
+                                  "run it again") from None
+
+
 def _load(src, driver, pg_migrations, copied_tables, truncate, progress, result) -> None:
     """Everything on the target, inside the caller's one transaction."""
     conn = driver.conn
     for setting in ("TimeZone = 'UTC'", "DateStyle = 'ISO, YMD'", "extra_float_digits = 1",
-                    "maintenance_work_mem = '256MB'", *_lz4(conn)):
+                    "maintenance_work_mem = '256MB'", "statement_timeout = 0", *_lz4(conn)):
         conn.execute(f"SET LOCAL {setting}")
     result.applied, result.ef_history = _apply(driver, pg_migrations)
     _refuse_rows(driver, pg_migrations)
