@@ -16,8 +16,8 @@ from spawn to exit with GNU time's peak RSS:
 - the floor: psql running, in one transaction, the migration files and a COPY of each
   table from a server-side file holding exactly the rows copy-to sent (made untimed).
 
-Each trial is checked untimed: ChatMessages holds every source row. Prints a markdown
-table; --output writes it (default: bench/.cache/copy-to-SIZE.md, not committed).
+Each trial is checked untimed: ChatMessages holds every source row; a failed trial is
+left out of the median and counted in the table. Prints a markdown table; --output writes it (default: bench/.cache/copy-to-SIZE.md, not committed).
 """
 
 from __future__ import annotations
@@ -168,15 +168,23 @@ def render(args, built, messages: int, runs: dict[str, list[Run]]) -> str:
              f"{load:.1f} at the end; {os.cpu_count()} cores)", "",
              "| Contender | Median (s) | Range (s) | vs reference | Peak RSS (MB) | OK |",
              "|---|---:|---:|---:|---:|---|"]
-    medians = {n: statistics.median(r.seconds for r in rs) for n, rs in runs.items() if rs}
-    reference = medians[next(iter(runs))]
+    ok_runs = {n: [r for r in rs if r.ok] for n, rs in runs.items()}
+    medians = {n: statistics.median(r.seconds for r in rs) for n, rs in ok_runs.items() if rs}
+    reference = medians.get(next(iter(runs)))
     for name, rs in runs.items():
-        times = [r.seconds for r in rs]
+        times = [r.seconds for r in ok_runs[name]]
         rss = max((r.max_rss_kb or 0) for r in rs) / 1024
-        ok = "yes" if all(r.ok for r in rs) else "; ".join(r.error for r in rs if not r.ok)
+        failed = [r.error for r in rs if not r.ok]
+        ok = "yes" if not failed else f"{len(failed)} of {len(rs)} failed: {failed[0]}"
+        if not times:
+            lines.append(f"| {name} | - | - | - | {rss:.1f} | {ok} |")
+            continue
+        ratio = f"{medians[name] / reference:.2f}x" if reference else "-"
         lines.append(f"| {name} | {medians[name]:.2f} | {min(times):.2f}-{max(times):.2f} | "
-                     f"{medians[name] / reference:.2f}x | {rss:.1f} | {ok} |")
+                     f"{ratio} | {rss:.1f} | {ok} |")
     names = list(runs)
+    if names[0] not in medians or names[1] not in medians:
+        return "\n".join(lines) + "\n\nTarget: not measurable (a contender never finished).\n"
     ratio = medians[names[0]] / medians[names[1]]
     rss = max((r.max_rss_kb or 0) for r in runs[names[0]]) / 1024
     lines += ["", f"Target: {TARGET}: {ratio:.2f}x pgloader, {rss:.1f} MB: "
