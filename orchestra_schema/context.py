@@ -10,6 +10,7 @@ from .address import PgAddress
 from .database import DEFAULT_TIMEOUT, Database
 from .engines import Driver
 from .errors import UsageError
+from .paths import database_file
 
 
 @dataclass
@@ -31,6 +32,11 @@ class Context:
     def display(self) -> str:
         """Where the database is, for every report: never a password."""
         return str(self.database)
+
+    def __post_init__(self):
+        # An SQLite path: the real file, checked by os.stat before anything opens it (paths.py).
+        if not isinstance(self.database, PgAddress):
+            self.database = database_file(self.database)
 
     def migrations(self) -> list[mig.MigrationFile]:
         return mig.load(self.sql_dir or mig.default_sql_dir(self.engine))

@@ -18,7 +18,7 @@ from typing import Callable
 from . import ef
 from .context import Context
 from .engine import applied_migrations, forget_applied, record_applied
-from .engines import Driver
+from .engines import Driver, driver_of
 from .errors import Refused, UsageError
 from .verify import drift
 
@@ -54,11 +54,13 @@ def adopt(ctx: Context, backup: Callable[[], Path] | None = None) -> AdoptResult
     return result
 
 
-def adoption_plan(db: Driver, migrations) -> list:
+def adoption_plan(db, migrations) -> list:
     """The migrations to record ([] when already adopted); Refused when unsafe.
 
     EF's history says which: each row it lists stands for migrations here (ef.rules).
+    db: a Driver, or an open SQLite Database.
     """
+    db = driver_of(db)
     listed, stands_for = ef.ids(ef.entries(db)), ef.rules(db).stands_for
     first = next(iter(stands_for))  # the EF migration that made the tables
     if first not in listed:

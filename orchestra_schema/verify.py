@@ -23,6 +23,7 @@ from .database import Database, quote, translated
 from .engine import HISTORY_TABLES, AppliedRecord, applied_migrations, replay
 from .engines import driver_of
 from .errors import DatabaseUnavailable, MigrationFailed, UsageError
+from .paths import require_sqlite
 from .schema import diff
 
 CHAT = ef.CHAT
@@ -60,6 +61,7 @@ class VerifyReport:
 def verify(ctx: Context, full: bool = False) -> VerifyReport:
     ctx.require_sqlite("verify")
     migrations = ctx.migrations()
+    require_sqlite(ctx.database)  # an empty file would pass every check
     with (ctx.open(readonly=True) as db, translated(ctx.database, "verifying"),
           db.read_transaction()):
         applied = applied_migrations(db)
@@ -202,6 +204,7 @@ def checklist(ctx: Context, full: bool = False) -> ChecklistReport:
     if chat is None:
         raise UsageError(f"{CHAT} is not in the sql dir; the checklist is for its rollback; "
                          "check --sql-dir")
+    require_sqlite(ctx.database)
     with (ctx.open(readonly=True) as db, translated(ctx.database, "running the checklist"),
           db.read_transaction()):
         applied = applied_migrations(db)

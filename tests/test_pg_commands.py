@@ -227,3 +227,15 @@ def test_commands_not_on_postgresql_yet_say_so(applied, args):
     result = pg(applied, *args)
     assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.stderr
     assert "PostgreSQL" in result.stderr or "SQLite databases only" in result.stderr
+
+
+def test_a_user_without_privileges_gets_one_line_not_a_traceback(applied, pg_cluster):
+    pg_cluster.admin("CREATE ROLE reader LOGIN PASSWORD 'r'")
+    try:
+        url = f"postgresql://reader:r@127.0.0.1:{pg_cluster.port}/{applied.name}"
+        result = cli("--database", url, "status")
+        assert result.exit_code == 6, result.stderr
+        assert "permission denied" in result.stderr and result.stderr.count("\n") == 1
+    finally:
+        pg_cluster.admin("DROP OWNED BY reader", applied.name)
+        pg_cluster.admin("DROP ROLE reader")

@@ -16,6 +16,15 @@ from typing import Callable, Iterator
 CHECKSUM_TABLE = "_orchestra_schema_checksum"
 YOYO_TABLES = frozenset({"_yoyo_migration", "_yoyo_log", "_yoyo_version", "yoyo_lock"})
 HISTORY_TABLES = YOYO_TABLES | {CHECKSUM_TABLE}
+# Our checksums of both files of each applied migration; {} is the table's (quoted) name.
+CREATE_CHECKSUM_TABLE = """
+CREATE TABLE IF NOT EXISTS {} (
+    migration_hash VARCHAR(64) NOT NULL PRIMARY KEY,
+    migration_id TEXT NOT NULL,
+    forward_sha256 TEXT NOT NULL,
+    rollback_sha256 TEXT,
+    applied_at_utc TIMESTAMP NOT NULL
+)"""
 
 
 @dataclass(frozen=True)

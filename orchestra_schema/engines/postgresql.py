@@ -31,7 +31,7 @@ from yoyo.migrations import default_migration_table
 
 from ..errors import Busy, DatabaseUnavailable, MigrationFailed
 from ..schema import Column, ForeignKey, Index, Schema, Table
-from .base import CHECKSUM_TABLE, AppliedRecord, Driver
+from .base import CHECKSUM_TABLE, CREATE_CHECKSUM_TABLE, AppliedRecord, Driver
 from .sqlite import YoyoRef, log_data
 
 EF_TABLE = "__EFMigrationsHistory"
@@ -39,14 +39,6 @@ LOCK_TIMEOUT_MS = 200  # how long the app's queries may queue behind one of our 
 RETRY_PAUSE = 0.3  # seconds between attempts: the app's queued queries run meanwhile
 LOCK_ERRORS = (pgerrors.LockNotAvailable, pgerrors.DeadlockDetected)
 
-CREATE_CHECKSUM_TABLE = """
-CREATE TABLE IF NOT EXISTS {} (
-    migration_hash VARCHAR(64) NOT NULL PRIMARY KEY,
-    migration_id TEXT NOT NULL,
-    forward_sha256 TEXT NOT NULL,
-    rollback_sha256 TEXT,
-    applied_at_utc TIMESTAMP NOT NULL
-)"""
 
 
 class PsycopgBackend(PostgresqlPsycopgBackend):
@@ -128,6 +120,10 @@ class PgDriver(Driver):
         except psycopg.OperationalError as err:
             raise DatabaseUnavailable(f"{self.display}: lost the database while {doing}: "
                                       f"{_first_line(err)}; nothing more changed") from None
+        except psycopg.Error as err:  # e.g. no privilege on a history table
+            raise DatabaseUnavailable(f"{self.display}: cannot use the database while {doing}: "
+                                      f"{_first_line(err)}; nothing changed; check the user's "
+                                      "privileges") from None
 
     # ---- reading
 

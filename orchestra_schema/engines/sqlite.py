@@ -19,6 +19,7 @@ import socket
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 
 import apsw
 from yoyo import internalmigrations
@@ -26,18 +27,10 @@ from yoyo.backends.base import DatabaseBackend
 from yoyo.migrations import default_migration_table, get_migration_hash
 
 from ..database import Database, quote, translated
-from ..errors import MigrationFailed
+from ..errors import Busy, MigrationFailed
 from ..schema import snapshot
-from .base import CHECKSUM_TABLE, AppliedRecord, Driver
+from .base import CHECKSUM_TABLE, CREATE_CHECKSUM_TABLE, AppliedRecord, Driver
 
-CREATE_CHECKSUM_TABLE = f"""
-CREATE TABLE IF NOT EXISTS {CHECKSUM_TABLE} (
-    migration_hash VARCHAR(64) NOT NULL PRIMARY KEY,
-    migration_id TEXT NOT NULL,
-    forward_sha256 TEXT NOT NULL,
-    rollback_sha256 TEXT,
-    applied_at_utc TIMESTAMP NOT NULL
-)"""
 EF_TABLE = "__EFMigrationsHistory"
 
 
@@ -232,12 +225,13 @@ class SqliteDriver(Driver):
             try:
                 if internalmigrations.needs_upgrading(backend):
                     internalmigrations.upgrade(backend)
-                self.db.execute(CREATE_CHECKSUM_TABLE)
+                self.db.execute(CREATE_CHECKSUM_TABLE.format(CHECKSUM_TABLE))
                 result = body()
                 backend.commit()
                 return result
-            except BaseException:
+            except BaseException as err:
                 backend.rollback()
+                _finish_rollback(self.db, err)
                 raise
             finally:
                 self._backend = None
@@ -337,6 +331,37 @@ class SqliteDriver(Driver):
 
     def close(self):
         self.db.close()
+
+
+_JOURNAL_MAGIC = bytes.fromhex("d9d505f920a163d7")
+
+
+def _finish_rollback(db: Database, err: BaseException) -> None:
+    """Leave no hot journal behind a failed transaction, or name it in the error.
+
+    After a full disk (or an I/O error) SQLite abandons the transaction by itself
+    but leaves its -journal, and the file grown, for the next read to undo; a
+    read on this connection does it now (it waits for other readers' locks).
+    Busy, this run wrote nothing, and a journal there is another writer's.
+    """
+    journal = Path(f"{db.path}-journal")
+    if isinstance(err, (Busy, apsw.BusyError, apsw.LockedError)) or not _hot(journal):
+        return
+    with contextlib.suppress(apsw.Error):
+        db.execute("SELECT count(*) FROM sqlite_schema").fetchall()
+    if _hot(journal) and isinstance(err, Exception) and err.args:
+        err.args = (f"{err.args[0]}; its journal {journal} is left behind: do not delete it "
+                    "(it holds what undoes the change); the next open of the database rolls it "
+                    "back: free space, then run `orchestra-schema status`", *err.args[1:])
+
+
+def _hot(journal: Path) -> bool:
+    """Does a rollback journal with a live header (not zeroed by a commit) lie there?"""
+    try:
+        with open(journal, "rb") as f:
+            return f.read(len(_JOURNAL_MAGIC)) == _JOURNAL_MAGIC
+    except OSError:
+        return False
 
 
 @contextlib.contextmanager
