@@ -20,6 +20,7 @@ from . import commands, ef, history, rehearse as rehearsal, verify as checks
 from . import recover as recovering
 from . import restore as restoring
 from . import address
+from . import copy_to as copying_to
 from .context import DEFAULT_TIMEOUT, Context
 from .errors import EXIT_CODES, CheckFailed, OrchestraError, UsageError
 
@@ -494,3 +495,46 @@ def recover_command(s: Settings, source, yes):
         raise CheckFailed(f"{result.database}: recovered with gaps: {'; '.join(result.incomplete)}; "
                           f"the damaged file is kept as {result.backup}; look at what is missing "
                           "before the application writes again")
+
+
+@main.command("copy-to")
+@click.argument("target", metavar="TARGET")
+@click.option("--truncate-long-text", is_flag=True,
+              help="Cut text over its column's character varying(n) limit to n characters "
+                   "(ChatMessages.Content: 4000) instead of refusing; the report lists each cut.")
+@pass_settings
+def copy_to_command(s: Settings, target, truncate_long_text):
+    """Copy every row of the SQLite database into an empty PostgreSQL database TARGET.
+
+    TARGET is a postgresql:// URL or the app's Npgsql string (Host=...;Database=...).
+    One transaction on TARGET: the PostgreSQL migrations with both histories, the rows,
+    and a proof (row counts and digests on both sides) commit together or not at all.
+    The source is only read, in one snapshot: rows the app writes after it are not copied.
+    """
+    if s.ctx.engine != "sqlite":
+        raise UsageError(f"--database {s.ctx.display}: copy-to reads an SQLite orchestra.db; "
+                         "give its path with --database")
+    if s.ctx.sql_dir is not None:
+        raise UsageError("copy-to uses the SQL installed with the package for both engines; "
+                         "drop --sql-dir")
+    found = address.parse(target)
+    if not isinstance(found, address.PgAddress):
+        raise UsageError(f"TARGET {target!r} is not a PostgreSQL address; give a "
+                         "postgresql:// URL or an Npgsql Host=...;Database=... string")
+    with _progress_bar(s, "copying rows") as progress:
+        result = copying_to.copy_to(s.ctx.database, found, s.ctx.timeout,
+                                    truncate=truncate_long_text, progress=progress)
+    for mid in result.applied:
+        s.say(f"applied {mid}")
+    _say_ef_changes(s, result.ef_history)
+    for cut in result.truncated:
+        s.warn(f"truncated {cut.table}.{cut.column} row Id={cut.id!r}: {cut.length} characters "
+               f"cut to {cut.limit}")
+    lines = [f"{'table':22} {'copied':>9} {'skipped':>7} {'seconds':>8} {'rows/s':>9}"] + [
+        f"{t.table:22} {t.copied:>9} {t.skipped:>7} {t.seconds:>8.2f} {t.rows_per_second:>9}"
+        for t in result.tables]
+    lines += [f"not copied: {n.table} ({n.rows} row(s)): {n.reason}" for n in result.not_copied]
+    s.emit(result, "\n".join(lines))
+    s.say(f"copied {result.rows_copied} row(s) from {result.source} to {result.target} in "
+          f"{result.seconds:.1f} s (keys and indexes {result.index_seconds:.1f} s, proof "
+          f"{result.verify_seconds:.1f} s); counts and digests match; committed")
