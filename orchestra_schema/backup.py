@@ -2,7 +2,7 @@
 
 A backup is an online copy (copying.py: SQLite's backup API, checked, fsynced,
 0600, published under its final name only when whole) with a JSON manifest
-beside it: source, time, size, SHA-256, page count, applied migrations and the
+beside it: source, time, size, digest (BLAKE3), page count, applied migrations and the
 integrity result. restore trusts a backup only when it matches its manifest.
 """
 
@@ -17,12 +17,12 @@ from pathlib import Path
 
 import apsw
 
-from . import files
+from . import digest as digests, files
 from .context import Context
 from .copying import Progress, chain, copy_to_file, integrity_of
 from .errors import DatabaseUnavailable, Refused, UsageError
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: "digest" {algorithm, value}; 1 had "sha256"
 
 
 @dataclass
@@ -32,7 +32,7 @@ class BackupResult:
     manifest: Path
     created_at: str  # UTC, ISO 8601
     size: int
-    sha256: str
+    digest: digests.Digest
     page_count: int
     integrity: str  # "ok", or what the check found
     integrity_check: str  # "quick_check" or "integrity_check"
@@ -103,7 +103,7 @@ def _take(ctx: Context, names, now: datetime, progress, full_check: bool, doing:
                             require_ok=require_ok, live=True)
     result = BackupResult(
         database=ctx.database, path=copy.path, manifest=manifest_path(copy.path),
-        created_at=now.isoformat(timespec="microseconds"), size=copy.size, sha256=copy.sha256,
+        created_at=now.isoformat(timespec="microseconds"), size=copy.size, digest=copy.digest,
         page_count=copy.page_count, integrity=copy.integrity, integrity_check=copy.integrity_check,
         applied_migrations=copy.applied_migrations, journal_mode=copy.journal_mode,
         copy_mode=copy.copy_mode, restarts=copy.restarts, cleaned=copy.cleaned)
@@ -132,7 +132,7 @@ def _write_manifest(result: BackupResult) -> None:
         "backup": result.path.name,
         "created_at": result.created_at,
         "size": result.size,
-        "sha256": result.sha256,
+        "digest": {"algorithm": result.digest.algorithm, "value": result.digest.value},
         "page_count": result.page_count,
         "journal_mode": result.journal_mode,
         "applied_migrations": result.applied_migrations,
@@ -270,8 +270,16 @@ def _manifest_problems(path: Path, check: BackupCheck) -> list[str]:
     size = path.stat().st_size
     if check.manifest.get("size") != size:
         return [f"size {size} differs from its manifest's {check.manifest.get('size')}"]
-    if check.manifest.get("sha256") != files.sha256(path):
-        return ["SHA-256 differs from its manifest (changed or damaged since the backup)"]
+    recorded = digests.in_manifest(check.manifest)
+    if recorded is None:
+        return ["its manifest records no digest"]
+    try:
+        found = digests.of_file(path, recorded.algorithm)
+    except ValueError as err:
+        return [f"its manifest's {err}"]
+    if found.value != recorded.value:
+        return [f"{recorded.algorithm} digest differs from its manifest "
+                "(changed or damaged since the backup)"]
     return []
 
 

@@ -400,7 +400,7 @@ def backup_command(s: Settings, output, directory, keep, full_check):
     """Back the database up online, while other processes keep writing.
 
     The backup is checked, fsynced and only then given its name, with a
-    manifest (NAME.json: size, SHA-256, migrations, integrity). Mode 0600.
+    manifest (NAME.json: size, BLAKE3 digest, migrations, integrity). Mode 0600.
     """
     with _progress_bar(s, "backing up") as progress:
         result = backups.backup(s.ctx, output=output, directory=directory, keep=keep,
@@ -410,7 +410,7 @@ def backup_command(s: Settings, output, directory, keep, full_check):
     for path in result.deleted:
         s.say(f"deleted {path} (--keep {keep})")
     s.say(f"backup: {result.path} ({_size(result.size)}, {result.integrity_check} {result.integrity}, "
-          f"sha256 {result.sha256[:12]}...)")
+          f"{result.digest.algorithm} {result.digest.value[:12]}...)")
     s.emit(result, None)
 
 

@@ -67,7 +67,7 @@ def test_backup_item_fails_without_a_backup_or_with_a_changed_one(ef_db):
         f.write(b"\x01")
     result, items = checklist(ef_db)
     assert result.exit_code == 1 and items[ITEMS[6]][0] == "fail"
-    assert "SHA-256 differs from its manifest" in items[ITEMS[6]][1]
+    assert "blake3 digest differs from its manifest" in items[ITEMS[6]][1]
 
 
 def test_ef_item_cannot_apply_without_ef_history(db):
