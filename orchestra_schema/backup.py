@@ -64,7 +64,7 @@ def backup(ctx: Context, output: Path | None = None, directory: Path | None = No
         raise UsageError("give --output or --dir, not both")
     if keep is not None and keep < 1:
         raise UsageError(f"--keep {keep}: keep at least 1 backup")
-    target = Path(output).parent if output is not None else Path(directory or ctx.database.parent)
+    target = Path(output).parent if output is not None else Path(directory or ctx.backups)
     if output is not None and Path(output).is_dir():
         raise UsageError(f"{output}: is a directory; give --output a file name, or use --dir")
     if output is not None and Path(output).exists():
@@ -80,12 +80,12 @@ def backup(ctx: Context, output: Path | None = None, directory: Path | None = No
 
 def safety_copy(ctx: Context, kind: str, progress: Progress | None = None,
                 damaged: bool = False) -> BackupResult:
-    """A backup named <db>.KIND_TIMESTAMP beside the database, before a destructive change.
+    """A backup named <db>.KIND_TIMESTAMP in the backup directory, before a destructive change.
 
     damaged: the database failed its check, so its copy will too; keep it anyway.
     """
     now = datetime.now(timezone.utc)
-    names = files.unique_names(ctx.database.parent / f"{ctx.database.name}.{kind}_{stamp(now)}")
+    names = files.unique_names(ctx.backups / f"{ctx.database.name}.{kind}_{stamp(now)}")
     return _take(ctx, names, now, progress, False, f"making the {kind} copy", f"{kind} copy",
                  require_ok=not damaged)
 

@@ -167,7 +167,7 @@ def rollback(ctx: Context, to: str, dry_run: bool = False, yes: bool = False,
             lost = ", ".join(f"{t} {n}" for t, n in result.rows_lost.items())
             raise Refused(
                 f"{ctx.database}: rollback would delete rows ({lost}); nothing changed; "
-                "rerun with --yes to accept the loss (take a backup first)"
+                "rerun with --yes to accept the loss; a backup is taken first unless --no-backup"
             )
         ef_before = ef.entries(db)
         if plan and backup is not None:

@@ -25,7 +25,7 @@ from typing import Iterable, Iterator
 
 import apsw
 
-from .errors import DatabaseUnavailable, Refused, UsageError
+from .errors import DatabaseUnavailable, Refused
 
 TEMP_MARK = ".orchestra-tmp-"
 _TEMP_NAME = re.compile(r"(\..+\.orchestra-tmp-\d+-[0-9a-f]{8})(?:-journal|-wal|-shm)?")
@@ -249,10 +249,9 @@ def database_size(path: Path) -> int:
 
 
 def check_writable_dir(directory: Path, what: str) -> None:
-    if not directory.exists():
-        raise UsageError(f"{directory}: no such directory for the {what}; create it or choose another")
-    if not directory.is_dir():
-        raise UsageError(f"{directory}: not a directory; choose a directory for the {what}")
+    if not directory.is_dir():  # exit 6, as unwritable: a place to write is missing, not a bad option
+        raise DatabaseUnavailable(f"{directory}: no such directory for the {what}; nothing changed; "
+                                  "create it or choose another")
     if not os.access(directory, os.W_OK | os.X_OK):
         raise DatabaseUnavailable(
             f"{directory}: not writable, cannot write the {what}; nothing changed; "

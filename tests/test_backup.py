@@ -237,15 +237,16 @@ def test_full_disk_leaves_the_source_untouched_and_no_partial_file(db):
     assert file_state(db) == before and files_in(db.parent) == names
 
 
-@pytest.mark.parametrize("make, code", [
-    (lambda d: d / "missing", 2),
-    (lambda d: (d / "a-file").write_text("x") and d / "a-file", 2),
+@pytest.mark.parametrize("make", [
+    lambda d: d / "missing",
+    lambda d: (d / "a-file").write_text("x") and d / "a-file",
 ])
-def test_bad_backup_directory_is_refused(db, tmp_path, make, code):
+def test_bad_backup_directory_is_exit_6_naming_it(db, tmp_path, make):
     target = make(tmp_path)
     before, names = file_state(db), files_in(tmp_path)
     result = cli("--database", db, "backup", "--dir", target)
-    assert result.exit_code == code and len(result.stderr.strip().splitlines()) == 1
+    assert result.exit_code == 6 and len(result.stderr.strip().splitlines()) == 1
+    assert f"{target}: no such directory for the backup; nothing changed" in result.stderr
     assert file_state(db) == before and files_in(tmp_path) == names
 
 
