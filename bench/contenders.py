@@ -279,14 +279,16 @@ def _under(seconds: float, contender: str):
 
 
 def groups(tool: Tool) -> list[Group]:
-    return [backup_group(tool), rollback_group(tool), status_group(tool),
+    return [backup_group(tool), backup_group(tool, wal=True), rollback_group(tool), status_group(tool),
             verify_group(tool), rehearse_group(tool)]
 
 
-def backup_group(tool: Tool) -> Group:
+def backup_group(tool: Tool, wal: bool = False) -> Group:
     checked = "sqlite3 .backup + quick_check"
     return Group(
-        "backup", "Backup of the live database (made by EF Core)", "ef",
+        "backup-wal" if wal else "backup",
+        f"Backup of the live database (made by EF Core), {'WAL' if wal else 'rollback journal'}",
+        "ef-wal" if wal else "ef",
         [Contender("cp", lambda p: [Step(["cp", str(p.db), str(p.out)])], None,
                    "physical limit; no fsync, not safe on a live database", copied_every_table),
          sqlite3_backup(), sqlite3_backup_checked(), vacuum_into(), apsw_backup(),
