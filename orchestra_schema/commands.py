@@ -9,10 +9,12 @@ from typing import Callable
 
 from . import ef
 from . import migrations as mig
+from .applied import AppliedRecord, applied_migrations
 from .context import Context
 from .database import Database, translated
-from .engine import AppliedRecord, applied_migrations, apply_one, count_rows, rollback_one, tables_losing_rows
 from .errors import OrchestraError, Refused, UsageError
+
+# apply and rollback import engine (and with it yoyo) when they run; status never needs it.
 
 
 @dataclass
@@ -82,6 +84,7 @@ class ApplyResult:
 
 
 def apply(ctx: Context, to: str | None = None, dry_run: bool = False) -> ApplyResult:
+    from .engine import apply_one
     migrations = ctx.migrations()
     mig.resolve_target(to, migrations)  # an unknown --to fails before any file is touched
     exists = ctx.database.exists()
@@ -145,6 +148,7 @@ def rollback(ctx: Context, to: str, dry_run: bool = False, yes: bool = False,
     secure_delete: SQLite overwrites the freed pages with zeros, so dropped rows
     cannot be read back from the file (slower: it writes every freed page).
     """
+    from .engine import count_rows, rollback_one, tables_losing_rows
     migrations = ctx.migrations()
     mig.resolve_target(to, migrations)
     result = RollbackResult(database=str(ctx.database))

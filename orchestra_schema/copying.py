@@ -20,7 +20,7 @@ import apsw
 
 from . import digest as digests, files, rawcopy
 from .database import Database, translated
-from .engine import applied_migrations
+from .applied import applied_migrations
 from .errors import DatabaseUnavailable, OrchestraError
 
 Progress = Callable[[int, int], None]  # (pages copied, pages in all)

@@ -29,14 +29,12 @@ from yoyo.backends.base import DatabaseBackend
 from yoyo.migrations import default_migration_table, get_migration_hash
 
 from . import ef
+from .applied import (CHECKSUM_TABLE, HISTORY_TABLES, YOYO_TABLES, AppliedRecord,  # noqa: F401
+                      applied_migrations)
 from .database import Database, quote, translated
 from .errors import Busy, MigrationFailed
 from .migrations import MigrationFile
 from .schema import Schema, snapshot
-
-CHECKSUM_TABLE = "_orchestra_schema_checksum"
-YOYO_TABLES = {default_migration_table, "_yoyo_log", "_yoyo_version", "yoyo_lock"}
-HISTORY_TABLES = YOYO_TABLES | {CHECKSUM_TABLE}
 
 CREATE_CHECKSUM_TABLE = f"""
 CREATE TABLE IF NOT EXISTS {CHECKSUM_TABLE} (
@@ -132,30 +130,6 @@ class _YoyoRef:
     @property
     def hash(self) -> str:
         return get_migration_hash(self.id)
-
-
-@dataclass(frozen=True)
-class AppliedRecord:
-    id: str
-    applied_at: str | None
-    forward_sha256: str | None
-    rollback_sha256: str | None
-
-
-def applied_migrations(db: Database) -> dict[str, AppliedRecord]:
-    """yoyo's history (with our checksums where recorded), in applied order."""
-    tables = db.table_names()
-    if default_migration_table not in tables:
-        return {}
-    join = (f"LEFT JOIN {CHECKSUM_TABLE} c USING (migration_hash)"
-            if CHECKSUM_TABLE in tables else "")
-    sums = "c.forward_sha256, c.rollback_sha256" if join else "NULL, NULL"
-    with translated(db.path, "reading the migration history"):
-        rows = db.rows(
-            f"SELECT m.migration_id, m.applied_at_utc, {sums} "
-            f"FROM {default_migration_table} m {join} ORDER BY m.applied_at_utc"
-        )
-    return {r[0]: AppliedRecord(*r) for r in rows}
 
 
 @contextlib.contextmanager
