@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import sys
-import traceback
 from pathlib import Path
 
 import click
@@ -46,6 +44,7 @@ class Settings:
     def emit(self, data, text: str | None) -> None:
         """The command's data: JSON under --json, else text, on stdout."""
         if self.json:
+            import json  # here: most runs (cron, -q) print no JSON
             click.echo(json.dumps(_plain(data), indent=2, sort_keys=False))
         elif text:
             click.echo(text)
@@ -83,6 +82,7 @@ class OrchestraGroup(click.Group):
 def _fail(ctx: click.Context, err, code: int, message: str):
     settings = ctx.find_object(Settings)
     if settings and settings.verbose and err is not None:
+        import traceback
         traceback.print_exception(err)
     click.echo(f"orchestra-schema: error: {message}", err=True)
     ctx.exit(code)

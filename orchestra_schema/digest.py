@@ -8,7 +8,6 @@ before (with a top-level "sha256") still verify.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +28,8 @@ def hasher(algorithm: str = ALGORITHM):
     """A new hasher; both kinds let go of the GIL while they hash a large block."""
     if algorithm == "blake3":
         return blake3.blake3()
-    if algorithm == "sha256":
+    if algorithm == "sha256":  # only to check old manifests: OpenSSL is not loaded otherwise
+        import hashlib
         return hashlib.sha256()
     raise ValueError(f"unknown digest algorithm {algorithm!r} (this version knows "
                      f"{', '.join(ALGORITHMS)})")
