@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from backup_helpers import files_in
+from backup_helpers import files_in, tmpfs
 from conftest import CHAT, CORE, build_ef_database, cli, count, file_state, history, run
 from orchestra_schema import backup as backups
 
@@ -139,13 +138,7 @@ def test_a_missing_backup_dir_stops_rollback_before_any_change(db, tmp_path):
 @pytest.fixture
 def read_only_mount(tmp_path):
     """A read-only tmpfs: unwritable even for root, which ignores permission bits."""
-    mount = tmp_path / "ro"
-    mount.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs",
-                                            mount], capture_output=True).returncode:
-        pytest.skip("needs root, allowed to mount a tmpfs")
-    yield mount
-    subprocess.run(["umount", mount], check=True)
+    yield from tmpfs(tmp_path / "ro", "ro,size=64k")
 
 
 @pytest.mark.parametrize("command", [["backup"], ["rollback", "--to", CORE, "--yes"]])

@@ -3,12 +3,11 @@
 import json
 import os
 import shutil
-import subprocess
 
 import apsw
 import pytest
 
-from backup_helpers import READ_HOLDER, spawn
+from backup_helpers import READ_HOLDER, spawn, tmpfs
 from conftest import CHAT, CORE, cli, connect, count, ef_history, file_state, history, run
 from orchestra_schema import rehearse as rehearsal
 from orchestra_schema.context import Context
@@ -152,13 +151,7 @@ def test_a_journal_the_snapshot_cannot_write_is_exit_6_not_a_failed_rollback(db,
 @pytest.fixture
 def tiny_disk(tmp_path):
     """A 64 KiB file system: the rehearsal's snapshot runs out of space in it."""
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs",
-                                            mount], capture_output=True).returncode:
-        pytest.skip("needs root, allowed to mount a tmpfs")
-    yield mount
-    subprocess.run(["umount", mount], check=True)
+    yield from tmpfs(tmp_path / "tiny", "size=64k")
 
 
 def test_a_full_disk_under_the_snapshot_is_exit_6_and_changes_nothing(db, tiny_disk):
