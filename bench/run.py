@@ -13,6 +13,7 @@ Groups: backup rollback status verify rehearse writer (backup runs in both journ
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import shutil
@@ -62,6 +63,7 @@ def main(argv=None) -> None:
     tool = Tool()
     if not tool.exe:
         sys.exit("orchestra-schema is not installed in this Python's environment (pip install -e .)")
+    compile_tool()
     built = ensure_built(args.size_mb, [tool.exe], say=_say)
     shutil.rmtree(WORK, ignore_errors=True)
     TRIAL.mkdir(parents=True)
@@ -82,6 +84,13 @@ def main(argv=None) -> None:
     args.output.write_text(text)
     print(text)
     shutil.rmtree(WORK, ignore_errors=True)
+
+
+def compile_tool() -> None:
+    """Write the tool's bytecode, as `pip install` does, so an editable install (or
+    PYTHONDONTWRITEBYTECODE) does not make every run compile its sources again."""
+    import orchestra_schema
+    compileall.compile_dir(Path(orchestra_schema.__file__).parent, quiet=1)
 
 
 def _say(message: str) -> None:

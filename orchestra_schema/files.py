@@ -15,7 +15,6 @@ import errno
 import fcntl
 import os
 import re
-import secrets
 import shutil
 import struct
 import sys
@@ -40,8 +39,8 @@ class Staged:
     def __init__(self, final: Path):
         self.directory = Path(final).parent
         self.cleaned = clean_stale(self.directory)
-        while True:
-            self.path = self.directory / f".{Path(final).name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
+        while True:  # os.urandom, not secrets: that module loads OpenSSL (a few ms per run)
+            self.path = self.directory / f".{Path(final).name}{TEMP_MARK}{os.getpid()}-{os.urandom(4).hex()}"
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             fcntl.flock(self._fd, fcntl.LOCK_EX)  # "a writer is alive": see clean_stale
             # Another run's clean_stale may have found the file between its creation
