@@ -12,7 +12,7 @@ from . import migrations as mig
 from .applied import AppliedRecord, applied_migrations
 from .context import Context
 from .database import Database, translated
-from .errors import OrchestraError, Refused, UsageError
+from .errors import Refused, UsageError
 
 # apply and rollback import engine (and with it yoyo) when they run; status never needs it.
 
@@ -105,7 +105,7 @@ def apply(ctx: Context, to: str | None = None, dry_run: bool = False) -> ApplyRe
             for m in mig.plan_apply(migrations, applied, to):
                 (result.applied if apply_one(db, m) else result.skipped).append(m.id)
             result.ef_history = ef.changes(ef_before, ef.entries(db))
-    except OrchestraError:
+    except BaseException:  # Ctrl-C and unmapped errors too, not only the tool's own
         if result.created and ctx.database.exists() and ctx.database.stat().st_size == 0:
             ctx.database.unlink()  # "nothing changed": not even an empty file for the app to find
         raise

@@ -6,12 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # imported when used: `status` and --help must not pay for yoyo
-    from .database import Database
+from .database import DEFAULT_TIMEOUT, Database
+
+if TYPE_CHECKING:
     from .migrations import MigrationFile
-
-
-DEFAULT_TIMEOUT = 10.0  # seconds; the CLI's --timeout default too
 
 
 @dataclass
@@ -29,9 +27,8 @@ class Context:
         return Path(self.backup_dir) if self.backup_dir is not None else self.database.parent
 
     def migrations(self) -> list[MigrationFile]:
-        from . import migrations
+        from . import migrations  # here: --help and `backup` never read the SQL files
         return migrations.load(self.sql_dir)
 
     def open(self, *, readonly: bool = False, create: bool = False) -> Database:
-        from .database import Database
         return Database.open(self.database, timeout=self.timeout, readonly=readonly, create=create)
