@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import sys
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import click
 # Only what every command needs is imported here: each command imports its own
 # modules when it runs, so `status` does not pay for backup, recover or rehearse.
 from .context import DEFAULT_TIMEOUT, Context
+from .paths import database_file
 from .errors import EXIT_CODES, CheckFailed, OrchestraError
 
 EF_TABLE = "__EFMigrationsHistory"  # ef.TABLE, without importing ef for --help
@@ -69,6 +71,9 @@ class OrchestraGroup(click.Group):
         try:
             return super().invoke(ctx)
         except OrchestraError as err:
+            settings = ctx.find_object(Settings)
+            if settings and settings.json and getattr(err, "result", None) is not None:
+                settings.emit(err.result, None)  # what was done before it stopped (rollback)
             _fail(ctx, err, err.exit_code, str(err))
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
@@ -113,6 +118,13 @@ TIMEOUT = click.FloatRange(min=0, max=2_000_000)
 BACKUP_DIR = click.Path(path_type=Path)
 
 
+def _finite(ctx, param, value: float) -> float:
+    # FloatRange lets nan through (every comparison with it is false).
+    if not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a number of seconds; give a finite number >= 0")
+    return value
+
+
 @click.group(cls=OrchestraGroup, epilog=EXIT_CODE_HELP,
              context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--database", "-d", default="orchestra.db", show_default=True,
@@ -123,7 +135,7 @@ BACKUP_DIR = click.Path(path_type=Path)
 @click.option("-q", "--quiet", is_flag=True, help=GLOBAL_HELP["quiet"])
 @click.option("-v", "--verbose", is_flag=True, help=GLOBAL_HELP["verbose"])
 @click.option("--timeout", type=TIMEOUT, default=DEFAULT_TIMEOUT, show_default=True,
-              help=GLOBAL_HELP["timeout"])
+              callback=_finite, help=GLOBAL_HELP["timeout"])
 @click.option("--backup-dir", type=BACKUP_DIR, envvar="ORCHESTRA_BACKUP_DIR",
               help=GLOBAL_HELP["backup_dir"])
 @click.version_option(package_name="orchestra-schema")
@@ -153,7 +165,7 @@ def _after_command_options() -> list[click.Option]:
         return click.Option(decls, expose_value=False, callback=setting(apply), **kwargs)
 
     def database(s, value):
-        s.ctx.database = _database_path(None, None, value)
+        s.ctx.database = database_file(_database_path(None, None, value))
 
     return [
         option("--database", "-d", apply=database, help=GLOBAL_HELP["database"]),
@@ -166,7 +178,7 @@ def _after_command_options() -> list[click.Option]:
         option("-v", "--verbose", is_flag=True, default=None, help=GLOBAL_HELP["verbose"],
                apply=lambda s, v: setattr(s, "verbose", True)),
         option("--timeout", type=TIMEOUT, help=GLOBAL_HELP["timeout"],
-               apply=lambda s, v: setattr(s.ctx, "timeout", v)),
+               apply=lambda s, v: setattr(s.ctx, "timeout", _finite(None, None, v))),
         option("--backup-dir", type=BACKUP_DIR, help=GLOBAL_HELP["backup_dir"],
                apply=lambda s, v: setattr(s.ctx, "backup_dir", v)),
     ]
@@ -208,6 +220,7 @@ def status(s: Settings):
     report = commands.status(s.ctx)
     lines = [f"database: {report.database}"] + [_status_line(m) for m in report.migrations]
     lines.append(_ef_line(report.ef_history))
+    lines += [f"note: {n}" for n in report.notes]
     if report.ef_history and not any(m.applied for m in report.migrations):
         lines.append("note: made by EF Core and not adopted yet; run `orchestra-schema adopt`")
     s.emit(report, "\n".join(lines))
@@ -479,6 +492,8 @@ def backup_command(s: Settings, output, directory, keep, full_check):
     with _progress_bar(s, "backing up") as progress:
         result = backups.backup(s.ctx, output=output, directory=directory, keep=keep,
                                 progress=progress, full_check=full_check)
+    for warning in result.warnings:
+        s.warn(warning)
     for path in result.cleaned:
         s.say(f"removed {path} (left by a killed backup)")
     for path in result.deleted:
@@ -511,7 +526,7 @@ def restore_command(s: Settings, backup_path, yes, no_backup):
         s.warn(warning)
     for line in result.schema_differences:
         s.warn(f"schema differs: {line}")
-    if result.live_integrity not in ("ok", "missing"):
+    if result.live_integrity not in ("ok", "missing", "empty"):
         s.warn(f"{result.database} was damaged ({result.live_integrity}); moved aside")
     if result.backup:
         s.say(f"backup: {result.backup}")

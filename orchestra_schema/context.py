@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .database import DEFAULT_TIMEOUT, Database
+from .paths import database_file
 
 if TYPE_CHECKING:
     from .migrations import MigrationFile
@@ -20,6 +21,10 @@ class Context:
     sql_dir: Path | None = None
     timeout: float = DEFAULT_TIMEOUT
     backup_dir: Path | None = None  # None: beside the database
+
+    def __post_init__(self):
+        # The real file, checked by os.stat before anything opens it (paths.py).
+        self.database = database_file(self.database)
 
     @property
     def backups(self) -> Path:

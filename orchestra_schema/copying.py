@@ -12,15 +12,15 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
 import apsw
 
 from . import digest as digests, files, rawcopy
-from .database import Database, translated
 from .applied import applied_migrations
+from .database import Database, connect, open_immutable, translated
 from .errors import DatabaseUnavailable, OrchestraError
 
 Progress = Callable[[int, int], None]  # (pages copied, pages in all)
@@ -43,6 +43,7 @@ class Copy:
     copy_mode: str
     restarts: int
     cleaned: list[Path]
+    warnings: list[str] = field(default_factory=list)
 
 
 def new_backup(src: apsw.Connection, source: Path, names, *, progress: Progress | None,
@@ -77,10 +78,12 @@ def _copy(src, source: Path, first: Path, publish: Callable[[files.Staged], Path
     (A raw copy's quick_check reads the snapshot it was copied from, whose bytes
     it holds; --full-check reads the copy file itself.)
     """
+    warnings: list[str] = []
     with translated(source, doing), files.writing(first.parent, doing):
         cleaned = files.clean_stale(first.parent)  # what killed runs left there
         with files.Staged(first) as staged:
-            raw = _copy_raw(source, staged, progress, full_check, timeout) if live else None
+            raw = (_copy_raw(source, staged, progress, full_check, timeout, warnings)
+                   if live else None)
             if raw:
                 (found, digest), copy_mode, restarts = raw, "raw", 0
             else:
@@ -94,11 +97,12 @@ def _copy(src, source: Path, first: Path, publish: Callable[[files.Staged], Path
             path = publish(staged)
             return Copy(path, path.stat().st_size, digest, found.page_count,
                         found.journal_mode, found.integrity, found.check, found.applied_migrations,
-                        copy_mode, restarts, cleaned)
+                        copy_mode, restarts, cleaned, warnings)
 
 
 def _copy_raw(source: Path, staged: files.Staged, progress: Progress | None,
-              full_check: bool, timeout: float) -> tuple["Inspection", digests.Digest] | None:
+              full_check: bool, timeout: float,
+              warnings: list[str]) -> tuple["Inspection", digests.Digest] | None:
     """The file's bytes, while a second connection quick_checks the same snapshot.
 
     The check reads the very bytes the copy holds (one snapshot of a file that
@@ -116,14 +120,15 @@ def _copy_raw(source: Path, staged: files.Staged, progress: Progress | None,
                 checker.interrupt()  # do not hold the snapshot (and writers) for a check nobody reads
                 raise
             integrity = checked.result() if checked else None
-    except rawcopy.Unstable:
+    except rawcopy.Unstable as why:
+        warnings += [why.warning] if why.warning else []
         return None
     return inspect(staged.path, full_check, integrity), digest
 
 
 def _copy_through_sqlite(src: apsw.Connection, staged: files.Staged, progress: Progress | None,
                          timeout: float) -> tuple[str, int]:
-    dest = apsw.Connection(str(staged.path))
+    dest = connect(staged.path)
     try:
         # The copy is discarded unless complete, so no journal and no syncs
         # until the one fsync before it is published.
@@ -253,7 +258,7 @@ def inspect(path: Path, full: bool, integrity: str | None = None) -> Inspection:
     integrity: the quick_check result already found for these bytes (not run again).
     """
     check = integrity_pragma(full)
-    conn = files.open_immutable(path)
+    conn = open_immutable(path)
     try:
         integrity = integrity or integrity_of(conn, check)
         pages = conn.execute("PRAGMA page_count").fetchone()[0]

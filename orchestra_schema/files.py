@@ -18,7 +18,6 @@ import re
 import shutil
 import struct
 import sys
-import urllib.parse
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -209,10 +208,6 @@ def fsync(path: Path) -> None:
         os.close(fd)
 
 
-def open_immutable(path: Path) -> apsw.Connection:
-    """Read a file nobody writes to: no locks, no -wal or -shm created beside it."""
-    uri = "file:" + urllib.parse.quote(str(Path(path).absolute())) + "?immutable=1"
-    return apsw.Connection(uri, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
 
 
 def header(path: Path) -> bytes:

@@ -11,11 +11,12 @@ other's migrations.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import textwrap
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from pathlib import Path
 
@@ -117,6 +118,7 @@ def load(sql_dir: Path | None = None) -> list[MigrationFile]:
     forwards = sorted(p for p in sql_dir.iterdir()
                       if p.suffix == ".sql" and not p.name.endswith(ROLLBACK_SUFFIX) and p.is_file())
     _check_orphan_rollbacks(sql_dir, {p.stem for p in forwards})
+    _check_case_duplicates(forwards)
     if not forwards:
         raise UsageError(f"{sql_dir}: no migrations (ID.sql files) found; check --sql-dir")
     migrations = {m.id: m for m in map(_read_pair, forwards)}
@@ -130,6 +132,17 @@ def _check_orphan_rollbacks(sql_dir: Path, ids: set[str]) -> None:
                 f"{p}: rollback file without a forward file "
                 f"{p.name[: -len(ROLLBACK_SUFFIX)]}.sql; add it or remove the rollback"
             )
+
+
+def _check_case_duplicates(forwards: list[Path]) -> None:
+    """One id, one migration: ..._Dup and ..._DUP would be two here and one on a
+    case-insensitive file system (or to a reader), and the second fails to apply."""
+    seen: dict[str, Path] = {}
+    for p in forwards:
+        other = seen.setdefault(p.stem.casefold(), p)
+        if other is not p:
+            raise UsageError(f"{other} and {p}: migration ids differ only in case; "
+                             "rename one (ids must be unique without regard to case)")
 
 
 def _read_pair(path: Path) -> MigrationFile:
@@ -265,8 +278,8 @@ def new_pair(sql_dir: Path, name: str, now: datetime | None = None) -> tuple[Pat
 
 def _next_stamp(existing: list[MigrationFile], now: datetime | None) -> str:
     """UTC yyyyMMddHHmmss like EF Core's ids, always after the newest existing one."""
-    stamp = int((now or datetime.now(timezone.utc)).strftime("%Y%m%d%H%M%S"))
-    prefixes = [int(m.id[:14]) for m in existing if m.id[:14].isdigit()]
-    if prefixes and stamp <= max(prefixes):
-        stamp = max(prefixes) + 1
-    return str(stamp)
+    stamp = (now or datetime.now(timezone.utc)).replace(microsecond=0, tzinfo=None)
+    for m in existing:
+        with contextlib.suppress(ValueError):  # ids that do not start with a time are not ordered by it
+            stamp = max(stamp, datetime.strptime(m.id[:14], "%Y%m%d%H%M%S") + timedelta(seconds=1))
+    return stamp.strftime("%Y%m%d%H%M%S")

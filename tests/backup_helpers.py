@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import apsw
-import pytest
 
 from conftest import cli, connect
 
@@ -153,15 +152,3 @@ def wait_for(condition, timeout: float = 30.0, interval: float = 0.001):
 def files_in(directory: Path) -> set[str]:
     return {p.name for p in Path(directory).iterdir()}
 
-
-def tmpfs(mount: Path, options: str):
-    """Mount a small tmpfs at mount (a new directory) for a test; skips unless root may mount.
-
-    Yields the mount point; unmounts afterwards. Use it as a fixture's body.
-    """
-    mount.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", mount],
-                                           capture_output=True).returncode:
-        pytest.skip("needs root, allowed to mount a tmpfs")
-    yield mount
-    subprocess.run(["umount", mount], check=True)

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from backup_helpers import files_in, tmpfs
-from conftest import CHAT, CORE, build_ef_database, cli, count, file_state, history, run
+from backup_helpers import files_in
+from conftest import (CHAT, CORE, build_ef_database, cli, count, file_state, history,
+                      mounted_tmpfs, run)
 from orchestra_schema import backup as backups
 
 
@@ -138,7 +139,8 @@ def test_a_missing_backup_dir_stops_rollback_before_any_change(db, tmp_path):
 @pytest.fixture
 def read_only_mount(tmp_path):
     """A read-only tmpfs: unwritable even for root, which ignores permission bits."""
-    yield from tmpfs(tmp_path / "ro", "ro,size=64k")
+    with mounted_tmpfs(tmp_path / "ro", "64k", read_only=True) as mount:
+        yield mount
 
 
 @pytest.mark.parametrize("command", [["backup"], ["rollback", "--to", CORE, "--yes"]])
