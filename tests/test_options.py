@@ -160,3 +160,13 @@ def test_rollback_refusal_says_what_will_happen(db):
     assert result.returncode == 5
     assert "rerun with --yes to accept the loss; a backup is taken first unless --no-backup" \
         in result.stderr
+
+
+def test_after_the_command_the_same_checks_apply(db, tmp_path):
+    result = cli("--database", db, "status", "--timeout", "nan")
+    assert result.exit_code == 2 and "not a number of seconds" in result.stderr
+    folder = tmp_path / "a-dir"
+    folder.mkdir()
+    before = cli("--database", folder, "status")
+    after = cli("status", "--database", folder)
+    assert before.exit_code == after.exit_code != 0 and before.stderr == after.stderr
