@@ -112,4 +112,4 @@ def test_a_backup_taken_after_the_rollback_does_not_count(ef_db):
     assert cli("--database", ef_db, "backup").exit_code == 0  # whole and checked, but too late
     result, items = checklist(ef_db)
     assert result.exit_code == 1 and items[ITEMS[6]][0] == "fail"
-    assert "no backup with a manifest taken between" in items[ITEMS[6]][1]
+    assert "taken between" in items[ITEMS[6]][1]
