@@ -289,10 +289,14 @@ def _backup_item(db: Database, ctx: Context, full: bool):
     # It must hold the chat rows: taken after the chat tables were last applied.
     applied = last_applied(db, CHAT, before=when)
     since = _as_utc(applied) if applied else datetime.min.replace(tzinfo=timezone.utc)
-    taken = [p for p in backups_of(ctx.database)
-             if _taken_at(p) is not None and since <= _taken_at(p) <= rolled_back]
+    # The backup directory, and beside the database (where backups went before it was set).
+    places = list(dict.fromkeys(p.resolve() for p in (ctx.backups, ctx.database.parent)))
+    taken = sorted((p for place in places for p in backups_of(ctx.database, place)
+                    if _taken_at(p) is not None and since <= _taken_at(p) <= rolled_back),
+                   key=_taken_at)
     if not taken:
-        return FAIL, (f"no backup with a manifest taken between {CHAT}'s last apply and its "
+        return FAIL, (f"no backup with a manifest in {' or '.join(map(str, places))} taken "
+                      f"between {CHAT}'s last apply and its "
                       f"rollback at {rolled_back:%Y-%m-%dT%H:%M:%SZ}; "
                       "restore is not possible from this tool's backups")
     check = check_backup(taken[-1], full=full)
