@@ -12,7 +12,8 @@ from yoyo.migrations import default_migration_table, parse_metadata_from_sql_com
 from yoyo.topologicalsort import topological_sort
 
 from conftest import CHAT, CORE
-from orchestra_schema import applied, migrations
+from orchestra_schema import migrations
+from orchestra_schema.engines import base
 
 LOADED = """import runpy, sys
 sys.argv = ["orchestra-schema", *sys.argv[1:]]
@@ -35,7 +36,8 @@ def modules_loaded(*args) -> set[str]:
 def test_read_only_commands_do_not_import_yoyo_or_other_commands(db, command):
     loaded = modules_loaded("-q", "-d", db, *command)
     assert not {m for m in loaded if m.startswith("yoyo")}
-    assert not loaded & {"orchestra_schema.engine", "orchestra_schema.recover",
+    # engine.py is the engine-neutral rules now; yoyo's side of SQLite is engines/yoyo_apsw.py
+    assert not loaded & {"orchestra_schema.engines.yoyo_apsw", "orchestra_schema.recover",
                          "orchestra_schema.rehearse", "orchestra_schema.overlay",
                          "orchestra_schema.restore", "orchestra_schema.verify"}
 
@@ -45,7 +47,7 @@ def test_apply_still_runs_through_yoyo(tmp_path):
 
 
 def test_the_history_table_name_is_yoyos():
-    assert applied.MIGRATION_TABLE == default_migration_table
+    assert base.MIGRATION_TABLE == default_migration_table
 
 
 def test_the_shipped_files_read_as_yoyo_reads_them():
