@@ -277,7 +277,8 @@ class Rows:
         for i, rid in enumerate(self.repos):
             yield (rid, f"repo-{i}", f"/srv/src/repo-{i}", self.text(80), i % 3, 1, self.time(i),
                    self.time(i + 86400), self.time(i + 90000), '{"autoCommit":false}', "main",
-                   '["read","write","build"]', 100 * i, 90 * i, 10 * i, 3600 * i, "read,write,build")
+                   '["read","write","build"]', 100 * i, 90 * i, 10 * i, 3600 * i,
+                   '["read","write","build"]')  # EF's primitive collection: JSON, as its *Json twin
 
     def task_templates(self):
         for i in range(40):

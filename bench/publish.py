@@ -1,12 +1,24 @@
-"""Copy bench/results/latest.md into the README between its bench markers."""
+"""Put benchmark results into the README between its bench markers.
 
+    python bench/publish.py [RESULT.md ...]
+
+With no argument, bench/results/latest.md goes in as it is. With several (for
+example one run per size and CPU mode), they are joined, in the order given,
+into bench/results/latest.md first.
+"""
+
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+LATEST = ROOT / "bench" / "results" / "latest.md"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
+parts = [Path(a).read_text().strip() for a in sys.argv[1:]]
+if parts:
+    LATEST.write_text("\n\n---\n\n".join(parts) + "\n")
 readme = (ROOT / "README.md").read_text()
-latest = (ROOT / "bench" / "results" / "latest.md").read_text().strip()
+latest = LATEST.read_text().strip()
 head, rest = readme.split(START, 1)
 _, tail = rest.split(END, 1)
 (ROOT / "README.md").write_text(f"{head}{START}\n{latest}\n{END}{tail}")

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import platform
 import subprocess
+import sys
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -27,6 +30,8 @@ def environment(tool, built, history: Path, history_note: str, args) -> dict:
     return {
         "date_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": _cpu(), "cores": os.cpu_count(), "memory_gb": _memory_gb(),
+        "command": _command(), "sha_extensions": _sha_extensions(), "sha256_mb_s": _sha256_speed(),
+        "digest": _digest(),
         "os": platform.platform(), "python": platform.python_version(),
         "apsw": apsw.apsw_version(), "apsw_sqlite": apsw.sqlite_lib_version(),
         "sqlite3_shell": _output([program("sqlite3") or "sqlite3", "-version"]).split(" ")[0],
@@ -46,6 +51,41 @@ def _cpu() -> str:
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip()
     return platform.processor() or "unknown"
+
+
+def _command() -> str:
+    """How this run was started, with the environment that changes what it measures."""
+    mask = os.environ.get("OPENSSL_ia32cap")
+    return (f"OPENSSL_ia32cap='{mask}' " if mask else "") + " ".join(
+        ["python", "bench/run.py", *sys.argv[1:]])
+
+
+def _sha_extensions() -> str:
+    """Whether the CPU has SHA extensions, and whether OpenSSL (hashlib) is told to ignore them."""
+    flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("flags")), "")
+    has = "sha_ni" in flags.split()
+    masked = os.environ.get("OPENSSL_ia32cap")
+    if has and masked:
+        return f"yes (sha_ni), masked for OpenSSL by OPENSSL_ia32cap={masked}"
+    return "yes (sha_ni)" if has else "no"
+
+
+def _sha256_speed() -> int:
+    """hashlib.sha256's speed here, MB/s: shows what the SHA extensions (or their mask) do."""
+    data = bytes(64 << 20)
+    start = time.perf_counter()
+    hashlib.sha256(data).digest()
+    return round(len(data) / (time.perf_counter() - start) / 1e6)
+
+
+def _digest() -> str:
+    """The digest the tool's backup manifests record."""
+    try:
+        from orchestra_schema.digest import ALGORITHM
+    except ImportError:  # before the digest module: SHA-256
+        return "sha256"
+    return ALGORITHM
 
 
 def _memory_gb() -> float:
@@ -77,11 +117,13 @@ def load_sizes(folder: Path) -> dict[int, dict]:
 def render(data: dict, sizes: dict[int, dict]) -> str:
     env = data["env"]
     out = [
-        f"Measured {env['date_utc']} by `python bench/run.py --size-mb {env['size_mb']} "
-        f"--reps {env['reps']}` on {env['cores']} cores ({env['cpu']}), {env['memory_gb']} GB RAM, "
+        f"Measured {env['date_utc']} by `{env.get('command') or _default_command(env)}` on {env['cores']} cores ({env['cpu']}; SHA extensions: "
+        f"{env.get('sha_extensions', 'not recorded')}; hashlib.sha256 "
+        f"{env.get('sha256_mb_s', '?')} MB/s), {env['memory_gb']} GB RAM, "
         f"{env['os']}; Python {env['python']}, apsw {env['apsw']} (SQLite {env['apsw_sqlite']}), "
         f"sqlite3 shell {env['sqlite3_shell']}, yoyo {env['yoyo']}, orchestra-schema "
-        f"{env['orchestra_schema']}; load average {env['load_average']} at the start.",
+        f"{env['orchestra_schema']} (backup digest: {env.get('digest', 'sha256')}); load average "
+        f"{env['load_average']} at the start.",
         "",
         f"Database: {env['chat_messages']:,} chat messages, core tables and Hangfire-like tables with "
         f"rows; {env['ef_mb']} MB as made by EF Core's script, {env['history_mb']} MB with the tool's "
@@ -112,6 +154,10 @@ def render(data: dict, sizes: dict[int, dict]) -> str:
             out += ["", "Left out, measured on other code: " + ", ".join(
                 f"{s} MB ({sizes[s]['env']['orchestra_schema']})" for s in other) + "."]
     return "\n".join(out) + "\n"
+
+
+def _default_command(env: dict) -> str:  # runs recorded before "command" was
+    return f"python bench/run.py --size-mb {env['size_mb']} --reps {env['reps']}"
 
 
 def _met(value) -> str:

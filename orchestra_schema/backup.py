@@ -2,7 +2,7 @@
 
 A backup is an online copy (copying.py: SQLite's backup API, checked, fsynced,
 0600, published under its final name only when whole) with a JSON manifest
-beside it: source, time, size, SHA-256, page count, applied migrations and the
+beside it: source, time, size, digest (BLAKE3), page count, applied migrations and the
 integrity result. restore trusts a backup only when it matches its manifest.
 """
 
@@ -17,14 +17,14 @@ from pathlib import Path
 
 import apsw
 
-from . import files
+from . import digest as digests, files
 from .database import open_immutable
 from .context import Context
 from .copying import Progress, chain, integrity_of, integrity_pragma, new_backup
 from .errors import DatabaseCorrupt, DatabaseUnavailable, Refused, UsageError
 from .paths import require_sqlite
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: "digest" {algorithm, value}; 1 had "sha256"
 
 
 @dataclass
@@ -34,7 +34,7 @@ class BackupResult:
     manifest: Path
     created_at: str  # UTC, ISO 8601
     size: int
-    sha256: str
+    digest: digests.Digest
     page_count: int
     integrity: str  # "ok", or what the check found
     integrity_check: str  # "quick_check" or "integrity_check"
@@ -70,7 +70,7 @@ def backup(ctx: Context, output: Path | None = None, directory: Path | None = No
     if ctx.engine == "postgresql":
         from .pgarchive import backup_database  # pg_dump's archive: see pgarchive.py
         return backup_database(ctx, output, directory, keep, full_check=full_check)
-    target = Path(output).parent if output is not None else Path(directory or ctx.database.parent)
+    target = Path(output).parent if output is not None else Path(directory or ctx.backups)
     if output is not None and Path(output).is_dir():
         raise UsageError(f"{output}: is a directory; give --output a file name, or use --dir")
     if output is not None and Path(output).exists():
@@ -88,12 +88,12 @@ def backup(ctx: Context, output: Path | None = None, directory: Path | None = No
 
 def safety_copy(ctx: Context, kind: str, progress: Progress | None = None,
                 damaged: bool = False) -> BackupResult:
-    """A backup named <db>.KIND_TIMESTAMP beside the database, before a destructive change.
+    """A backup named <db>.KIND_TIMESTAMP in the backup directory, before a destructive change.
 
     damaged: the database failed its check, so its copy will too; keep it anyway.
     """
     now = datetime.now(timezone.utc)
-    names = files.unique_names(files.aside_name(ctx.database, kind, now))
+    names = files.unique_names(ctx.backups / files.aside_name(ctx.database, kind, now).name)
     return _take(ctx, names, now, progress, doing=f"making the {kind} copy", what=f"{kind} copy",
                  require_ok=not damaged)
 
@@ -111,7 +111,7 @@ def _take(ctx: Context, names, now: datetime, progress, *, doing: str, what: str
                           require_ok=require_ok)
     result = BackupResult(
         database=ctx.database, path=copy.path, manifest=manifest_path(copy.path),
-        created_at=now.isoformat(timespec="microseconds"), size=copy.size, sha256=copy.sha256,
+        created_at=now.isoformat(timespec="microseconds"), size=copy.size, digest=copy.digest,
         page_count=copy.page_count, integrity=copy.integrity, integrity_check=copy.integrity_check,
         applied_migrations=copy.applied_migrations, journal_mode=copy.journal_mode,
         copy_mode=copy.copy_mode, restarts=copy.restarts, cleaned=copy.cleaned,
@@ -137,7 +137,7 @@ def _write_manifest(result: BackupResult) -> None:
         "backup": result.path.name,
         "created_at": result.created_at,
         "size": result.size,
-        "sha256": result.sha256,
+        "digest": {"algorithm": result.digest.algorithm, "value": result.digest.value},
         "page_count": result.page_count,
         "journal_mode": result.journal_mode,
         "applied_migrations": result.applied_migrations,
@@ -281,8 +281,16 @@ def _manifest_problems(path: Path, check: BackupCheck) -> list[str]:
     size = path.stat().st_size
     if check.manifest.get("size") != size:
         return [f"size {size} differs from its manifest's {check.manifest.get('size')}"]
-    if check.manifest.get("sha256") != files.sha256(path):
-        return ["SHA-256 differs from its manifest (changed or damaged since the backup)"]
+    recorded = digests.in_manifest(check.manifest)
+    if recorded is None:
+        return ["its manifest records no digest"]
+    try:
+        found = digests.of_file(path, recorded.algorithm)
+    except ValueError as err:
+        return [f"its manifest's {err}"]
+    if found.value != recorded.value:
+        return [f"{recorded.algorithm} digest differs from its manifest "
+                "(changed or damaged since the backup)"]
     return []
 
 

@@ -7,21 +7,20 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import sys
-import traceback
 from pathlib import Path
 
 import click
 
-from . import backup as backups
-from . import commands, ef, history, rehearse as rehearsal, verify as checks
-from . import recover as recovering
-from . import restore as restoring
+# Only what every command needs is imported here: each command imports its own
+# modules when it runs, so `status` does not pay for backup, recover or rehearse.
 from . import address
 from .context import DEFAULT_TIMEOUT, Context
 from .errors import EXIT_CODES, CheckFailed, OrchestraError, UsageError
+
+EF_TABLE = "__EFMigrationsHistory"  # ef.TABLE, without importing ef for --help
+HISTORIES = ("yoyo", "ef")  # history.YOYO, history.EF
 
 INTERNAL_ERROR = 70
 EXIT_CODE_HELP = "\b\nExit codes:\n" + "\n".join(
@@ -47,6 +46,7 @@ class Settings:
     def emit(self, data, text: str | None) -> None:
         """The command's data: JSON under --json, else text, on stdout."""
         if self.json:
+            import json  # here: most runs (cron, -q) print no JSON
             click.echo(json.dumps(_plain(data), indent=2, sort_keys=False))
         elif text:
             click.echo(text)
@@ -87,6 +87,7 @@ class OrchestraGroup(click.Group):
 def _fail(ctx: click.Context, err, code: int, message: str):
     settings = ctx.find_object(Settings)
     if settings and settings.verbose and err is not None:
+        import traceback
         traceback.print_exception(err)
     click.echo(f"orchestra-schema: error: {message}", err=True)
     ctx.exit(code)
@@ -100,6 +101,23 @@ def _database_path(ctx, param, value: str):
         raise click.BadParameter(str(err).removeprefix("--database: ")) from None
 
 
+GLOBAL_HELP = {
+    "database": "SQLite file, postgresql:// URL or Npgsql Host=...;Database=... string; "
+                "defaults to $ORCHESTRA_DB, $EFCORE_CONNECTION, then $HANGFIRE_CONNECTION.",
+    "sql_dir": "Directory of paired ID.sql / ID.rollback.sql files "
+               "(default: the SQL installed with this package).",
+    "json": "Print results as JSON on stdout.",
+    "quiet": "No messages on success.",
+    "verbose": "Show tracebacks on errors.",
+    "timeout": "Seconds to wait for a lock held by another process before exit 3.",
+    "backup_dir": "Where backups and the safety copies of rollback, restore, adopt and history "
+                  "forget go; defaults to $ORCHESTRA_BACKUP_DIR, then beside the database.",
+}
+SQL_DIR = click.Path(path_type=Path, file_okay=False)
+TIMEOUT = click.FloatRange(min=0, max=2_000_000)
+BACKUP_DIR = click.Path(path_type=Path)
+
+
 def _finite(ctx, param, value: float) -> float:
     # FloatRange lets nan through (every comparison with it is false).
     if not math.isfinite(value):
@@ -111,29 +129,74 @@ def _finite(ctx, param, value: float) -> float:
              context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--database", "-d", default="orchestra.db", show_default=True,
               envvar=["ORCHESTRA_DB", "EFCORE_CONNECTION", "HANGFIRE_CONNECTION"],
-              callback=_database_path,
-              help="SQLite file, postgresql:// URL or Npgsql Host=...;Database=... string; "
-                   "defaults to $ORCHESTRA_DB, $EFCORE_CONNECTION, then $HANGFIRE_CONNECTION.")
-@click.option("--sql-dir", type=click.Path(path_type=Path, file_okay=False),
-              help="Directory of paired ID.sql / ID.rollback.sql files "
-                   "(default: the SQL installed with this package).")
-@click.option("--json", "as_json", is_flag=True, help="Print results as JSON on stdout.")
-@click.option("-q", "--quiet", is_flag=True, help="No messages on success.")
-@click.option("-v", "--verbose", is_flag=True, help="Show tracebacks on errors.")
-@click.option("--timeout", type=click.FloatRange(min=0, max=2_000_000), default=DEFAULT_TIMEOUT,
-              show_default=True, callback=_finite,
-              help="Seconds to wait for a lock held by another process before exit 3.")
+              callback=_database_path, help=GLOBAL_HELP["database"])
+@click.option("--sql-dir", type=SQL_DIR, help=GLOBAL_HELP["sql_dir"])
+@click.option("--json", "as_json", is_flag=True, help=GLOBAL_HELP["json"])
+@click.option("-q", "--quiet", is_flag=True, help=GLOBAL_HELP["quiet"])
+@click.option("-v", "--verbose", is_flag=True, help=GLOBAL_HELP["verbose"])
+@click.option("--timeout", type=TIMEOUT, default=DEFAULT_TIMEOUT, show_default=True,
+              callback=_finite, help=GLOBAL_HELP["timeout"])
+@click.option("--backup-dir", type=BACKUP_DIR, envvar="ORCHESTRA_BACKUP_DIR",
+              help=GLOBAL_HELP["backup_dir"])
 @click.version_option(package_name="orchestra-schema")
 @click.pass_context
-def main(ctx, database, sql_dir, as_json, quiet, verbose, timeout):
-    """Paired SQL migrations, backups and checks for the Orchestra API's orchestra.db."""
-    ctx.obj = Settings(Context(database, sql_dir, timeout), as_json, quiet, verbose)
+def main(ctx, database, sql_dir, as_json, quiet, verbose, timeout, backup_dir):
+    """Paired SQL migrations, backups and checks for the Orchestra API's orchestra.db.
+
+    The options above work before or after the command name; given in both
+    places, the one after the command wins.
+    """
+    ctx.obj = Settings(Context(database, sql_dir, timeout, backup_dir), as_json, quiet, verbose)
+
+
+def _after_command_options() -> list[click.Option]:
+    """The global options again, for after the command name: each overrides the group's value.
+
+    The group's callback has built Settings before a command parses its own
+    options, so a value given here is simply set over it (the later one wins).
+    """
+    def setting(apply):
+        def callback(ctx, param, value):
+            if value is not None and value is not False:  # not given after the command
+                apply(ctx.find_object(Settings), value)
+        return callback
+
+    def option(*decls, apply, **kwargs):
+        return click.Option(decls, expose_value=False, callback=setting(apply), **kwargs)
+
+    def database(s, value):  # checked as before the command: parsed, then a file's path examined
+        s.ctx = Context(_database_path(None, None, value), s.ctx.sql_dir, s.ctx.timeout,
+                        s.ctx.backup_dir)
+
+    return [
+        option("--database", "-d", apply=database, help=GLOBAL_HELP["database"]),
+        option("--sql-dir", type=SQL_DIR, help=GLOBAL_HELP["sql_dir"],
+               apply=lambda s, v: setattr(s.ctx, "sql_dir", v)),
+        option("--json", is_flag=True, default=None, help=GLOBAL_HELP["json"],
+               apply=lambda s, v: setattr(s, "json", True)),
+        option("-q", "--quiet", is_flag=True, default=None, help=GLOBAL_HELP["quiet"],
+               apply=lambda s, v: setattr(s, "quiet", True)),
+        option("-v", "--verbose", is_flag=True, default=None, help=GLOBAL_HELP["verbose"],
+               apply=lambda s, v: setattr(s, "verbose", True)),
+        option("--timeout", type=TIMEOUT, help=GLOBAL_HELP["timeout"],
+               apply=lambda s, v: setattr(s.ctx, "timeout", _finite(None, None, v))),
+        option("--backup-dir", type=BACKUP_DIR, help=GLOBAL_HELP["backup_dir"],
+               apply=lambda s, v: setattr(s.ctx, "backup_dir", v)),
+    ]
+
+
+def _accept_global_options(group: click.Group) -> None:
+    """Give every command (history's too) the global options after its name."""
+    for command in group.commands.values():
+        command.params.extend(_after_command_options())
+        if isinstance(command, click.Group):
+            _accept_global_options(command)
 
 
 pass_settings = click.make_pass_decorator(Settings)
 
 
-def _status_line(m: commands.MigrationStatus) -> str:
+def _status_line(m) -> str:  # commands.MigrationStatus
     state = "applied" if m.applied else "pending"
     when = m.applied_at or ""
     notes = []
@@ -154,6 +217,7 @@ def _status_line(m: commands.MigrationStatus) -> str:
 @pass_settings
 def status(s: Settings):
     """List migrations: applied or pending, when, and whether files still match."""
+    from . import commands
     report = commands.status(s.ctx)
     lines = [f"database: {report.database}"] + [_status_line(m) for m in report.migrations]
     lines.append(_ef_line(report.ef_history))
@@ -169,6 +233,7 @@ def status(s: Settings):
 @pass_settings
 def apply(s: Settings, to, dry_run):
     """Apply pending migrations (creates the database file if absent)."""
+    from . import commands
     result = commands.apply(s.ctx, to=to, dry_run=dry_run)
     if dry_run:
         s.emit(result, result.sql or "-- nothing to apply")
@@ -196,6 +261,7 @@ def apply(s: Settings, to, dry_run):
 @pass_settings
 def rollback(s: Settings, to, only, dry_run, yes, no_backup, secure_delete):
     """Roll back applied migrations with their rollback files (after a backup)."""
+    from . import commands
     result = commands.rollback(s.ctx, to=to, only=only, dry_run=dry_run, yes=yes,
                                confirm=None if s.json else _confirm_rows_lost,
                                backup=None if no_backup else _backup_first(s),
@@ -234,6 +300,7 @@ def _confirm_rows_lost(rows_lost: dict[str, int]) -> bool:
 @pass_settings
 def new(s: Settings, name):
     """Create NAME's forward/rollback pair with the next id."""
+    from . import commands
     forward, rollback_file = commands.new(s.ctx, name)
     s.emit({"forward": forward, "rollback": rollback_file}, f"{forward}\n{rollback_file}")
 
@@ -242,14 +309,14 @@ def new(s: Settings, name):
 
 def _ef_line(entries) -> str:
     if entries is None:
-        return f"EF history: none (no {ef.TABLE} table)"
+        return f"EF history: none (no {EF_TABLE} table)"
     listed = ", ".join(f"{e.migration_id} (EF Core {e.product_version})" for e in entries)
-    return f"EF history ({ef.TABLE}): {listed or 'empty'}"
+    return f"EF history ({EF_TABLE}): {listed or 'empty'}"
 
 
 def _say_ef_changes(s: Settings, changes: list[str]) -> None:
     for change in changes:
-        s.say(f"{ef.TABLE}: {change}")
+        s.say(f"{EF_TABLE}: {change}")
 
 
 @main.command()
@@ -258,6 +325,7 @@ def _say_ef_changes(s: Settings, changes: list[str]) -> None:
 @pass_settings
 def verify(s: Settings, full):
     """Check integrity, foreign keys, migration files, schema drift and EF history."""
+    from . import verify as checks
     report = checks.verify(s.ctx, full=full)
     lines = [f"database: {report.database}",
              f"yoyo history: {', '.join(report.yoyo_history) or 'empty'}",
@@ -283,6 +351,7 @@ def verify(s: Settings, full):
 @pass_settings
 def checklist(s: Settings, full):
     """The rollback procedure's Validation Checklist, checked: exit 0 only if no item fails."""
+    from . import verify as checks
     report = checks.checklist(s.ctx, full=full)
     s.emit(report, "\n".join(f"[{i.status:4}] {i.name}: {i.detail}" for i in report.items))
     failed = [i.name for i in report.items if i.status == checks.FAIL]
@@ -306,6 +375,7 @@ def checklist(s: Settings, full):
 def rehearse(s: Settings, to, only, memory, workdir):
     """Roll back and re-apply on an online snapshot (PostgreSQL: in a transaction that is
     always rolled back); the live database is never changed."""
+    from . import rehearse as rehearsal
     report = rehearsal.rehearse(s.ctx, to=to, memory=memory, workdir=workdir, only=only)
     for warning in report.warnings:
         s.warn(warning)
@@ -330,6 +400,7 @@ def rehearse(s: Settings, to, only, memory, workdir):
 @pass_settings
 def adopt(s: Settings, no_backup):
     """Take over a database EF Core made: record the migrations as applied, without running them."""
+    from . import history
     result = history.adopt(s.ctx, backup=None if no_backup else _backup_first(s))
     if result.already_adopted:
         s.say(f"{result.database}: already adopted, nothing to do")
@@ -345,13 +416,14 @@ def history_group():
 
 @history_group.command()
 @click.argument("migration_id", metavar="ID")
-@click.option("--from", "source", type=click.Choice([history.YOYO, history.EF]),
+@click.option("--from", "source", type=click.Choice(HISTORIES),
               help="Which history, when ID is in both.")
 @click.option("--yes", "-y", is_flag=True, help="Do it without asking.")
 @click.option("--no-backup", is_flag=True, help="Do not back the database up first.")
 @pass_settings
 def forget(s: Settings, migration_id, source, yes, no_backup):
     """Remove ID from yoyo's history (and its checksums) or from __EFMigrationsHistory."""
+    from . import history
     result = history.forget(s.ctx, migration_id, source=source, yes=yes,
                             confirm=None if s.json else _confirm_question,
                             backup=None if no_backup else _backup_first(s))
@@ -391,6 +463,7 @@ def _progress_bar(s: Settings, label: str):
 def _backup_first(s: Settings):
     """The backup a destructive command makes before its first change."""
     def make() -> Path:
+        from . import backup as backups
         with _progress_bar(s, "backing up") as progress:
             result = backups.backup(s.ctx, progress=progress)
         s.say(f"backup: {result.path}")
@@ -398,7 +471,7 @@ def _backup_first(s: Settings):
     return make
 
 
-def _lost(t: recovering.TableRecovery) -> str:
+def _lost(t) -> str:  # recover.TableRecovery
     if t.lost_exact:
         return str(t.lost)
     return f"{t.lost}..{'?' if t.lost_at_most is None else t.lost_at_most}"
@@ -422,8 +495,9 @@ def backup_command(s: Settings, output, directory, keep, full_check):
     """Back the database up online, while other processes keep writing.
 
     The backup is checked, fsynced and only then given its name, with a
-    manifest (NAME.json: size, SHA-256, migrations, integrity). Mode 0600.
+    manifest (NAME.json: size, BLAKE3 digest, migrations, integrity). Mode 0600.
     """
+    from . import backup as backups
     with _progress_bar(s, "backing up") as progress:
         result = backups.backup(s.ctx, output=output, directory=directory, keep=keep,
                                 progress=progress, full_check=full_check)
@@ -434,7 +508,7 @@ def backup_command(s: Settings, output, directory, keep, full_check):
     for path in result.deleted:
         s.say(f"deleted {path} (--keep {keep})")
     s.say(f"backup: {result.path} ({_size(result.size)}, {result.integrity_check} {result.integrity}, "
-          f"sha256 {result.sha256[:12]}...)")
+          f"{result.digest.algorithm} {result.digest.value[:12]}...)")
     s.emit(result, None)
 
 
@@ -451,6 +525,7 @@ def restore_command(s: Settings, backup_path, yes, no_backup):
     database fails its quick_check). The restore is one transaction: other
     connections see the old or the new content, never a mix.
     """
+    from . import restore as restoring
     with _progress_bar(s, "restoring") as progress:
         result = restoring.restore(s.ctx, backup_path, yes=yes, make_backup=not no_backup,
                                    progress=progress)
@@ -480,6 +555,7 @@ def recover_command(s: Settings, source, yes):
     The damaged file and its -wal/-shm are kept as DB.corrupted_TIMESTAMP.
     Stop the Orchestra API and Hangfire first.
     """
+    from . import recover as recovering
     with _progress_bar(s, "copying tables") as progress:
         result = recovering.recover(s.ctx, source, yes=yes, progress=progress)
     for path in result.moved_aside:
@@ -501,3 +577,50 @@ def recover_command(s: Settings, source, yes):
         raise CheckFailed(f"{result.database}: recovered with gaps: {'; '.join(result.incomplete)}; "
                           f"the damaged file is kept as {result.backup}; look at what is missing "
                           "before the application writes again")
+
+
+@main.command("copy-to")
+@click.argument("target", metavar="TARGET")
+@click.option("--truncate-long-text", is_flag=True,
+              help="Cut text over its column's character varying(n) limit to n characters "
+                   "(ChatMessages.Content: 4000) instead of refusing; the report lists each cut.")
+@pass_settings
+def copy_to_command(s: Settings, target, truncate_long_text):
+    """Copy every row of the SQLite database into an empty PostgreSQL database TARGET.
+
+    TARGET is a postgresql:// URL or the app's Npgsql string (Host=...;Database=...).
+    One transaction on TARGET: the PostgreSQL migrations with both histories, the rows,
+    and a proof (row counts and digests on both sides) commit together or not at all.
+    The source is only read, in one snapshot: rows the app writes after it are not copied.
+    """
+    if s.ctx.engine != "sqlite":
+        raise UsageError(f"--database {s.ctx.display}: copy-to reads an SQLite orchestra.db; "
+                         "give its path with --database")
+    if s.ctx.sql_dir is not None:
+        raise UsageError("copy-to uses the SQL installed with the package for both engines; "
+                         "drop --sql-dir")
+    found = address.parse(target)
+    if not isinstance(found, address.PgAddress):
+        raise UsageError(f"TARGET {target!r} is not a PostgreSQL address; give a "
+                         "postgresql:// URL or an Npgsql Host=...;Database=... string")
+    from . import copy_to as copying_to
+    with _progress_bar(s, "copying rows") as progress:
+        result = copying_to.copy_to(s.ctx.database, found, s.ctx.timeout,
+                                    truncate=truncate_long_text, progress=progress)
+    for mid in result.applied:
+        s.say(f"applied {mid}")
+    _say_ef_changes(s, result.ef_history)
+    for cut in result.truncated:
+        s.warn(f"truncated {cut.table}.{cut.column} row Id={cut.id!r}: {cut.length} characters "
+               f"cut to {cut.limit}")
+    lines = [f"{'table':22} {'copied':>9} {'skipped':>7} {'seconds':>8} {'rows/s':>9}"] + [
+        f"{t.table:22} {t.copied:>9} {t.skipped:>7} {t.seconds:>8.2f} {t.rows_per_second:>9}"
+        for t in result.tables]
+    lines += [f"not copied: {n.table} ({n.rows} row(s)): {n.reason}" for n in result.not_copied]
+    s.emit(result, "\n".join(lines))
+    s.say(f"copied {result.rows_copied} row(s) from {result.source} to {result.target} in "
+          f"{result.seconds:.1f} s (keys and indexes {result.index_seconds:.1f} s, proof "
+          f"{result.verify_seconds:.1f} s); counts and digests match; committed")
+
+
+_accept_global_options(main)

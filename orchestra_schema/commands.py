@@ -10,10 +10,12 @@ from typing import Callable
 from . import ef
 from .backup import discard
 from . import migrations as mig
+from .engine import AppliedRecord, applied_migrations
 from .context import Context
-from .engine import AppliedRecord, applied_migrations, apply_one, count_rows, rollback_one, tables_losing_rows
 from .engines import Driver
 from .errors import Busy, OrchestraError, Refused, UsageError
+
+# apply and rollback import engine (and with it yoyo) when they run; status never needs it.
 
 
 @dataclass
@@ -90,6 +92,7 @@ class ApplyResult:
 
 
 def apply(ctx: Context, to: str | None = None, dry_run: bool = False) -> ApplyResult:
+    from .engine import apply_one
     migrations = ctx.migrations()
     mig.resolve_target(to, migrations)  # an unknown --to fails before any file is touched
     exists = ctx.exists()
@@ -154,6 +157,7 @@ def rollback(ctx: Context, to: str | None = None, dry_run: bool = False, yes: bo
     secure_delete: SQLite overwrites the freed pages with zeros, so dropped rows
     cannot be read back from the file (slower: it writes every freed page).
     """
+    from .engine import count_rows, rollback_one, tables_losing_rows
     migrations = ctx.migrations()
     if (to is None) == (only is None):
         raise UsageError("rollback needs exactly one of --to ID|0 and --only ID")
@@ -185,7 +189,7 @@ def rollback(ctx: Context, to: str | None = None, dry_run: bool = False, yes: bo
             lost = ", ".join(f"{t} {n}" for t, n in result.rows_lost.items())
             raise Refused(
                 f"{ctx.display}: rollback would delete rows ({lost}); nothing changed; "
-                "rerun with --yes to accept the loss (take a backup first)"
+                "rerun with --yes to accept the loss; a backup is taken first unless --no-backup"
             )
         ef_before = ef.entries(db)
         if plan and backup is not None:

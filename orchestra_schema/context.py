@@ -1,21 +1,24 @@
-"""What every command gets: where the database and the SQL are, how long to wait."""
+"""What every command gets: where the database, the SQL and the backups are, how long to wait."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from . import migrations as mig
 from .address import PgAddress
 from .database import DEFAULT_TIMEOUT, Database
-from .engines import Driver
 from .errors import UsageError
 from .paths import database_file
+
+if TYPE_CHECKING:
+    from .engines import Driver
+    from .migrations import MigrationFile
 
 
 @dataclass
 class Context:
-    """What every command needs: where the database and the SQL are, how long to wait.
+    """What every command needs: where the database, the SQL and the backups are, how long to wait.
 
     database: an SQLite file's path, or a PostgreSQL address (address.parse).
     """
@@ -23,6 +26,7 @@ class Context:
     database: Path | PgAddress
     sql_dir: Path | None = None
     timeout: float = DEFAULT_TIMEOUT
+    backup_dir: Path | None = None  # None: beside an SQLite database; see backups
 
     @property
     def engine(self) -> str:
@@ -38,8 +42,17 @@ class Context:
         if not isinstance(self.database, PgAddress):
             self.database = database_file(self.database)
 
-    def migrations(self) -> list[mig.MigrationFile]:
-        return mig.load(self.sql_dir or mig.default_sql_dir(self.engine))
+    @property
+    def backups(self) -> Path:
+        """Where backups and safety copies go: --backup-dir, else beside an SQLite database
+        (a PostgreSQL database has no directory: the current one)."""
+        if self.backup_dir is not None:
+            return Path(self.backup_dir)
+        return self.database.parent if self.engine == "sqlite" else Path.cwd()
+
+    def migrations(self) -> list[MigrationFile]:
+        from . import migrations  # here: --help and `backup` never read the SQL files
+        return migrations.load(self.sql_dir or migrations.default_sql_dir(self.engine))
 
     def exists(self) -> bool:
         """False for an SQLite file not created yet; a PostgreSQL database must exist."""

@@ -18,9 +18,9 @@ from typing import Callable, Iterator
 
 import apsw
 
-from . import files, rawcopy
+from . import digest as digests, files, rawcopy
+from .applied import applied_migrations
 from .database import Database, connect, open_immutable, translated
-from .engine import applied_migrations
 from .errors import DatabaseUnavailable, OrchestraError
 
 Progress = Callable[[int, int], None]  # (pages copied, pages in all)
@@ -34,7 +34,7 @@ WRITE_BACK_EVERY = 0.1  # seconds between fdatasyncs of a copy being written
 class Copy:
     path: Path
     size: int
-    sha256: str
+    digest: digests.Digest
     page_count: int
     journal_mode: str
     integrity: str
@@ -102,7 +102,7 @@ def _copy(src, source: Path, first: Path, publish: Callable[[files.Staged], Path
 
 def _copy_raw(source: Path, staged: files.Staged, progress: Progress | None,
               full_check: bool, timeout: float,
-              warnings: list[str]) -> tuple["Inspection", str] | None:
+              warnings: list[str]) -> tuple["Inspection", digests.Digest] | None:
     """The file's bytes, while a second connection quick_checks the same snapshot.
 
     The check reads the very bytes the copy holds (one snapshot of a file that
@@ -163,16 +163,16 @@ def _written_back(fd: int):
         thread.join()
 
 
-def _check_hash_and_sync(path: Path, full_check: bool) -> tuple["Inspection", str]:
-    """The copy's integrity check, SHA-256 and fsync, side by side.
+def _check_hash_and_sync(path: Path, full_check: bool) -> tuple["Inspection", digests.Digest]:
+    """The copy's integrity check, digest and fsync, side by side.
 
     The file is complete and nobody writes it any more; each of the three
     reads or flushes it whole, and each releases the GIL (SQLite in apsw,
-    hashlib on large blocks, fsync), so on two cores they overlap. They run
+    the hasher on large blocks, fsync), so on two cores they overlap. They run
     niced: a backup must not starve the application it runs beside.
     """
     with ThreadPoolExecutor(max_workers=3, initializer=_yield_cpu) as pool:
-        digest = pool.submit(files.sha256, path)
+        digest = pool.submit(digests.of_file, path)
         synced = pool.submit(files.fsync, path)
         found = pool.submit(inspect, path, full_check)
         synced.result()

@@ -13,10 +13,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import os
 import re
-import secrets
 import shutil
 import struct
 import sys
@@ -25,7 +23,7 @@ from typing import Iterable, Iterator
 
 import apsw
 
-from .errors import Busy, DatabaseUnavailable, Refused, UsageError
+from .errors import Busy, DatabaseUnavailable, Refused
 
 TEMP_MARK = ".orchestra-tmp-"
 _TEMP_NAME = re.compile(r"(\..+\.orchestra-tmp-\d+-[0-9a-f]{8})(?:-journal|-wal|-shm)?")
@@ -43,8 +41,8 @@ class Staged:
 
     def __init__(self, final: Path):
         self.directory = Path(final).parent
-        while True:
-            self.path = self.directory / f".{Path(final).name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
+        while True:  # os.urandom, not secrets: that module loads OpenSSL (a few ms per run)
+            self.path = self.directory / f".{Path(final).name}{TEMP_MARK}{os.getpid()}-{os.urandom(4).hex()}"
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             fcntl.flock(self._fd, fcntl.LOCK_EX)  # "a writer is alive": see clean_stale
             # Another run's clean_stale may have found the file between its creation
@@ -210,12 +208,6 @@ def fsync(path: Path) -> None:
         os.close(fd)
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def header(path: Path) -> bytes:
@@ -257,10 +249,9 @@ def database_size(path: Path) -> int:
 
 
 def check_writable_dir(directory: Path, what: str) -> None:
-    if not directory.exists():
-        raise UsageError(f"{directory}: no such directory for the {what}; create it or choose another")
-    if not directory.is_dir():
-        raise UsageError(f"{directory}: not a directory; choose a directory for the {what}")
+    if not directory.is_dir():  # exit 6, as unwritable: a place to write is missing, not a bad option
+        raise DatabaseUnavailable(f"{directory}: no such directory for the {what}; nothing changed; "
+                                  "create it or choose another")
     if not os.access(directory, os.W_OK | os.X_OK):
         raise DatabaseUnavailable(
             f"{directory}: not writable, cannot write the {what}; nothing changed; "

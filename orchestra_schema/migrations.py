@@ -1,9 +1,12 @@
 """Reading sql/: paired ID.sql / ID.rollback.sql files, checksums, order, plans.
 
-yoyo parses each file (statements, `-- depends:` directives, leading comment)
-and orders them (its topological sort). Dependencies are resolved here by id,
-not through yoyo's process-wide Migration registry, so two sql dirs loaded in
-one process cannot see each other's migrations.
+yoyo splits each file into statements (sqlparse), when they are first needed:
+`status` reads only ids, directives and checksums, and never imports yoyo.
+Directives are read here with yoyo's rules, and checked against yoyo's own
+reading when it splits the file. Dependencies are resolved here by id, in the
+order yoyo's topological sort gives, not through yoyo's process-wide
+Migration registry, so two sql dirs loaded in one process cannot see each
+other's migrations.
 """
 
 from __future__ import annotations
@@ -11,12 +14,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
+import textwrap
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from functools import cached_property
 from pathlib import Path
-
-from yoyo.migrations import read_sql_migration
-from yoyo.topologicalsort import CycleError, topological_sort
 
 from .errors import DatabaseUnavailable, UsageError
 
@@ -30,14 +32,63 @@ class MigrationFile:
     rollback_path: Path | None
     depends: tuple[str, ...]
     comment: str
-    statements: tuple[str, ...] = field(repr=False)
-    rollback_statements: tuple[str, ...] = field(repr=False)
+    text: str = field(repr=False, compare=False)  # the bytes the checksums were taken of
+    rollback_text: str | None = field(repr=False, compare=False)
     forward_sha256: str = ""
     rollback_sha256: str | None = None
 
     @property
     def has_rollback(self) -> bool:
         return self.rollback_path is not None
+
+    @cached_property
+    def statements(self) -> tuple[str, ...]:
+        return _statements(self.text, self.path, self.depends)
+
+    @cached_property
+    def rollback_statements(self) -> tuple[str, ...]:
+        if self.rollback_text is None:
+            return ()
+        return _statements(self.rollback_text, self.rollback_path, None)
+
+
+def _statements(text: str, path: Path, depends: tuple[str, ...] | None) -> tuple[str, ...]:
+    """yoyo's split of a file read at load (not read again: it may have changed since)."""
+    import sqlparse  # yoyo's SQL splitter, a dependency of yoyo-migrations
+    from yoyo.migrations import parse_metadata_from_sql_comments
+
+    statements = sqlparse.split(text)
+    if statements:
+        directives, _, statements[0] = parse_metadata_from_sql_comments(statements[0])
+        if depends is not None and _depends(directives) != depends:  # cannot happen; never guess
+            raise UsageError(f"{path}: its -- depends: line reads differently to yoyo "
+                             f"({_depends(directives)} vs {depends}); write it on one line")
+    return tuple(s for s in statements if s.strip())
+
+
+_DIRECTIVE = re.compile(r"^\s*--\s*(transactional|depends)\s*:\s*(.*)$")
+_COMMENT_OR_EMPTY = re.compile(r"^(\s*|\s*--.*)$")
+
+
+def _leading_comment(text: str) -> tuple[dict[str, str], str]:
+    """Directives and comment before the first SQL line, by yoyo's rules
+    (yoyo.migrations.parse_metadata_from_sql_comments; a test compares them)."""
+    ending = re.search(r"\n|\r\n|\r", text.lstrip() + "\n").group(0)
+    directives, comments = {}, []
+    for line in text.lstrip().split(ending):
+        match = _DIRECTIVE.match(line)
+        if match:
+            key, value = match.groups()
+            directives[key] = f"{directives[key]} {value}" if key in directives else value
+        elif _COMMENT_OR_EMPTY.match(line):
+            comments.append(line.strip().lstrip("--").strip())
+        else:
+            break
+    return directives, textwrap.dedent(ending.join(comments))
+
+
+def _depends(directives: dict[str, str]) -> tuple[str, ...]:
+    return tuple(directives.get("depends", "").split())
 
 
 ENGINES = ("sqlite", "postgresql")
@@ -57,10 +108,6 @@ def default_sql_dir(engine: str = "sqlite") -> Path:
     here = Path(__file__).resolve().parent
     installed, checkout = here / "sql" / engine, here.parent / "sql" / engine
     return installed if installed.is_dir() else checkout
-
-
-def sha256_file(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def load(sql_dir: Path | None = None) -> list[MigrationFile]:
@@ -102,36 +149,44 @@ def _read_pair(path: Path) -> MigrationFile:
     rollback = path.with_name(path.stem + ROLLBACK_SUFFIX)
     rollback = rollback if rollback.is_file() else None
     try:
-        directives, comment, statements = read_sql_migration(str(path))
-        rollback_statements = read_sql_migration(str(rollback))[2] if rollback else []
+        data = path.read_bytes()
+        rollback_data = rollback.read_bytes() if rollback else None
+        text = data.decode("utf-8")
+        rollback_text = rollback_data.decode("utf-8") if rollback_data is not None else None
     except (UnicodeDecodeError, OSError) as err:
         raise UsageError(f"{path}: cannot read migration ({err}); files must be UTF-8 text")
+    directives, comment = _leading_comment(text)
     return MigrationFile(
         id=path.stem,
         path=path,
         rollback_path=rollback,
-        depends=tuple(directives.get("depends", "").split()),
+        depends=_depends(directives),
         comment=comment.strip(),
-        statements=tuple(statements),
-        rollback_statements=tuple(rollback_statements),
-        forward_sha256=sha256_file(path),
-        rollback_sha256=sha256_file(rollback) if rollback else None,
+        text=text,
+        rollback_text=rollback_text,
+        forward_sha256=hashlib.sha256(data).hexdigest(),
+        rollback_sha256=hashlib.sha256(rollback_data).hexdigest() if rollback_data is not None else None,
     )
 
 
 def _ordered(migrations: dict[str, MigrationFile]) -> list[MigrationFile]:
+    """Dependencies first; among the migrations ready at each step, the first by id
+    (the order yoyo's topological_sort gives; a test compares them)."""
     for m in migrations.values():
         for dep in m.depends:
             if dep not in migrations:
                 raise UsageError(
                     f"{m.path}: depends on unknown migration {dep!r}; fix its -- depends: line"
                 )
-    graph = {m.id: m.depends for m in migrations.values()}
-    try:
-        order = list(topological_sort(sorted(migrations), graph))
-    except CycleError as err:
-        raise UsageError(f"circular dependencies among migrations {', '.join(err.args[1])}")
-    return [migrations[i] for i in order]
+    remaining, done, order = sorted(migrations), set(), []
+    while remaining:
+        ready = next((i for i in remaining if done.issuperset(migrations[i].depends)), None)
+        if ready is None:
+            raise UsageError(f"circular dependencies among migrations {', '.join(remaining)}")
+        remaining.remove(ready)
+        done.add(ready)
+        order.append(migrations[ready])
+    return order
 
 
 def ancestors(migration_id: str, by_id: dict[str, MigrationFile]) -> set[str]:

@@ -33,8 +33,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import files
-from .backup import BackupResult, manifest_path, read_manifest, write_manifest
+from . import digest as digests, files
+from .backup import (MANIFEST_VERSION, BackupResult, manifest_path, read_manifest,
+                     write_manifest)
 from .errors import Busy, DatabaseUnavailable, Refused, UsageError
 
 SUFFIX = ".dump"
@@ -117,7 +118,7 @@ class Archive:
     manifest: Path
     created_at: str
     size: int
-    sha256: str
+    digest: digests.Digest
     applied_migrations: list[str]
     server_version: str
     toc_entries: int
@@ -149,7 +150,7 @@ def dump(address, names, timeout: float, now: datetime | None = None,
             entries = read_toc(address, staged.path)
             if read_all:
                 _read_whole(address, staged.path)
-            size, digest = os.fstat(staged.fd).st_size, files.sha256(staged.path)
+            size, digest = os.fstat(staged.fd).st_size, digests.of_file(staged.path)
             path = staged.publish([first, *names])
     archive = Archive(path, manifest_path(path), now.isoformat(timespec="microseconds"), size,
                       digest, applied, server_version, len(entries), CHECKS[read_all],
@@ -193,14 +194,14 @@ def read_toc(address, archive: Path) -> list[str]:
 
 def _write_manifest(archive: Archive, address) -> None:
     data = {
-        "manifest_version": 1,
+        "manifest_version": MANIFEST_VERSION,
         "engine": "postgresql",
         "source": address.display,
         "backup": archive.path.name,
         "format": FORMAT,
         "created_at": archive.created_at,
         "size": archive.size,
-        "sha256": archive.sha256,
+        "digest": {"algorithm": archive.digest.algorithm, "value": archive.digest.value},
         "applied_migrations": archive.applied_migrations,
         "server_version": archive.server_version,
         "toc_entries": archive.toc_entries,
@@ -274,9 +275,11 @@ def check_archive(address, path: Path, read_all: bool = False) -> ArchiveCheck:
         if check.manifest.get("size") != size:
             check.problems.append(f"size {size} differs from its manifest's "
                                   f"{check.manifest.get('size')} (cut off or changed)")
-        elif check.manifest.get("sha256") != files.sha256(path):
-            check.problems.append("SHA-256 differs from its manifest (changed or damaged since "
-                                  "the backup)")
+        elif (recorded := digests.in_manifest(check.manifest)) is None:
+            check.problems.append("its manifest records no digest")
+        elif digests.of_file(path, recorded.algorithm).value != recorded.value:
+            check.problems.append(f"{recorded.algorithm} digest differs from its manifest "
+                                  "(changed or damaged since the backup)")
     if check.problems:
         return check
     try:
@@ -419,7 +422,7 @@ def backup_database(ctx, output: Path | None = None, directory: Path | None = No
     archive = dump(ctx.database, names, ctx.timeout, now, read_all=full_check)
     result = BackupResult(
         database=ctx.database.display, path=archive.path, manifest=archive.manifest,
-        created_at=archive.created_at, size=archive.size, sha256=archive.sha256, page_count=None,
+        created_at=archive.created_at, size=archive.size, digest=archive.digest, page_count=None,
         integrity="ok", integrity_check=CHECKS[full_check],
         applied_migrations=archive.applied_migrations, journal_mode=None, copy_mode="pg_dump",
         restarts=0, cleaned=archive.cleaned)
@@ -430,7 +433,7 @@ def backup_database(ctx, output: Path | None = None, directory: Path | None = No
 
 def default_directory(ctx) -> Path:
     """--backup-dir / $ORCHESTRA_BACKUP_DIR when given, else the current directory."""
-    return Path(getattr(ctx, "backup_dir", None) or ".")
+    return ctx.backups
 
 
 def restore_database(ctx, archive: Path, make_backup: bool = True):

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import mmap
 import os
 import time
@@ -32,6 +31,7 @@ from typing import Callable, Iterator
 
 import apsw
 
+from . import digest as digests
 from .database import connect
 from .errors import DatabaseUnavailable
 
@@ -167,8 +167,8 @@ def _stamp(path: Path) -> tuple[int, int]:
 
 
 def copy_file(reader: apsw.Connection, dest: Path, fd: int,
-              progress: Callable[[int, int], None] | None) -> str:
-    """Write reader's database file into `dest` (open as `fd`), fsync it; its SHA-256.
+              progress: Callable[[int, int], None] | None) -> digests.Digest:
+    """Write reader's database file into `dest` (open as `fd`), fsync it; its digest.
 
     Direct I/O where the file system has it: the copy does not fill the page
     cache the application lives on, and reaches the disk a chunk at a time
@@ -176,7 +176,7 @@ def copy_file(reader: apsw.Connection, dest: Path, fd: int,
     """
     total, page_size = extent(reader)
     pages, done = total // page_size, 0
-    digest = hashlib.sha256()
+    digest = digests.hasher()
     with _Writer(dest, fd) as writer, ThreadPoolExecutor(1) as hasher:
         hashed = None
         while done < total:
@@ -184,7 +184,7 @@ def copy_file(reader: apsw.Connection, dest: Path, fd: int,
             data = _read(reader, done, size)
             if hashed:
                 hashed.result()
-            hashed = hasher.submit(digest.update, data)  # hashlib lets go of the GIL
+            hashed = hasher.submit(digest.update, data)  # the hasher lets go of the GIL
             writer.write(data, done)
             done += size
             if progress:
@@ -192,7 +192,7 @@ def copy_file(reader: apsw.Connection, dest: Path, fd: int,
         if hashed:
             hashed.result()
     os.fsync(fd)
-    return digest.hexdigest()
+    return digests.Digest(digests.ALGORITHM, digest.hexdigest())
 
 
 def extent(reader: apsw.Connection) -> tuple[int, int]:

@@ -308,10 +308,13 @@ def _backup_item(db, ctx: Context, chat: str, full: bool):
     # It must hold the chat rows: taken after the chat tables were last applied.
     applied = last_applied(db, chat, before=when)
     since = _as_utc(applied) if applied else datetime.min.replace(tzinfo=timezone.utc)
-    found, check_one, passes = _backups(ctx, full)
-    taken = [p for p in found if _taken_at(p) is not None and since <= _taken_at(p) <= rolled_back]
+    places, found, check_one, passes = _backups(ctx, full)
+    taken = sorted((p for p in found
+                    if _taken_at(p) is not None and since <= _taken_at(p) <= rolled_back),
+                   key=_taken_at)
     if not taken:
-        return FAIL, (f"no backup with a manifest taken between {chat}'s last apply and its "
+        return FAIL, (f"no backup with a manifest in {' or '.join(map(str, places))} taken "
+                      f"between {chat}'s last apply and its "
                       f"rollback at {rolled_back:%Y-%m-%dT%H:%M:%SZ}; "
                       "restore is not possible from this tool's backups")
     check = check_one(taken[-1])
@@ -321,14 +324,17 @@ def _backup_item(db, ctx: Context, chat: str, full: bool):
 
 
 def _backups(ctx: Context, full: bool):
-    """This database's backups, how to check one, and what that check is called."""
+    """Where this database's backups are looked for, those found, how to check one, and
+    what that check is called."""
     if ctx.engine == "postgresql":
         from . import pgarchive
-        return (pgarchive.backups_of(ctx.database, pgarchive.default_directory(ctx)),
+        return ([ctx.backups], pgarchive.backups_of(ctx.database, ctx.backups),
                 lambda p: pgarchive.check_archive(ctx.database, p, read_all=full),
                 pgarchive.CHECKS[full])
-    return (backups_of(ctx.database), lambda p: check_backup(p, full=full),
-            integrity_pragma(full))
+    # The backup directory, and beside the database (where backups went before it was set).
+    places = list(dict.fromkeys(p.resolve() for p in (ctx.backups, ctx.database.parent)))
+    return (places, [p for place in places for p in backups_of(ctx.database, place)],
+            lambda p: check_backup(p, full=full), integrity_pragma(full))
 
 
 def _taken_at(backup_path) -> datetime | None:

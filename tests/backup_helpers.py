@@ -151,3 +151,4 @@ def wait_for(condition, timeout: float = 30.0, interval: float = 0.001):
 
 def files_in(directory: Path) -> set[str]:
     return {p.name for p in Path(directory).iterdir()}
+

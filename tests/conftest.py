@@ -104,10 +104,14 @@ def add_rows(c: apsw.Connection, sessions=3, messages=5) -> None:
 
 
 @contextlib.contextmanager
-def mounted_tmpfs(where: Path, size: str):
-    """A real small file system (a tmpfs of `size`) at `where`; skips where mounting is refused."""
+def mounted_tmpfs(where: Path, size: str, read_only: bool = False):
+    """A real small file system (a tmpfs of `size`) at `where`; skips where mounting is refused.
+
+    read_only: mounted ro, so unwritable even for root (which ignores permission bits).
+    """
     where.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
+    options = f"{'ro,' if read_only else ''}size={size}"
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs",
                                             where], capture_output=True).returncode:
         pytest.skip("needs root, allowed to mount a tmpfs")
     try:

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
 import resource
 import signal
 import stat
+import shutil
 import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+import blake3
 import pytest
 
 from backup_helpers import (LOCK_HOLDER, WRITER, add_padding, add_pairs, backup_json, files_in,
@@ -35,7 +38,9 @@ def test_backup_beside_the_database_with_manifest_and_mode_0600(db):
     assert stat.S_IMODE(Path(out["manifest"]).stat().st_mode) == 0o600
     manifest = json.loads(Path(f"{path}.json").read_text())
     assert manifest["source"] == str(db.resolve())
-    assert manifest["sha256"] == files.sha256(path) == out["sha256"]
+    assert manifest["digest"] == {"algorithm": "blake3",
+                                  "value": blake3.blake3(path.read_bytes()).hexdigest()}
+    assert manifest["digest"] == out["digest"] and manifest["manifest_version"] == 2
     assert manifest["size"] == path.stat().st_size
     assert manifest["applied_migrations"] == [CORE, CHAT] == out["applied_migrations"]
     assert (manifest["integrity"], manifest["integrity_check"]) == ("ok", "quick_check")
@@ -49,7 +54,7 @@ def test_backup_beside_the_database_with_manifest_and_mode_0600(db):
 
 def test_backup_json_keys(db):
     assert set(backup_json(db)) == {
-        "database", "path", "manifest", "created_at", "size", "sha256", "page_count", "integrity",
+        "database", "path", "manifest", "created_at", "size", "digest", "page_count", "integrity",
         "integrity_check", "applied_migrations", "journal_mode", "copy_mode", "restarts",
         "deleted", "cleaned", "warnings"}
 
@@ -242,15 +247,16 @@ def test_full_disk_leaves_the_source_untouched_and_no_partial_file(db):
     assert file_state(db) == before and files_in(db.parent) == names
 
 
-@pytest.mark.parametrize("make, code", [
-    (lambda d: d / "missing", 2),
-    (lambda d: (d / "a-file").write_text("x") and d / "a-file", 2),
+@pytest.mark.parametrize("make", [
+    lambda d: d / "missing",
+    lambda d: (d / "a-file").write_text("x") and d / "a-file",
 ])
-def test_bad_backup_directory_is_refused(db, tmp_path, make, code):
+def test_bad_backup_directory_is_exit_6_naming_it(db, tmp_path, make):
     target = make(tmp_path)
     before, names = file_state(db), files_in(tmp_path)
     result = cli("--database", db, "backup", "--dir", target)
-    assert result.exit_code == code and len(result.stderr.strip().splitlines()) == 1
+    assert result.exit_code == 6 and len(result.stderr.strip().splitlines()) == 1
+    assert f"{target}: no such directory for the backup; nothing changed" in result.stderr
     assert file_state(db) == before and files_in(tmp_path) == names
 
 
@@ -277,7 +283,7 @@ def test_check_backup_finds_truncation_bad_header_and_checksum_mismatch(db, tmp_
     flipped = bytearray(data)
     flipped[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(flipped))
-    assert "SHA-256 differs" in " ".join(backups.check_backup(path).problems)
+    assert "blake3 digest differs" in " ".join(backups.check_backup(path).problems)
     path.write_bytes(data[: len(data) // 2])
     assert not backups.check_backup(path).ok
     Path(f"{path}.json").unlink()
@@ -344,3 +350,49 @@ def test_progress_bar_on_a_terminal_for_a_large_database_and_not_under_q(tmp_pat
     drawn = _stderr_on_a_terminal("--database", db, "backup")
     assert "backing up [" in drawn and "100%" in drawn and "backup: " in drawn
     assert _stderr_on_a_terminal("--database", db, "-q", "backup") == ""
+
+
+def as_version_1(backup: Path) -> None:
+    """Rewrite a backup's manifest as the first version wrote it: a top-level "sha256"."""
+    manifest_file = Path(f"{backup}.json")
+    manifest = json.loads(manifest_file.read_text())
+    del manifest["digest"]
+    manifest.update(manifest_version=1, sha256=hashlib.sha256(backup.read_bytes()).hexdigest())
+    manifest_file.write_text(json.dumps(manifest))
+
+
+def test_a_sha256_manifest_still_verifies_and_catches_a_changed_byte(db):
+    path = backups.backup(Context(db)).path
+    as_version_1(path)
+    assert backups.check_backup(path).ok
+    assert cli("--database", db, "restore", path).exit_code == 0
+    overwrite_pages(path, [root_page(path, "ChatMessages")])
+    problems = backups.check_backup(path).problems
+    assert problems[0] == "sha256 digest differs from its manifest (changed or damaged since the backup)"
+
+
+def test_an_unknown_digest_algorithm_is_a_problem_not_a_crash(db):
+    path = backups.backup(Context(db)).path
+    manifest_file = Path(f"{path}.json")
+    manifest = json.loads(manifest_file.read_text())
+    manifest["digest"]["algorithm"] = "md5"
+    manifest_file.write_text(json.dumps(manifest))
+    assert "unknown digest algorithm 'md5'" in backups.check_backup(path).problems[0]
+
+
+@pytest.mark.skipif(not shutil.which("b3sum"), reason="b3sum not installed (apt-get install b3sum)")
+def test_the_readmes_b3sum_check_passes_and_fails_on_a_changed_byte(db):
+    """The by-hand check the README gives, run as written (in the backup's directory)."""
+    path = backups.backup(Context(db)).path
+    check = (f"printf '%s  %s\\n' \"$(python3 -c 'import json,sys; "
+             f"print(json.load(open(sys.argv[1]))[\"digest\"][\"value\"])' {path.name}.json)\" "
+             f"{path.name} | b3sum --check")
+    assert check in (Path(__file__).parent.parent / "README.md").read_text().replace(
+        "orchestra.db.backup_20261128_120000", path.name)
+    ok = subprocess.run(["sh", "-c", check], cwd=path.parent, capture_output=True, text=True)
+    assert ok.returncode == 0 and ok.stdout.strip() == f"{path.name}: OK"
+    with open(path, "r+b") as f:
+        f.seek(200)
+        f.write(b"\x01")
+    bad = subprocess.run(["sh", "-c", check], cwd=path.parent, capture_output=True, text=True)
+    assert bad.returncode == 1 and "FAILED" in bad.stdout

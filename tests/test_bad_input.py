@@ -185,12 +185,12 @@ def test_migration_ids_differing_only_in_case_are_one_id(tmp_path):
 
 @pytest.mark.parametrize("failure", [KeyboardInterrupt, lambda: apsw.ConstraintError("unmapped")])
 def test_an_interrupted_first_apply_leaves_no_empty_file(tmp_path, monkeypatch, failure):
-    from orchestra_schema import commands
+    from orchestra_schema import commands, engine  # apply imports apply_one from engine when it runs
     from orchestra_schema.context import Context
 
     def fail(db, m):
         raise failure()
-    monkeypatch.setattr(commands, "apply_one", fail)
+    monkeypatch.setattr(engine, "apply_one", fail)
     path = tmp_path / "new.db"
     with pytest.raises((KeyboardInterrupt, apsw.Error)):
         commands.apply(Context(path))

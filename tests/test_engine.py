@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import CHAT, CORE, cli, connect, count, file_state, history, run, tables
-from orchestra_schema import commands
+from orchestra_schema import commands, engine  # rollback imports rollback_one from engine when it runs
 from orchestra_schema.context import Context
 from orchestra_schema.engine import apply_one, rollback_one
 from orchestra_schema.errors import Busy, Refused
@@ -280,7 +280,7 @@ def test_a_rollback_busy_after_rolling_back_some_keeps_its_backup_and_says_so(db
         calls.append(m.id)
         return rollback_one(database, m, dependents)
 
-    monkeypatch.setattr(commands, "rollback_one", then_the_app_takes_the_lock)
+    monkeypatch.setattr(engine, "rollback_one", then_the_app_takes_the_lock)
     backup = cli_backup(db)
     with connect(db) as app:
         with pytest.raises(Busy) as raised:
@@ -296,7 +296,7 @@ def test_a_rollback_refused_after_its_backup_removes_it(db, monkeypatch):
     def refuse(*args, **kw):
         raise Refused("refused for this test; nothing changed")
 
-    monkeypatch.setattr(commands, "rollback_one", refuse)
+    monkeypatch.setattr(engine, "rollback_one", refuse)
     backup = cli_backup(db)
     with pytest.raises(Refused) as raised:
         commands.rollback(Context(db), to=CORE, yes=True, backup=lambda: backup)

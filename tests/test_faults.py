@@ -34,6 +34,7 @@ from faults import (CAN_SEE_OPEN_FILES, FIGURES, FOREIGN, Rounds, check_copies, 
                     start, work_span)
 from orchestra_schema import backup as backups
 from orchestra_schema import files
+from orchestra_schema.digest import of_file
 from orchestra_schema.database import Database
 
 pytestmark = pytest.mark.skipif(not CAN_SEE_OPEN_FILES, reason="needs /proc to see a process's open files")
@@ -165,7 +166,7 @@ class Backup(Scenario):
 
     def __init__(self, tmp_path, sql, mode):
         super().__init__(tmp_path, sql, mode)
-        self.live = files.sha256(self.database)
+        self.live = of_file(self.database)
         self.outcomes = set()  # whether killed runs had published their backup
 
     def spans(self):
@@ -178,7 +179,7 @@ class Backup(Scenario):
         return "backup", self.cli("backup", *(["--keep", "1"] if trial % 3 == 2 else []))
 
     def check(self, command, kill):
-        assert files.sha256(self.database) == self.live, "backup changed the live database"
+        assert of_file(self.database) == self.live, "backup changed the live database"
         self.history()
         self.check_copies()
         published = set(backups.backups_of(self.database)) - self.before
@@ -280,12 +281,12 @@ class Recover(Scenario):
             return "recover", self.cli("recover", "--yes")
         leaves = leaf_pages(self.database, FOREIGN)
         overwrite_pages(self.database, [page for page, _ in leaves[len(leaves) // 2:][:2]], fill=b"\x00")
-        self.damaged = files.sha256(self.database)
+        self.damaged = of_file(self.database)
         return "recover", self.cli("recover")
 
     def check(self, command, kill):
         assert self.database.exists(), f"{self.database} is missing"
-        if self.damaged and files.sha256(self.database) == self.damaged:
+        if self.damaged and of_file(self.database) == self.damaged:
             return  # the damaged file, untouched: the next run recovers it
         self.check_rebuilt()
 
@@ -366,12 +367,12 @@ def test_recover_killed_after_each_file_step_leaves_a_database(tmp_path, sql):
 
 def test_backup_killed_after_each_file_step(tmp_path, sql):
     s = Scenario(tmp_path, sql, "delete")
-    live = files.sha256(s.database)
+    live = of_file(s.database)
     published = []
     for step, result in every_step_killed(s.directory, *s.cli("backup"),
                                           prepare=lambda: remove_copies(s.directory, s.database)):
         assert "Traceback" not in result.stderr
-        assert files.sha256(s.database) == live
+        assert of_file(s.database) == live
         for path in backups.backups_of(s.database):
             assert backups.check_backup(path).ok, (step, path)
             published.append((result.returncode, backups.manifest_path(path).exists()))

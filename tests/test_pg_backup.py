@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from orchestra_schema import address, pgarchive
+from orchestra_schema import digest as digests
 from orchestra_schema.context import Context
 from orchestra_schema.errors import Refused
 from orchestra_schema.migrations import default_sql_dir, load
@@ -65,7 +66,8 @@ def test_backup_is_0600_checked_and_has_the_manifest(pgdb, tmp_path):
     assert stat.S_IMODE(result.path.stat().st_mode) == 0o600
     manifest = json.loads(result.manifest.read_text())
     assert manifest["size"] == result.path.stat().st_size == result.size
-    assert manifest["sha256"] == pgarchive.files.sha256(result.path)
+    assert manifest["digest"] == {"algorithm": "blake3",
+                                  "value": digests.of_file(result.path).value}
     assert manifest["applied_migrations"] == [m.id for m in load(default_sql_dir("postgresql"))]
     assert manifest["server_version"].startswith("15")
     assert manifest["source"] == address.parse(pgdb.url).display

@@ -81,7 +81,7 @@ def damaged_copy(backup: Path) -> None:
     (lambda b: (b.write_bytes(b.read_bytes()[:8192]), Path(f"{b}.json").unlink()), 5, "truncated"),
     (lambda b: b.write_text("name,value\n" * 500), 5, "not an SQLite database"),
     (lambda b: (damaged_copy(b), Path(f"{b}.json").unlink()), 5, "fails its integrity check"),
-    (damaged_copy, 5, "SHA-256 differs"),
+    (damaged_copy, 5, "blake3 digest differs"),
     (lambda b: b.unlink(), 2, "no such backup"),
 ])
 def test_untrustworthy_backups_are_refused_and_change_nothing(db, spoil, code, words):

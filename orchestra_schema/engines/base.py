@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 CHECKSUM_TABLE = "_orchestra_schema_checksum"
-YOYO_TABLES = frozenset({"_yoyo_migration", "_yoyo_log", "_yoyo_version", "yoyo_lock"})
+MIGRATION_TABLE = "_yoyo_migration"  # yoyo.migrations.default_migration_table (a test checks)
+YOYO_TABLES = frozenset({MIGRATION_TABLE, "_yoyo_log", "_yoyo_version", "yoyo_lock"})
 HISTORY_TABLES = YOYO_TABLES | {CHECKSUM_TABLE}
 # Our checksums of both files of each applied migration; {} is the table's (quoted) name.
 CREATE_CHECKSUM_TABLE = """

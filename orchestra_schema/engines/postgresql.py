@@ -32,7 +32,7 @@ from yoyo.migrations import default_migration_table
 from ..errors import Busy, DatabaseUnavailable, MigrationFailed
 from ..schema import Column, ForeignKey, Index, Schema, Table
 from .base import CHECKSUM_TABLE, CREATE_CHECKSUM_TABLE, AppliedRecord, Driver
-from .sqlite import YoyoRef, log_data
+from .yoyo_apsw import YoyoRef, log_data
 
 EF_TABLE = "__EFMigrationsHistory"
 LOCK_TIMEOUT_MS = 200  # how long the app's queries may queue behind one of our DDL statements

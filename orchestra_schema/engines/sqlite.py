@@ -13,115 +13,18 @@ waits up to the busy timeout and then fails with Busy (exit 3).
 from __future__ import annotations
 
 import contextlib
-import getpass
-import os
-import socket
-import uuid
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import apsw
-from yoyo import internalmigrations
-from yoyo.backends.base import DatabaseBackend
-from yoyo.migrations import default_migration_table, get_migration_hash
 
+from ..applied import applied_migrations
 from ..database import Database, quote, translated
 from ..errors import Busy, MigrationFailed
 from ..schema import snapshot
 from .base import CHECKSUM_TABLE, CREATE_CHECKSUM_TABLE, AppliedRecord, Driver, Integrity
 
 EF_TABLE = "__EFMigrationsHistory"
-
-
-class _ApswDriver:
-    """The slice of a DB-API module that yoyo's backend asks for."""
-
-    DatabaseError = apsw.Error
-    paramstyle = "named"
-
-
-class ApswBackend(DatabaseBackend):
-    """yoyo's SQLite backend, but on an existing apsw connection.
-
-    It keeps yoyo's history tables and SQL, so stock `yoyo list` reads them.
-    """
-
-    list_tables_sql = "SELECT name FROM sqlite_schema WHERE type = 'table'"
-    _driver = _ApswDriver
-
-    def __init__(self, db: Database):
-        self.uri = db.path
-        self.db = db
-        self.DatabaseError = apsw.Error
-        self._connection = db.connection
-        self.migration_table = default_migration_table
-        self.has_transactional_ddl = True
-        # Our own transaction already holds the write lock; yoyo's upgrade
-        # of its tables must not commit on its own.
-        self._internal_schema_updated = True
-
-    def execute(self, sql, params=None):
-        # apsw binds no datetimes; yoyo's sqlite backend stores them ISO 8601.
-        params = {k: v.isoformat() if isinstance(v, datetime) else v
-                  for k, v in (params or {}).items()}
-        return self._connection.execute(sql, params)
-
-    def list_tables(self, **kwargs):
-        return [row[0] for row in self._connection.execute(self.list_tables_sql)]
-
-    def begin(self):
-        self._in_transaction = True
-        self._connection.execute("BEGIN IMMEDIATE")
-
-    def commit(self):
-        self._connection.execute("COMMIT")
-        self._in_transaction = False
-
-    def rollback(self):
-        if not self._connection.get_autocommit():
-            self._connection.execute("ROLLBACK")
-        self._in_transaction = False
-
-    @contextlib.contextmanager
-    def lock(self, timeout=10):
-        # SQLite's write lock (BEGIN IMMEDIATE) is the lock; yoyo's lock row
-        # would survive a kill -9 and block every later run.
-        yield
-
-    def get_log_data(self, migration=None, operation="apply"):
-        return log_data(migration, operation)
-
-
-def log_data(migration, operation: str) -> dict:
-    """yoyo's log row; yoyo's own calls socket.getfqdn(), which can hang on DNS at 3 a.m."""
-    return {
-        "id": str(uuid.uuid1()),
-        "migration_id": migration.id if migration else None,
-        "migration_hash": migration.hash if migration else None,
-        "username": _username(),
-        "hostname": socket.gethostname(),
-        "created_at_utc": datetime.now(timezone.utc).replace(tzinfo=None),
-        "operation": operation,
-    }
-
-
-def _username() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # no passwd entry for this uid in some containers
-        return str(os.getuid())
-
-
-@dataclass(frozen=True)
-class YoyoRef:
-    """What yoyo's mark/unmark/log SQL needs of a migration."""
-
-    id: str
-
-    @property
-    def hash(self) -> str:
-        return get_migration_hash(self.id)
 
 
 def now_utc() -> str:
@@ -144,7 +47,7 @@ class SqliteDriver(Driver):
     def __init__(self, db: Database):
         self.db = db
         self.display = str(db.path)
-        self._backend: ApswBackend | None = None
+        self._backend = None  # yoyo's backend (yoyo_apsw), while a migration's transaction runs
 
     # ---- reading
 
@@ -152,18 +55,7 @@ class SqliteDriver(Driver):
         return self.db.table_names()
 
     def applied(self) -> dict[str, AppliedRecord]:
-        tables = self.db.table_names()
-        if default_migration_table not in tables:
-            return {}
-        join = (f"LEFT JOIN {CHECKSUM_TABLE} c USING (migration_hash)"
-                if CHECKSUM_TABLE in tables else "")
-        sums = "c.forward_sha256, c.rollback_sha256" if join else "NULL, NULL"
-        with translated(self.db.path, "reading the migration history"):
-            rows = self.db.rows(
-                f"SELECT m.migration_id, m.applied_at_utc, {sums} "
-                f"FROM {default_migration_table} m {join} ORDER BY m.applied_at_utc"
-            )
-        return {r[0]: AppliedRecord(*r) for r in rows}
+        return applied_migrations(self.db)
 
     def ef_rows(self):
         if EF_TABLE not in self.db.table_names():
@@ -237,6 +129,9 @@ class SqliteDriver(Driver):
     # ---- writing
 
     def in_transaction(self, doing, body):
+        from yoyo import internalmigrations  # here: reading commands never import yoyo
+
+        from .yoyo_apsw import ApswBackend
         backend = self._backend = ApswBackend(self.db)
         with translated(self.db.path, doing):
             backend.begin()
@@ -322,6 +217,7 @@ class SqliteDriver(Driver):
             ) from None
 
     def record(self, migration, operation):
+        from .yoyo_apsw import YoyoRef
         ref = YoyoRef(migration.id)
         self._backend.mark_one(ref, log=False)
         self._backend.log_migration(ref, operation)
@@ -332,6 +228,7 @@ class SqliteDriver(Driver):
         )
 
     def unrecord(self, migration_id, operation):
+        from .yoyo_apsw import YoyoRef
         ref = YoyoRef(migration_id)
         self._backend.unmark_one(ref, log=False)
         self._backend.log_migration(ref, operation)

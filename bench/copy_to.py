@@ -1,0 +1,196 @@
+"""The copy-to group: an orchestra.db into PostgreSQL, orchestra-schema beside pgloader.
+
+    python bench/copy_to.py [--size-mb 1200] [--reps 3]
+
+Same source for everyone: the cached ef.db of bench/build.py (1200 MB holds about 2
+million chat messages; --size-mb 246 about 400,000). A throwaway PostgreSQL 15 cluster
+(tests/pgserver.py: initdb in a temp dir, fsync off, the same for every contender), a
+fresh empty database per trial. Contenders, as real processes alternating A B C, timed
+from spawn to exit with GNU time's peak RSS:
+
+- orchestra-schema copy-to (reference): the migrations, both histories, every row
+  converted, keys and indexes, the proof; `--truncate-long-text`, since the generated
+  agent replies, like real ones, sometimes pass ChatMessages.Content's 4000 characters;
+- pgloader with its defaults (Debian's pgloader): its own schema (lower-cased names,
+  text for GUIDs and dates), Hangfire's tables too, no history;
+- the floor: psql running, in one transaction, the migration files and a COPY of each
+  table from a server-side file holding exactly the rows copy-to sent (made untimed).
+
+Each trial is checked untimed: ChatMessages holds every source row; a failed trial is
+left out of the median and counted in the table. Prints a markdown table; --output writes it (default: bench/.cache/copy-to-SIZE.md, not committed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+import apsw  # noqa: E402
+
+from build import CACHE, ensure_built  # noqa: E402
+from contenders import Run, program, run_timed  # noqa: E402
+from pgserver import ADMIN_PASSWORD, Cluster  # noqa: E402
+
+SQL = HERE.parent / "sql" / "postgresql"
+TARGET = "copy-to <= 0.5x pgloader's wall time; peak RSS < 100 MB"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--size-mb", type=int, default=1200)
+    p.add_argument("--reps", type=int, default=3, help="timed trials per contender (default 3)")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--output", type=Path)
+    return p.parse_args(argv)
+
+
+class Bench:
+    def __init__(self, cluster: Cluster, source: Path, dumps: Path):
+        self.cluster, self.source, self.dumps = cluster, source, dumps
+        self.messages = _count(source, "ChatMessages")
+        self.trial = 0
+
+    def url(self, db: str, admin: bool = False) -> str:
+        from pgserver import PASSWORD, USER
+        from urllib.parse import quote
+        user, password = ("postgres", ADMIN_PASSWORD) if admin else (USER, PASSWORD)
+        return (f"postgresql://{user}:{quote(password, safe='')}@127.0.0.1:"
+                f"{self.cluster.port}/{db}")
+
+    def fresh(self):
+        self.trial += 1
+        return self.cluster.new_database(f"bench{self.trial}_")
+
+    def copy_to(self) -> Run:
+        db = self.fresh()
+        exe = program("orchestra-schema")
+        run = run_timed([exe, "-q", "--database", str(self.source), "copy-to", self.url(db.name),
+                         "--truncate-long-text"])
+        return self._checked(run, db, '"ChatMessages"')
+
+    def pgloader(self) -> Run:
+        db = self.fresh()
+        run = run_timed(["pgloader", f"sqlite://{self.source}", self.url(db.name, admin=True)])
+        return self._checked(run, db, "chatmessages")
+
+    def floor(self) -> Run:
+        db = self.fresh()
+        script = self.dumps / "floor.sql"
+        run = run_timed(["psql", "-q", "-X", "-v", "ON_ERROR_STOP=1", "-1", "-f", str(script),
+                         self.url(db.name, admin=True)])
+        return self._checked(run, db, '"ChatMessages"')
+
+    def _checked(self, run: Run, db, table: str) -> Run:
+        try:
+            if run.ok:
+                import psycopg
+                with psycopg.connect(self.url(db.name, admin=True)) as conn:
+                    found = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                if found != self.messages:
+                    run = Run(run.seconds, run.max_rss_kb, False,
+                              f"{found} chat messages, not {self.messages}")
+        finally:
+            self.cluster.drop_database(db)
+        return run
+
+    def prepare_floor(self) -> None:
+        """Untimed: copy-to once, then each table's rows into a server-side file, and a psql
+        script that makes the schema and COPYs the files back in."""
+        db = self.fresh()
+        exe = program("orchestra-schema")
+        run = run_timed([exe, "-q", "--database", str(self.source), "copy-to", self.url(db.name),
+                         "--truncate-long-text"])
+        if not run.ok:
+            raise SystemExit(f"copy-to failed while preparing the floor: {run.error}")
+        self.dumps.mkdir(exist_ok=True)
+        os.chmod(self.dumps, 0o777)
+        lines = [SQL.joinpath(f).read_text() for f in sorted(os.listdir(SQL))
+                 if not f.endswith(".rollback.sql")]
+        tables = [r[0] for r in db.rows(
+            "SELECT relname FROM pg_class WHERE relkind = 'r' AND relnamespace = "
+            "'public'::regnamespace AND relname NOT LIKE '\\_%' AND relname NOT LIKE 'yoyo%' "
+            "ORDER BY oid")]  # creation order: parents before children
+        for table in tables:
+            path = self.dumps / f"{table}.copy"
+            self.cluster.admin(f"COPY \"{table}\" TO '{path}'", dbname=db.name)
+            lines.append(f"COPY \"{table}\" FROM '{path}';")
+        (self.dumps / "floor.sql").write_text("\n".join(lines))
+        self.cluster.drop_database(db)
+
+
+def _count(path: Path, table: str) -> int:
+    conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        return conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
+    finally:
+        conn.close()
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    exe = program("orchestra-schema")
+    built = ensure_built(args.size_mb, [exe], say=lambda m: print(m, file=sys.stderr))
+    cluster = Cluster()
+    try:
+        cluster.start()
+        bench = Bench(cluster, built.ef, cluster.dir / "dumps")  # the server writes them
+        bench.prepare_floor()
+        contenders = {"orchestra-schema copy-to (reference)": bench.copy_to,
+                      "pgloader (defaults)": bench.pgloader,
+                      "floor: psql -1, migrations + COPY from files": bench.floor}
+        runs: dict[str, list[Run]] = {name: [] for name in contenders}
+        for round_ in range(args.warmup + args.reps):
+            for name, contender in contenders.items():
+                r = contender()
+                print(f"  {name}: {r.seconds:.2f} s, {r.max_rss_kb} KB{'' if r.ok else ' FAILED ' + r.error}",
+                      file=sys.stderr, flush=True)
+                if round_ >= args.warmup:
+                    runs[name].append(r)
+    finally:
+        cluster.stop()
+    text = render(args, built, bench.messages, runs)
+    output = args.output or CACHE / f"copy-to-{args.size_mb}.md"
+    output.write_text(text)
+    print(text)
+
+
+def render(args, built, messages: int, runs: dict[str, list[Run]]) -> str:
+    load = os.getloadavg()[0]
+    lines = [f"### copy-to: {built.info['ef_bytes'] // 2**20} MB orchestra.db, {messages:,} chat "
+             f"messages ({args.reps} trials after {args.warmup} warm-up; load average "
+             f"{load:.1f} at the end; {os.cpu_count()} cores)", "",
+             "| Contender | Median (s) | Range (s) | vs reference | Peak RSS (MB) | OK |",
+             "|---|---:|---:|---:|---:|---|"]
+    ok_runs = {n: [r for r in rs if r.ok] for n, rs in runs.items()}
+    medians = {n: statistics.median(r.seconds for r in rs) for n, rs in ok_runs.items() if rs}
+    reference = medians.get(next(iter(runs)))
+    for name, rs in runs.items():
+        times = [r.seconds for r in ok_runs[name]]
+        rss = max((r.max_rss_kb or 0) for r in rs) / 1024
+        failed = [r.error for r in rs if not r.ok]
+        ok = "yes" if not failed else f"{len(failed)} of {len(rs)} failed: {failed[0]}"
+        if not times:
+            lines.append(f"| {name} | - | - | - | {rss:.1f} | {ok} |")
+            continue
+        ratio = f"{medians[name] / reference:.2f}x" if reference else "-"
+        lines.append(f"| {name} | {medians[name]:.2f} | {min(times):.2f}-{max(times):.2f} | "
+                     f"{ratio} | {rss:.1f} | {ok} |")
+    names = list(runs)
+    if names[0] not in medians or names[1] not in medians:
+        return "\n".join(lines) + "\n\nTarget: not measurable (a contender never finished).\n"
+    ratio = medians[names[0]] / medians[names[1]]
+    rss = max((r.max_rss_kb or 0) for r in runs[names[0]]) / 1024
+    lines += ["", f"Target: {TARGET}: {ratio:.2f}x pgloader, {rss:.1f} MB: "
+                  f"{'met' if ratio <= 0.5 and rss < 100 else 'NOT met'}."]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

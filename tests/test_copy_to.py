@@ -1,0 +1,547 @@
+"""copy-to on a real PostgreSQL server: every row value for value (checked here in Python,
+apart from the tool's own digests), refusals that change nothing, kill -9 then rerun."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import apsw
+import psycopg
+import pytest
+
+from conftest import EF_SCRIPT, cli, connect, file_state
+from pgserver import PASSWORD
+from test_pg_schema import AGENT_SESSIONS, INITIAL, catalog_schema, ef_schema
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "reference" / "real-databases" / \
+    "orchestra-5960ab9.db"
+REAL = REAL if REAL.exists() else Path("/work/shared/reference/real-databases/orchestra-5960ab9.db")
+TEN = ["Repositories", "TaskTemplates", "WorkflowDefinitions", "Agents", "UserPreferences",
+       "PerformanceMetrics", "Tasks", "OrchestrationLogs", "ChatSessions", "ChatMessages"]
+PG_MIGRATIONS = ["20250927103131_OrchestraCore", "20250927103132_AddChatTables",
+                 "20251109091141_AddAgentSessionsTable"]
+EF_ROWS = {"20250927103132_InitialPostgreSQLMigration": "9.0.9",
+           "20251109091141_AddAgentSessionsTable": "9.0.9"}
+
+
+def copy(source, target, *args, json_out=True):
+    result = cli("--database", source, *(["--json"] if json_out else []), "copy-to",
+                 target.url, *args)
+    assert PASSWORD not in result.stdout + result.stderr
+    return result
+
+
+def guid(n: int) -> str:
+    return str(uuid.UUID(int=(n * 0x9E3779B97F4A7C15) % (1 << 128))).upper()
+
+
+def orchestra_db(path: Path, sessions: int = 3, messages: int = 4) -> Path:
+    """An orchestra.db as EF Core wrote it: uppercase GUIDs, 7-digit UTC dates, 0/1,
+    JSON arrays, reals, and a Hangfire table beside."""
+    with connect(path) as c:
+        c.execute(EF_SCRIPT.read_text())
+        c.execute("PRAGMA journal_mode = WAL")
+        c.execute("BEGIN")
+        c.execute("""INSERT INTO Repositories VALUES ('repo-1', 'orchestra', '/src/orchestra',
+            'tab\there, newline\nthere, back\\slash', 1, 1, '2025-09-23 13:26:48.9782527',
+            '2025-09-23 13:26:48.9999995', NULL, '{"a":1}', 'main', '["Read","Write"]', 3, 2, 1,
+            9000000000, '["Read","Write","with space","","NULL","quote\\"d","back\\\\slash"]')""")
+        c.execute("""INSERT INTO Agents VALUES ('agent-1', 'claude', 'claude-code', '/src', 2,
+            '2025-09-23 13:26:48.1', NULL, '0001-01-01 00:00:00', '2025-09-23T13:26:48.12',
+            0, NULL, 2, 30, 5, 1, 4000000000, 0.1, NULL, 'repo-1')""")
+        c.execute("""INSERT INTO PerformanceMetrics VALUES ('m1', 'agent-1', 'cpu', 1e-05, '%',
+            '2025-09-23 13:26:48', '2025-09-23 13:26:48', '2025-09-23 13:26:48', NULL),
+            ('m2', 'agent-1', 'cpu', 1234567890123456.0, NULL, '2025-09-23 13:26:48',
+            '2025-09-23 13:26:48', '2025-09-23 13:26:48', 'big'),
+            ('m3', 'agent-1', 'cpu', -0.0, NULL, '2025-01-01', '2025-01-01', '2025-01-01', NULL)""")
+        c.execute("""INSERT INTO Tasks VALUES ('t1', 'ls', 'agent-1', '/src', 1, 0,
+            '2025-09-23 13:26:48.9782527', NULL, NULL, NULL, NULL, NULL, 0, NULL, NULL, NULL, 0,
+            '2025-09-23 13:26:48.9782527', 'repo-1'), ('t2', 'ls -l', NULL, '/src', 1, 0,
+            '2025-09-23 13:26:48', NULL, NULL, NULL, 'ok', NULL, 0, NULL, NULL, 't1', 0,
+            '2025-09-23 13:26:48', NULL)""")
+        for s in range(sessions):
+            c.execute("INSERT INTO ChatSessions VALUES (?, 'u1', 'coordinator-main', ?, "
+                      "'2025-09-23 11:52:27.3122339', '2025-09-23 11:52:27.3122944')",
+                      (guid(s), f"Chat Session {s} 🤖"))
+            c.executemany("INSERT INTO ChatMessages VALUES (?, ?, 'System', ?, 1, ?, ?)",
+                          [(guid(1000 + s * messages + m), guid(s),
+                            f"🤖 **Coordinator** {m}\nType 'help' \\ for\tcommands " * 3,
+                            f"2025-09-23 13:{m % 60:02d}:48.{m % 10_000_000:07d}",
+                            '{"connectionId":"x"}' if m % 2 else None)
+                           for m in range(messages)])
+        c.execute('CREATE TABLE "Job" (Id INTEGER PRIMARY KEY AUTOINCREMENT, StateName TEXT)')
+        c.execute("""INSERT INTO "Job" (StateName) VALUES ('Succeeded'), ('Enqueued')""")
+        c.execute("COMMIT")
+    return path
+
+
+# ---- what PostgreSQL must hold, computed independently of pg_values
+
+def expected(value, pg_type: str):
+    if value is None:
+        return None
+    if pg_type == "uuid":
+        return uuid.UUID(value)
+    if pg_type == "timestamp with time zone":
+        text = value.replace("T", " ") + (" 00:00:00" if len(value) == 10 else "")
+        if text == "0001-01-01 00:00:00":
+            return "-infinity"
+        whole = datetime.strptime(text[:19], "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc)
+        micros = (int((text[20:] + "0000000")[:7]) + 5) // 10
+        return whole + timedelta(microseconds=micros)
+    if pg_type == "boolean":
+        return {0: False, 1: True}[value]
+    if pg_type == "text[]":
+        return json.loads(value)
+    if pg_type == "double precision":
+        return float(value)
+    return value
+
+
+def assert_every_value(source: Path, target) -> int:
+    """Each source row's every column equals the target's (typed, via psycopg)."""
+    checked = 0
+    with target.connect() as conn:
+        conn.execute("SET TimeZone = 'UTC'")
+        for table in TEN:
+            types = dict(conn.execute(
+                "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+                "WHERE attrelid = %s::regclass AND attnum > 0 ORDER BY attnum",
+                (f'"{table}"',)).fetchall())
+            cols = list(types)
+            # infinity is not a Python datetime: those columns are compared as text
+            select = ", ".join(f'CASE WHEN NOT isfinite("{c}") THEN "{c}"::text END, '
+                               f'CASE WHEN isfinite("{c}") THEN "{c}" END'
+                               if types[c].startswith("timestamp") else f'"{c}"' for c in cols)
+            got = {}
+            for row in conn.execute(f'SELECT {select} FROM "{table}"'):
+                values, i = [], 0
+                for c in cols:
+                    if types[c].startswith("timestamp"):
+                        values.append(row[i] if row[i] is not None else row[i + 1])
+                        i += 2
+                    else:
+                        values.append(row[i])
+                        i += 1
+                got[values[0]] = values
+            with connect(source) as src:
+                rows = list(src.execute(f'SELECT {", ".join(f"[{c}]" for c in cols)} FROM "{table}"'))
+            assert len(rows) == len(got), table
+            for row in rows:
+                want = [expected(v, types[c]) for v, c in zip(row, cols)]
+                assert got[want[0]] == want, (table, row)
+                checked += 1
+    return checked
+
+
+def source_state(path: Path) -> tuple:
+    """file_state, but an empty -wal (what any read-only open of a WAL database leaves,
+    see the README's known limits) is no change."""
+    return tuple(s for s in file_state(path)
+                 if not (s[0] == "-wal" and os.path.getsize(str(path) + "-wal") == 0))
+
+
+def pg_text(target, query: str):
+    with target.connect() as conn:
+        conn.execute("SET TimeZone = 'UTC'")
+        return conn.execute(query).fetchall()
+
+
+# ---- a real orchestra.db, its WAL live
+
+def test_real_database_with_a_live_wal_arrives_value_for_value(tmp_path, pgdb):
+    source = tmp_path / "orchestra.db"
+    shutil.copyfile(REAL, source)
+    for suffix in ("-wal", "-shm"):
+        if Path(str(REAL) + suffix).exists():
+            shutil.copyfile(str(REAL) + suffix, str(source) + suffix)
+    app = apsw.Connection(str(source))  # the app, still running: its commit sits in the WAL
+    app.execute("PRAGMA wal_autocheckpoint = 0")
+    app.execute("INSERT INTO ChatMessages SELECT '11111111-2222-4333-8444-555555555555', "
+                "Id, 'User', 'written just before the copy', 0, "
+                "'2025-09-25 10:00:00.1234567', NULL FROM ChatSessions LIMIT 1")
+    assert os.path.getsize(str(source) + "-wal") > 0
+    before = source_state(source)
+
+    result = subprocess.run([sys.executable, "-m", "orchestra_schema", "--database", source,
+                             "--json", "copy-to", pgdb.url], capture_output=True, text=True,
+                            timeout=120, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    assert PASSWORD not in result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    copied = {t["table"]: t["copied"] for t in report["tables"]}
+    assert copied["ChatSessions"] == 48 and copied["ChatMessages"] == 147
+    assert all(t["skipped"] == 0 for t in report["tables"])
+    assert assert_every_value(source, pgdb) == 48 + 147
+    assert source_state(source) == before  # the source's bytes and mtimes, -wal included
+    app.close()
+
+    not_copied = {n["table"]: n["rows"] for n in report["not_copied"]}
+    assert not_copied["Job"] == 33 and not_copied["State"] == 102
+    assert not_copied["__EFMigrationsHistory"] == 1
+    assert {"Job", "State", "Hash", "Server"}.isdisjoint(pgdb.tables())
+    # EF Core's schema with both histories, ready for the app and every command
+    schema = catalog_schema(pgdb)
+    assert schema == {**ef_schema(INITIAL), **ef_schema(AGENT_SESSIONS)}
+    assert dict(pgdb.rows('SELECT "MigrationId", "ProductVersion" FROM "__EFMigrationsHistory"')) \
+        == EF_ROWS
+    status = json.loads(cli("--database", pgdb.url, "--json", "status").stdout)
+    assert [(m["id"], m["applied"], m["forward_matches"]) for m in status["migrations"]] == \
+        [(m, True, True) for m in PG_MIGRATIONS]
+
+
+def test_every_conversion_value_for_value(tmp_path, pgdb):
+    source = orchestra_db(tmp_path / "orchestra.db")
+    result = copy(source, pgdb)
+    assert result.exit_code == 0, result.stderr
+    assert assert_every_value(source, pgdb) == 1 + 1 + 3 + 2 + 3 + 12
+    # the edges, as PostgreSQL prints them
+    assert pg_text(pgdb, 'SELECT "CreatedAt"::text, "UpdatedAt"::text FROM "Repositories"') == [
+        ("2025-09-23 13:26:48.978253+00", "2025-09-23 13:26:49+00")]  # half up, with a carry
+    assert pg_text(pgdb, 'SELECT "CreatedAt"::text, "LastPing"::text, "UpdatedAt"::text '
+                         'FROM "Agents"') == [
+        ("-infinity", "2025-09-23 13:26:48.1+00", "2025-09-23 13:26:48.12+00")]
+    assert pg_text(pgdb, 'SELECT "AllowedOperations" FROM "Repositories"')[0][0] == [
+        "Read", "Write", "with space", "", "NULL", 'quote"d', "back\\slash"]
+    assert sorted(pg_text(pgdb, 'SELECT "Value"::text FROM "PerformanceMetrics"')) == [
+        ("0",), ("1.234567890123456e+15",), ("1e-05",)]  # SQLite keeps no -0.0
+
+
+def test_json_report_and_the_hangfire_table(tmp_path, pgdb):
+    source = orchestra_db(tmp_path / "orchestra.db")
+    report = json.loads(copy(source, pgdb).stdout)
+    assert set(report) >= {"source", "target", "applied", "ef_history", "tables", "not_copied",
+                           "truncated", "rows_copied", "seconds"}
+    assert report["target"].startswith("postgresql://orchestra@")
+    assert report["applied"] == PG_MIGRATIONS
+    assert [t["table"] for t in report["tables"]] == TEN
+    assert set(report["tables"][0]) == {"table", "copied", "skipped", "seconds", "rows_per_second"}
+    assert report["rows_copied"] == 22
+    assert {"table": "Job", "rows": 2,
+            "reason": "Hangfire's (Hangfire.PostgreSql builds its own; jobs do not move)"} \
+        in report["not_copied"]
+
+
+def test_text_report(tmp_path, pgdb):
+    source = orchestra_db(tmp_path / "orchestra.db")
+    result = copy(source, pgdb, json_out=False)
+    assert result.exit_code == 0, result.stderr
+    assert "ChatMessages" in result.stdout and "rows/s" in result.stdout
+    assert "not copied: Job (2 row(s))" in result.stdout
+    assert "counts and digests match; committed" in result.stderr
+
+
+# ---- refusals: exit 5, nothing changed on either side
+
+def assert_untouched(target) -> None:
+    assert target.tables() == set()
+
+
+def bad_value(sql: str):
+    def change(c):
+        c.execute(sql)
+    return change
+
+
+BAD = {
+    "content over 4000": (
+        "UPDATE ChatMessages SET Content = printf('%.5000c', 'x') WHERE Id = '" + guid(1001) + "'",
+        ["ChatMessages.Content", guid(1001), "5000 characters", "character varying(4000)"]),
+    "malformed guid": (
+        "UPDATE ChatSessions SET Id = 'not-a-guid' WHERE Id = '" + guid(2) + "'",
+        ["ChatSessions.Id", "'not-a-guid'", "malformed GUID", "uuid"]),
+    "malformed date": (
+        "UPDATE Tasks SET CreatedAt = '2025-02-30 10:00:00' WHERE Id = 't1'",
+        ["Tasks.CreatedAt", "'t1'", "malformed date", "timestamp with time zone"]),
+    "eight fractional digits": (
+        "UPDATE Tasks SET UpdatedAt = '2025-09-23 13:26:48.12345678' WHERE Id = 't2'",
+        ["Tasks.UpdatedAt", "'t2'", "malformed date"]),
+    "allowed operations not an array": (
+        "UPDATE Repositories SET AllowedOperations = 'Read,Write'",
+        ["Repositories.AllowedOperations", "'repo-1'", "not a JSON array", "text[]"]),
+    "allowed operations of numbers": (
+        "UPDATE Repositories SET AllowedOperations = '[1, 2]'",
+        ["Repositories.AllowedOperations", "something other than strings"]),
+    "boolean 2": (
+        "UPDATE Agents SET IsDeleted = 2",
+        ["Agents.IsDeleted", "'agent-1'", "0 or 1", "boolean"]),
+    "integer out of range": (
+        "UPDATE Agents SET Status = 3000000000",
+        ["Agents.Status", "out of range for integer"]),
+    "text where a number belongs": (
+        "UPDATE Agents SET TotalExecutionTime = 'lots'",
+        ["Agents.TotalExecutionTime", "holds text, not integer", "bigint"]),
+    "NUL in text": (
+        "UPDATE Tasks SET Result = 'a' || char(0) || 'b' WHERE Id = 't2'",
+        ["Tasks.Result", "NUL character"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_a_value_postgresql_cannot_hold_is_named_and_nothing_is_committed(tmp_path, pgdb, case):
+    source = orchestra_db(tmp_path / "orchestra.db")
+    statement, words = BAD[case]
+    with connect(source) as c:
+        c.execute(statement)
+    before = source_state(source)
+    result = copy(source, pgdb)
+    assert result.exit_code == 5, result.stderr
+    line = result.stderr.strip()
+    assert line.startswith("orchestra-schema: error: ") and "\n" not in line
+    for word in words:
+        assert word in line, (word, line)
+    assert "nothing committed" in line
+    assert_untouched(pgdb)
+    assert source_state(source) == before
+
+
+def test_the_first_bad_value_stops_the_copy_and_says_how_to_keep_long_text(tmp_path, pgdb):
+    source = orchestra_db(tmp_path / "orchestra.db")
+    with connect(source) as c:
+        c.execute("UPDATE ChatMessages SET Content = printf('%.4001c', 'y')")
+    result = copy(source, pgdb)
+    assert result.exit_code == 5
+    assert "4001 characters, over the limit" in result.stderr
+    assert "the copy stops at the first such value" in result.stderr
+    assert "--truncate-long-text" in result.stderr
+    assert_untouched(pgdb)
+
+
+def test_truncate_long_text_keeps_the_rows_and_lists_every_cut(tmp_path, pgdb):
+    source = orchestra_db(tmp_path / "orchestra.db")
+    long_id = guid(1001)
+    with connect(source) as c:
+        c.execute("UPDATE ChatMessages SET Content = printf('%.4000c', 'a') || 'tail past the limit' "
+                  "WHERE Id = ?", (long_id,))
+    result = copy(source, pgdb, "--truncate-long-text")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["truncated"] == [{"table": "ChatMessages", "column": "Content", "id": long_id,
+                                    "length": 4019, "limit": 4000}]
+    assert f"truncated ChatMessages.Content row Id='{long_id}': 4019 characters cut to 4000" \
+        in result.stderr
+    kept = pgdb.rows('SELECT "Content" FROM "ChatMessages" WHERE "Id" = %s', (long_id,))
+    assert kept == [("a" * 4000,)]
+    assert pgdb.rows('SELECT count(*) FROM "ChatMessages"')[0][0] == 12
+
+
+def test_a_target_holding_rows_is_refused(tmp_path, pgdb):
+    source = orchestra_db(tmp_path / "orchestra.db")
+    assert copy(source, pgdb).exit_code == 0
+    again = copy(source, pgdb)
+    assert again.exit_code == 5
+    assert "ChatMessages, ChatSessions" in again.stderr and "already hold rows" in again.stderr
+    assert pgdb.rows('SELECT count(*) FROM "ChatMessages"')[0][0] == 12
+    assert len(pgdb.rows("SELECT * FROM _yoyo_migration")) == 3
+
+
+def test_an_applied_empty_target_is_filled(tmp_path, pgdb):
+    assert cli("--database", pgdb.url, "apply").exit_code == 0
+    source = orchestra_db(tmp_path / "orchestra.db")
+    result = copy(source, pgdb)
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["applied"] == []
+    assert assert_every_value(source, pgdb) == 22
+
+
+def test_a_source_that_is_not_orchestra_is_refused(tmp_path, pgdb):
+    other = tmp_path / "other.db"
+    with connect(other) as c:
+        c.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+    result = copy(other, pgdb)
+    assert result.exit_code == 5 and "not an Orchestra database" in result.stderr
+    assert_untouched(pgdb)
+
+
+def test_a_source_whose_schema_differs_is_refused_naming_each_difference(tmp_path, pgdb):
+    source = orchestra_db(tmp_path / "orchestra.db")
+    with connect(source) as c:
+        c.execute('DROP INDEX "IX_ChatMessages_CreatedAt"')
+        c.execute('ALTER TABLE "Agents" ADD COLUMN "Extra" TEXT')
+    result = copy(source, pgdb)
+    assert result.exit_code == 5
+    assert "2 way(s)" in result.stderr
+    assert "index IX_ChatMessages_CreatedAt on ChatMessages: missing" in result.stderr
+    assert "column Agents.Extra: not expected" in result.stderr
+    assert_untouched(pgdb)
+
+
+def test_bad_arguments(tmp_path, pgdb):
+    source = orchestra_db(tmp_path / "orchestra.db")
+    not_pg = cli("--database", source, "copy-to", str(tmp_path / "other.db"))
+    assert not_pg.exit_code == 2 and "not a PostgreSQL address" in not_pg.stderr
+    from_pg = cli("--database", pgdb.url, "copy-to", pgdb.url)
+    assert from_pg.exit_code == 2 and "reads an SQLite orchestra.db" in from_pg.stderr
+    wrong = pgdb.url.replace("s3cret", "wrong")
+    refused = cli("--database", source, "copy-to", wrong)
+    assert refused.exit_code == 6 and "wrong password" in refused.stderr
+    assert PASSWORD not in refused.stderr
+    missing = cli("--database", tmp_path / "absent.db", "copy-to", pgdb.url)
+    assert missing.exit_code == 6
+    assert_untouched(pgdb)
+
+
+def test_a_digest_mismatch_rolls_everything_back_naming_the_table(tmp_path, pgdb):
+    """What PostgreSQL stored differs from what was sent (here a trigger changes it):
+    the proof catches it and nothing is committed."""
+    assert cli("--database", pgdb.url, "apply").exit_code == 0
+    pgdb.run_sql("""CREATE FUNCTION meddle() RETURNS trigger LANGUAGE plpgsql AS
+        $$ BEGIN NEW."Content" := NEW."Content" || '!'; RETURN NEW; END $$;
+        CREATE TRIGGER meddle BEFORE INSERT ON "ChatMessages" FOR EACH ROW EXECUTE FUNCTION meddle()""")
+    source = orchestra_db(tmp_path / "orchestra.db")
+    result = copy(source, pgdb)
+    assert result.exit_code == 4, result.stderr
+    assert "ChatMessages does not hold what was read from the source" in result.stderr
+    assert "12 row(s) sent, 12 found; digests differ" in result.stderr
+    assert pgdb.rows('SELECT count(*) FROM "ChatMessages"')[0][0] == 0
+    assert pgdb.rows('SELECT count(*) FROM "ChatSessions"')[0][0] == 0
+
+
+def test_guids_equal_but_for_case_are_refused_by_the_key(tmp_path, pgdb):
+    source = orchestra_db(tmp_path / "orchestra.db")
+    with connect(source) as c:
+        c.execute("INSERT INTO ChatSessions SELECT lower(Id), UserId, InstanceId, Title, CreatedAt, "
+                  "LastMessageAt FROM ChatSessions WHERE Id = ?", (guid(1),))
+    result = copy(source, pgdb)
+    assert result.exit_code == 5 and "PK_ChatSessions" in result.stderr
+    assert "differ only in case" in result.stderr
+    assert_untouched(pgdb)
+
+
+# ---- kill -9 at any instant: no partial copy; the rerun completes
+
+def _copy_process(source, target):
+    return subprocess.Popen([sys.executable, "-m", "orchestra_schema", "--database", str(source),
+                             "copy-to", target.url], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+
+
+def _gone(target, deadline=30.0) -> None:
+    """Wait until the server has noticed the dead client and rolled its transaction back."""
+    end = time.monotonic() + deadline
+    while pg_text(target, "SELECT count(*) FROM pg_stat_activity "
+                          "WHERE application_name = 'orchestra-schema'")[0][0]:
+        assert time.monotonic() < end, "the killed client's session never ended"
+        time.sleep(0.05)
+
+
+def _wait_for(target, state_sql: str, proc, deadline=60.0) -> bool:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end and proc.poll() is None:
+        if pg_text(target, state_sql)[0][0]:
+            return True
+        time.sleep(0.005)
+    return False
+
+
+def test_kill_9_mid_copy_leaves_nothing_and_a_rerun_completes(tmp_path, pg_cluster):
+    source = orchestra_db(tmp_path / "orchestra.db", sessions=40, messages=1500)
+    moments = {  # where the kill lands, seen from the server
+        "during COPY": "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                       "'orchestra-schema' AND query LIKE 'COPY%' AND state = 'active'",
+        "rebuilding indexes": "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                              "'orchestra-schema' AND query LIKE 'CREATE INDEX%'",
+        "during the proof": "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                            "'orchestra-schema' AND query LIKE '%md5(concat_ws%'",
+    }
+    landed = []
+    for name, state_sql in moments.items():
+        target = pg_cluster.new_database("kill")
+        proc = _copy_process(source, target)
+        hit = _wait_for(target, state_sql, proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        _gone(target)
+        if hit:
+            landed.append(name)
+            assert target.tables() == set(), name  # no schema, no history, no rows
+        rerun = copy(source, target)
+        assert rerun.exit_code == 0, rerun.stderr
+        assert target.rows('SELECT count(*) FROM "ChatMessages"')[0][0] == 60_000
+        assert len(target.rows("SELECT * FROM _yoyo_migration")) == 3
+        pg_cluster.drop_database(target)
+    assert "during COPY" in landed, landed
+
+
+# ---- the conversions themselves, against the server, many values
+
+def test_what_does_not_convert_is_rejected_by_every_type(pgdb):
+    """The marker pg_values puts before a value it cannot convert makes PostgreSQL refuse
+    it, whatever follows (a bare '!' did not: timestamptz skips it and reads 'now')."""
+    from orchestra_schema.pg_values import REJECT, KINDS
+    marker = REJECT.strip("'")
+    with pgdb.connect() as conn:
+        for pg_type in [*KINDS, "character varying(5)"]:
+            if pg_type in ("text", "character varying(5)"):
+                continue  # text holds anything: its limits and encoding are the checks
+            for value in ("now", "today", "epoch", "infinity", "2025-09-23 13:26:48", "1",
+                          "t", "{a}", "1.5", "51462F0A-EF08-4C51-AAF2-89FC4E821DB8", ""):
+                with pytest.raises(psycopg.errors.DataError):
+                    conn.execute(f"SELECT %s::{pg_type}", (marker + value,))
+
+
+def test_doubles_arrive_bit_for_bit_and_hash_as_postgresql_sees_them(pgdb):
+    from hypothesis import given, settings, strategies as st
+    from orchestra_schema.pg_values import float_bits, float_text
+
+    with pgdb.connect() as conn:
+        @settings(max_examples=300, deadline=None)
+        @given(st.floats(allow_nan=False))
+        def same(value):
+            stored = conn.execute("SELECT encode(float8send(%s::text::float8), 'hex')",
+                                  (float_text(value),)).fetchone()[0]
+            assert stored == float_bits(value) == struct.pack(">d", value).hex()
+        same()
+
+
+def test_dates_round_as_postgresql_stores_them(pgdb):
+    """Source-side rendering of every date shape equals PostgreSQL's own text of the value."""
+    from hypothesis import given, settings, strategies as st
+    from orchestra_schema.pg_values import Column, problem_sql, source_sql
+
+    col = Column("d", "timestamp with time zone", True)
+    scratch = apsw.Connection(":memory:")
+    with pgdb.connect() as conn:
+        conn.execute("SET TimeZone = 'UTC'")
+
+        @settings(max_examples=300, deadline=None)
+        @given(st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)),
+               st.integers(0, 9_999_999), st.integers(0, 7))
+        def same(moment, ticks, digits):
+            fraction = f"{ticks:07d}"[:digits]
+            text = f"{moment.year:04d}-" + moment.strftime("%m-%d %H:%M:%S") + (
+                f".{fraction}" if digits else "")
+            row = scratch.execute(f"SELECT {problem_sql(col)}, {source_sql(col)} "
+                                  "FROM (SELECT ? AS d)", (text,)).fetchone()
+            assert row[0] is None
+            # PostgreSQL rounds 7 digits itself through a double; ours is exact half up:
+            # compare with the value rounded exactly, then stored
+            micros = (int((fraction + "0000000")[:7]) + 5) // 10
+            exact = moment.replace(microsecond=0) + timedelta(microseconds=micros)
+            stored = conn.execute("SELECT %s::timestamptz::text",
+                                  (f"{exact.year:04d}-" + exact.strftime("%m-%d %H:%M:%S.%f+00"),)
+                                  ).fetchone()[0]
+            assert row[1] == stored
+        same()
+
+
+def test_progress_counts_every_row_once(tmp_path, pgdb):
+    from orchestra_schema.address import parse
+    from orchestra_schema.copy_to import copy_to
+
+    source = orchestra_db(tmp_path / "orchestra.db", sessions=2, messages=3000)
+    seen = []
+    result = copy_to(source, parse(pgdb.url), timeout=10, progress=lambda d, t: seen.append((d, t)))
+    assert result.rows_copied == 1 + 1 + 3 + 2 + 2 + 6000
+    assert seen[-1] == (result.rows_copied, result.rows_copied)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen) and len(seen) > 2
