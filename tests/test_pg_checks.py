@@ -52,7 +52,7 @@ def test_chat_rollback_with_its_backup_then_the_checklist(applied, tmp_path):
     result = pg(applied, "rollback", "--only", CHAT, "--yes")
     assert result.exit_code == 0, result.stderr
     backups = sorted(tmp_path.glob(f"{applied.name}.backup_*.dump"))
-    assert len(backups) == 1 and f"backup: {backups[0].name}" in result.stderr
+    assert len(backups) == 1 and f"{backups[0].name}\n" in result.stderr
 
     result, items = checklist(applied)
     assert result.exit_code == 0, result.stdout
