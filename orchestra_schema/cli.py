@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import sys
 from pathlib import Path
@@ -30,10 +31,16 @@ EXIT_CODE_HELP = "\b\nExit codes:\n" + "\n".join(
 
 @dataclasses.dataclass
 class Settings:
-    ctx: Context
+    given: dict  # the global options' values: Context's arguments
     json: bool
     quiet: bool
     verbose: bool
+
+    @functools.cached_property
+    def ctx(self) -> Context:
+        """Built when a command first needs it, after every option is read: `CMD --help` and
+        options after the command name come first, so a bad --database never hides the help."""
+        return Context(**self.given)
 
     def say(self, message: str) -> None:
         """A message for the person: stderr, silent under -q."""
@@ -146,7 +153,8 @@ def main(ctx, database, sql_dir, as_json, quiet, verbose, timeout, backup_dir):
     The options above work before or after the command name; given in both
     places, the one after the command wins.
     """
-    ctx.obj = Settings(Context(database, sql_dir, timeout, backup_dir), as_json, quiet, verbose)
+    ctx.obj = Settings(dict(database=database, sql_dir=sql_dir, timeout=timeout,
+                            backup_dir=backup_dir), as_json, quiet, verbose)
 
 
 def _after_command_options() -> list[click.Option]:
@@ -165,13 +173,12 @@ def _after_command_options() -> list[click.Option]:
         return click.Option(decls, expose_value=False, callback=setting(apply), **kwargs)
 
     def database(s, value):  # checked as before the command: parsed, then a file's path examined
-        s.ctx = Context(_database_path(None, None, value), s.ctx.sql_dir, s.ctx.timeout,
-                        s.ctx.backup_dir)
+        s.given["database"] = _database_path(None, None, value)
 
     return [
         option("--database", "-d", apply=database, help=GLOBAL_HELP["database"]),
         option("--sql-dir", type=SQL_DIR, help=GLOBAL_HELP["sql_dir"],
-               apply=lambda s, v: setattr(s.ctx, "sql_dir", v)),
+               apply=lambda s, v: s.given.update(sql_dir=v)),
         option("--json", is_flag=True, default=None, help=GLOBAL_HELP["json"],
                apply=lambda s, v: setattr(s, "json", True)),
         option("-q", "--quiet", is_flag=True, default=None, help=GLOBAL_HELP["quiet"],
@@ -179,9 +186,9 @@ def _after_command_options() -> list[click.Option]:
         option("-v", "--verbose", is_flag=True, default=None, help=GLOBAL_HELP["verbose"],
                apply=lambda s, v: setattr(s, "verbose", True)),
         option("--timeout", type=TIMEOUT, help=GLOBAL_HELP["timeout"],
-               apply=lambda s, v: setattr(s.ctx, "timeout", _finite(None, None, v))),
+               apply=lambda s, v: s.given.update(timeout=_finite(None, None, v))),
         option("--backup-dir", type=BACKUP_DIR, help=GLOBAL_HELP["backup_dir"],
-               apply=lambda s, v: setattr(s.ctx, "backup_dir", v)),
+               apply=lambda s, v: s.given.update(backup_dir=v)),
     ]
 
 
