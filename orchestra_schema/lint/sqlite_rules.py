@@ -1,0 +1,149 @@
+"""SQLite rules read from the statements' text: pragma-in-transaction,
+not-transactional, and the data-loss statements.
+
+The shapes a rule needs are found by the small tokenizer in sqltext; the
+rules that need the schema (round-trip, rebuild-loses, implicit-delete) are in
+sqlite_replay, which runs the files.
+"""
+
+from __future__ import annotations
+
+from .findings import ERROR, Finding, finding, loss
+from .sqltext import SqlFile, Statement, Token, tokens
+
+_PRAGMAS = {
+    "foreign_keys": "does nothing inside the migration's transaction (orchestra-schema already "
+                    "runs every migration with foreign keys off and checks them before commit)",
+    "journal_mode": "cannot change inside the migration's transaction; it belongs to the "
+                    "database file: set it once, outside any migration",
+    "legacy_alter_table": "changes how every later RENAME on the connection rewrites references, "
+                          "beyond this migration; rebuild the dependent objects explicitly instead",
+}
+NOT_TRANSACTIONAL = {"VACUUM", "ATTACH", "DETACH", "BEGIN", "COMMIT", "END", "ROLLBACK"}
+
+
+def first_word(toks: list[Token]) -> str:
+    return toks[0].word if toks else ""
+
+
+def is_not_transactional(toks: list[Token]) -> bool:
+    """VACUUM, ATTACH, BEGIN/COMMIT...: cannot run inside the migration's transaction."""
+    word = first_word(toks)
+    if word == "ROLLBACK":  # ROLLBACK [TRANSACTION] TO savepoint is fine
+        return not any(t.word == "TO" for t in toks[1:3])
+    return word in NOT_TRANSACTIONAL
+
+
+def _name_at(toks: list[Token], i: int) -> str | None:
+    """The (last part of a schema-qualified) name starting at toks[i]."""
+    if i >= len(toks) or not toks[i].is_name:
+        return None
+    if i + 2 < len(toks) and toks[i + 1].value == "." and toks[i + 2].is_name:
+        return toks[i + 2].value
+    return toks[i].value
+
+
+def _after(toks: list[Token], i: int, *words: str) -> int:
+    """Index past the optional keywords at i (IF EXISTS, COLUMN...)."""
+    for w in words:
+        if i < len(toks) and toks[i].word == w:
+            i += 1
+    return i
+
+
+def _skip_name(toks: list[Token], i: int) -> int:
+    return i + 3 if i + 1 < len(toks) and toks[i + 1].value == "." else i + 1
+
+
+def dropped_table(toks: list[Token]) -> str | None:
+    if [t.word for t in toks[:2]] == ["DROP", "TABLE"]:
+        return _name_at(toks, _after(toks, 2, "IF", "EXISTS"))
+    return None
+
+
+def altered(toks: list[Token]) -> tuple[str | None, list[Token]]:
+    """ALTER TABLE name REST: (name, REST)."""
+    if [t.word for t in toks[:2]] != ["ALTER", "TABLE"]:
+        return None, []
+    return _name_at(toks, 2), toks[_skip_name(toks, 2):]
+
+
+def renamed_to(toks: list[Token]) -> str | None:
+    table, rest = altered(toks)
+    if table and [t.word for t in rest[:2]] == ["RENAME", "TO"]:
+        return _name_at(rest, 2)
+    return None
+
+
+def _top_level(toks: list[Token]):
+    depth = 0
+    for i, t in enumerate(toks):
+        if t.value == "(":
+            depth += 1
+        elif t.value == ")":
+            depth -= 1
+        elif depth == 0:
+            yield i, t
+
+
+def _dml_start(toks: list[Token]) -> int:
+    """Past a leading WITH clause: where DELETE/UPDATE/INSERT/SELECT begins."""
+    if first_word(toks) != "WITH":
+        return 0
+    for i, t in _top_level(toks):
+        if i and t.word in ("DELETE", "UPDATE", "INSERT", "REPLACE", "SELECT"):
+            return i
+    return 0
+
+
+def losses(toks: list[Token], rebuilt: set[str]) -> list[tuple[str, str]]:
+    """(table, what) for each way the statement loses rows. A rebuilt table's drop keeps them."""
+    table = dropped_table(toks)
+    if table:
+        return [] if table.lower() in rebuilt else [(table, f"DROP TABLE {table} deletes every row of it")]
+    table, rest = altered(toks)
+    if table and rest and rest[0].word == "DROP":
+        column = _name_at(rest, _after(rest, 1, "COLUMN"))
+        return [(table, f"DROP COLUMN {column} deletes its value in every row of {table}")]
+    start = _dml_start(toks)
+    dml, where = toks[start:], any(t.word == "WHERE" for _, t in _top_level(toks[start:]))
+    if first_word(dml) == "DELETE" and not where:
+        table = _name_at(dml, _after(dml, 1, "FROM"))
+        return [(table, f"DELETE without WHERE deletes every row of {table}")]
+    if first_word(dml) == "UPDATE" and not where:
+        i = 1 + (2 if len(dml) > 2 and dml[1].word == "OR" else 0)
+        table = _name_at(dml, i)
+        return [(table, f"UPDATE without WHERE overwrites every row of {table}")]
+    return []
+
+
+def rebuilt_tables(statements: list[Statement]) -> set[str]:
+    """Tables dropped and then replaced by a renamed copy in the same file (lower case)."""
+    dropped, renamed = set(), set()
+    for st in statements:
+        toks = tokens(st.sql)
+        if (t := dropped_table(toks)):
+            dropped.add(t.lower())
+        if (t := renamed_to(toks)) and t.lower() in dropped:
+            renamed.add(t.lower())
+    return renamed
+
+
+def check_file(f: SqlFile) -> list[Finding]:
+    out: list[Finding] = []
+    rebuilt = rebuilt_tables(f.statements)
+    for st in f.statements:
+        toks = tokens(st.sql)
+        if first_word(toks) == "PRAGMA":
+            name = (_name_at(toks, 1) or "").lower()
+            if name in _PRAGMAS:
+                out.append(finding(f, st.line, "pragma-in-transaction", ERROR,
+                                   f"PRAGMA {name} {_PRAGMAS[name]}; remove it"))
+        if is_not_transactional(toks):
+            out.append(finding(
+                f, st.line, "not-transactional", ERROR,
+                f"{first_word(toks)} cannot run inside the transaction orchestra-schema runs each "
+                "migration in (it would fail, or end that transaction early); remove it"
+                + ("; VACUUM the database outside migrations" if first_word(toks) == "VACUUM" else "")))
+        out += [x for table, what in losses(toks, rebuilt) if (x := loss(f, st.line, table, what))]
+    return out
