@@ -16,10 +16,12 @@ import click
 
 from . import backup as backups
 from . import commands, ef, history, rehearse as rehearsal, verify as checks
+from . import migrations as mig
+from . import schema_dump
 from . import recover as recovering
 from . import restore as restoring
 from .context import DEFAULT_TIMEOUT, Context
-from .errors import EXIT_CODES, CheckFailed, OrchestraError
+from .errors import EXIT_CODES, CheckFailed, OrchestraError, UsageError
 
 INTERNAL_ERROR = 70
 EXIT_CODE_HELP = "\b\nExit codes:\n" + "\n".join(
@@ -155,7 +157,7 @@ def status(s: Settings):
 @pass_settings
 def apply(s: Settings, to, dry_run):
     """Apply pending migrations (creates the database file if absent)."""
-    result = commands.apply(s.ctx, to=to, dry_run=dry_run)
+    result = commands.apply(s.ctx, to=to, dry_run=dry_run, review=_lint_plan(s))
     if dry_run:
         s.emit(result, result.sql or "-- nothing to apply")
         return
@@ -219,7 +221,11 @@ def _confirm_rows_lost(rows_lost: dict[str, int]) -> bool:
 def new(s: Settings, name):
     """Create NAME's forward/rollback pair with the next id."""
     forward, rollback_file = commands.new(s.ctx, name)
-    s.emit({"forward": forward, "rollback": rollback_file}, f"{forward}\n{rollback_file}")
+    found = _lint_new(s, forward)
+    for f in found:
+        s.warn(f"lint: {f.text()}")
+    s.emit({"forward": forward, "rollback": rollback_file, "lint": found},
+           f"{forward}\n{rollback_file}")
 
 
 # ---- EF Core interop, checks and rehearsal (issue 4)
@@ -287,7 +293,8 @@ def checklist(s: Settings, full):
 @pass_settings
 def rehearse(s: Settings, to, memory, workdir):
     """Roll back and re-apply on an online snapshot; the live database is never changed."""
-    report = rehearsal.rehearse(s.ctx, to=to, memory=memory, workdir=workdir)
+    report = rehearsal.rehearse(s.ctx, to=to, memory=memory, workdir=workdir,
+                                review=_lint_plan(s))
     for warning in report.warnings:
         s.warn(warning)
     on = {"overlay": "a view of the live file (its changes in {})", "copy": "a snapshot copied to {}",
@@ -470,3 +477,82 @@ def recover_command(s: Settings, source, yes):
     s.say(f"recovered {result.database} from {result.source}: {result.rows_copied} row(s) copied, "
           f"{lost} lost; integrity_check {result.integrity}")
     s.emit(result, "\n".join(lines))
+
+
+# ---- review tools (issue 13)
+
+def _engine(s: Settings, dialect: str | None = None) -> str:
+    """--dialect, else the engine of --database."""
+    if dialect:
+        return dialect
+    return "postgresql" if str(s.ctx.database).startswith(("postgresql:", "postgres:")) else "sqlite"
+
+
+def _sql_dir(s: Settings, engine: str) -> Path:
+    return s.ctx.sql_dir or mig.default_sql_dir(engine)
+
+
+@main.command("lint")
+@click.option("--dialect", type=click.Choice(mig.ENGINES),
+              help="The engine whose rules apply (default: the engine of --database).")
+@click.option("--strict", is_flag=True, help="Warnings fail the run too (exit 1).")
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path), metavar="[PATH]...")
+@pass_settings
+def lint_command(s: Settings, dialect, strict, paths):
+    """Check migrations for the mistakes review misses: FILE:LINE: RULE: what; what to do.
+
+    Default: every migration in the sql dir. PATHs: these files or directories.
+    Exit 1 on any error (and on warnings with --strict), 0 otherwise.
+    """
+    from . import lint as linting
+    engine = _engine(s, dialect)
+    report = linting.lint(_sql_dir(s, engine), engine, paths)
+    s.emit(report.findings, "\n".join(f.text() for f in report.findings))
+    summary = (f"lint: {len(report.errors)} error(s), {len(report.warnings)} warning(s) "
+               f"in {len(report.files)} file(s)")
+    if report.failed(strict):
+        raise CheckFailed(f"{summary}{' (--strict)' if strict else ''}; fix each finding listed")
+    s.say(summary)
+
+
+def _lint_plan(s: Settings):
+    """apply and rehearse show lint's errors for the files they run; they never block on them."""
+    def review(migrations, plan) -> None:
+        if not plan:
+            return
+        from . import lint as linting
+        try:
+            report = linting.lint_migrations(migrations, plan, _engine(s))
+        except Exception as err:  # advisory here: a lint problem never stops a migration
+            s.warn(f"lint could not check the migrations to run ({err}); run `orchestra-schema lint`")
+            return
+        for f in report.errors:
+            s.warn(f"lint: {f.text()}")
+    return review
+
+
+def _lint_new(s: Settings, forward: Path) -> list:
+    from . import lint as linting
+    return linting.lint(forward.parent, _engine(s), [forward]).findings
+
+
+@main.command("schema")
+@click.option("--check", "check_file", metavar="FILE", type=click.Path(path_type=Path),
+              help="Compare with FILE: exit 1 with a unified diff when it differs.")
+@pass_settings
+def schema_command(s: Settings, check_file):
+    """Print the schema the migrations produce, as reviewable SQL (fixed order, no timestamps)."""
+    engine = _engine(s)
+    text = schema_dump.sqlite_schema(mig.load(_sql_dir(s, engine)))
+    if check_file is None:
+        s.emit({"engine": engine, "sql": text}, text.rstrip("\n"))
+        return
+    if not check_file.is_file():
+        raise UsageError(f"{check_file}: schema file not found; create it with "
+                         f"`orchestra-schema schema > {check_file}`")
+    result = schema_dump.check(text, check_file)
+    s.emit(result, result.diff.rstrip("\n") or None)
+    if not result.matches:
+        raise CheckFailed(f"{check_file}: differs from the schema the migrations produce (diff "
+                          f"above); regenerate it with `orchestra-schema schema > {check_file}`")
+    s.say(f"{check_file}: matches the schema the migrations produce")

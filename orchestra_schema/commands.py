@@ -81,7 +81,9 @@ class ApplyResult:
     ef_history: list[str] = field(default_factory=list)  # rows added to/removed from EF's
 
 
-def apply(ctx: Context, to: str | None = None, dry_run: bool = False) -> ApplyResult:
+def apply(ctx: Context, to: str | None = None, dry_run: bool = False,
+          review: Callable[[list, list], None] | None = None) -> ApplyResult:
+    """review(migrations, plan), if given, sees the plan before anything runs (lint)."""
     migrations = ctx.migrations()
     mig.resolve_target(to, migrations)  # an unknown --to fails before any file is touched
     exists = ctx.database.exists()
@@ -92,14 +94,20 @@ def apply(ctx: Context, to: str | None = None, dry_run: bool = False) -> ApplyRe
             with ctx.open(readonly=True) as db:
                 applied = set(applied_migrations(db))
                 _refuse_unadopted(db, applied)
-        result.sql = mig.dry_run_sql(mig.plan_apply(migrations, applied, to), "apply")
+        plan = mig.plan_apply(migrations, applied, to)
+        if review:
+            review(migrations, plan)
+        result.sql = mig.dry_run_sql(plan, "apply")
         return result
     try:
         with ctx.open(create=True) as db:
             applied = set(applied_migrations(db))
             _refuse_unadopted(db, applied)
             ef_before = ef.entries(db)
-            for m in mig.plan_apply(migrations, applied, to):
+            plan = mig.plan_apply(migrations, applied, to)
+            if review:
+                review(migrations, plan)
+            for m in plan:
                 (result.applied if apply_one(db, m) else result.skipped).append(m.id)
             result.ef_history = ef.changes(ef_before, ef.entries(db))
     except OrchestraError:

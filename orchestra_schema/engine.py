@@ -401,6 +401,14 @@ class Replay:
     created: dict[str, list[str]]  # migration id -> tables it creates, in order
 
 
+def run_forward(db: Database, m: MigrationFile) -> None:
+    """m's forward statements on db (a scratch database), without history or checks.
+
+    Raises MigrationFailed naming the statement that fails.
+    """
+    _run_statements(db, m, m.statements, m.path)
+
+
 def replay(migrations) -> Replay:
     """Run the migrations, in order, on an empty in-memory database.
 
@@ -410,7 +418,7 @@ def replay(migrations) -> Replay:
     with Database.in_memory() as scratch:
         for m in migrations:
             before = _tables_in_order(scratch)
-            _run_statements(scratch, m, m.statements, m.path)
+            run_forward(scratch, m)
             created[m.id] = [t for t in _tables_in_order(scratch) if t not in before]
         return Replay(snapshot(scratch), created)
 
