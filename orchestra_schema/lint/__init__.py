@@ -61,8 +61,9 @@ def lint_migrations(migrations, chosen, dialect: str, server: str | None = None)
     found += [no_rollback(files[(m.id, "forward")]) for m in chosen if not m.has_rollback]
     found += _replay(migrations, files, dialect, server)
     allowed = {str(f.path): f.header.allowed for f in files.values()}
+    order = {str(f.path): i for i, f in enumerate(files.values())}  # forward, then its rollback
     kept = sorted({x for x in found if x.rule not in allowed.get(x.file, ())},
-                  key=lambda x: (x.file, x.line, x.rule, x.message))
+                  key=lambda x: (order.get(x.file, -1), x.line, x.rule, x.message))
     return LintReport(dialect, [str(f.path) for f in files.values()], kept)
 
 

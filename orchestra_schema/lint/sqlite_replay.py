@@ -32,7 +32,7 @@ def check(migrations, files: dict[tuple[str, str], SqlFile]) -> list[Finding]:
                 continue
             problems = _round_trip(db, forward, rollback)
             out += problems
-            if any(p.rule == "round-trip" and "fails" in p.message for p in problems):
+            if any(p.rule == "round-trip" for p in problems):
                 break  # the scratch database no longer matches the files; later ones would mislead
     return out
 
@@ -54,6 +54,7 @@ def _round_trip(db: Database, forward: SqlFile, rollback: SqlFile | None) -> lis
                            f"rolling back does not give back the schema before "
                            f"{forward.migration_id}: {_say(left)}; make the rollback undo "
                            f"exactly what {forward.path.name} does"))
+        return out  # applying again on what was left over would only fail on it
     if (failed := _run_file(db, forward, "applying it again after its rollback")) is not None:
         return out + [failed]
     if (changed := diff(after, snapshot(db))):
