@@ -89,7 +89,9 @@ def _fail(ctx: click.Context, err, code: int, message: str):
     ctx.exit(code)
 
 
-def _database_path(ctx, param, value: str) -> Path:
+def _database_path(ctx, param, value: str) -> Path | str:
+    if value.startswith(_PG_URLS):
+        return value  # a PostgreSQL server (lint's and schema's scratch databases)
     # HANGFIRE_CONNECTION may be a connection string: "Data Source=orchestra.db;..."
     for part in value.split(";"):
         key, sep, rest = part.partition("=")
@@ -481,11 +483,20 @@ def recover_command(s: Settings, source, yes):
 
 # ---- review tools (issue 13)
 
+_PG_URLS = ("postgresql://", "postgres://")
+
+
 def _engine(s: Settings, dialect: str | None = None) -> str:
     """--dialect, else the engine of --database."""
     if dialect:
         return dialect
-    return "postgresql" if str(s.ctx.database).startswith(("postgresql:", "postgres:")) else "sqlite"
+    return "postgresql" if _server(s) else "sqlite"
+
+
+def _server(s: Settings) -> str | None:
+    """The PostgreSQL URL of --database, if it is one."""
+    database = str(s.ctx.database)
+    return database if database.startswith(_PG_URLS) else None
 
 
 def _sql_dir(s: Settings, engine: str) -> Path:
@@ -506,7 +517,8 @@ def lint_command(s: Settings, dialect, strict, paths):
     """
     from . import lint as linting
     engine = _engine(s, dialect)
-    report = linting.lint(_sql_dir(s, engine), engine, paths)
+    report = linting.lint(_sql_dir(s, engine), engine, paths,
+                          server=_server(s) if engine == "postgresql" else None)
     s.emit(report.findings, "\n".join(f.text() for f in report.findings))
     summary = (f"lint: {len(report.errors)} error(s), {len(report.warnings)} warning(s) "
                f"in {len(report.files)} file(s)")
@@ -543,7 +555,12 @@ def _lint_new(s: Settings, forward: Path) -> list:
 def schema_command(s: Settings, check_file):
     """Print the schema the migrations produce, as reviewable SQL (fixed order, no timestamps)."""
     engine = _engine(s)
-    text = schema_dump.sqlite_schema(mig.load(_sql_dir(s, engine)))
+    migrations = mig.load(_sql_dir(s, engine))
+    if engine == "postgresql":
+        from . import pg_schema
+        text = pg_schema.schema_sql(_server(s), migrations)
+    else:
+        text = schema_dump.sqlite_schema(migrations)
     if check_file is None:
         s.emit({"engine": engine, "sql": text}, text.rstrip("\n"))
         return

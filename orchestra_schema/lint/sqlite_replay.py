@@ -1,9 +1,6 @@
-"""SQLite rules that need the schema: each migration is run, forward, rollback,
-forward again, on an in-memory database built from the migrations before it.
-
-round-trip: the rollback must give back the schema before, forward again the
-same schema as the first time. rebuild-loses and implicit-delete read the
-schema before a file runs, which only the replay knows.
+"""SQLite's scratch database for round-trip (in memory), and the rules that need
+the schema before a file runs, which only the replay knows: rebuild-loses and
+implicit-delete.
 """
 
 from __future__ import annotations
@@ -12,86 +9,47 @@ import apsw
 
 from ..database import Database
 from ..schema import Schema, Table, diff, snapshot
-from .findings import ERROR, WARNING, Finding, finding, first_line
+from . import replay
+from .findings import ERROR, WARNING, Finding, finding
 from .sqlite_rules import dropped_table, is_not_transactional, rebuilt_tables
 from .sqltext import SqlFile, tokens
 
 _CASCADING = {"CASCADE", "SET NULL", "SET DEFAULT"}
 
 
-def check(migrations, files: dict[tuple[str, str], SqlFile]) -> list[Finding]:
-    """Replay every migration up to the last one linted; report on the linted ones."""
-    linted = [i for i, m in enumerate(migrations) if (m.id, "forward") in files]
-    out: list[Finding] = []
-    with Database.in_memory() as db:
-        for m in migrations[: max(linted, default=-1) + 1]:
-            forward, rollback = files.get((m.id, "forward")), files.get((m.id, "rollback"))
-            if forward is None:  # only a scratch step towards the migrations linted
-                if _run(db, m.statements) is not None:
-                    break
-                continue
-            problems = _round_trip(db, forward, rollback)
-            out += problems
-            if any(p.rule == "round-trip" for p in problems):
-                break  # the scratch database no longer matches the files; later ones would mislead
-    return out
+class SqliteScratch:
+    """An in-memory database that runs statements as orchestra-schema runs a migration."""
 
+    def __init__(self, db: Database):
+        self.db = db
 
-def _round_trip(db: Database, forward: SqlFile, rollback: SqlFile | None) -> list[Finding]:
-    before = snapshot(db)
-    if (failed := _run_file(db, forward, "applying it")) is not None:
-        return [failed]
-    after = snapshot(db)
-    out = _rebuild_loses(forward, before, after) + _implicit_delete(forward, before, after)
-    if rollback is None:
-        return out
-    if (failed := _run_file(db, rollback, "rolling it back")) is not None:
-        return out + [failed]
-    back = snapshot(db)
-    out += _implicit_delete(rollback, after, back)
-    if (left := diff(before, back)):
-        out.append(finding(rollback, first_line(rollback), "round-trip", ERROR,
-                           f"rolling back does not give back the schema before "
-                           f"{forward.migration_id}: {_say(left)}; make the rollback undo "
-                           f"exactly what {forward.path.name} does"))
-        return out  # applying again on what was left over would only fail on it
-    if (failed := _run_file(db, forward, "applying it again after its rollback")) is not None:
-        return out + [failed]
-    if (changed := diff(after, snapshot(db))):
-        out.append(finding(forward, first_line(forward), "round-trip", ERROR,
-                           f"applied again after its rollback it gives another schema: "
-                           f"{_say(changed)}; make the rollback undo exactly what it does"))
-    return out
-
-
-def _say(lines: list[str]) -> str:
-    """schema.diff's words, as a reviewer of a rollback reads them."""
-    return "; ".join(line.replace("not expected (extra)", "left over") for line in lines)
-
-
-def _run(db: Database, statements) -> tuple[int, str] | None:
-    """Run statements in one transaction, as a migration runs; (index, error) on failure."""
-    db.execute("BEGIN")
-    for i, sql in enumerate(statements):
-        if is_not_transactional(tokens(sql)):
-            continue  # its own rule reports it; here it would only end the replay early
-        try:
-            db.execute(sql)
-        except apsw.Error as err:
-            db.execute("ROLLBACK")
-            return i, str(err)
-    db.execute("COMMIT")
-    return None
-
-
-def _run_file(db: Database, f: SqlFile, doing: str) -> Finding | None:
-    failed = _run(db, [st.sql for st in f.statements])
-    if failed is None:
+    def run(self, statements) -> tuple[int, str] | None:
+        self.db.execute("BEGIN")
+        for i, sql in enumerate(statements):
+            if is_not_transactional(tokens(sql)):
+                continue  # its own rule reports it; here it would only end the replay early
+            try:
+                self.db.execute(sql)
+            except apsw.Error as err:
+                self.db.execute("ROLLBACK")
+                return i, str(err)
+        self.db.execute("COMMIT")
         return None
-    i, error = failed
-    return finding(f, f.statements[i].line, "round-trip", ERROR,
-                   f"fails when {doing} on a database built from the migrations before it: "
-                   f"{error}; fix the statement")
+
+    def snapshot(self) -> Schema:
+        return snapshot(self.db)
+
+    def differences(self, before: Schema, after: Schema) -> list[str]:
+        return [line.replace("not expected (extra)", "left over") for line in diff(before, after)]
+
+
+def check(migrations, files: dict[tuple[str, str], SqlFile]) -> list[Finding]:
+    with Database.in_memory() as db:
+        return replay.check(SqliteScratch(db), migrations, files, _schema_rules)
+
+
+def _schema_rules(f: SqlFile, before: Schema, after: Schema) -> list[Finding]:
+    return _rebuild_loses(f, before, after) + _implicit_delete(f, before, after)
 
 
 def _table(schema: Schema, name: str) -> Table | None:
