@@ -19,8 +19,8 @@ import apsw
 
 from . import files
 from .context import Context
-from .copying import Progress, chain, copy_to_file, integrity_of
-from .errors import DatabaseUnavailable, Refused, UsageError
+from .copying import Progress, chain, integrity_of, integrity_pragma, new_backup
+from .errors import DatabaseCorrupt, DatabaseUnavailable, Refused, UsageError
 
 MANIFEST_VERSION = 1
 
@@ -71,8 +71,9 @@ def backup(ctx: Context, output: Path | None = None, directory: Path | None = No
         raise Refused(f"{output}: already exists; nothing changed; choose another --output")
     now = datetime.now(timezone.utc)
     names = ([Path(output)] if output is not None
-             else files.unique_names(target / f"{ctx.database.name}.backup_{stamp(now)}"))
-    result = _take(ctx, names, now, progress, full_check, "backing up", "backup")
+             else files.unique_names(target / f"{ctx.database.name}.backup_{files.stamp(now)}"))
+    result = _take(ctx, names, now, progress, full_check=full_check, doing="backing up",
+                   what="backup")
     if keep is not None:
         result.deleted = _prune(ctx.database, target, keep, result.path)
     return result
@@ -85,22 +86,22 @@ def safety_copy(ctx: Context, kind: str, progress: Progress | None = None,
     damaged: the database failed its check, so its copy will too; keep it anyway.
     """
     now = datetime.now(timezone.utc)
-    names = files.unique_names(ctx.database.parent / f"{ctx.database.name}.{kind}_{stamp(now)}")
-    return _take(ctx, names, now, progress, False, f"making the {kind} copy", f"{kind} copy",
+    names = files.unique_names(files.aside_name(ctx.database, kind, now))
+    return _take(ctx, names, now, progress, doing=f"making the {kind} copy", what=f"{kind} copy",
                  require_ok=not damaged)
 
 
-def _take(ctx: Context, names, now: datetime, progress, full_check: bool, doing: str, what: str,
-          require_ok: bool = True) -> BackupResult:
+def _take(ctx: Context, names, now: datetime, progress, *, doing: str, what: str,
+          full_check: bool = False, require_ok: bool = True) -> BackupResult:
     """Copy, check and publish the backup under the first free name, then its manifest."""
     names = iter(names)
     first = next(names)
     with ctx.open(readonly=True) as db:
         files.check_writable_dir(first.parent, what)
         files.check_free_space(first.parent, files.database_size(ctx.database))
-        copy = copy_to_file(db.connection, ctx.database, chain(first, names), progress=progress,
-                            timeout=ctx.timeout, full_check=full_check, doing=doing,
-                            require_ok=require_ok, live=True)
+        copy = new_backup(db.connection, ctx.database, chain(first, names), progress=progress,
+                          timeout=ctx.timeout, doing=doing, full_check=full_check,
+                          require_ok=require_ok)
     result = BackupResult(
         database=ctx.database, path=copy.path, manifest=manifest_path(copy.path),
         created_at=now.isoformat(timespec="microseconds"), size=copy.size, sha256=copy.sha256,
@@ -115,10 +116,6 @@ def discard(backup_path: Path) -> None:
     """Remove a backup this run made and no longer needs, with its manifest."""
     manifest_path(backup_path).unlink(missing_ok=True)
     Path(backup_path).unlink(missing_ok=True)
-
-
-def stamp(now: datetime) -> str:
-    return now.strftime("%Y%m%d_%H%M%S")
 
 
 def manifest_path(backup_path: Path) -> Path:
@@ -224,7 +221,7 @@ def check_backup(path: Path, full: bool = True) -> BackupCheck:
         check.problems.append(f"cannot be opened: {err}")
         return check
     try:
-        check.integrity = integrity_of(conn, "integrity_check" if full else "quick_check")
+        check.integrity = integrity_of(conn, integrity_pragma(full))
     finally:
         conn.close()
     if check.integrity != "ok":
@@ -282,13 +279,6 @@ def health(ctx: Context) -> str:
     try:
         with ctx.open(readonly=True) as db:
             return integrity_of(db.connection, "quick_check")
-    except DatabaseUnavailable as err:
-        if is_damage(err):
-            return f"unreadable: {err.__cause__}"
-        raise  # missing permissions and the like are not damage
-
-
-def is_damage(err: DatabaseUnavailable) -> bool:
-    """Did SQLite find the file damaged (rather than missing, locked or forbidden)?"""
-    return isinstance(err.__cause__, (apsw.NotADBError, apsw.CorruptError))
+    except DatabaseCorrupt as err:  # missing permissions and the like are not damage: raised
+        return f"unreadable: {err.reason}"
 

@@ -12,7 +12,7 @@ from . import migrations as mig
 from .context import Context
 from .database import Database, translated
 from .engine import AppliedRecord, applied_migrations, apply_one, count_rows, rollback_one, tables_losing_rows
-from .errors import OrchestraError, Refused, UsageError
+from .errors import Refused, UsageError
 
 
 @dataclass
@@ -110,7 +110,7 @@ def apply(ctx: Context, to: str | None = None, dry_run: bool = False,
             for m in plan:
                 (result.applied if apply_one(db, m) else result.skipped).append(m.id)
             result.ef_history = ef.changes(ef_before, ef.entries(db))
-    except OrchestraError:
+    except BaseException:  # Ctrl-C and unmapped errors too, not only the tool's own
         if result.created and ctx.database.exists() and ctx.database.stat().st_size == 0:
             ctx.database.unlink()  # "nothing changed": not even an empty file for the app to find
         raise

@@ -6,9 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import migrations as mig
-from .database import Database
-
-DEFAULT_TIMEOUT = 10.0  # seconds; the CLI's --timeout default too
+from .database import DEFAULT_TIMEOUT, Database
 
 
 @dataclass

@@ -45,43 +45,56 @@ class Copy:
     cleaned: list[Path]
 
 
-def copy_to_file(src: apsw.Connection, source: Path, names, *, progress: Progress | None,
-                 timeout: float, full_check: bool = False, doing: str,
-                 mode_from: Path | None = None, require_ok: bool = True,
-                 publish: Callable[[files.Staged], Path] | None = None, live: bool = False) -> Copy:
-    """Copy src's main database to a new file named by the first free name in `names`.
+def new_backup(src: apsw.Connection, source: Path, names, *, progress: Progress | None,
+               timeout: float, doing: str, full_check: bool = False,
+               require_ok: bool = True) -> Copy:
+    """A checked copy of the live database src under the first free name in `names`.
 
-    The copy is checked before it gets its name; a bad one is discarded. (A raw
-    copy's quick_check reads the snapshot it was copied from, whose bytes it holds;
-    --full-check reads the copy file itself.)
-    mode_from: give the new file that file's owner and mode (a live database
-    replaced by restore must stay usable by the application's user).
-    require_ok=False keeps a copy that fails its check (a damaged database's copy).
-    publish(staged): gives the good copy its name instead of the default
-    (the first free name in `names`, never replacing a file); returns it.
-    live: source is a database in use; copy its file raw (rawcopy) if it can be
-    held still, checking the same snapshot meanwhile.
+    Its file's bytes (rawcopy) where it can be held still, checked meanwhile;
+    else through the backup API. require_ok=False keeps a copy that fails its
+    check (a damaged database's safety copy); otherwise a bad copy is discarded.
     """
     names = iter(names)
     first = next(names)
-    writing = files.writing(first.parent, doing)
-    with translated(source, doing), writing, files.Staged(first) as staged:
-        raw = _copy_raw(source, staged, progress, full_check, timeout) if live else None
-        if raw:
-            (found, digest), copy_mode, restarts = raw, "raw", 0
-        else:
-            copy_mode, restarts = _copy_through_sqlite(src, staged, progress, timeout)
-            found, digest = _check_hash_and_sync(staged.path, full_check)
-        if require_ok and found.integrity != "ok":
-            raise DatabaseUnavailable(
-                f"{source}: the copy failed its {found.check} ({found.integrity}); no backup was "
-                "written; the database itself is probably damaged: run `orchestra-schema recover`")
-        if mode_from is not None:
-            files.copy_owner_and_mode(mode_from, staged.path)
-        path = publish(staged) if publish else staged.publish(chain(first, names))
-        return Copy(path, path.stat().st_size, digest, found.page_count,
-                    found.journal_mode, found.integrity, found.check, found.applied_migrations,
-                    copy_mode, restarts, staged.cleaned)
+    return _copy(src, source, first, lambda staged: staged.publish(chain(first, names)),
+                 progress=progress, timeout=timeout, doing=doing, live=True,
+                 full_check=full_check, require_ok=require_ok)
+
+
+def replace_live(src: apsw.Connection, source: Path, database: Path,
+                 swap: Callable[[files.Staged], Path], *, progress: Progress | None,
+                 timeout: float) -> Copy:
+    """Copy src (a backup nobody writes) beside `database`; swap(staged) gives it the live name."""
+    return _copy(src, source, database, swap, progress=progress, timeout=timeout,
+                 doing="restoring", live=False)
+
+
+def _copy(src, source: Path, first: Path, publish: Callable[[files.Staged], Path], *,
+          progress: Progress | None, timeout: float, doing: str, live: bool,
+          full_check: bool = False, require_ok: bool = True) -> Copy:
+    """Copy, check, then publish(staged) names the good copy; a killed run leaves only a temporary file.
+
+    (A raw copy's quick_check reads the snapshot it was copied from, whose bytes
+    it holds; --full-check reads the copy file itself.)
+    """
+    with translated(source, doing), files.writing(first.parent, doing):
+        cleaned = files.clean_stale(first.parent)  # what killed runs left there
+        with files.Staged(first) as staged:
+            raw = _copy_raw(source, staged, progress, full_check, timeout) if live else None
+            if raw:
+                (found, digest), copy_mode, restarts = raw, "raw", 0
+            else:
+                copy_mode, restarts = _copy_through_sqlite(src, staged, progress, timeout)
+                found, digest = _check_hash_and_sync(staged.path, full_check)
+            if require_ok and found.integrity != "ok":
+                raise DatabaseUnavailable(
+                    f"{source}: the copy failed its {found.check} ({found.integrity}); no backup "
+                    "was written; the database itself is probably damaged: run `orchestra-schema "
+                    "recover`")
+            path = publish(staged)
+            return Copy(path, path.stat().st_size, digest, found.page_count,
+                        found.journal_mode, found.integrity, found.check, found.applied_migrations,
+                        copy_mode, restarts, cleaned)
 
 
 def _copy_raw(source: Path, staged: files.Staged, progress: Progress | None,
@@ -239,7 +252,7 @@ def inspect(path: Path, full: bool, integrity: str | None = None) -> Inspection:
 
     integrity: the quick_check result already found for these bytes (not run again).
     """
-    check = "integrity_check" if full else "quick_check"
+    check = integrity_pragma(full)
     conn = files.open_immutable(path)
     try:
         integrity = integrity or integrity_of(conn, check)
@@ -251,6 +264,11 @@ def inspect(path: Path, full: bool, integrity: str | None = None) -> Inspection:
     finally:
         conn.close()
     return Inspection(integrity, check, pages, files.journal_mode(path), applied)
+
+
+def integrity_pragma(full: bool) -> str:
+    """quick_check by default (about 1 s per GB); integrity_check when asked (about 25 s per GB)."""
+    return "integrity_check" if full else "quick_check"
 
 
 def integrity_of(conn: apsw.Connection, check: str = "integrity_check") -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import apsw
 
-from .errors import Busy, DatabaseUnavailable
+from .errors import Busy, DatabaseCorrupt, DatabaseUnavailable
 
 _READONLY_ROLLBACK = 776  # SQLITE_READONLY_ROLLBACK: hot journal, read-only connection
 
@@ -29,6 +29,9 @@ _UNREADABLE = (
 )
 
 
+DEFAULT_TIMEOUT = 10.0  # seconds to wait for another process's lock; the CLI's --timeout default
+
+
 def database_error(err: apsw.Error, path: Path, doing: str) -> Exception:
     """Map an apsw error to the project exception with the right exit code."""
     if isinstance(err, (apsw.BusyError, apsw.LockedError)):
@@ -37,10 +40,10 @@ def database_error(err: apsw.Error, path: Path, doing: str) -> Exception:
             "retry later or raise --timeout"
         )
     if isinstance(err, apsw.NotADBError):
-        return DatabaseUnavailable(f"{path}: not an SQLite database; check --database")
+        return DatabaseCorrupt(f"{path}: not an SQLite database; check --database", str(err))
     if isinstance(err, apsw.CorruptError):
-        return DatabaseUnavailable(
-            f"{path}: database is corrupt ({err}); restore or recover it from a backup"
+        return DatabaseCorrupt(
+            f"{path}: database is corrupt ({err}); restore or recover it from a backup", str(err)
         )
     if isinstance(err, _UNREADABLE):
         return DatabaseUnavailable(f"{path}: cannot use database while {doing}: {err}")
@@ -68,7 +71,7 @@ class Database:
         self.readonly = readonly
 
     @classmethod
-    def open(cls, path: Path, *, timeout: float = 5.0, create: bool = False,
+    def open(cls, path: Path, *, timeout: float = DEFAULT_TIMEOUT, create: bool = False,
              readonly: bool = False, vfs: str | None = None) -> "Database":
         path = Path(path)
         _check_path(path, create=create)

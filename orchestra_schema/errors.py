@@ -44,6 +44,14 @@ class DatabaseUnavailable(OrchestraError):
     exit_code = 6
 
 
+class DatabaseCorrupt(DatabaseUnavailable):
+    """SQLite found the file damaged or not a database (not missing, locked or forbidden)."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason  # SQLite's own words, for reports that quote them
+
+
 EXIT_CODES = {
     0: "done",
     1: "a check found problems",

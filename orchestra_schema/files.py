@@ -26,7 +26,7 @@ from typing import Iterable, Iterator
 
 import apsw
 
-from .errors import DatabaseUnavailable, Refused, UsageError
+from .errors import Busy, DatabaseUnavailable, Refused, UsageError
 
 TEMP_MARK = ".orchestra-tmp-"
 _TEMP_NAME = re.compile(r"(\..+\.orchestra-tmp-\d+-[0-9a-f]{8})(?:-journal|-wal|-shm)?")
@@ -36,11 +36,14 @@ _PENDING_BYTE = 0x40000000  # SQLite's lock bytes on the database file start her
 
 
 class Staged:
-    """A new 0600 file beside `final`, flock-held while alive, removed on exit unless published."""
+    """A new 0600 file beside `final`, flock-held while alive, removed on exit unless published.
+
+    Leftovers of killed runs are not its business: callers that write big
+    files there call clean_stale first, and report what it removed.
+    """
 
     def __init__(self, final: Path):
         self.directory = Path(final).parent
-        self.cleaned = clean_stale(self.directory)
         while True:
             self.path = self.directory / f".{Path(final).name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -60,10 +63,13 @@ class Staged:
     def publish(self, names: Iterable[Path]) -> Path:
         """fsync, then give the file the first name in `names` that is free."""
         fsync(self.path)
+        final = None
         for final in names:
             if _link(self.path, Path(final)):
                 fsync(self.directory)
                 return Path(final)
+        if final is None:
+            raise ValueError("publish() needs at least one name")
         raise Refused(f"{final}: appeared while this run was writing it (another process "
                       "created it); left as it is, and this run's copy removed")
 
@@ -282,6 +288,23 @@ def copy_owner_and_mode(model: Path, path: Path) -> None:
     with contextlib.suppress(PermissionError):
         os.chown(path, st.st_uid, st.st_gid)
     os.chmod(path, st.st_mode & 0o7777)
+
+
+def aside_name(database: Path, kind: str, now) -> Path:
+    """Where a replaced database is kept: DB.KIND_YYYYmmdd_HHMMSS (UTC) beside it."""
+    return database.with_name(f"{database.name}.{kind}_{stamp(now)}")
+
+
+def stamp(now) -> str:
+    """UTC time in backup and aside names: sorts as it reads."""
+    return now.strftime("%Y%m%d_%H%M%S")
+
+
+def refuse_in_use(database: Path, command: str, state: str = "") -> None:
+    """Busy (exit 3, nothing changed) while another process has the database open."""
+    if in_use(database):
+        raise Busy(f"{database}: {state}still open in another process; stop the Orchestra API and "
+                   f"Hangfire, then rerun {command}; nothing changed")
 
 
 def in_use(path: Path) -> bool:

@@ -20,12 +20,12 @@ from pathlib import Path
 import apsw
 
 from . import files, salvage
-from .backup import health, is_damage, stamp, trusted_backup
+from .backup import health, trusted_backup
 from .copying import Progress, integrity_of
 from .context import Context
 from .database import Database, quote
 from .engine import HISTORY_TABLES, applied_migrations, apply_one
-from .errors import Busy, CheckFailed, DatabaseUnavailable, OrchestraError, Refused
+from .errors import CheckFailed, DatabaseCorrupt, DatabaseUnavailable, OrchestraError, Refused
 from .migrations import ancestors
 
 
@@ -76,15 +76,16 @@ def recover(ctx: Context, source: Path | None = None, yes: bool = False,
     if source is not None:
         trusted_backup(Path(source), database, "recover")
     files.check_writable_dir(database.parent, "recovered database")
-    _refuse_in_use(database)
+    files.refuse_in_use(database, "recover")
     result = RecoverResult(database, Path(source or database), source is not None, live)
+    files.clean_stale(database.parent)  # what killed runs left there
     with files.Staged(database) as staged:
         with files.writing(database.parent, "rebuilding the database"):
             _rebuild(ctx, staged.path, migrations, result, progress)
         if result.integrity != "ok":
             raise CheckFailed(f"{database}: the rebuilt copy failed its integrity_check "
                               f"({result.integrity}); nothing changed; report this as a bug")
-        _refuse_in_use(database)  # again: the rebuild may have taken a while
+        files.refuse_in_use(database, "recover")  # again: the rebuild may have taken a while
         if database.exists():
             _swap_in(database, staged, result)
         else:
@@ -92,16 +93,10 @@ def recover(ctx: Context, source: Path | None = None, yes: bool = False,
     return result
 
 
-def _refuse_in_use(database: Path) -> None:
-    if files.in_use(database):
-        raise Busy(f"{database}: still open in another process; stop the Orchestra API and "
-                   "Hangfire, then rerun recover; nothing changed")
-
-
 def _swap_in(database: Path, staged: files.Staged, result: RecoverResult) -> None:
     files.copy_owner_and_mode(database, staged.path)  # the application's user must open it
     kind = "pre-recover" if result.live_integrity == "ok" else "corrupted"
-    aside = database.with_name(f"{database.name}.{kind}_{stamp(datetime.now(timezone.utc))}")
+    aside = files.aside_name(database, kind, datetime.now(timezone.utc))
     result.moved_aside = staged.swap_in(database, aside)
     result.backup = result.moved_aside[0]
     if not result.from_backup:
@@ -145,10 +140,8 @@ def _open_source(ctx: Context, result: RecoverResult) -> Database | None:
         return Database(result.source, files.open_immutable(result.source), readonly=True)
     try:
         return Database.open(ctx.database, readonly=True, timeout=ctx.timeout)
-    except DatabaseUnavailable as err:
-        if not is_damage(err):
-            raise
-        result.warnings.append(f"{ctx.database}: nothing readable ({err.__cause__}); "
+    except DatabaseCorrupt as err:
+        result.warnings.append(f"{ctx.database}: nothing readable ({err.reason}); "
                                "rebuilt from the migrations alone")
         return None
 

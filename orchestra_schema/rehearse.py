@@ -231,13 +231,13 @@ def _snapshot(live: Database, where: str, timeout: float, report: RehearsalRepor
         except rawcopy.Unstable:
             report.snapshot_mode = "copy"
             files.check_free_space(Path(where).parent, files.database_size(live.path))
-            db = stack.enter_context(Database.open(Path(where), create=True))
+            db = stack.enter_context(Database.open(Path(where), create=True, timeout=timeout))
             db.execute("PRAGMA synchronous = OFF")  # a throwaway copy: no fsync (3x faster)
             copy_pages(live.connection, db.connection, None, timeout, incremental=True)
             yield db
             return
         report.snapshot_mode = "overlay"
         vfs = stack.enter_context(overlay.view(reader, Path(where)))
-        db = stack.enter_context(Database.open(Path(where), create=True, vfs=vfs))
+        db = stack.enter_context(Database.open(Path(where), create=True, vfs=vfs, timeout=timeout))
         db.execute("PRAGMA synchronous = OFF")  # a throwaway file: no fsync
         yield db

@@ -15,13 +15,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import files
-from .backup import discard, health, is_damage, safety_copy, stamp, trusted_backup
-from .copying import Progress, copy_pages, copy_to_file, integrity_of
+from .backup import discard, health, safety_copy, trusted_backup
+from .copying import Progress, copy_pages, integrity_of, replace_live
 from .context import Context
 from .database import Database, translated
 from .engine import applied_migrations
-from .errors import Busy, DatabaseUnavailable, Refused
-from .schema import diff, snapshot
+from .errors import Busy, DatabaseCorrupt, Refused
+from .schema import Sides, differences, render, snapshot
 
 
 @dataclass
@@ -56,8 +56,8 @@ def restore(ctx: Context, backup_path: Path, yes: bool = False, make_backup: boo
     else:
         try:
             _restore_into_live(ctx, result, yes, make_backup or live != "ok", progress)
-        except DatabaseUnavailable as err:
-            if live == "ok" or not is_damage(err):
+        except DatabaseCorrupt:
+            if live == "ok":
                 raise
             result.method = "replaced"  # SQLite cannot open it: it can only be swapped
             _replace_file(ctx, result, progress)
@@ -107,9 +107,14 @@ def _size(path: Path) -> int:
     return Path(path).stat().st_size
 
 
+# schema differences said from the backup's side (expected = the live database, found = the backup)
+BACKUP_VS_LIVE = Sides(missing="only in the live database", extra="only in the backup",
+                       expected="live", found="in the backup")
+
+
 def _refuse_unrestorable(ctx: Context, result: RestoreResult, live: Database, source, yes: bool):
     theirs = snapshot(Database(result.restored_from, source, readonly=True))
-    result.schema_differences = [_backup_vs_live(line) for line in diff(snapshot(live), theirs)]
+    result.schema_differences = [render(d, BACKUP_VS_LIVE) for d in differences(snapshot(live), theirs)]
     if result.schema_differences and not yes:
         shown = "; ".join(result.schema_differences[:4])
         more = len(result.schema_differences) - 4
@@ -126,28 +131,19 @@ def _refuse_unrestorable(ctx: Context, result: RestoreResult, live: Database, so
             "changed; stop the application and use `recover --from` instead")
 
 
-def _backup_vs_live(line: str) -> str:
-    """schema.diff's words (expected = live, found = backup) said from the backup's side."""
-    for theirs, ours in ((": missing", ": only in the live database"),
-                         (": not expected (extra)", ": only in the backup"),
-                         (" expected, ", " live, "), (" found", " in the backup")):
-        line = line.replace(theirs, ours)
-    return line
-
-
 def _replace_file(ctx: Context, result: RestoreResult, progress) -> None:
     """The live file is damaged or missing: the backup takes its name, the old one moves aside."""
     database = ctx.database
     files.check_writable_dir(database.parent, "restored database")
     exists = database.exists()
-    if exists and files.in_use(database):
-        raise Busy(f"{database}: damaged and still open in another process; stop the Orchestra "
-                   "API and Hangfire, then rerun restore; nothing changed")
-    aside = database.with_name(f"{database.name}.corrupted_{stamp(datetime.now(timezone.utc))}")
+    if exists:
+        files.refuse_in_use(database, "restore", "damaged and ")
+    aside = files.aside_name(database, "corrupted", datetime.now(timezone.utc))
 
     def publish(staged: files.Staged) -> Path:
         if not exists:
             return staged.publish([database])
+        files.copy_owner_and_mode(database, staged.path)  # the application's user must open it
         result.moved_aside = staged.swap_in(database, aside)
         result.backup = result.backup or result.moved_aside[0]
         return database
@@ -155,8 +151,7 @@ def _replace_file(ctx: Context, result: RestoreResult, progress) -> None:
     source = files.open_immutable(result.restored_from)
     try:
         files.check_free_space(database.parent, result.restored_from.stat().st_size)
-        copy_to_file(source, result.restored_from, [database], progress=progress,
-                     timeout=ctx.timeout, doing="restoring", mode_from=database if exists else None,
-                     publish=publish)
+        replace_live(source, result.restored_from, database, publish, progress=progress,
+                     timeout=ctx.timeout)
     finally:
         source.close()

@@ -112,60 +112,102 @@ def _normalize_sql(sql: str | None) -> str:
     return re.sub(r"\s+", " ", sql or "").strip()
 
 
+MISSING, EXTRA, DIFFERS = "missing", "extra", "differs"
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One structural difference; `render` words it from either side."""
+
+    kind: str  # table, column, index, foreign key, view, trigger
+    name: str  # "Tasks", "Tasks.Title", "IX_Tasks_Status on Tasks"
+    state: str  # MISSING (only in expected), EXTRA (only in actual), DIFFERS
+    what: str = ""  # for DIFFERS: the attribute ("type"), or the whole finding ("column order differs")
+    # for DIFFERS, the two values where they can be shown
+    expected: str | None = None
+    found: str | None = None
+
+
+@dataclass(frozen=True)
+class Sides:
+    """How a report names the two schemas compared."""
+
+    missing: str = "missing"
+    extra: str = "not expected (extra)"
+    expected: str = "expected"
+    found: str = "found"
+
+
+EXPECTED_VS_FOUND = Sides()
+
+
+def render(d: Difference, sides: Sides = EXPECTED_VS_FOUND) -> str:
+    head = f"{d.kind} {d.name}"
+    if d.state == MISSING:  # a changed foreign key shows as missing + extra: it has no name to pair on
+        return f"{head}: {sides.missing}" + (" or different" if d.kind == "foreign key" else "")
+    if d.state == EXTRA:
+        return f"{head}: {sides.extra}"
+    if d.expected is None:
+        return f"{head}: {d.what}"
+    values = f"{d.expected} {sides.expected}, {d.found} {sides.found}"
+    return f"{head}: {d.what} {values}" if d.what else f"{head}: differs ({values})"
+
+
 def diff(expected: Schema, actual: Schema) -> list[str]:
     """Every difference, one readable line each; empty when structurally equal."""
-    out: list[str] = []
-    for name in sorted(expected.tables.keys() - actual.tables.keys()):
-        out.append(f"table {name}: missing")
-    for name in sorted(actual.tables.keys() - expected.tables.keys()):
-        out.append(f"table {name}: not expected (extra)")
+    return [render(d) for d in differences(expected, actual)]
+
+
+def differences(expected: Schema, actual: Schema) -> list[Difference]:
+    """Every difference, tables first, in a fixed order; empty when structurally equal."""
+    out = _named("table", expected.tables, actual.tables)
     for name in sorted(expected.tables.keys() & actual.tables.keys()):
         out += _table_diff(expected.tables[name], actual.tables[name])
     for name in sorted(expected.others.keys() | actual.others.keys()):
         e, a = expected.others.get(name), actual.others.get(name)
         if e != a:
-            kind = (e or a)[0]
-            state = "missing" if a is None else "not expected (extra)" if e is None else "differs"
-            out.append(f"{kind} {name}: {state}")
+            state = MISSING if a is None else EXTRA if e is None else DIFFERS
+            out.append(Difference((e or a)[0], name, state, "differs" if state == DIFFERS else ""))
     return out
 
 
-def _table_diff(e: Table, a: Table) -> list[str]:
+def _named(kind: str, expected: dict, actual: dict, suffix: str = "") -> list[Difference]:
+    """What is only on one side, by name (dicts keep the order they were read in)."""
+    return ([Difference(kind, n + suffix, MISSING) for n in expected if n not in actual]
+            + [Difference(kind, n + suffix, EXTRA) for n in actual if n not in expected])
+
+
+def _table_diff(e: Table, a: Table) -> list[Difference]:
     out = []
     if (e.without_rowid, e.strict) != (a.without_rowid, a.strict):
-        out.append(f"table {e.name}: WITHOUT ROWID/STRICT differ")
+        out.append(Difference("table", e.name, DIFFERS, "WITHOUT ROWID/STRICT differ"))
     out += _column_diff(e, a)
-    for name in sorted(e.indexes.keys() - a.indexes.keys()):
-        out.append(f"index {name} on {e.name}: missing")
-    for name in sorted(a.indexes.keys() - e.indexes.keys()):
-        out.append(f"index {name} on {e.name}: not expected (extra)")
+    on = f" on {e.name}"
+    out += _named("index", dict(sorted(e.indexes.items())), dict(sorted(a.indexes.items())), on)
     for name in sorted(e.indexes.keys() & a.indexes.keys()):
         if e.indexes[name] != a.indexes[name]:
-            out.append(f"index {name} on {e.name}: differs "
-                       f"({_index_text(e.indexes[name])} expected, {_index_text(a.indexes[name])} found)")
+            out.append(Difference("index", name + on, DIFFERS, "",
+                                  _index_text(e.indexes[name]), _index_text(a.indexes[name])))
     for fk in sorted(e.foreign_keys - a.foreign_keys, key=repr):
-        out.append(f"foreign key {fk.describe(e.name)}: missing or different")
+        out.append(Difference("foreign key", fk.describe(e.name), MISSING))
     for fk in sorted(a.foreign_keys - e.foreign_keys, key=repr):
-        out.append(f"foreign key {fk.describe(a.name)}: not expected (extra)")
+        out.append(Difference("foreign key", fk.describe(a.name), EXTRA))
     return out
 
 
-def _column_diff(e: Table, a: Table) -> list[str]:
-    out = []
+def _column_diff(e: Table, a: Table) -> list[Difference]:
     e_cols, a_cols = {c.name: c for c in e.columns}, {c.name: c for c in a.columns}
-    for name in [c.name for c in e.columns if c.name not in a_cols]:
-        out.append(f"column {e.name}.{name}: missing")
-    for name in [c.name for c in a.columns if c.name not in e_cols]:
-        out.append(f"column {a.name}.{name}: not expected (extra)")
-    for name in [c.name for c in e.columns if c.name in a_cols]:
+    out = _named("column", {f"{e.name}.{n}": c for n, c in e_cols.items()},
+                 {f"{a.name}.{n}": c for n, c in a_cols.items()})
+    for name in [n for n in e_cols if n in a_cols]:
         ec, ac = e_cols[name], a_cols[name]
         for attr in ("type", "notnull", "default", "pk", "hidden"):
             if getattr(ec, attr) != getattr(ac, attr):
-                out.append(f"column {e.name}.{name}: {attr} {getattr(ec, attr)!r} expected, "
-                           f"{getattr(ac, attr)!r} found")
+                out.append(Difference("column", f"{e.name}.{name}", DIFFERS, attr,
+                                      repr(getattr(ec, attr)), repr(getattr(ac, attr))))
     shared = [c for c in e_cols if c in a_cols]
     if not out and shared != [c for c in a_cols if c in e_cols]:
-        out.append(f"table {e.name}: column order differs")
+        out.append(Difference("table", e.name, DIFFERS, "column order differs"))
     return out
 
 

@@ -18,6 +18,7 @@ from . import ef
 from .backup import backups_of, check_backup, read_manifest
 from .commands import migration_statuses
 from .context import Context
+from .copying import integrity_pragma
 from .database import Database, quote, translated
 from .engine import HISTORY_TABLES, AppliedRecord, applied_migrations, replay
 from .errors import DatabaseUnavailable, MigrationFailed, UsageError
@@ -78,7 +79,7 @@ def verify(ctx: Context, full: bool = False) -> VerifyReport:
     problems = [f"{c.name}: {p}" for c in checks for p in c.problems]
     return VerifyReport(
         database=str(ctx.database), ok=not problems,
-        integrity_pragma=_pragma(full), checks=checks, problems=problems,
+        integrity_pragma=integrity_pragma(full), checks=checks, problems=problems,
         notes=[f"{mid}: no checksum recorded when applied; cannot tell whether its files changed"
                for mid, rec in applied.items() if rec.forward_sha256 is None],
         yoyo_history=list(applied), ef_history=ef_history,
@@ -102,12 +103,8 @@ def _check(name: str, run) -> Check:
     return Check(name, not problems, problems)
 
 
-def _pragma(full: bool) -> str:
-    return "integrity_check" if full else "quick_check"
-
-
 def integrity_problems(db: Database, full: bool = False) -> list[str]:
-    pragma = _pragma(full)
+    pragma = integrity_pragma(full)
     try:
         lines = [row[0] for row in db.rows(f"PRAGMA {pragma}")]
     except apsw.CorruptError as err:  # some damage stops the check instead of being listed
@@ -211,7 +208,7 @@ def checklist(ctx: Context, full: bool = False) -> ChecklistReport:
               for t in chat_tables],
             _item("every other managed table present and matching its history",
                   lambda: _others_match(db, migrations, applied, chat_tables)),
-            _item(f"database passes PRAGMA {_pragma(full)}",
+            _item(f"database passes PRAGMA {integrity_pragma(full)}",
                   lambda: _integrity_item(db, full)),
             _item("a backup taken before the rollback exists and matches its manifest",
                   lambda: _backup_item(db, ctx, full)),
@@ -292,7 +289,7 @@ def _backup_item(db: Database, ctx: Context, full: bool):
     check = check_backup(taken[-1], full=full)
     if not check.ok:
         return FAIL, f"{taken[-1]}: {'; '.join(check.problems)}"
-    return PASS, f"{taken[-1]} matches its manifest and passes {_pragma(full)}"
+    return PASS, f"{taken[-1]} matches its manifest and passes {integrity_pragma(full)}"
 
 
 def _taken_at(backup_path) -> datetime | None:

@@ -61,3 +61,19 @@ def test_column_order_is_part_of_the_schema(tmp_path):
     with connect(b) as c:
         c.execute("CREATE TABLE t(y, x)")
     assert schema.diff(snap(a, {"t"}), snap(b, {"t"})) == ["table t: column order differs"]
+
+
+def test_differences_are_data_and_each_side_words_them(tmp_path):
+    a, b = tmp_path / "a.db", tmp_path / "b.db"
+    with connect(a) as c:
+        c.execute("CREATE TABLE t(id TEXT, v INTEGER); CREATE INDEX ix ON t(v); CREATE TABLE gone(x)")
+    with connect(b) as c:
+        c.execute("CREATE TABLE t(id TEXT, v TEXT); CREATE INDEX ix ON t(id, v); CREATE TABLE new(x)")
+    found = schema.differences(snap(a, {"t", "gone"}), snap(b, {"t", "new"}))
+    assert [(d.kind, d.name, d.state) for d in found] == [
+        ("table", "gone", schema.MISSING), ("table", "new", schema.EXTRA),
+        ("column", "t.v", schema.DIFFERS), ("index", "ix on t", schema.DIFFERS)]
+    theirs = schema.Sides(missing="only here", extra="only there", expected="here", found="there")
+    assert [schema.render(d, theirs) for d in found] == [
+        "table gone: only here", "table new: only there",
+        "column t.v: type 'INTEGER' here, 'TEXT' there", "index ix on t: differs ((v) here, (id, v) there)"]
