@@ -8,13 +8,14 @@ from __future__ import annotations
 import apsw
 
 from ..database import Database
-from ..schema import Schema, Table, diff, snapshot
+from ..schema import Schema, Sides, Table, differences, render, snapshot
 from . import replay
 from .findings import ERROR, WARNING, Finding, finding
 from .sqlite_rules import dropped_table, is_not_transactional, rebuilt_tables
 from .sqltext import SqlFile, tokens
 
 _CASCADING = {"CASCADE", "SET NULL", "SET DEFAULT"}
+_ROUND_TRIP = Sides(missing="missing", extra="left over", expected="before", found="after")
 
 
 class SqliteScratch:
@@ -40,7 +41,7 @@ class SqliteScratch:
         return snapshot(self.db)
 
     def differences(self, before: Schema, after: Schema) -> list[str]:
-        return [line.replace("not expected (extra)", "left over") for line in diff(before, after)]
+        return [render(d, _ROUND_TRIP) for d in differences(before, after)]
 
 
 def check(migrations, files: dict[tuple[str, str], SqlFile]) -> list[Finding]:
