@@ -350,3 +350,14 @@ def test_postgresql_rules_stay_quiet_on_the_safe_patterns(tmp_path, statement):
 def test_postgresql_syntax_error_is_a_finding_at_its_line(tmp_path):
     (f,) = pg_lint(tmp_path, "SELECT 1;\nCREATE TABLE (;\n")
     assert (f["rule"], f["line"]) == ("syntax", 5)
+
+
+def test_rehearse_warns_with_lint_errors_of_the_rollback_it_rehearses(tmp_path):
+    d = sql_dir(tmp_path, "CREATE TABLE n (a);\n",
+                "-- LOSES every row of n.\nPRAGMA foreign_keys = OFF;\nDROP TABLE n;\n")
+    db = tmp_path / "x.db"
+    assert cli("--sql-dir", d, "--database", db, "apply").exit_code == 0
+    result = cli("--sql-dir", d, "--database", db, "rehearse", "--to", BASE, "--memory")
+    assert result.exit_code == 0, result.stderr
+    assert (f"orchestra-schema: warning: lint: {d / CHANGE}.rollback.sql:4: "
+            "pragma-in-transaction:") in result.stderr
