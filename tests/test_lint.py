@@ -63,6 +63,12 @@ def test_the_projects_own_sql_has_no_finding():
     assert "0 error(s), 0 warning(s) in 4 file(s)" in result.stderr
 
 
+def test_the_projects_postgresql_sql_has_no_finding_without_a_server():
+    pg_sql = Path(__file__).resolve().parent.parent / "sql" / "postgresql"
+    result = cli("--sql-dir", pg_sql, "lint", "--dialect", "postgresql", "--strict")
+    assert (result.exit_code, result.stdout) == (0, ""), result.stdout
+
+
 def test_a_finding_is_one_line_file_line_rule_message_and_exit_1(tmp_path):
     d = sql_dir(tmp_path, "CREATE TABLE n (a);\n\nDELETE FROM t;\n", "DROP TABLE n;\n")
     result = cli("--sql-dir", d, "lint")
