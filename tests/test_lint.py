@@ -38,7 +38,7 @@ ROLLBACK_HEADER = "-- Rolls back the change.\n\n"
 def sql_dir(tmp_path: Path, forward: str, rollback: str | None = "", *, header=HEADER,
             rollback_header=ROLLBACK_HEADER) -> Path:
     d = tmp_path / "sql"
-    d.mkdir(exist_ok=True)
+    d.mkdir(parents=True, exist_ok=True)
     (d / f"{BASE}.sql").write_text(BASE_SQL)
     (d / f"{BASE}.rollback.sql").write_text(BASE_ROLLBACK)
     (d / f"{CHANGE}.sql").write_text(header + forward)
@@ -142,7 +142,7 @@ def test_round_trip_reports_a_statement_that_fails_at_its_line(tmp_path):
 def test_no_rollback(tmp_path):
     assert only(lint(sql_dir(tmp_path, "CREATE TABLE n (a);\n", None))[1], "no-rollback")[0][
         "line"] == 1
-    assert only(lint(sql_dir(tmp_path / "b" if (tmp_path / "b").mkdir() is None else None, "SELECT 1;\n", ""))[1], "no-rollback") == []
+    assert only(lint(sql_dir(tmp_path / "b", "SELECT 1;\n", ""))[1], "no-rollback") == []
 
 
 @pytest.mark.parametrize("statement, what", [
@@ -170,7 +170,7 @@ def test_data_loss_declared_in_the_header_is_intended(tmp_path):
     header = f"-- Empties t.\n-- LOSES: every row of t.\n-- depends: {BASE}\n\n"
     assert only(lint(sql_dir(tmp_path, "DELETE FROM t;\n", header=header))[1], "data-loss") == []
     other = f"-- Empties a table.\n-- LOSES: every row of child.\n-- depends: {BASE}\n\n"
-    assert only(lint(sql_dir(tmp_path / "b" if (tmp_path / "b").mkdir() is None else None, "DELETE FROM t;\n", header=other))[1], "data-loss")
+    assert only(lint(sql_dir(tmp_path / "b", "DELETE FROM t;\n", header=other))[1], "data-loss")
 
 
 def test_data_loss_in_a_rollback_is_a_warning(tmp_path):
@@ -191,7 +191,7 @@ def test_header_missing_is_an_error(tmp_path):
 def test_header_without_depends_after_the_first_migration(tmp_path):
     (f,) = only(lint(sql_dir(tmp_path, "SELECT 1;\n", "", header="-- A change.\n\n"))[1], "header")
     assert "`-- depends:`" in f["message"]
-    assert only(lint(sql_dir(tmp_path / "b" if (tmp_path / "b").mkdir() is None else None, "SELECT 1;\n", ""))[1], "header") == []
+    assert only(lint(sql_dir(tmp_path / "b", "SELECT 1;\n", ""))[1], "header") == []
 
 
 def test_header_with_todo_is_a_warning(tmp_path):
@@ -302,7 +302,7 @@ CREATE TABLE t (id integer PRIMARY KEY, name text, note text, p integer);
 
 def pg_dir(tmp_path: Path, forward: str, rollback: str = "") -> Path:
     d = tmp_path / "pg"
-    d.mkdir()
+    d.mkdir(parents=True)
     (d / f"{BASE}.sql").write_text(PG_BASE)
     (d / f"{BASE}.rollback.sql").write_text("-- Drops t.\n-- LOSES every row of t.\n\n"
                                             "DROP TABLE t;\n")

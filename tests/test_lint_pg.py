@@ -33,19 +33,20 @@ def test_the_projects_postgresql_sql_has_no_finding_with_a_server(pgdb):
 def test_round_trip_names_what_the_rollback_leaves_behind(pgdb, tmp_path):
     d = pg_dir(tmp_path, "CREATE TABLE n (a integer PRIMARY KEY);\nCREATE TABLE m (b integer);\n"
                          "ALTER TABLE m ADD CONSTRAINT m_b CHECK (b > 0);\n",
-               "-- LOSES every row of n and m.\nALTER TABLE m DROP CONSTRAINT m_b;\nDROP TABLE n;\n")
+               "-- LOSES every row of n and m.\n"
+               "ALTER TABLE m DROP CONSTRAINT m_b;\nDROP TABLE n;\n")
     (f,) = only(pg_lint(pgdb.url, d)[1], "round-trip")
     assert f["file"].endswith(f"{CHANGE}.rollback.sql") and f["line"] == 4
     assert "table m: left over" in f["message"] and "table n" not in f["message"]
-    clean = pg_dir(tmp_path / "b" if (tmp_path / "b").mkdir() is None else None,
-                   "CREATE TABLE n (a integer PRIMARY KEY);\n",
+    clean = pg_dir(tmp_path / "b", "CREATE TABLE n (a integer PRIMARY KEY);\n",
                    "-- LOSES every row of n.\nDROP TABLE n;\n")
     assert pg_lint(pgdb.url, clean)[1] == []
 
 
 def test_round_trip_names_what_the_rollback_drops_too_much(pgdb, tmp_path):
     d = pg_dir(tmp_path, "CREATE TABLE n (a integer);\n",
-               "-- LOSES every row of n and t's note.\nDROP TABLE n;\nALTER TABLE t DROP COLUMN note;\n")
+               "-- LOSES every row of n and t's note.\n"
+               "DROP TABLE n;\nALTER TABLE t DROP COLUMN note;\n")
     (f,) = only(pg_lint(pgdb.url, d)[1], "round-trip")
     assert "column t.note: missing" in f["message"]
 
@@ -65,11 +66,13 @@ def test_committed_postgresql_schema_file_is_current(pgdb):
 def test_postgresql_schema_check_shows_the_change(pgdb, tmp_path):
     d = pg_dir(tmp_path, "CREATE TABLE n (a integer PRIMARY KEY);\n",
                "-- LOSES every row of n.\nDROP TABLE n;\n")
-    (tmp_path / "schema.sql").write_text(
-        cli("--database", pgdb.url, "--sql-dir", d, "schema").stdout.replace("integer", "bigint", 1))
-    result = cli("--database", pgdb.url, "--sql-dir", d, "schema", "--check", tmp_path / "schema.sql")
+    on_server = ("--database", pgdb.url, "--sql-dir", d, "schema")
+    committed = tmp_path / "schema.sql"
+    committed.write_text(cli(*on_server).stdout.replace("integer", "bigint", 1))
+    result = cli(*on_server, "--check", committed)
     assert result.exit_code == 1
-    assert "-    a bigint NOT NULL," in result.stdout and "+    a integer NOT NULL," in result.stdout
+    assert "-    a bigint NOT NULL," in result.stdout
+    assert "+    a integer NOT NULL," in result.stdout
 
 
 def test_no_password_in_any_output(pgdb, tmp_path):

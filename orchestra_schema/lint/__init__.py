@@ -109,7 +109,8 @@ def _targets(sql_dir: Path, paths) -> list[tuple[Path, set[str] | None]]:
             targets[path] = None
         elif path.is_file() and path.suffix == ".sql":
             name = path.name
-            mid = name[: -len(mig.ROLLBACK_SUFFIX)] if name.endswith(mig.ROLLBACK_SUFFIX) else path.stem
+            rollback = name.endswith(mig.ROLLBACK_SUFFIX)
+            mid = name[: -len(mig.ROLLBACK_SUFFIX)] if rollback else path.stem
             ids = targets.setdefault(path.parent, set())
             if ids is not None:
                 ids.add(mid)

@@ -23,6 +23,8 @@ VOLATILE = {"random", "gen_random_uuid", "uuid_generate_v1", "uuid_generate_v1mc
             "random_normal", "setseed"}
 SERIAL = {"serial", "serial2", "serial4", "serial8", "smallserial", "bigserial"}
 
+_CONSTRAINT_KINDS = {ConstrType.CONSTR_FOREIGN: "FOREIGN KEY", ConstrType.CONSTR_CHECK: "CHECK",
+                     ConstrType.CONSTR_PRIMARY: "PRIMARY KEY", ConstrType.CONSTR_UNIQUE: "UNIQUE"}
 _LATER = ("in a later migration `ALTER TABLE {t} VALIDATE CONSTRAINT ...` (SHARE UPDATE "
           "EXCLUSIVE: reads and writes go on while it scans)")
 
@@ -148,8 +150,7 @@ def _walk(node):
 
 def _constraint(s: _File, table: str, c: ast.Constraint, line: int) -> None:
     name = c.conname or "(unnamed)"
-    kind = {ConstrType.CONSTR_FOREIGN: "FOREIGN KEY", ConstrType.CONSTR_CHECK: "CHECK",
-            ConstrType.CONSTR_PRIMARY: "PRIMARY KEY", ConstrType.CONSTR_UNIQUE: "UNIQUE"}.get(c.contype)
+    kind = _CONSTRAINT_KINDS.get(c.contype)
     if c.contype in (ConstrType.CONSTR_FOREIGN, ConstrType.CONSTR_CHECK) and not c.skip_validation:
         lock = ("a SHARE ROW EXCLUSIVE lock on both tables: writes to both wait"
                 if c.contype == ConstrType.CONSTR_FOREIGN
@@ -178,19 +179,24 @@ def _rename(s: _File, stmt: ast.RenameStmt, line: int) -> None:
 
 
 def _losses(s: _File, stmt, line: int) -> None:
-    found: list[tuple[str, str]] = []
-    if isinstance(stmt, ast.DropStmt) and stmt.removeType == ObjectType.OBJECT_TABLE:
-        found = [(n[-1].sval, f"DROP TABLE {n[-1].sval} deletes every row of it") for n in stmt.objects]
-    elif isinstance(stmt, ast.AlterTableStmt):
-        table = stmt.relation.relname
-        found = [(table, f"DROP COLUMN {cmd.name} deletes its value in every row of {table}")
-                 for cmd in stmt.cmds or () if cmd.subtype == AT.AT_DropColumn]
-    elif isinstance(stmt, ast.DeleteStmt) and stmt.whereClause is None:
-        found = [(stmt.relation.relname, f"DELETE without WHERE deletes every row of {stmt.relation.relname}")]
-    elif isinstance(stmt, ast.UpdateStmt) and stmt.whereClause is None:
-        found = [(stmt.relation.relname, f"UPDATE without WHERE overwrites every row of {stmt.relation.relname}")]
-    elif isinstance(stmt, ast.TruncateStmt):
-        found = [(r.relname, f"TRUNCATE {r.relname} deletes every row of it") for r in stmt.relations]
-    for table, what in found:
+    for table, what in _lost(stmt):
         if (x := loss(s.f, line, table, what)):
             s.out.append(x)
+
+
+def _lost(stmt) -> list[tuple[str, str]]:
+    """(table, how the statement loses its data) for each table it does."""
+    every = "deletes every row of it"
+    if isinstance(stmt, ast.DropStmt) and stmt.removeType == ObjectType.OBJECT_TABLE:
+        return [(n[-1].sval, f"DROP TABLE {n[-1].sval} {every}") for n in stmt.objects]
+    if isinstance(stmt, ast.TruncateStmt):
+        return [(r.relname, f"TRUNCATE {r.relname} {every}") for r in stmt.relations]
+    table = getattr(getattr(stmt, "relation", None), "relname", None)
+    if isinstance(stmt, ast.AlterTableStmt):
+        return [(table, f"DROP COLUMN {cmd.name} deletes its value in every row of {table}")
+                for cmd in stmt.cmds or () if cmd.subtype == AT.AT_DropColumn]
+    if isinstance(stmt, ast.DeleteStmt) and stmt.whereClause is None:
+        return [(table, f"DELETE without WHERE deletes every row of {table}")]
+    if isinstance(stmt, ast.UpdateStmt) and stmt.whereClause is None:
+        return [(table, f"UPDATE without WHERE overwrites every row of {table}")]
+    return []

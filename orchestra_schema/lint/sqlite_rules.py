@@ -100,7 +100,8 @@ def losses(toks: list[Token], rebuilt: set[str]) -> list[tuple[str, str]]:
     """(table, what) for each way the statement loses rows. A rebuilt table's drop keeps them."""
     table = dropped_table(toks)
     if table:
-        return [] if table.lower() in rebuilt else [(table, f"DROP TABLE {table} deletes every row of it")]
+        rows_kept = table.lower() in rebuilt
+        return [] if rows_kept else [(table, f"DROP TABLE {table} deletes every row of it")]
     table, rest = altered(toks)
     if table and rest and rest[0].word == "DROP":
         column = _name_at(rest, _after(rest, 1, "COLUMN"))
@@ -134,16 +135,24 @@ def check_file(f: SqlFile) -> list[Finding]:
     rebuilt = rebuilt_tables(f.statements)
     for st in f.statements:
         toks = tokens(st.sql)
-        if first_word(toks) == "PRAGMA":
-            name = (_name_at(toks, 1) or "").lower()
-            if name in _PRAGMAS:
-                out.append(finding(f, st.line, "pragma-in-transaction", ERROR,
-                                   f"PRAGMA {name} {_PRAGMAS[name]}; remove it"))
-        if is_not_transactional(toks):
-            out.append(finding(
-                f, st.line, "not-transactional", ERROR,
-                f"{first_word(toks)} cannot run inside the transaction orchestra-schema runs each "
-                "migration in (it would fail, or end that transaction early); remove it"
-                + ("; VACUUM the database outside migrations" if first_word(toks) == "VACUUM" else "")))
+        out += _pragma(f, st, toks) + _transaction(f, st, toks)
         out += [x for table, what in losses(toks, rebuilt) if (x := loss(f, st.line, table, what))]
     return out
+
+
+def _pragma(f: SqlFile, st: Statement, toks: list[Token]) -> list[Finding]:
+    name = (_name_at(toks, 1) or "").lower() if first_word(toks) == "PRAGMA" else ""
+    if name not in _PRAGMAS:
+        return []
+    return [finding(f, st.line, "pragma-in-transaction", ERROR,
+                    f"PRAGMA {name} {_PRAGMAS[name]}; remove it")]
+
+
+def _transaction(f: SqlFile, st: Statement, toks: list[Token]) -> list[Finding]:
+    if not is_not_transactional(toks):
+        return []
+    word = first_word(toks)
+    vacuum = "; VACUUM the database outside migrations" if word == "VACUUM" else ""
+    return [finding(f, st.line, "not-transactional", ERROR,
+                    f"{word} cannot run inside the transaction orchestra-schema runs each migration "
+                    f"in (it would fail, or end that transaction early); remove it{vacuum}")]

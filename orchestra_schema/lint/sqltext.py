@@ -42,8 +42,8 @@ class Header:
 
     def declares_loss_of(self, table: str) -> bool:
         """A `LOSES` line, and the table named in the header: the loss is intended."""
-        return ("LOSES" in self.text
-                and re.search(rf"(?<![\w\"]){re.escape(table)}(?![\w\"])", self.text, re.I) is not None)
+        named = re.search(rf"(?<![\w\"]){re.escape(table)}(?![\w\"])", self.text, re.I)
+        return "LOSES" in self.text and named is not None
 
 
 def read_header(text: str) -> Header:
