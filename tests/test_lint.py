@@ -367,3 +367,15 @@ def test_rehearse_warns_with_lint_errors_of_the_rollback_it_rehearses(tmp_path):
     assert result.exit_code == 0, result.stderr
     assert (f"orchestra-schema: warning: lint: {d / CHANGE}.rollback.sql:4: "
             "pragma-in-transaction:") in result.stderr
+
+
+def test_rebuild_by_renaming_the_old_table_first_loses_what_it_took_along(tmp_path):
+    rebuild = ("ALTER TABLE t RENAME TO t_old;\n"
+               "CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT, note TEXT);\n"
+               "INSERT INTO t SELECT id, name, note FROM t_old;\nDROP TABLE t_old;\n")
+    found = lint(sql_dir(tmp_path, rebuild, ""))[1]
+    (f,) = only(found, "rebuild-loses")
+    assert f["line"] == 7
+    for lost in ("index ix_t_name", "trigger tr_t", "the foreign key of child"):
+        assert lost in f["message"]
+    assert only(found, "data-loss") == []

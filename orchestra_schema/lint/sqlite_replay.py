@@ -11,7 +11,7 @@ from ..database import Database
 from ..schema import Schema, Sides, Table, differences, render, snapshot
 from . import replay
 from .findings import ERROR, WARNING, Finding, finding
-from .sqlite_rules import dropped_table, is_not_transactional, rebuilt_tables
+from .sqlite_rules import dropped_table, is_not_transactional, rebuilds
 from .sqltext import SqlFile, tokens
 
 _CASCADING = {"CASCADE", "SET NULL", "SET DEFAULT"}
@@ -64,23 +64,26 @@ def _drops(f: SqlFile):
 
 
 def _rebuild_loses(f: SqlFile, before: Schema, after: Schema) -> list[Finding]:
-    """A table dropped and replaced by a renamed copy must get its indexes and triggers back."""
+    """A rebuilt table must get back every index and trigger its old copy took with it."""
     out = []
-    rebuilt = rebuilt_tables(f.statements)
-    for st, name in _drops(f):
-        old, new = _table(before, name), _table(after, name)
-        if name.lower() not in rebuilt or old is None or new is None:
+    for r in rebuilds(f.statements):
+        old, new = _table(before, r.table), _table(after, r.table)
+        if old is None or new is None:
             continue
         shapes = {(ix.unique, ix.partial, ix.columns) for ix in new.indexes.values()}
         lost = [f"index {ix.name}" for ix in old.indexes.values()
                 if ix.origin == "c" and ix.name not in new.indexes
                 and (ix.unique, ix.partial, ix.columns) not in shapes]
         lost += [f"trigger {n}" for n, (kind, _, tbl) in sorted(before.others.items())
-                 if kind == "trigger" and tbl.lower() == name.lower() and n not in after.others]
+                 if kind == "trigger" and tbl.lower() == r.table.lower() and n not in after.others]
+        lost += [f"the foreign key of {t.name} (RENAME pointed it at {r.dropped}, now dropped)"
+                 for t in after.tables.values() for fk in t.foreign_keys
+                 if fk.parent.lower() == r.dropped.lower() != r.table.lower()]
         if lost:
-            out.append(finding(f, st.line, "rebuild-loses", ERROR,
-                               f"the rebuild of {old.name} loses {', '.join(lost)} (dropped with "
-                               f"the old table); create each again on the new table"))
+            out.append(finding(f, r.line, "rebuild-loses", ERROR,
+                               f"the rebuild of {old.name} loses {', '.join(lost)}; create each "
+                               "again on the new table (build it under a new name, copy, drop the "
+                               "old table, rename the new one: SQLite's documented order)"))
     return out
 
 

@@ -8,6 +8,8 @@ sqlite_replay, which runs the files.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from .findings import ERROR, Finding, finding, loss
 from .sqltext import SqlFile, Statement, Token, tokens
 
@@ -68,11 +70,19 @@ def altered(toks: list[Token]) -> tuple[str | None, list[Token]]:
     return _name_at(toks, 2), toks[_skip_name(toks, 2):]
 
 
-def renamed_to(toks: list[Token]) -> str | None:
+def renamed(toks: list[Token]) -> tuple[str, str] | None:
+    """ALTER TABLE old RENAME TO new: (old, new)."""
     table, rest = altered(toks)
-    if table and [t.word for t in rest[:2]] == ["RENAME", "TO"]:
-        return _name_at(rest, 2)
+    if table and [t.word for t in rest[:2]] == ["RENAME", "TO"] and (new := _name_at(rest, 2)):
+        return table, new
     return None
+
+
+def created_table(toks: list[Token]) -> str | None:
+    words = [t.word for t in toks[:3]]
+    if words[:1] != ["CREATE"] or "TABLE" not in words:
+        return None
+    return _name_at(toks, _after(toks, words.index("TABLE") + 1, "IF", "NOT", "EXISTS"))
 
 
 def _top_level(toks: list[Token]):
@@ -97,6 +107,7 @@ def _dml_start(toks: list[Token]) -> int:
 
 
 def losses(toks: list[Token], rebuilt: set[str]) -> list[tuple[str, str]]:
+    # rebuilt: lower-case names of the old copies the file's rebuilds drop
     """(table, what) for each way the statement loses rows. A rebuilt table's drop keeps them."""
     table = dropped_table(toks)
     if table:
@@ -118,21 +129,39 @@ def losses(toks: list[Token], rebuilt: set[str]) -> list[tuple[str, str]]:
     return []
 
 
-def rebuilt_tables(statements: list[Statement]) -> set[str]:
-    """Tables dropped and then replaced by a renamed copy in the same file (lower case)."""
-    dropped, renamed = set(), set()
+@dataclass(frozen=True)
+class Rebuild:
+    """A table replaced by a new copy in one file; its rows are copied, not lost."""
+
+    table: str  # its name, before and after
+    dropped: str  # the name its old copy is dropped under: its own, or the one it was renamed to
+    line: int  # that DROP TABLE
+
+
+def rebuilds(statements: list[Statement]) -> list[Rebuild]:
+    """Both ways of rebuilding: new, copy, DROP T, RENAME new TO T (SQLite's documented one,
+    EF Core's) and RENAME T TO old, new T, copy, DROP old."""
+    dropped, renamed_from, created, found = {}, {}, set(), []
     for st in statements:
         toks = tokens(st.sql)
-        if (t := dropped_table(toks)):
-            dropped.add(t.lower())
-        if (t := renamed_to(toks)) and t.lower() in dropped:
-            renamed.add(t.lower())
-    return renamed
+        if (table := dropped_table(toks)):
+            origin = renamed_from.get(table.lower())
+            if origin and origin.lower() in created:
+                found.append(Rebuild(origin, table, st.line))
+            dropped[table.lower()] = (table, st.line)
+        elif (table := created_table(toks)):
+            created.add(table.lower())
+        elif (pair := renamed(toks)):
+            old, new = pair
+            if new.lower() in dropped:
+                found.append(Rebuild(new, *dropped[new.lower()]))
+            renamed_from[new.lower()] = old
+    return found
 
 
 def check_file(f: SqlFile) -> list[Finding]:
     out: list[Finding] = []
-    rebuilt = rebuilt_tables(f.statements)
+    rebuilt = {r.dropped.lower() for r in rebuilds(f.statements)}
     for st in f.statements:
         toks = tokens(st.sql)
         out += _pragma(f, st, toks) + _transaction(f, st, toks)
