@@ -18,6 +18,7 @@ from pathlib import Path
 import apsw
 
 from . import files
+from .database import open_immutable
 from .context import Context
 from .copying import Progress, chain, integrity_of, integrity_pragma, new_backup
 from .errors import DatabaseCorrupt, DatabaseUnavailable, Refused, UsageError
@@ -216,7 +217,7 @@ def check_backup(path: Path, full: bool = True) -> BackupCheck:
     if truncated:
         check.problems.append(truncated)
     try:
-        conn = files.open_immutable(path)
+        conn = open_immutable(path)
     except apsw.Error as err:
         check.problems.append(f"cannot be opened: {err}")
         return check

@@ -19,7 +19,7 @@ from typing import Callable, Iterator
 import apsw
 
 from . import files, rawcopy
-from .database import Database, translated
+from .database import Database, connect, open_immutable, translated
 from .engine import applied_migrations
 from .errors import DatabaseUnavailable, OrchestraError
 
@@ -123,7 +123,7 @@ def _copy_raw(source: Path, staged: files.Staged, progress: Progress | None,
 
 def _copy_through_sqlite(src: apsw.Connection, staged: files.Staged, progress: Progress | None,
                          timeout: float) -> tuple[str, int]:
-    dest = apsw.Connection(str(staged.path))
+    dest = connect(staged.path)
     try:
         # The copy is discarded unless complete, so no journal and no syncs
         # until the one fsync before it is published.
@@ -253,7 +253,7 @@ def inspect(path: Path, full: bool, integrity: str | None = None) -> Inspection:
     integrity: the quick_check result already found for these bytes (not run again).
     """
     check = integrity_pragma(full)
-    conn = files.open_immutable(path)
+    conn = open_immutable(path)
     try:
         integrity = integrity or integrity_of(conn, check)
         pages = conn.execute("PRAGMA page_count").fetchone()[0]

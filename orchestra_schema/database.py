@@ -1,5 +1,9 @@
 """The one way this tool opens SQLite: apsw, with a busy timeout, errors mapped.
 
+`Database` is a connection for commands (foreign keys off, the file proved to be
+SQLite); `connect` and `open_immutable` are bare connections for the copies and
+snapshots that want nothing but SQLite's own view of a file.
+
 Python's sqlite3 module is never imported: it links another copy of SQLite,
 and two copies in one process can silently drop each other's POSIX locks
 (sqlite.org, How To Corrupt An SQLite Database File, 2.2.1).
@@ -9,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import urllib.parse
 from pathlib import Path
 
 import apsw
@@ -62,6 +67,20 @@ def translated(path: Path, doing: str):
         raise mapped from err
 
 
+def connect(path: Path, *, flags: int = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE,
+            timeout: float = DEFAULT_TIMEOUT, vfs: str | None = None) -> apsw.Connection:
+    """A bare connection; the path is taken literally, never as a URI."""
+    conn = apsw.Connection(str(path), flags=flags, vfs=vfs)
+    conn.setbusytimeout(int(timeout * 1000))
+    return conn
+
+
+def open_immutable(path: Path) -> apsw.Connection:
+    """Read a file nobody writes to: no locks, no -wal or -shm created beside it."""
+    uri = "file:" + urllib.parse.quote(str(Path(path).absolute())) + "?immutable=1"
+    return apsw.Connection(uri, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+
+
 class Database:
     """An apsw connection to one database file, foreign keys off, busy timeout set."""
 
@@ -99,8 +118,7 @@ class Database:
     @classmethod
     def _connect(cls, path: Path, flags: int, timeout: float, readonly: bool,
                  vfs: str | None = None) -> "Database":
-        conn = apsw.Connection(str(path), flags=flags, vfs=vfs)
-        conn.setbusytimeout(int(timeout * 1000))
+        conn = connect(path, flags=flags, timeout=timeout, vfs=vfs)
         db = cls(path, conn, readonly)
         # Reading the schema proves it is SQLite; schema changes want FKs off.
         conn.execute("PRAGMA foreign_keys = OFF")

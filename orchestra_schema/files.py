@@ -20,7 +20,6 @@ import secrets
 import shutil
 import struct
 import sys
-import urllib.parse
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -217,12 +216,6 @@ def sha256(path: Path) -> str:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def open_immutable(path: Path) -> apsw.Connection:
-    """Read a file nobody writes to: no locks, no -wal or -shm created beside it."""
-    uri = "file:" + urllib.parse.quote(str(Path(path).absolute())) + "?immutable=1"
-    return apsw.Connection(uri, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
 
 
 def header(path: Path) -> bytes:

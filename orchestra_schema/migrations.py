@@ -8,10 +8,11 @@ one process cannot see each other's migrations.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from yoyo.migrations import read_sql_migration
@@ -210,8 +211,8 @@ def new_pair(sql_dir: Path, name: str, now: datetime | None = None) -> tuple[Pat
 
 def _next_stamp(existing: list[MigrationFile], now: datetime | None) -> str:
     """UTC yyyyMMddHHmmss like EF Core's ids, always after the newest existing one."""
-    stamp = int((now or datetime.now(timezone.utc)).strftime("%Y%m%d%H%M%S"))
-    prefixes = [int(m.id[:14]) for m in existing if m.id[:14].isdigit()]
-    if prefixes and stamp <= max(prefixes):
-        stamp = max(prefixes) + 1
-    return str(stamp)
+    stamp = (now or datetime.now(timezone.utc)).replace(microsecond=0, tzinfo=None)
+    for m in existing:
+        with contextlib.suppress(ValueError):  # ids that do not start with a time are not ordered by it
+            stamp = max(stamp, datetime.strptime(m.id[:14], "%Y%m%d%H%M%S") + timedelta(seconds=1))
+    return stamp.strftime("%Y%m%d%H%M%S")

@@ -32,6 +32,7 @@ from typing import Callable, Iterator
 
 import apsw
 
+from .database import connect
 from .errors import DatabaseUnavailable
 
 CHUNK = 4 << 20  # bytes per read and write: with direct I/O, a WAL commit waits at most one chunk
@@ -140,9 +141,7 @@ def _begin(conn: apsw.Connection) -> None:
 
 def _connect(path: Path, readonly: bool, wait: float) -> apsw.Connection:
     flags = apsw.SQLITE_OPEN_READONLY if readonly else apsw.SQLITE_OPEN_READWRITE
-    conn = apsw.Connection(str(path), flags=flags)
-    conn.setbusytimeout(int(wait * 1000))
-    return conn
+    return connect(path, flags=flags, timeout=wait)
 
 
 def _mode(conn: apsw.Connection) -> str:

@@ -23,7 +23,7 @@ from . import files, salvage
 from .backup import health, trusted_backup
 from .copying import Progress, integrity_of
 from .context import Context
-from .database import Database, quote
+from .database import Database, open_immutable, quote
 from .engine import HISTORY_TABLES, applied_migrations, apply_one
 from .errors import CheckFailed, DatabaseCorrupt, DatabaseUnavailable, OrchestraError, Refused
 from .migrations import ancestors
@@ -137,7 +137,7 @@ def _rebuild(ctx: Context, path: Path, migrations, result: RecoverResult, progre
 
 def _open_source(ctx: Context, result: RecoverResult) -> Database | None:
     if result.from_backup:
-        return Database(result.source, files.open_immutable(result.source), readonly=True)
+        return Database(result.source, open_immutable(result.source), readonly=True)
     try:
         return Database.open(ctx.database, readonly=True, timeout=ctx.timeout)
     except DatabaseCorrupt as err:

@@ -18,7 +18,7 @@ from . import files
 from .backup import discard, health, safety_copy, trusted_backup
 from .copying import Progress, copy_pages, integrity_of, replace_live
 from .context import Context
-from .database import Database, translated
+from .database import Database, open_immutable, translated
 from .engine import applied_migrations
 from .errors import Busy, DatabaseCorrupt, Refused
 from .schema import Sides, differences, render, snapshot
@@ -70,7 +70,7 @@ def restore(ctx: Context, backup_path: Path, yes: bool = False, make_backup: boo
 def _restore_into_live(ctx: Context, result: RestoreResult, yes: bool, make_backup: bool,
                        progress) -> None:
     healthy = result.live_integrity == "ok"
-    source = files.open_immutable(result.restored_from)
+    source = open_immutable(result.restored_from)
     try:
         if healthy:
             with ctx.open(readonly=True) as live:
@@ -148,7 +148,7 @@ def _replace_file(ctx: Context, result: RestoreResult, progress) -> None:
         result.backup = result.backup or result.moved_aside[0]
         return database
 
-    source = files.open_immutable(result.restored_from)
+    source = open_immutable(result.restored_from)
     try:
         files.check_free_space(database.parent, result.restored_from.stat().st_size)
         replace_live(source, result.restored_from, database, publish, progress=progress,

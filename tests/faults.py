@@ -22,6 +22,7 @@ from pathlib import Path
 
 from conftest import connect
 from orchestra_schema import files
+from orchestra_schema.database import open_immutable
 from orchestra_schema.backup import check_backup
 
 ROWS = 20000
@@ -124,7 +125,7 @@ def _open(path: Path, readonly: bool):
         with connect(path) as c:
             yield c
         return
-    c = files.open_immutable(path)
+    c = open_immutable(path)
     try:
         yield c
     finally:

@@ -1,5 +1,6 @@
 """Bad input: one clear line, the documented exit code, and no change to any file."""
 
+import apsw
 import pytest
 
 from conftest import CHAT, CORE, cli, file_state, history, run, tables
@@ -168,3 +169,17 @@ def test_new_refuses_to_edit_the_installed_sql():
     before = sorted(p.name for p in default_sql_dir().iterdir())
     assert_error(cli("new", "more"), 2, "--sql-dir")
     assert sorted(p.name for p in default_sql_dir().iterdir()) == before
+
+
+@pytest.mark.parametrize("failure", [KeyboardInterrupt, lambda: apsw.ConstraintError("unmapped")])
+def test_an_interrupted_first_apply_leaves_no_empty_file(tmp_path, monkeypatch, failure):
+    from orchestra_schema import commands
+    from orchestra_schema.context import Context
+
+    def fail(db, m):
+        raise failure()
+    monkeypatch.setattr(commands, "apply_one", fail)
+    path = tmp_path / "new.db"
+    with pytest.raises((KeyboardInterrupt, apsw.Error)):
+        commands.apply(Context(path))
+    assert not path.exists()
