@@ -379,3 +379,12 @@ def test_rebuild_by_renaming_the_old_table_first_loses_what_it_took_along(tmp_pa
     for lost in ("index ix_t_name", "trigger tr_t", "the foreign key of child"):
         assert lost in f["message"]
     assert only(found, "data-loss") == []
+
+
+def test_round_trip_sees_a_check_constraint_the_rollback_does_not_restore(tmp_path):
+    forward = ("CREATE TABLE t_new (id INTEGER PRIMARY KEY, name TEXT CHECK (name <> ''), note TEXT);\n"
+               "INSERT INTO t_new SELECT id, name, note FROM t;\nDROP TABLE t;\n"
+               "ALTER TABLE t_new RENAME TO t;\nCREATE INDEX ix_t_name ON t (name);\n"
+               "CREATE TRIGGER tr_t AFTER INSERT ON t BEGIN SELECT 1; END;\n")
+    (f,) = only(lint(sql_dir(tmp_path, forward, ""))[1], "round-trip")
+    assert "table t: its definition differs" in f["message"]

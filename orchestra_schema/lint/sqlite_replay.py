@@ -5,6 +5,8 @@ implicit-delete.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import apsw
 
 from ..database import Database
@@ -37,11 +39,31 @@ class SqliteScratch:
         self.db.execute("COMMIT")
         return None
 
-    def snapshot(self) -> Schema:
-        return snapshot(self.db)
+    def snapshot(self) -> Taken:
+        bodies = {name: _body(sql) for name, sql in self.db.rows(
+            "SELECT name, sql FROM sqlite_schema WHERE type = 'table' AND sql IS NOT NULL")}
+        return Taken(snapshot(self.db), bodies)
 
-    def differences(self, before: Schema, after: Schema) -> list[str]:
-        return [render(d, _ROUND_TRIP) for d in differences(before, after)]
+    def differences(self, before: Taken, after: Taken) -> list[str]:
+        found = differences(before.schema, after.schema)
+        named = {d.name for d in found if d.kind == "table"}
+        return [render(d, _ROUND_TRIP) for d in found] + [
+            f"table {name}: its definition differs (a CHECK, COLLATE or other constraint)"
+            for name, body in before.bodies.items()
+            if name in after.bodies and after.bodies[name] != body and name not in named]
+
+
+@dataclass
+class Taken:
+    """The structure schema.py compares, and each table's definition (what it leaves out)."""
+
+    schema: Schema
+    bodies: dict[str, str]
+
+
+def _body(create_sql: str) -> str:
+    """CREATE TABLE's text from its column list on, spaces normalized: RENAME rewrites the name."""
+    return " ".join(create_sql[create_sql.find("("):].split())
 
 
 def check(migrations, files: dict[tuple[str, str], SqlFile]) -> list[Finding]:
@@ -49,8 +71,9 @@ def check(migrations, files: dict[tuple[str, str], SqlFile]) -> list[Finding]:
         return replay.check(SqliteScratch(db), migrations, files, _schema_rules)
 
 
-def _schema_rules(f: SqlFile, before: Schema, after: Schema) -> list[Finding]:
-    return _rebuild_loses(f, before, after) + _implicit_delete(f, before, after)
+def _schema_rules(f: SqlFile, before: Taken, after: Taken) -> list[Finding]:
+    b, a = before.schema, after.schema
+    return _rebuild_loses(f, b, a) + _implicit_delete(f, b, a)
 
 
 def _table(schema: Schema, name: str) -> Table | None:
