@@ -530,22 +530,25 @@ def lint_command(s: Settings, dialect, strict, paths):
 def _lint_plan(s: Settings):
     """apply and rehearse show lint's errors for the files they run; they never block on them."""
     def review(migrations, plan) -> None:
-        if not plan:
-            return
-        from . import lint as linting
-        try:
-            report = linting.lint_migrations(migrations, plan, _engine(s))
-        except Exception as err:  # advisory here: a lint problem never stops a migration
-            s.warn(f"lint could not check the migrations to run ({err}); run `orchestra-schema lint`")
-            return
-        for f in report.errors:
-            s.warn(f"lint: {f.text()}")
+        if plan:
+            for f in _advisory_lint(s, lambda lint: lint.lint_migrations(migrations, plan,
+                                                                          _engine(s)).errors):
+                s.warn(f"lint: {f.text()}")
     return review
 
 
 def _lint_new(s: Settings, forward: Path) -> list:
-    from . import lint as linting
-    return linting.lint(forward.parent, _engine(s), [forward]).findings
+    return _advisory_lint(s, lambda lint: lint.lint(forward.parent, _engine(s), [forward]).findings)
+
+
+def _advisory_lint(s: Settings, findings) -> list:
+    """lint inside another command: a problem of lint's own never stops that command."""
+    from . import lint
+    try:
+        return findings(lint)
+    except Exception as err:
+        s.warn(f"lint could not check the files ({err}); run `orchestra-schema lint`")
+        return []
 
 
 @main.command("schema")
@@ -555,12 +558,7 @@ def _lint_new(s: Settings, forward: Path) -> list:
 def schema_command(s: Settings, check_file):
     """Print the schema the migrations produce, as reviewable SQL (fixed order, no timestamps)."""
     engine = _engine(s)
-    migrations = mig.load(_sql_dir(s, engine))
-    if engine == "postgresql":
-        from . import pg_schema
-        text = pg_schema.schema_sql(_server(s), migrations)
-    else:
-        text = schema_dump.sqlite_schema(migrations)
+    text = schema_dump.schema_sql(engine, mig.load(_sql_dir(s, engine)), _server(s))
     if check_file is None:
         s.emit({"engine": engine, "sql": text}, text.rstrip("\n"))
         return

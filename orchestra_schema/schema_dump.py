@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .database import Database
 from .engine import run_forward
+from .errors import UsageError
 
 SQLITE_HEADER = ("-- The schema the SQLite migrations produce: `orchestra-schema schema`.\n"
                  "-- Generated; do not edit. CI checks it with `orchestra-schema schema --check`.\n")
@@ -24,6 +25,17 @@ class SchemaCheck:
     file: str
     matches: bool
     diff: str  # unified diff, FILE -> what the migrations produce; empty when they match
+
+
+def schema_sql(engine: str, migrations, server: str | None = None) -> str:
+    """The schema text for engine; PostgreSQL's needs a server for its scratch database."""
+    if engine == "postgresql":
+        from . import pg_schema
+        if not server:
+            raise UsageError("the PostgreSQL schema is read from a scratch database on a server; "
+                             "give --database postgresql://USER@HOST/DB")
+        return pg_schema.schema_sql(server, migrations)
+    return sqlite_schema(migrations)
 
 
 def sqlite_schema(migrations) -> str:
