@@ -49,8 +49,12 @@ class Run:
 GNU_TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
 
 
-def run_timed(argv: list[str], timeout: float | None = None, expect_stdout: str | None = None) -> Run:
-    """One process, timed from spawn to exit (startup included), with its peak memory."""
+def run_timed(argv: list[str], timeout: float | None = None, expect_stdout: str | None = None,
+              on_spawn: Callable[[], None] | None = None) -> Run:
+    """One process, timed from spawn to exit (startup included), with its peak memory.
+
+    on_spawn: called once the process exists (the writer-stall window watches for its work).
+    """
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
             tempfile.NamedTemporaryFile("r") as rss:
         full = [GNU_TIME, "-f", "%M", "-o", rss.name, *argv] if GNU_TIME else argv
@@ -58,6 +62,8 @@ def run_timed(argv: list[str], timeout: float | None = None, expect_stdout: str 
         # A session of its own, so a timeout kills the command too, not just GNU time.
         proc = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                                 start_new_session=True)
+        if on_spawn:
+            on_spawn()
         try:
             code = proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -102,10 +108,15 @@ class Contender:
     note: str = ""
     check: Callable[[Paths], str | None] | None = None  # untimed: did it do the work?
 
-    def run(self, paths: Paths, timeout: float | None = None) -> Run:
+    def run(self, paths: Paths, timeout: float | None = None,
+            on_spawn: Callable[[], None] | None = None) -> Run:
+        """on_spawn: called when its first command's process exists."""
         total, peak = 0.0, None
-        for step in self.steps(paths):
-            r = run_timed(step.argv, timeout, step.expect_stdout)
+        prepare = getattr(self.check, "prepare", None)
+        if prepare:
+            prepare(paths)  # untimed: what the check compares against
+        for n, step in enumerate(self.steps(paths)):
+            r = run_timed(step.argv, timeout, step.expect_stdout, on_spawn if n == 0 else None)
             total = total + r.seconds
             peak = r.max_rss_kb if peak is None else max(peak, r.max_rss_kb or 0)
             if not r.ok:
@@ -123,9 +134,35 @@ def tables(path: Path) -> set[str]:
         conn.close()
 
 
-def copied_every_table(p: Paths) -> str | None:
-    lacking = tables(p.db) - tables(p.out) if p.out.exists() else {"(no output file)"}
-    return f"the copy lacks {', '.join(sorted(lacking))}" if lacking else None
+class CopiedEveryRow:
+    """The copy has every table with as many rows as the source had: between its count
+    before the backup and after it (a writer may commit meanwhile), table by table."""
+
+    def prepare(self, p: Paths) -> None:
+        self.before = row_counts(p.db)
+
+    def __call__(self, p: Paths) -> str | None:
+        if not p.out.exists():
+            return "no output file"
+        after, copied = row_counts(p.db), row_counts(p.out)
+        lacking = sorted(set(self.before) - set(copied))
+        if lacking:
+            return f"the copy lacks {', '.join(lacking)}"
+        wrong = [f"{t}: {copied[t]} rows, the source had {n}" + (f" to {after[t]}" if after.get(t, n) != n else "")
+                 for t, n in sorted(self.before.items())
+                 if not n <= copied[t] <= max(n, after.get(t, n))]
+        return f"the copy's rows differ: {'; '.join(wrong)}" if wrong else None
+
+
+def row_counts(path: Path) -> dict[str, int]:
+    conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
+    conn.setbusytimeout(60_000)
+    try:
+        names = [r[0] for r in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")]
+        return {n: conn.execute(f'SELECT count(*) FROM "{n.replace(chr(34), chr(34) * 2)}"').fetchone()[0]
+                for n in names}
+    finally:
+        conn.close()
 
 
 def dropped_chat_only(p: Paths) -> str | None:
@@ -223,27 +260,27 @@ def tool_backup(tool: Tool, name="orchestra-schema backup", timeout=None) -> Con
     return Contender(name, lambda p: [Step(tool.argv(p.db, "backup", "--output", str(p.out),
                                                      timeout=timeout))],
                      tool.missing("backup", "--output"),
-                     "online; quick_check of the snapshot copied (raw copy), fsynced", copied_every_table)
+                     "online; quick_check of the snapshot copied (raw copy), fsynced", CopiedEveryRow())
 
 
 def sqlite3_backup(name="sqlite3 .backup", timeout_ms=None) -> Contender:
     return Contender(name, lambda p: [Step(sqlite3_argv(str(p.db), f".backup '{p.out}'",
                                                         timeout_ms=timeout_ms))],
-                     _absent("sqlite3"), check=copied_every_table)
+                     _absent("sqlite3"), check=CopiedEveryRow())
 
 
 def sqlite3_backup_checked() -> Contender:
     return Contender("sqlite3 .backup + quick_check",
                      lambda p: [Step(sqlite3_argv(str(p.db), f".backup '{p.out}'")),
                                 Step(sqlite3_argv(str(p.out), "PRAGMA quick_check"), "ok")],
-                     _absent("sqlite3"), "what a careful DBA runs by hand", copied_every_table)
+                     _absent("sqlite3"), "what a careful DBA runs by hand", CopiedEveryRow())
 
 
 def vacuum_into(timeout_ms=None) -> Contender:
     return Contender("sqlite3 VACUUM INTO",
                      lambda p: [Step(sqlite3_argv(str(p.db), f"VACUUM INTO '{p.out}'",
                                                   timeout_ms=timeout_ms))],
-                     _absent("sqlite3"), "rebuilds the copy (defragmented)", copied_every_table)
+                     _absent("sqlite3"), "rebuilds the copy (defragmented)", CopiedEveryRow())
 
 
 # The online backup API in one step, as the tool's backup falls back to it: one read
@@ -260,7 +297,7 @@ def apsw_backup(timeout_s: float = 10) -> Contender:
     return Contender("apsw backup, one step",
                      lambda p: [Step([sys.executable, "-c", APSW_BACKUP, str(p.db), str(p.out),
                                       str(timeout_s)])],
-                     None, "the API the tool's backup falls back to; no check", copied_every_table)
+                     None, "the API the tool's backup falls back to; no check", CopiedEveryRow())
 
 
 def _ratio_at_most(limit: float, contender: str, reference: str):
@@ -288,7 +325,7 @@ def backup_group(tool: Tool) -> Group:
     return Group(
         "backup", "Backup of the live database (made by EF Core)", "ef",
         [Contender("cp", lambda p: [Step(["cp", str(p.db), str(p.out)])], None,
-                   "physical limit; no fsync, not safe on a live database", copied_every_table),
+                   "physical limit; no fsync, not safe on a live database", CopiedEveryRow()),
          sqlite3_backup(), sqlite3_backup_checked(), vacuum_into(), apsw_backup(),
          tool_backup(tool)],
         [checked],

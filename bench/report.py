@@ -91,7 +91,7 @@ def render(data: dict, sizes: dict[int, dict]) -> str:
         f"alternating A B C A B C for {env['warmup']} untimed and {env['reps']} timed rounds; "
         "page cache warm (the database file is read whole before every trial; a trial's fresh "
         "copy is fsynced first; outputs are removed and synced between trials). Each trial's "
-        "result is checked untimed (a backup has every table, a rollback dropped exactly the "
+        "result is checked untimed (a backup has every table with its rows, counted, a rollback dropped exactly the "
         "chat tables). Peak RSS is the command's max RSS "
         "(ru_maxrss from wait4, reported by GNU time `%M`, so the harness's own memory is not "
         "counted), the largest over the trials and over the commands of a contender.",
@@ -106,7 +106,11 @@ def render(data: dict, sizes: dict[int, dict]) -> str:
     if data.get("writer"):
         out += ["", "### Writer stall while a backup runs", ""] + _writer_table(data["writer"])
     if sizes:
-        out += ["", "### Peak memory by database size", ""] + _memory_table(sizes)
+        same, other = same_code(data, sizes)
+        out += ["", "### Peak memory by database size", ""] + _memory_table(same)
+        if other:
+            out += ["", "Left out, measured on other code: " + ", ".join(
+                f"{s} MB ({sizes[s]['env']['orchestra_schema']})" for s in other) + "."]
     return "\n".join(out) + "\n"
 
 
@@ -146,7 +150,8 @@ def _writer_table(w: dict) -> list[str]:
                                    if target["stand_in"] else "")
     lines = [f"A second process commits one small transaction every {w['pause_ms']:g} ms "
              "(BEGIN IMMEDIATE, one INSERT, COMMIT; 60 s busy timeout) while each backup runs; "
-             "latency is from BEGIN to the end of COMMIT, for commits that overlap the backup. "
+             "latency is from BEGIN to the end of COMMIT, for commits that overlap the backup's work "
+             "(from its first open of the database to its exit; from its spawn where marked *). "
              f"Target: p99 < 20 ms in WAL for {label}: {_met(target['met'])}.", "",
              "| Journal mode | Backup running | Backup (s) | Commits | p50 (ms) | p99 (ms) | max (ms) |",
              "|---|---|---:|---:|---:|---:|---:|"]
@@ -163,8 +168,22 @@ def _writer_table(w: dict) -> list[str]:
             s = r["stall"]
             stats = (f"{s['commits']} | {s['p50_ms']:.1f} | {s['p99_ms']:.1f} | {s['max_ms']:.1f}"
                      if s else "0 | | |")
-            lines.append(f"| {mode} | {r['name']} | {took} | {stats} |")
+            spawn = " *" if r.get("window_from") == "spawn" else ""
+            lines.append(f"| {mode} | {r['name']}{spawn} | {took} | {stats} |")
     return lines
+
+
+def same_code(data: dict, sizes: dict[int, dict]) -> tuple[dict[int, dict], list[int]]:
+    """The runs measured on this run's commit (this run's size always), and the sizes left out.
+
+    A tree with uncommitted changes ("+changes") matches no other run: its code is unknown.
+    """
+    commit = data["env"]["orchestra_schema"]
+    size = data["env"]["size_mb"]
+    same = {s: d for s, d in sizes.items() if s == size or (
+        d["env"]["orchestra_schema"] == commit and not commit.endswith("+changes"))}
+    same[size] = data
+    return dict(sorted(same.items())), [s for s in sizes if s not in same]
 
 
 def _memory_table(sizes: dict[int, dict]) -> list[str]:

@@ -193,7 +193,7 @@ def run_writer(tool: Tool, source: Path, args) -> dict:
             stall = writer.Stall.of(r.during)
             rows.append({"name": c.name, "backup_seconds": r.backup.seconds, "ok": r.backup.ok,
                          "error": r.backup.error, "max_rss_kb": r.backup.max_rss_kb,
-                         "stall": asdict(stall) if stall else None})
+                         "stall": asdict(stall) if stall else None, "window_from": r.window_from})
         base = writer.Stall.of(baseline)
         modes[mode] = {"baseline": asdict(base) if base else None, "backups": rows}
         remove_db(db)

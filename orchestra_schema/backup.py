@@ -22,6 +22,7 @@ from .database import open_immutable
 from .context import Context
 from .copying import Progress, chain, integrity_of, integrity_pragma, new_backup
 from .errors import DatabaseCorrupt, DatabaseUnavailable, Refused, UsageError
+from .paths import require_sqlite
 
 MANIFEST_VERSION = 1
 
@@ -45,6 +46,7 @@ class BackupResult:
     restarts: int  # incremental copies restarted by a writer's commit
     deleted: list[Path] = field(default_factory=list)  # older backups removed by --keep
     cleaned: list[Path] = field(default_factory=list)  # temporary files of killed runs removed
+    warnings: list[str] = field(default_factory=list)  # e.g. the live disk is full
 
 
 @dataclass
@@ -70,6 +72,7 @@ def backup(ctx: Context, output: Path | None = None, directory: Path | None = No
         raise UsageError(f"{output}: is a directory; give --output a file name, or use --dir")
     if output is not None and Path(output).exists():
         raise Refused(f"{output}: already exists; nothing changed; choose another --output")
+    require_sqlite(ctx.database)  # a copy of an empty file would be a 0-byte "backup, quick_check ok"
     now = datetime.now(timezone.utc)
     names = ([Path(output)] if output is not None
              else files.unique_names(target / f"{ctx.database.name}.backup_{files.stamp(now)}"))
@@ -108,7 +111,8 @@ def _take(ctx: Context, names, now: datetime, progress, *, doing: str, what: str
         created_at=now.isoformat(timespec="microseconds"), size=copy.size, sha256=copy.sha256,
         page_count=copy.page_count, integrity=copy.integrity, integrity_check=copy.integrity_check,
         applied_migrations=copy.applied_migrations, journal_mode=copy.journal_mode,
-        copy_mode=copy.copy_mode, restarts=copy.restarts, cleaned=copy.cleaned)
+        copy_mode=copy.copy_mode, restarts=copy.restarts, cleaned=copy.cleaned,
+        warnings=copy.warnings)
     _write_manifest(result)
     return result
 

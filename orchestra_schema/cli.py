@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import sys
 import traceback
 from pathlib import Path
@@ -71,6 +72,9 @@ class OrchestraGroup(click.Group):
         try:
             return super().invoke(ctx)
         except OrchestraError as err:
+            settings = ctx.find_object(Settings)
+            if settings and settings.json and getattr(err, "result", None) is not None:
+                settings.emit(err.result, None)  # what was done before it stopped (rollback)
             _fail(ctx, err, err.exit_code, str(err))
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
@@ -100,6 +104,13 @@ def _database_path(ctx, param, value: str) -> Path | str:
     return Path(value)
 
 
+def _finite(ctx, param, value: float) -> float:
+    # FloatRange lets nan through (every comparison with it is false).
+    if not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a number of seconds; give a finite number >= 0")
+    return value
+
+
 @click.group(cls=OrchestraGroup, epilog=EXIT_CODE_HELP,
              context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--database", "-d", default="orchestra.db", show_default=True,
@@ -112,7 +123,7 @@ def _database_path(ctx, param, value: str) -> Path | str:
 @click.option("-q", "--quiet", is_flag=True, help="No messages on success.")
 @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks on errors.")
 @click.option("--timeout", type=click.FloatRange(min=0, max=2_000_000), default=DEFAULT_TIMEOUT,
-              show_default=True,
+              show_default=True, callback=_finite,
               help="Seconds to wait for a lock held by another process before exit 3.")
 @click.version_option(package_name="orchestra-schema")
 @click.pass_context
@@ -148,6 +159,7 @@ def status(s: Settings):
     report = commands.status(s.ctx)
     lines = [f"database: {report.database}"] + [_status_line(m) for m in report.migrations]
     lines.append(_ef_line(report.ef_history))
+    lines += [f"note: {n}" for n in report.notes]
     if report.ef_history and not any(m.applied for m in report.migrations):
         lines.append("note: made by EF Core and not adopted yet; run `orchestra-schema adopt`")
     s.emit(report, "\n".join(lines))
@@ -414,6 +426,8 @@ def backup_command(s: Settings, output, directory, keep, full_check):
     with _progress_bar(s, "backing up") as progress:
         result = backups.backup(s.ctx, output=output, directory=directory, keep=keep,
                                 progress=progress, full_check=full_check)
+    for warning in result.warnings:
+        s.warn(warning)
     for path in result.cleaned:
         s.say(f"removed {path} (left by a killed backup)")
     for path in result.deleted:
@@ -445,7 +459,7 @@ def restore_command(s: Settings, backup_path, yes, no_backup):
         s.warn(warning)
     for line in result.schema_differences:
         s.warn(f"schema differs: {line}")
-    if result.live_integrity not in ("ok", "missing"):
+    if result.live_integrity not in ("ok", "missing", "empty"):
         s.warn(f"{result.database} was damaged ({result.live_integrity}); moved aside")
     if result.backup:
         s.say(f"backup: {result.backup}")

@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Callable
 
 from . import ef
+from .backup import discard
 from . import migrations as mig
 from .context import Context
 from .database import Database, translated
 from .engine import AppliedRecord, applied_migrations, apply_one, count_rows, rollback_one, tables_losing_rows
-from .errors import Refused, UsageError
+from .errors import Busy, OrchestraError, Refused, UsageError
 
 
 @dataclass
@@ -31,6 +32,7 @@ class StatusReport:
     database: str
     migrations: list[MigrationStatus]
     ef_history: list[ef.EfEntry] | None = None  # None: no __EFMigrationsHistory table
+    notes: list[str] = field(default_factory=list)
 
 
 def _migration_status(mid: str, m: mig.MigrationFile | None, rec: AppliedRecord | None):
@@ -67,8 +69,14 @@ def status(ctx: Context) -> StatusReport:
     with ctx.open(readonly=True) as db:
         applied = applied_migrations(db)
         ef_history = ef.entries(db)
-    return StatusReport(database=str(ctx.database),
-                        migrations=migration_statuses(migrations, applied), ef_history=ef_history)
+    report = StatusReport(database=str(ctx.database),
+                          migrations=migration_statuses(migrations, applied), ef_history=ef_history)
+    if ctx.database.stat().st_size == 0:
+        # SQLite takes an empty file for an empty database: every migration is
+        # pending, which is true, but the file may be a database cut to nothing.
+        report.notes.append("empty file (0 bytes): SQLite reads it as an empty database, so "
+                            "nothing is applied; if it held data, restore it from a backup")
+    return report
 
 
 @dataclass
@@ -180,11 +188,32 @@ def rollback(ctx: Context, to: str, dry_run: bool = False, yes: bool = False,
         ef_before = ef.entries(db)
         if plan and backup is not None:
             result.backup = backup()
-        for m in plan:
-            dependents = [d.id for d in migrations if m.id in d.depends]
-            (result.rolled_back if rollback_one(db, m, dependents) else result.skipped).append(m.id)
+        try:
+            for m in plan:
+                dependents = [d.id for d in migrations if m.id in d.depends]
+                (result.rolled_back if rollback_one(db, m, dependents) else result.skipped).append(m.id)
+        except OrchestraError as err:
+            _settle_backup(result, err)
+            raise
         result.ef_history = ef.changes(ef_before, ef.entries(db))
     return result
+
+
+def _settle_backup(result: RollbackResult, err: OrchestraError) -> None:
+    """A rollback stopped after its backup: drop the backup if nothing changed, else name it.
+
+    Busy or refused before its first change, the database is as the backup has
+    it, so the copy is only clutter (restore discards its own likewise). Once a
+    migration was rolled back, or after a failure, the backup is kept and the
+    error says where. err.result carries the result for --json.
+    """
+    if result.backup is not None:
+        if isinstance(err, (Busy, Refused)) and not result.rolled_back:
+            discard(result.backup)
+            result.backup = None
+        else:
+            err.args = (f"{err}; kept the backup taken first: {result.backup}",)
+    err.result = result
 
 
 def check_rollback_safe(plan, applied: dict[str, AppliedRecord], known: set[str]) -> list[str]:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from . import migrations as mig
 from .database import DEFAULT_TIMEOUT, Database
+from .paths import database_file
 
 
 @dataclass
@@ -16,6 +17,10 @@ class Context:
     database: Path
     sql_dir: Path | None = None
     timeout: float = DEFAULT_TIMEOUT
+
+    def __post_init__(self):
+        # The real file, checked by os.stat before anything opens it (paths.py).
+        self.database = database_file(self.database)
 
     def migrations(self) -> list[mig.MigrationFile]:
         return mig.load(self.sql_dir)

@@ -12,7 +12,7 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -43,6 +43,7 @@ class Copy:
     copy_mode: str
     restarts: int
     cleaned: list[Path]
+    warnings: list[str] = field(default_factory=list)
 
 
 def new_backup(src: apsw.Connection, source: Path, names, *, progress: Progress | None,
@@ -77,10 +78,12 @@ def _copy(src, source: Path, first: Path, publish: Callable[[files.Staged], Path
     (A raw copy's quick_check reads the snapshot it was copied from, whose bytes
     it holds; --full-check reads the copy file itself.)
     """
+    warnings: list[str] = []
     with translated(source, doing), files.writing(first.parent, doing):
         cleaned = files.clean_stale(first.parent)  # what killed runs left there
         with files.Staged(first) as staged:
-            raw = _copy_raw(source, staged, progress, full_check, timeout) if live else None
+            raw = (_copy_raw(source, staged, progress, full_check, timeout, warnings)
+                   if live else None)
             if raw:
                 (found, digest), copy_mode, restarts = raw, "raw", 0
             else:
@@ -94,11 +97,12 @@ def _copy(src, source: Path, first: Path, publish: Callable[[files.Staged], Path
             path = publish(staged)
             return Copy(path, path.stat().st_size, digest, found.page_count,
                         found.journal_mode, found.integrity, found.check, found.applied_migrations,
-                        copy_mode, restarts, cleaned)
+                        copy_mode, restarts, cleaned, warnings)
 
 
 def _copy_raw(source: Path, staged: files.Staged, progress: Progress | None,
-              full_check: bool, timeout: float) -> tuple["Inspection", str] | None:
+              full_check: bool, timeout: float,
+              warnings: list[str]) -> tuple["Inspection", str] | None:
     """The file's bytes, while a second connection quick_checks the same snapshot.
 
     The check reads the very bytes the copy holds (one snapshot of a file that
@@ -116,7 +120,8 @@ def _copy_raw(source: Path, staged: files.Staged, progress: Progress | None,
                 checker.interrupt()  # do not hold the snapshot (and writers) for a check nobody reads
                 raise
             integrity = checked.result() if checked else None
-    except rawcopy.Unstable:
+    except rawcopy.Unstable as why:
+        warnings += [why.warning] if why.warning else []
         return None
     return inspect(staged.path, full_check, integrity), digest
 

@@ -22,6 +22,7 @@ import socket
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 
 import apsw
 from yoyo import internalmigrations
@@ -170,9 +171,41 @@ def write_transaction(db: Database, doing: str):
             db.execute(CREATE_CHECKSUM_TABLE)
             yield backend
             backend.commit()
-        except BaseException:
+        except BaseException as err:
             backend.rollback()
+            _finish_rollback(db, err)
             raise
+
+
+_JOURNAL_MAGIC = bytes.fromhex("d9d505f920a163d7")
+
+
+def _finish_rollback(db: Database, err: BaseException) -> None:
+    """Leave no hot journal behind a failed transaction, or name it in the error.
+
+    After a full disk (or an I/O error) SQLite abandons the transaction by itself
+    but leaves its -journal, and the file grown, for the next read to undo; a
+    read on this connection does it now (it waits for other readers' locks).
+    Busy, this run wrote nothing, and a journal there is another writer's.
+    """
+    journal = Path(f"{db.path}-journal")
+    if isinstance(err, (Busy, apsw.BusyError, apsw.LockedError)) or not _hot(journal):
+        return
+    with contextlib.suppress(apsw.Error):
+        db.execute("SELECT count(*) FROM sqlite_schema").fetchall()
+    if _hot(journal) and isinstance(err, Exception) and err.args:
+        err.args = (f"{err.args[0]}; its journal {journal} is left behind: do not delete it "
+                    "(it holds what undoes the change); the next open of the database rolls it "
+                    "back: free space, then run `orchestra-schema status`", *err.args[1:])
+
+
+def _hot(journal: Path) -> bool:
+    """Does a rollback journal with a live header (not zeroed by a commit) lie there?"""
+    try:
+        with open(journal, "rb") as f:
+            return f.read(len(_JOURNAL_MAGIC)) == _JOURNAL_MAGIC
+    except OSError:
+        return False
 
 
 class ForeignKeyViolation(MigrationFailed):

@@ -71,6 +71,7 @@ def load(sql_dir: Path | None = None) -> list[MigrationFile]:
     forwards = sorted(p for p in sql_dir.iterdir()
                       if p.suffix == ".sql" and not p.name.endswith(ROLLBACK_SUFFIX) and p.is_file())
     _check_orphan_rollbacks(sql_dir, {p.stem for p in forwards})
+    _check_case_duplicates(forwards)
     if not forwards:
         raise UsageError(f"{sql_dir}: no migrations (ID.sql files) found; check --sql-dir")
     migrations = {m.id: m for m in map(_read_pair, forwards)}
@@ -84,6 +85,17 @@ def _check_orphan_rollbacks(sql_dir: Path, ids: set[str]) -> None:
                 f"{p}: rollback file without a forward file "
                 f"{p.name[: -len(ROLLBACK_SUFFIX)]}.sql; add it or remove the rollback"
             )
+
+
+def _check_case_duplicates(forwards: list[Path]) -> None:
+    """One id, one migration: ..._Dup and ..._DUP would be two here and one on a
+    case-insensitive file system (or to a reader), and the second fails to apply."""
+    seen: dict[str, Path] = {}
+    for p in forwards:
+        other = seen.setdefault(p.stem.casefold(), p)
+        if other is not p:
+            raise UsageError(f"{other} and {p}: migration ids differ only in case; "
+                             "rename one (ids must be unique without regard to case)")
 
 
 def _read_pair(path: Path) -> MigrationFile:

@@ -41,7 +41,14 @@ GATE_WAIT = 2.0  # rollback journal: seconds to wait for the write lock, then th
 
 
 class Unstable(Exception):
-    """No read transaction under which the file stays still; the caller falls back."""
+    """No read transaction under which the file stays still; the caller falls back.
+
+    warning: what the user should hear about although the fallback works (or None).
+    """
+
+    def __init__(self, reason: str, warning: str | None = None):
+        super().__init__(reason)
+        self.warning = warning
 
 
 @contextlib.contextmanager
@@ -112,6 +119,12 @@ def _checkpoint(control: apsw.Connection) -> bool:
         busy, log, done = control.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
     except (apsw.BusyError, apsw.LockedError, apsw.ReadOnlyError, apsw.IOError):
         return False  # IOError: a read-only file cannot be checkpointed; the backup API can read it
+    except apsw.FullError as err:  # the live disk, not the copy's: the backup API needs no room there
+        where = Path(control.filename)
+        raise Unstable(f"{where}: cannot checkpoint ({err})", warning=(
+            f"{where.parent}: the live database's file system is full, so its WAL cannot be "
+            "checkpointed (the application's writes will fail too); copied through SQLite's "
+            "backup API instead; free space there")) from err
     return not busy and log == done
 
 

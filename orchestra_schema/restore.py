@@ -49,13 +49,20 @@ def restore(ctx: Context, backup_path: Path, yes: bool = False, make_backup: boo
     backup_path = Path(backup_path)
     check = trusted_backup(backup_path, ctx.database, "restore")
     live = health(ctx)
+    # SQLite reads an empty file as an empty database: nothing to keep, no schema to compare.
+    empty = live == "ok" and ctx.database.stat().st_size == 0
+    live = "empty" if empty else live
     result = RestoreResult(ctx.database, backup_path, None, live, check.has_manifest, [], "backup-api")
+    if empty:
+        result.warnings.append(f"{ctx.database} was an empty file (0 bytes): nothing to keep, "
+                               "so no pre-restore copy was made")
     if live == "missing":
         result.method = "replaced"
         _replace_file(ctx, result, progress)
     else:
         try:
-            _restore_into_live(ctx, result, yes, make_backup or live != "ok", progress)
+            _restore_into_live(ctx, result, yes, (make_backup or live != "ok") and not empty,
+                               progress)
         except DatabaseCorrupt:
             if live == "ok":
                 raise

@@ -22,6 +22,7 @@ from .copying import integrity_pragma
 from .database import Database, quote, translated
 from .engine import HISTORY_TABLES, AppliedRecord, applied_migrations, replay
 from .errors import DatabaseUnavailable, MigrationFailed, UsageError
+from .paths import require_sqlite
 from .schema import diff, snapshot
 
 CHAT = ef.CHAT
@@ -58,6 +59,7 @@ class VerifyReport:
 
 def verify(ctx: Context, full: bool = False) -> VerifyReport:
     migrations = ctx.migrations()
+    require_sqlite(ctx.database)  # an empty file would pass every check
     with (ctx.open(readonly=True) as db, translated(ctx.database, "verifying"),
           db.read_transaction()):
         applied = applied_migrations(db)
@@ -196,6 +198,7 @@ def checklist(ctx: Context, full: bool = False) -> ChecklistReport:
     if chat is None:
         raise UsageError(f"{CHAT} is not in the sql dir; the checklist is for its rollback; "
                          "check --sql-dir")
+    require_sqlite(ctx.database)
     with (ctx.open(readonly=True) as db, translated(ctx.database, "running the checklist"),
           db.read_transaction()):
         applied = applied_migrations(db)

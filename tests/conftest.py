@@ -103,6 +103,19 @@ def add_rows(c: apsw.Connection, sessions=3, messages=5) -> None:
     c.execute("INSERT INTO [HangFire.Job] (State) VALUES ('Succeeded'), ('Enqueued')")
 
 
+@contextlib.contextmanager
+def mounted_tmpfs(where: Path, size: str):
+    """A real small file system (a tmpfs of `size`) at `where`; skips where mounting is refused."""
+    where.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
+                                            where], capture_output=True).returncode:
+        pytest.skip("needs root, allowed to mount a tmpfs")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", where], check=True)
+
+
 @pytest.fixture
 def db(tmp_path) -> Path:
     """Path of a database with both migrations applied by the tool, and rows."""
@@ -139,3 +152,33 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.section("fault injection")
     for line in faults.figures_table():
         terminalreporter.write_line(line)
+
+
+@pytest.fixture
+def unwritable_dir(tmp_path):
+    """make({name: text}) -> a directory holding those files that nobody can write, root
+    included: as root a read-only tmpfs (permissions do not stop root), else mode 0500."""
+    made = []
+
+    def make(contents=None) -> Path:
+        d = tmp_path / f"unwritable{len(made)}"
+        d.mkdir()
+        root = os.geteuid() == 0
+        if root and subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", d],
+                                   capture_output=True).returncode:
+            pytest.skip("root, but not allowed to mount a tmpfs")
+        made.append((d, root))
+        for name, text in (contents or {}).items():
+            (d / name).write_text(text)
+        if root:
+            subprocess.run(["mount", "-o", "remount,ro", d], check=True)
+        else:
+            d.chmod(0o500)
+        return d
+
+    yield make
+    for d, root in made:
+        if root:
+            subprocess.run(["umount", d], check=True)
+        else:
+            d.chmod(0o700)

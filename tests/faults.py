@@ -28,6 +28,7 @@ from orchestra_schema.backup import check_backup
 ROWS = 20000
 HOT_JOURNAL, UNCOMMITTED = "hot journal", "uncommitted WAL frame(s)"
 JOURNAL_MAGIC = bytes.fromhex("d9d505f920a163d7")  # a rollback journal's first 8 bytes
+_PENDING_BYTE = 0x40000000  # SQLite's lock bytes: PENDING, then RESERVED, then SHARED
 FOREIGN = "jobs"  # a table no migration owns, like Hangfire's: never touched, never lost
 CAN_SEE_OPEN_FILES = Path("/proc/self/fd").is_dir()
 
@@ -226,6 +227,7 @@ class Kill:
     stderr: str
     evidence: list[str]  # what the interrupted work left behind
     worked: float  # seconds from the start of its work to its kill or its end
+    writing: bool = False  # killed holding SQLite's write lock: inside a write transaction
 
     @property
     def in_transaction(self) -> bool:
@@ -234,20 +236,68 @@ class Kill:
 
 
 def kill_during(argv, directory: Path, database: Path, delay: float) -> Kill:
-    """Start a run, wait until its work begins, SIGKILL it `delay` s later."""
+    """Start a run, wait until its work begins, SIGKILL it `delay` s later.
+
+    The run is stopped (SIGSTOP) first, so what it holds then is what the kill interrupts.
+    """
     proc = start(*argv)
-    held, began = False, None
+    held, writing, began = False, False, None
     if wait_until_working(proc, directory):
         began = time.perf_counter()
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=delay)
-        held = holds_files_in(proc.pid, directory)
         with contextlib.suppress(ProcessLookupError):
+            stop(proc.pid)
+            held = holds_files_in(proc.pid, directory)
+            writing = holds_write_lock(proc.pid, database)
             os.kill(proc.pid, signal.SIGKILL)
     _, err = proc.communicate(timeout=300)
     worked = time.perf_counter() - began if began is not None else 0.0
     landed = held and proc.returncode == -signal.SIGKILL
-    return Kill(landed, proc.returncode, err, interrupted_work(directory, database, proc.pid), worked)
+    return Kill(landed, proc.returncode, err, interrupted_work(directory, database, proc.pid), worked,
+                landed and writing)
+
+
+def stop(pid: int) -> None:
+    """SIGSTOP pid and wait until it is stopped (or gone): the signal is delivered asynchronously."""
+    os.kill(pid, signal.SIGSTOP)
+    while True:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return
+        if state in "TtZX":
+            return
+        time.sleep(0.0002)
+
+
+def holds_write_lock(pid: int, database: Path) -> bool:
+    """Does pid hold SQLite's write lock on database (from /proc/locks)?
+
+    Rollback journal: the RESERVED byte of the file (or PENDING/EXCLUSIVE past it);
+    WAL: the WAL_WRITE_LOCK byte of the -shm (offset 120). Held for exactly the
+    span of a write transaction.
+    """
+    wanted = {}
+    for path, first, last in ((database, _PENDING_BYTE + 1, _PENDING_BYTE + 1),
+                              (Path(f"{database}-shm"), 120, 120)):
+        with contextlib.suppress(OSError):
+            wanted[os.stat(path).st_ino] = (first, last)
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/locks").read_text().splitlines():
+            fields = line.split()
+            if "->" in fields:  # a waiter, not a holder
+                continue
+            try:
+                kind, owner, device, start, end = fields[3], int(fields[4]), fields[5], fields[6], fields[7]
+            except (IndexError, ValueError):
+                continue
+            inode = int(device.rsplit(":", 1)[1])
+            if owner == pid and kind == "WRITE" and inode in wanted:
+                first, last = wanted[inode]
+                if int(start) <= last and (end == "EOF" or int(end) >= first):
+                    return True
+    return False
 
 
 def interrupted_work(directory: Path, database: Path, pid: int) -> list[str]:
@@ -325,12 +375,13 @@ class Tally:
     """One command's kill trials: printed at the end of the run (conftest)."""
 
     HEADER = (f"{'killed':9} {'journal':8} {'span s':>7} {'trials':>7} {'mid-run':>8} "
-              f"{'interrupted':>12} {'finished':>9} {'failures':>9}")
+              f"{'writing':>8} {'interrupted':>12} {'finished':>9} {'failures':>9}")
     command: str
     mode: str
     span: float = 0.0  # seconds of work in a complete run, the kills' range
     trials: int = 0
     landed: int = 0  # kills that landed inside the work
+    writing: int = 0  # of those, kills inside a write transaction (SQLite's write lock held)
     interrupted: int = 0  # of those, runs that left interrupted work behind
     finished_first: int = 0  # runs that ended before the kill came (exit 0 required)
     failures: list[str] = field(default_factory=list)
@@ -338,6 +389,7 @@ class Tally:
     def count(self, kill: Kill) -> None:
         self.trials += 1
         self.landed += kill.landed
+        self.writing += kill.writing
         self.interrupted += kill.landed and bool(kill.evidence)
         if kill.returncode != -signal.SIGKILL:
             self.finished_first += 1
@@ -351,7 +403,7 @@ class Tally:
 
     def line(self) -> str:
         return (f"{self.command:9} {self.mode:8} {self.span:7.2f} {self.trials:7} {self.landed:8} "
-                f"{self.interrupted:12} {self.finished_first:9} {len(self.failures):9}")
+                f"{self.writing:8} {self.interrupted:12} {self.finished_first:9} {len(self.failures):9}")
 
 
 @dataclass

@@ -130,19 +130,10 @@ def test_a_failed_first_apply_leaves_no_empty_file(tmp_path):
     assert not path.exists()
 
 
-def test_new_in_an_unwritable_sql_dir_is_one_line_and_creates_nothing(tmp_path):
-    import os
-    sql = tmp_path / "sql"
-    sql.mkdir()
-    (sql / "0001_a.sql").write_text("CREATE TABLE a(x);\n")
-    os.chmod(sql, 0o500)
-    try:
-        if os.access(sql, os.W_OK):
-            pytest.skip("running as root: permissions do not stop writes")
-        assert_error(cli("--sql-dir", sql, "new", "more"), 6, "cannot write")
-        assert sorted(p.name for p in sql.iterdir()) == ["0001_a.sql"]
-    finally:
-        os.chmod(sql, 0o700)
+def test_new_in_an_unwritable_sql_dir_is_one_line_and_creates_nothing(unwritable_dir):
+    sql = unwritable_dir({"0001_a.sql": "CREATE TABLE a(x);\n"})
+    assert_error(cli("--sql-dir", sql, "new", "more"), 6, "cannot write")
+    assert sorted(p.name for p in sql.iterdir()) == ["0001_a.sql"]
 
 
 def test_huge_timeout_is_a_usage_error_not_a_crash(tmp_path):
@@ -171,6 +162,28 @@ def test_new_refuses_to_edit_the_installed_sql():
     assert sorted(p.name for p in default_sql_dir().iterdir()) == before
 
 
+@pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-inf", "-1", "1e12", "ten"])
+def test_timeout_must_be_a_finite_number_of_seconds(db, value):
+    before = file_state(db)
+    result = cli("-d", db, "--timeout", value, "status")
+    assert result.exit_code == 2, result.output
+    assert "--timeout" in result.stderr and "Traceback" not in result.output
+    assert file_state(db) == before
+
+
+def test_migration_ids_differing_only_in_case_are_one_id(tmp_path):
+    sql = tmp_path / "sql"
+    sql.mkdir()
+    (sql / "0001_a.sql").write_text("CREATE TABLE a(x);\n")
+    (sql / "0002_Dup.sql").write_text("-- depends: 0001_a\nCREATE TABLE b(x);\n")
+    (sql / "0002_DUP.sql").write_text("-- depends: 0001_a\nCREATE TABLE c(x);\n")
+    path = tmp_path / "o.db"
+    for command in (["apply"], ["status"], ["apply", "--dry-run"]):
+        assert_error(cli("--sql-dir", sql, "-d", path, *command), 2, "0002_Dup.sql", "0002_DUP.sql",
+                     "differ only in case")
+    assert not path.exists()
+
+
 @pytest.mark.parametrize("failure", [KeyboardInterrupt, lambda: apsw.ConstraintError("unmapped")])
 def test_an_interrupted_first_apply_leaves_no_empty_file(tmp_path, monkeypatch, failure):
     from orchestra_schema import commands
@@ -183,3 +196,24 @@ def test_an_interrupted_first_apply_leaves_no_empty_file(tmp_path, monkeypatch, 
     with pytest.raises((KeyboardInterrupt, apsw.Error)):
         commands.apply(Context(path))
     assert not path.exists()
+
+
+def _a_bug(conn):
+    raise RuntimeError("a bug in a place nobody expects")
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_an_internal_error_is_one_line_and_exit_70_with_the_traceback_only_under_v(
+        db, monkeypatch, verbose):
+    import apsw
+    before = file_state(db)
+    monkeypatch.setattr(apsw, "connection_hooks", [_a_bug])  # every open raises
+    result = cli("-d", db, *(["-v"] if verbose else []), "status")
+    assert result.exit_code == 70, result.output
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == ("orchestra-schema: error: internal error: RuntimeError: a bug in a place "
+                    "nobody expects (rerun with -v for the traceback)")
+    assert ("Traceback (most recent call last)" in result.stderr) == verbose
+    if not verbose:
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert result.stdout == "" and file_state(db) == before

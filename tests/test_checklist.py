@@ -104,3 +104,12 @@ def test_nothing_else_applied_cannot_apply(ef_db):
     assert result.exit_code == 0
     assert items[ITEMS[4]] == ("n/a", "no other migration is applied")
     assert items["database passes PRAGMA integrity_check"] == ("pass", "ok")
+
+
+def test_a_backup_taken_after_the_rollback_does_not_count(ef_db):
+    """It cannot hold the chat rows: the window ends at the rollback."""
+    assert cli("--database", ef_db, "rollback", "--to", CORE, "--yes", "--no-backup").exit_code == 0
+    assert cli("--database", ef_db, "backup").exit_code == 0  # whole and checked, but too late
+    result, items = checklist(ef_db)
+    assert result.exit_code == 1 and items[ITEMS[6]][0] == "fail"
+    assert "no backup with a manifest taken between" in items[ITEMS[6]][1]

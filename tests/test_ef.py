@@ -8,7 +8,7 @@ import pytest
 
 from conftest import (CHAT, CHAT_TABLES, CORE, CORE_TABLES, build_ef_database, cli, connect, count,
                       ef_history, file_state, history, run, tables)
-from faults import kill_at, start, timed_run
+from faults import kill_during, run_to_end, work_span
 from orchestra_schema.migrations import default_sql_dir
 
 EF_ROW = {CHAT: "9.0.6"}
@@ -204,27 +204,33 @@ def test_forget_refuses_unknown_ambiguous_and_unconfirmed(ef_db):
     assert "Tasks" in tables(ef_db)
 
 
-def test_kill_at_random_instants_keeps_ef_history_in_step(ef_db, tmp_path):
-    """Apply/rollback of the chat tables killed at random instants: EF's row is there
-    exactly when the chat migration is, after every kill."""
-    sql_dir = shutil.copytree(default_sql_dir(), tmp_path / "sql")
+def test_kill_at_random_instants_keeps_ef_history_in_step(ef_db, tmp_path_factory):
+    """Apply/rollback of the chat tables killed at random instants of their work: EF's row
+    is there exactly when the chat migration is, after every kill. Each run starts from
+    the state it changes, and the kills must land inside its write transaction."""
+    sql_dir = shutil.copytree(default_sql_dir(), tmp_path_factory.mktemp("ef-kill") / "sql")
     with open(sql_dir / f"{CHAT}.sql", "a") as f:  # rows, so the FK check after the EF hook takes time
         f.write("\nINSERT INTO ChatSessions VALUES ('bulk', NULL, 'i', 't', 'c', 'l');\n"
                 "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 200000)\n"
                 "INSERT INTO ChatMessages SELECT 'm' || n, 'bulk', 'a', 'c', 0, 'now', NULL FROM r;\n")
     base = ["-d", ef_db, "--sql-dir", sql_dir, "--timeout", "30"]
-    assert cli(*base, "rollback", "--to", CORE, "--yes").exit_code == 0
-    commands = [["apply"], ["rollback", "--to", CORE, "--yes"]]
-    spans = [timed_run(*base, *c) for c in commands]
-    rng, killed = random.Random(3), 0
+    commands = {"apply": ["apply"], "rollback": ["rollback", "--to", CORE, "--yes", "--no-backup", "--secure-delete"]}
+    run_to_end([*base, *commands["rollback"]])  # the EF chat rows out; in turn, the bulk rows in
+    spans = {name: work_span([*base, *commands[name]], ef_db.parent) for name in ("apply", "rollback")}
+    rng, landed, in_transaction = random.Random(3), 0, {"apply": 0, "rollback": 0}
     for trial in range(10):
-        proc = start(*base, *commands[trial % 2])
-        killed += kill_at(proc, rng.uniform(0.0, spans[trial % 2]))
+        name = ("apply", "rollback")[trial % 2]
+        if (CHAT in history(ef_db)) != (name == "rollback"):  # from the state it changes
+            run_to_end([*base, *commands["rollback" if name == "apply" else "apply"]])
+        kill = kill_during([*base, *commands[name]], ef_db.parent, ef_db,
+                           rng.uniform(0.1, 0.9) * spans[name])
+        landed += kill.landed
+        in_transaction[name] += kill.landed and kill.in_transaction
         with connect(ef_db) as c:  # a read-write open rolls back a hot journal, as the app would
             c.execute("SELECT count(*) FROM sqlite_schema").fetchall()
         applied = CHAT in history(ef_db)
         assert (CHAT in ef_history(ef_db)) == applied == ("ChatMessages" in tables(ef_db))
-    assert killed >= 3
+    assert landed >= 5 and min(in_transaction.values()) >= 1, (landed, in_transaction)
 
 
 def test_status_points_an_unadopted_ef_database_to_adopt(tmp_path):

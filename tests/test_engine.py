@@ -1,8 +1,10 @@
 """Atomic migrations: statements, history and checksums commit together or not at all."""
 
+import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -10,7 +12,7 @@ from conftest import CHAT, CORE, cli, connect, count, file_state, history, run, 
 from orchestra_schema import commands
 from orchestra_schema.context import Context
 from orchestra_schema.engine import apply_one, rollback_one
-from orchestra_schema.errors import Busy
+from orchestra_schema.errors import Busy, Refused
 from orchestra_schema.migrations import default_sql_dir
 
 
@@ -235,10 +237,74 @@ def test_rollback_stops_before_a_migration_another_run_applied_on_top_of(tmp_pat
     db = tmp_path / "o.db"
     assert cli("--database", db, "apply", "--to", CORE).exit_code == 0
 
+    backup = tmp_path / "the-backup"
+
     def meanwhile():  # rollback calls this after its plan, before its first change
         assert cli("--database", db, "apply").exit_code == 0
-        return db
+        backup.write_bytes(b"made by backup()")
+        return backup
 
     with pytest.raises(Busy, match=f"{CHAT}.*depends on it"):
         commands.rollback(Context(db), to="0", yes=True, backup=meanwhile)
     assert history(db) == {CORE, CHAT} and {"ChatSessions", "Agents"} <= tables(db)
+    assert not backup.exists()  # nothing was rolled back: its backup is not needed
+
+
+# A rollback that stops busy or refused after its own backup: the backup goes
+# when nothing was rolled back (as restore's does), and is named when kept.
+
+def backups_beside(db):
+    return sorted(p.name for p in db.parent.iterdir() if ".backup_" in p.name)
+
+
+@pytest.mark.parametrize("journal", ["delete", "wal"])
+def test_a_rollback_that_ends_busy_removes_its_own_backup(db, journal):
+    with connect(db) as app:
+        app.execute(f"PRAGMA journal_mode = {journal}").fetchall()
+        app.execute("BEGIN IMMEDIATE")  # the app holds the write lock past --timeout
+        result = run("-d", db, "--timeout", "0.5", "--json", "rollback", "--to", CORE, "--yes")
+        app.execute("ROLLBACK")
+    assert result.returncode == 3, result.stderr
+    assert "backup" not in result.stderr.split("error:")[1]
+    assert backups_beside(db) == []
+    assert json.loads(result.stdout)["backup"] is None
+    assert history(db) == {CORE, CHAT}
+
+
+def test_a_rollback_busy_after_rolling_back_some_keeps_its_backup_and_says_so(db, monkeypatch):
+    calls = []
+
+    def then_the_app_takes_the_lock(database, m, dependents=()):
+        if calls:
+            app.execute("BEGIN IMMEDIATE")
+        calls.append(m.id)
+        return rollback_one(database, m, dependents)
+
+    monkeypatch.setattr(commands, "rollback_one", then_the_app_takes_the_lock)
+    backup = cli_backup(db)
+    with connect(db) as app:
+        with pytest.raises(Busy) as raised:
+            commands.rollback(Context(db, timeout=0.2), to="0", yes=True, backup=lambda: backup)
+        app.execute("ROLLBACK")
+    assert calls == [CHAT, CORE] and history(db) == {CORE}
+    assert f"kept the backup taken first: {backup}" in str(raised.value)
+    assert raised.value.result.backup == backup and raised.value.result.rolled_back == [CHAT]
+    assert backup.exists()
+
+
+def test_a_rollback_refused_after_its_backup_removes_it(db, monkeypatch):
+    def refuse(*args, **kw):
+        raise Refused("refused for this test; nothing changed")
+
+    monkeypatch.setattr(commands, "rollback_one", refuse)
+    backup = cli_backup(db)
+    with pytest.raises(Refused) as raised:
+        commands.rollback(Context(db), to=CORE, yes=True, backup=lambda: backup)
+    assert not backup.exists() and not Path(f"{backup}.json").exists()
+    assert raised.value.result.backup is None
+
+
+def cli_backup(db):
+    result = run("-d", db, "--json", "backup")
+    assert result.returncode == 0, result.stderr
+    return Path(json.loads(result.stdout)["path"])

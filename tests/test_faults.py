@@ -134,6 +134,28 @@ class ApplyAndRollback(Scenario):
         remove_copies(self.directory, self.database)
 
 
+class RollbackInTransaction(ApplyAndRollback):
+    """rollback --no-backup from every migration applied: no backup comes first, so the
+    kills fall in the rollback itself, and a share must land inside its write transactions."""
+
+    commands = {"rollback": ["rollback", "--to", "0", "--yes", "--no-backup"]}
+    names = tuple(commands)
+    goals = {"rollback": set()}
+    min_writing_share = 3  # at least one landed kill in this many holds the write lock
+
+    def spans(self):
+        spans = []
+        for _ in range(2):
+            run_to_end(self.cli("apply"))
+            spans.append(work_span(self.cli(*self.commands["rollback"]), self.directory))
+        return {"rollback": min(spans)}
+
+    def argv(self, trial):
+        if self.history() != ALL:
+            run_to_end(self.cli("apply"))
+        return "rollback", self.cli(*self.commands["rollback"])
+
+
 # ---- backup
 
 class Backup(Scenario):
@@ -291,7 +313,7 @@ class Recover(Scenario):
         self.reference = contents(self.database)
 
 
-SCENARIOS = [ApplyAndRollback, Backup, Restore, Recover]
+SCENARIOS = [ApplyAndRollback, RollbackInTransaction, Backup, Restore, Recover]
 
 
 def kill_many(scenario, tmp_path, sql, mode, trials):
@@ -302,6 +324,9 @@ def kill_many(scenario, tmp_path, sql, mode, trials):
     for t in kill_trials(s, trials * len(s.names), seed).values():
         assert not t.failures, "\n".join(t.failures)
         assert t.landed >= t.trials // 2 and t.interrupted >= max(1, t.trials // 10), t.line()
+        share = getattr(s, "min_writing_share", None)
+        if share:  # not vacuous: kills inside the write transaction itself
+            assert t.writing >= max(1, t.landed // share), t.line()
     return s
 
 

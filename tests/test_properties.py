@@ -27,6 +27,7 @@ from orchestra_schema.database import Database
 from orchestra_schema.schema import diff, snapshot
 
 OWNED = {CORE: CORE_TABLES, CHAT: CHAT_TABLES}
+NEEDS = {CORE: {CORE}, CHAT: {CORE, CHAT}}  # a migration and what it depends on
 FOREIGN = "HangFire.Job"
 
 
@@ -68,16 +69,21 @@ class Sequences(RuleBasedStateMachine):
 
     @rule(to=st.sampled_from([CORE, CHAT, None]))
     def apply(self, to):
+        wanted = NEEDS[to or CHAT]  # the model's own answer, not the tool's report
+        newly = wanted - self.applied
         result = commands.apply(self.ctx, to=to)
-        for mid in result.applied:
+        assert set(result.applied) == newly
+        for mid in newly:
             self.rows.update({t: 0 for t in OWNED[mid]})
-        self.applied |= {CORE} | ({CHAT} if to in (CHAT, None) else set())
+        self.applied |= wanted
 
     @rule(to=st.sampled_from(["0", CORE, CHAT]))
     def rollback(self, to):
+        doomed = self.applied - NEEDS.get(to, set())  # everything the target does not need
         result = commands.rollback(self.ctx, to=to, yes=True)
-        for mid in result.rolled_back:
-            self.applied.discard(mid)
+        assert set(result.rolled_back) == doomed
+        self.applied -= doomed
+        for mid in doomed:
             for t in OWNED[mid]:
                 del self.rows[t]
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import apsw
 import pytest
 
 from backup_helpers import WAL_HOLDER, files_in, leaf_pages, overwrite_pages, spawn
@@ -278,3 +279,32 @@ def test_a_history_that_lacks_a_dependency_is_made_whole(db):
     out = json.loads(result.stdout)
     assert out["applied_migrations"] == [CORE, CHAT] and counts(db) == before
     assert any(w.startswith(f"{CORE}: not in the source's history") for w in out["warnings"])
+
+
+def _checks_of_new_files_fail(monkeypatch, *inputs):
+    """Every integrity or quick check run on a file other than `inputs` (the rebuilt
+    database, wherever recover builds it) reports damage, as on a disk that garbled it."""
+    known = {os.path.realpath(p) for p in inputs}
+
+    def hook(conn):
+        if os.path.realpath(conn.filename or ":memory:") in known:
+            return
+        def garble(cursor, row):
+            names = [d[0] for d in cursor.get_description()]
+            return ("row 1 missing from index X",) if names in (["integrity_check"], ["quick_check"]) else row
+        conn.row_trace = garble
+
+    monkeypatch.setattr(apsw, "connection_hooks", [*apsw.connection_hooks, hook])
+
+
+@pytest.mark.parametrize("from_backup", [False, True], ids=["salvage", "from-backup"])
+def test_a_rebuilt_database_that_fails_its_check_is_not_swapped_in(db, monkeypatch, from_backup):
+    """recover's promise: only a result that passes integrity_check replaces the damaged file."""
+    backup = Path(json.loads(cli("--database", db, "--json", "backup").stdout)["path"])
+    overwrite_pages(db, [page for page, _ in leaf_pages(db, "ChatMessages")[:1]], fill=b"\x00")
+    before, names = file_state(db), files_in(db.parent)
+    _checks_of_new_files_fail(monkeypatch, db, backup)
+    result = recover(db, *(["--from", backup] if from_backup else []))
+    assert result.exit_code == 1, result.output
+    assert "integrity" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert file_state(db) == before and files_in(db.parent) == names  # not moved aside, no leftovers

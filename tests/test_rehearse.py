@@ -3,13 +3,13 @@
 import json
 import os
 import shutil
-import subprocess
 
 import apsw
 import pytest
 
-from backup_helpers import READ_HOLDER, spawn
-from conftest import CHAT, CORE, cli, connect, count, ef_history, file_state, history, run
+from backup_helpers import LOCK_HOLDER, READ_HOLDER, spawn
+from conftest import (CHAT, CORE, cli, connect, count, ef_history, file_state, history,
+                      mounted_tmpfs, run)
 from orchestra_schema import rehearse as rehearsal
 from orchestra_schema.context import Context
 from orchestra_schema.errors import DatabaseUnavailable
@@ -135,6 +135,41 @@ def test_rollback_journal_writers_wait_until_the_rehearsal_ends(db, monkeypatch)
     assert count(db, "ChatMessages") == 16
 
 
+def test_a_memory_rehearsal_holds_no_lock_while_it_rehearses(db, monkeypatch):
+    """--memory copies first, then rehearses on its own copy: the app commits meanwhile."""
+    outcomes = []
+
+    def app_writes(snap):
+        try:
+            add_message(db, f"during{len(outcomes)}")  # apsw's busy timeout is 0: any lock shows
+            outcomes.append("committed")
+        except apsw.BusyError:
+            outcomes.append("busy")
+
+    for step in ("_record_start", "_after_apply"):
+        meanwhile(monkeypatch, app_writes, step=step)
+    report = rehearsal.rehearse(Context(db), memory=True)
+    assert report.ok and report.snapshot_mode == "memory", report.problems
+    assert outcomes == ["committed", "committed"]  # at its first step and at its last
+    assert report.rows_lost["ChatMessages"] == 15  # the copy predates both commits
+    assert count(db, "ChatMessages") == 17
+
+
+def test_a_rollback_journal_writer_holding_the_lock_past_2_s_sends_it_to_a_whole_copy(db):
+    """The view needs the write lock a moment to begin; held by the app past GATE_WAIT,
+    the rehearsal copies the committed state through the backup API instead of waiting."""
+    holder = spawn(LOCK_HOLDER, db, "IMMEDIATE")  # readers may read, nobody else may write
+    try:
+        assert holder.first_line == "locked"
+        result, report = rehearse(db)  # --timeout: the CLI's 10 s, longer than the 2 s gate
+    finally:
+        holder.communicate("\n", timeout=30)
+    assert result.exit_code == 0, result.output
+    assert report["snapshot_mode"] == "copy" and report["ok"]
+    assert report["rows_lost"] == {"ChatMessages": 15, "ChatSessions": 3}
+    assert count(db, "HangFire.Job") == 2  # the holder's uncommitted row never was
+
+
 @pytest.mark.parametrize("in_the_way", [
     os.mkdir,  # the journal's write fails: disk I/O error
     lambda path: os.symlink("/nonexistent/dir/journal", path),  # its open fails: cannot open
@@ -152,13 +187,8 @@ def test_a_journal_the_snapshot_cannot_write_is_exit_6_not_a_failed_rollback(db,
 @pytest.fixture
 def tiny_disk(tmp_path):
     """A 64 KiB file system: the rehearsal's snapshot runs out of space in it."""
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs",
-                                            mount], capture_output=True).returncode:
-        pytest.skip("needs root, allowed to mount a tmpfs")
-    yield mount
-    subprocess.run(["umount", mount], check=True)
+    with mounted_tmpfs(tmp_path / "tiny", "64k") as mount:
+        yield mount
 
 
 def test_a_full_disk_under_the_snapshot_is_exit_6_and_changes_nothing(db, tiny_disk):

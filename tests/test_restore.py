@@ -278,3 +278,23 @@ def test_a_wal_backup_restored_into_a_rollback_journal_database_keeps_rollback_m
     with connect(db) as c:
         assert c.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
     assert not Path(f"{db}-wal").exists()
+
+
+def test_kill_during_a_wal_restore_mid_write_leaves_the_old_state(db):
+    """Killed while it holds the WAL write lock with frames written but not committed:
+    the next opener ignores those frames, and the database is the old one, whole."""
+    from faults import holds_write_lock, stop, wal_frames
+    backup = _two_states(db, wal=True)
+    proc = subprocess.Popen([sys.executable, "-m", "orchestra_schema", "--database", str(db),
+                             "restore", str(backup), "--no-backup", "--yes"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wal = Path(f"{db}-wal")
+    wait_for(lambda: (holds_write_lock(proc.pid, db) and wal.exists() and wal.stat().st_size > 2**20)
+             or proc.poll() is not None, interval=0.0005)
+    stop(proc.pid)
+    writing = holds_write_lock(proc.pid, db)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL and writing, "the kill did not land inside the write"
+    assert wal_frames(db)[1] > 0  # uncommitted frames: the write was under way
+    assert _state(db) == SMALL
