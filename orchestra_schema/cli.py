@@ -36,6 +36,7 @@ class Settings:
     json: bool
     quiet: bool
     verbose: bool
+    server: str | None = None  # --database as a PostgreSQL URL (lint's and schema's scratch)
 
     def say(self, message: str) -> None:
         """A message for the person: stderr, silent under -q."""
@@ -95,7 +96,7 @@ def _fail(ctx: click.Context, err, code: int, message: str):
 
 def _database_path(ctx, param, value: str) -> Path | str:
     if value.startswith(_PG_URLS):
-        return value  # a PostgreSQL server (lint's and schema's scratch databases)
+        return value  # a PostgreSQL server: main() keeps it apart from the SQLite path
     # HANGFIRE_CONNECTION may be a connection string: "Data Source=orchestra.db;..."
     for part in value.split(";"):
         key, sep, rest = part.partition("=")
@@ -129,7 +130,8 @@ def _finite(ctx, param, value: float) -> float:
 @click.pass_context
 def main(ctx, database, sql_dir, as_json, quiet, verbose, timeout):
     """Paired SQL migrations, backups and checks for the Orchestra API's orchestra.db."""
-    ctx.obj = Settings(Context(database, sql_dir, timeout), as_json, quiet, verbose)
+    server = database if isinstance(database, str) else None
+    ctx.obj = Settings(Context(Path(database), sql_dir, timeout), as_json, quiet, verbose, server)
 
 
 pass_settings = click.make_pass_decorator(Settings)
@@ -509,8 +511,7 @@ def _engine(s: Settings, dialect: str | None = None) -> str:
 
 def _server(s: Settings) -> str | None:
     """The PostgreSQL URL of --database, if it is one."""
-    database = str(s.ctx.database)
-    return database if database.startswith(_PG_URLS) else None
+    return s.server
 
 
 def _sql_dir(s: Settings, engine: str) -> Path:

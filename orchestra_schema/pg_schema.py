@@ -124,16 +124,23 @@ def differences(before: dict[Key, str], after: dict[Key, str]) -> list[str]:
     return out
 
 
+def _params(server) -> dict:
+    """libpq parameters of --database's server: a URL, or an address with connect_kwargs()."""
+    if hasattr(server, "connect_kwargs"):
+        return server.connect_kwargs()
+    return {"conninfo": str(server)}
+
+
 @contextlib.contextmanager
-def scratch_database(url: str):
-    """A new, empty database on url's server (from template0), dropped afterwards."""
+def scratch_database(server):
+    """A new, empty database on the server (from template0), dropped afterwards."""
     import psycopg
     name = f"orchestra_schema_scratch_{os.getpid()}_{secrets.token_hex(4)}"
     try:
-        admin = psycopg.connect(url, autocommit=True)
+        admin = psycopg.connect(**_params(server), autocommit=True)
     except psycopg.Error as err:
         raise DatabaseUnavailable(f"cannot connect to the PostgreSQL server of --database "
-                                  f"({_first_line(err)}); check the URL and the server") from None
+                                  f"({_first_line(err)}); check the address and the server") from None
     with admin:
         try:
             admin.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
@@ -142,7 +149,7 @@ def scratch_database(url: str):
                 f"cannot create a scratch database on the server of --database "
                 f"({_first_line(err)}); the user needs CREATEDB (nothing else is touched)") from None
         try:
-            with psycopg.connect(url, dbname=name) as conn:
+            with psycopg.connect(**{**_params(server), "dbname": name}) as conn:
                 yield conn
         finally:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -172,8 +179,8 @@ def build(conn, migrations) -> None:
                                   f"database: {error}; fix the SQL")
 
 
-def schema_sql(url: str, migrations) -> str:
-    with scratch_database(url) as conn:
+def schema_sql(server, migrations) -> str:
+    with scratch_database(server) as conn:
         build(conn, migrations)
         return render(objects(conn))
 
