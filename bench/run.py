@@ -35,6 +35,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 WORK = CACHE / "work"
 TRIAL = WORK / "trial"  # a trial's copy and outputs; emptied after each trial
 GROUPS = ["backup", "rollback", "status", "verify", "rehearse", "writer"]
+ON_REQUEST = ["recover"]  # only with --only: bench/recover.py, its own table (about 100k messages)
 
 
 def parse_args(argv=None):
@@ -43,8 +44,8 @@ def parse_args(argv=None):
                    help="database size; 1200 MB holds about 2 million chat messages (default 1200)")
     p.add_argument("--reps", type=int, default=5, help="timed trials per contender (default 5)")
     p.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default 1)")
-    p.add_argument("--only", nargs="+", choices=GROUPS, metavar="GROUP",
-                   help=f"run only these groups: {' '.join(GROUPS)}")
+    p.add_argument("--only", nargs="+", choices=GROUPS + ON_REQUEST, metavar="GROUP",
+                   help=f"run only these groups: {' '.join(GROUPS + ON_REQUEST)}")
     p.add_argument("--writer-baseline", type=float, default=3.0,
                    help="seconds the writer runs alone before the backup starts (default 3)")
     p.add_argument("--writer-pause-ms", type=float, default=5.0,
@@ -59,6 +60,12 @@ def parse_args(argv=None):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.only and "recover" in args.only:
+        import recover  # noqa: E402
+        print(recover.run(args.size_mb, args.reps, say=_say))
+        args.only = [g for g in args.only if g != "recover"]
+        if not args.only:
+            return
     tool = Tool()
     if not tool.exe:
         sys.exit("orchestra-schema is not installed in this Python's environment (pip install -e .)")

@@ -492,9 +492,15 @@ def recover_command(s: Settings, source, yes):
     lost = (str(result.rows_lost) if result.rows_lost == result.rows_lost_at_most
             else f"at least {result.rows_lost}" if result.rows_lost_at_most is None
             else f"{result.rows_lost} to {result.rows_lost_at_most}")
+    kept = (f", {result.rows_in_lost_and_found} kept in table lost_and_found"
+            if result.rows_in_lost_and_found else "")
     s.say(f"recovered {result.database} from {result.source}: {result.rows_copied} row(s) copied, "
-          f"{lost} lost; integrity_check {result.integrity}")
+          f"{lost} lost{kept}; integrity_check {result.integrity}")
     s.emit(result, "\n".join(lines))
+    if result.incomplete:
+        raise CheckFailed(f"{result.database}: recovered with gaps: {'; '.join(result.incomplete)}; "
+                          f"the damaged file is kept as {result.backup}; look at what is missing "
+                          "before the application writes again")
 
 
 # ---- review tools (issue 13)

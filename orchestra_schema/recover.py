@@ -3,7 +3,8 @@
 A fresh database is built under a temporary name beside the damaged one: the
 migrations the source had applied, then every table the source has (foreign
 ones such as Hangfire's from their own CREATE statements), then its rows, from
-a verified backup or salvaged from the damaged file itself. Only when the new
+a verified backup or salvaged from the damaged file itself (page by page,
+salvage.py: SQLite never opens the damaged file for this). Only when the new
 file passes integrity_check is the damaged one moved aside with its -wal/-shm
 (orchestra.db.corrupted_TIMESTAMP) and the new one given its name by one
 rename (files.Staged.swap_in), so a crash at any moment leaves one or the
@@ -18,14 +19,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import apsw
+from yoyo.migrations import default_migration_table
 
-from . import files, salvage
+from . import files, pages, salvage
 from .backup import health, trusted_backup
 from .copying import Progress, integrity_of
 from .context import Context
-from .database import Database, open_immutable, quote
+from .database import Database, connect, open_immutable, quote, translated
 from .engine import HISTORY_TABLES, applied_migrations, apply_one
-from .errors import CheckFailed, DatabaseCorrupt, DatabaseUnavailable, OrchestraError, Refused
+from .errors import CheckFailed, DatabaseUnavailable, OrchestraError, Refused
 from .migrations import ancestors
 
 
@@ -37,6 +39,7 @@ class TableRecovery:
     lost_exact: bool = True
     lost_at_most: int | None = 0  # an upper bound when not exact (None: none known)
     note: str = ""
+    lost_and_found: int = 0  # rows of this table read but kept in lost_and_found (not lost)
 
 
 def _unknown(table: str, note: str) -> TableRecovery:
@@ -59,6 +62,8 @@ class RecoverResult:
     foreign_key_violations: int = 0
     integrity: str = "not checked"
     warnings: list[str] = field(default_factory=list)
+    rows_in_lost_and_found: int = 0  # read from the damaged file, kept in table lost_and_found
+    incomplete: list[str] = field(default_factory=list)  # why this is not everything (exit 1)
 
 
 def recover(ctx: Context, source: Path | None = None, yes: bool = False,
@@ -104,26 +109,13 @@ def _swap_in(database: Path, staged: files.Staged, result: RecoverResult) -> Non
 
 
 def _rebuild(ctx: Context, path: Path, migrations, result: RecoverResult, progress) -> None:
-    src = _open_source(ctx, result)
     fresh = Database.open(path, timeout=ctx.timeout)
     try:
         fresh.execute("PRAGMA synchronous = OFF")  # one fsync when it is published
-        if src is not None:
-            _copy_settings(src, fresh)
-        result.applied_migrations = _apply(fresh, migrations, _source_history(src, result), result)
-        schema = _source_schema(src, result)
-        tables = [(name, sql) for kind, name, _, sql in schema
-                  if kind == "table" and not name.startswith("sqlite_")]
-        with _triggers_off(fresh):
-            for done, (name, sql) in enumerate(tables, 1):
-                result.tables.append(_copy_table(src, fresh, name, sql, result))
-                if progress:
-                    progress(done, len(tables))
-        _create_others(fresh, schema, result)
-        _copy_sequences(src, fresh)
-        if not tables:
-            result.tables = [_unknown(t, "source unreadable")
-                             for t in sorted(fresh.table_names() - HISTORY_TABLES)]
+        if result.from_backup or result.live_integrity == "ok":
+            _rebuild_from_sqlite(ctx, fresh, migrations, result, progress)
+        else:  # damaged: read page by page, SQLite never opens it
+            _rebuild_from_pages(ctx, fresh, migrations, result, progress)
         _summarize(fresh, result)
         # The application chose the live file's journal mode; a backup's header may differ.
         model = result.database if result.database.exists() else result.source
@@ -131,19 +123,190 @@ def _rebuild(ctx: Context, path: Path, migrations, result: RecoverResult, progre
             fresh.execute("PRAGMA journal_mode = WAL").fetchall()
     finally:
         fresh.close()
-        if src is not None:
-            src.close()
 
 
-def _open_source(ctx: Context, result: RecoverResult) -> Database | None:
+def _rebuild_from_sqlite(ctx: Context, fresh: Database, migrations, result: RecoverResult,
+                         progress) -> None:
+    """From a verified backup, or a live file that passes its quick_check."""
+    src = _open_source(ctx, result)
+    try:
+        _copy_settings(src, fresh)
+        result.applied_migrations = _apply(fresh, migrations, _source_history(src, result), result)
+        schema = _source_schema(src, result)
+        tables = [(name, sql) for kind, name, _, sql in schema
+                  if kind == "table" and not name.startswith("sqlite_")]
+        with _triggers_off(fresh), _indexes_after(fresh):
+            for done, (name, sql) in enumerate(tables, 1):
+                result.tables.append(_copy_table(src, fresh, name, sql, result))
+                if progress:
+                    progress(done, len(tables))
+        _create_others(fresh, schema, result)
+        _copy_sequences(_sequences(src), fresh)
+    finally:
+        src.close()
+
+
+def _rebuild_from_pages(ctx: Context, fresh: Database, migrations, result: RecoverResult,
+                        progress) -> None:
+    """From the damaged file's pages (salvage.py): every row on a readable leaf page."""
+    with pages.PageFile(ctx.database) as pf:
+        with contextlib.suppress(apsw.Error):
+            fresh.execute(f"PRAGMA page_size = {pf.page_size}")
+        found = salvage.scan(pf, progress)
+        _page_warnings(found, result)
+        schema = [(r.type, r.name, r.tbl_name, r.sql) for r in found.schema]
+        result.applied_migrations = _apply(fresh, migrations, _page_history(found, result), result)
+        roots = {r.rootpage: r.name for r in found.schema if r.type == "table"}
+        for name in roots.values():
+            if not _create_table(fresh, name, dict((n, q) for _, n, _, q in schema).get(name), result):
+                result.incomplete.append(f"{name}: not created, its rows are in lost_and_found")
+        if not found.schema:
+            result.incomplete.append("no sqlite_master record survived: which tables the file had "
+                                     "is unknown; the migrations' tables were rebuilt")
+        shapes = {t: salvage.shape_of(fresh.connection, t) for t in sorted(fresh.table_names())}
+        shapes = {t: s for t, s in shapes.items() if s is not None}
+        whole = {name for root, name in roots.items() if found.whole(root, table=True)}
+        kept_history = {t for t in HISTORY_TABLES & set(roots.values()) if t not in whole}
+        writer = salvage.Writer(fresh.connection, shapes)
+        with _triggers_off(fresh), _indexes_after(fresh), fresh.connection:
+            for name in set(roots.values()) & set(shapes) - kept_history:
+                # The source's rows replace what the migrations inserted (see _copy_table).
+                fresh.execute(f"DELETE FROM {quote(name)}")
+            out = salvage.copy_rows(found, writer, roots, kept_history, progress)
+            candidates = [t for t in shapes if t not in whole | HISTORY_TABLES | {salvage.LOST_AND_FOUND}
+                          and (t in roots.values() or not found.schema_whole)]
+            salvage.place_orphans(writer, out, candidates)
+        by_name = {name: root for root, name in roots.items()}
+        for table in sorted(set(roots.values()) - set(shapes) - {salvage.LOST_AND_FOUND}):
+            if not table.startswith("sqlite_") and table in fresh.table_names():
+                result.tables.append(_unknown(table, "WITHOUT ROWID or virtual: not salvaged"))
+                result.incomplete.append(f"{table}: a WITHOUT ROWID or virtual table's rows are "
+                                         "not salvaged from pages")
+        for table in sorted(set(shapes) - {salvage.LOST_AND_FOUND}):
+            if table in kept_history:
+                result.tables.append(_unknown(table, "damaged; kept the history of the rebuild"))
+            else:
+                result.tables.append(_page_account(found, fresh, table, by_name.get(table), out, result))
+        _lost_and_found(fresh, out, result)
+        _create_others(fresh, schema, result)
+        _copy_sequences(out.sequences, fresh)
+
+
+def _open_source(ctx: Context, result: RecoverResult) -> Database:
     if result.from_backup:
         return Database(result.source, open_immutable(result.source), readonly=True)
-    try:
-        return Database.open(ctx.database, readonly=True, timeout=ctx.timeout)
-    except DatabaseCorrupt as err:
-        result.warnings.append(f"{ctx.database}: nothing readable ({err.reason}); "
-                               "rebuilt from the migrations alone")
+    return Database.open(ctx.database, readonly=True, timeout=ctx.timeout)
+
+
+def _page_warnings(found: salvage.Scan, result: RecoverResult) -> None:
+    pf = found.pf
+    if not pf.header.magic_ok:
+        result.warnings.append(f"{pf.path}: its header does not say SQLite; read it as pages of "
+                               f"{pf.page_size} bytes")
+    elif pf.size_detected:
+        result.warnings.append(f"{pf.path}: the header's page size is wrong; the pages parse as "
+                               f"{pf.page_size} bytes")
+    if not found.schema_whole:
+        result.warnings.append(f"sqlite_master is damaged; its schema was rebuilt from "
+                               f"{len(found.schema)} surviving record(s)")
+    if not found.freelist_known:
+        result.warnings.append("the list of free pages is unreadable: rows of deleted pages may "
+                               "be among the rows kept in lost_and_found")
+
+
+def _page_history(found: salvage.Scan, result: RecoverResult) -> set[str] | None:
+    """The ids in yoyo's history table, if its tree is intact; None: unknown."""
+    row = next((r for r in found.schema if r.name == default_migration_table and r.sql), None)
+    if row is None or not found.whole(row.rootpage, table=True):
+        result.warnings.append("migration history unreadable in the damaged file; "
+                               "applied every migration")
         return None
+    memory = connect(Path(":memory:"))
+    try:
+        memory.execute(row.sql)
+        column = salvage.shape_of(memory, default_migration_table).columns.index("migration_id")
+    finally:
+        memory.close()
+    return {cell.values[column] for cell in found.tree_cells(row.rootpage)
+            if cell is not None and len(cell.values) > column}
+
+
+def _page_account(found: salvage.Scan, fresh: Database, table: str, root: int | None,
+                  out: salvage.Salvaged, result: RecoverResult) -> TableRecovery:
+    """Rows copied, and lost: exact where the tree or an intact index tells, else bounded or unknown."""
+    copied, kept, bad = out.copied[table], out.kept[table], out.bad_cells[table]
+    t = TableRecovery(table, copied, bad, True, bad, lost_and_found=kept)
+    notes = [f"{kept} row(s) kept in lost_and_found"] if kept else []
+    if bad:
+        notes.append(f"{bad} unreadable cell(s)")
+    if root is None:
+        t.lost_exact, t.lost_at_most = False, None
+        notes.append("no schema record: rows placed by their shape")
+    elif not found.whole(root, table=True):
+        listed = _listed_missing(found, fresh, table)
+        if listed is not None:
+            t.lost, t.lost_at_most = listed, listed
+            notes.append("loss counted from an intact index")
+        else:
+            t.lost_exact, t.lost_at_most = False, _bound(found, fresh, table, root, bad)
+            notes.append("tree damaged: " + ("no bound on the loss" if t.lost_at_most is None
+                                             else "upper bound from rowid keys"))
+        if found.kind[root] == 0 and copied + kept == 0 and t.lost_at_most != 0:
+            result.incomplete.append(f"{table}: no row could be read")
+    t.note = "; ".join(notes)
+    return t
+
+
+def _listed_missing(found: salvage.Scan, fresh: Database, table: str) -> int | None:
+    """Rowids an intact index of `table` lists that are neither in it nor in lost_and_found."""
+    for ix in found.schema:
+        if ix.type != "index" or ix.tbl_name != table or (ix.sql and " WHERE " in ix.sql.upper()) \
+                or not found.whole(ix.rootpage, table=False):
+            continue
+        fresh.execute("CREATE TEMP TABLE IF NOT EXISTS listed (id INTEGER PRIMARY KEY)")
+        fresh.execute("DELETE FROM temp.listed")
+        try:
+            with fresh.connection:
+                fresh.connection.executemany("INSERT OR IGNORE INTO temp.listed VALUES (?)",
+                                             ((r,) for r in salvage.index_rowids(found, ix.rootpage)))
+        except pages.Damaged:
+            continue
+        return fresh.scalar(
+            f"SELECT count(*) FROM temp.listed WHERE id NOT IN (SELECT rowid FROM {quote(table)}) "
+            f"AND id NOT IN (SELECT original_rowid FROM {salvage.LOST_AND_FOUND} WHERE guess = ? "
+            "AND original_rowid IS NOT NULL)", (table,))
+    return None
+
+
+def _bound(found: salvage.Scan, fresh: Database, table: str, root: int, bad: int) -> int | None:
+    """At most how many rows the damaged pages of a table tree held (None: unknown)."""
+    if found.kind[root] == 0:
+        return None
+    total = bad
+    for up, child in salvage.bad_children(found, root):
+        low, high = found.key_range(child, up)
+        if low is None or high is None:
+            return None
+        held = fresh.scalar(f"SELECT count(*) FROM {quote(table)} WHERE rowid > ? AND rowid <= ?",
+                            (low, high))
+        total += max(high - low - held, 0)
+    return total
+
+
+def _lost_and_found(fresh: Database, out: salvage.Salvaged, result: RecoverResult) -> None:
+    result.rows_in_lost_and_found = fresh.scalar(f"SELECT count(*) FROM {salvage.LOST_AND_FOUND}")
+    if not result.rows_in_lost_and_found:
+        fresh.execute(f"DROP TABLE {salvage.LOST_AND_FOUND}")
+        return
+    if out.unplaced:
+        result.incomplete.append(f"{out.unplaced} row(s) of unknown tables kept in table "
+                                 f"{salvage.LOST_AND_FOUND}")
+    placed_elsewhere = result.rows_in_lost_and_found - out.unplaced
+    if placed_elsewhere:
+        result.incomplete.append(f"{placed_elsewhere} row(s) their tables refused or that were cut "
+                                 f"short kept in table {salvage.LOST_AND_FOUND}")
+    if out.bad_cells[None]:
+        result.warnings.append(f"{out.bad_cells[None]} unreadable cell(s) on pages of unknown tables")
 
 
 def _copy_settings(src: Database, fresh: Database) -> None:
@@ -204,54 +367,56 @@ def _triggers_off(fresh: Database):
         fresh.execute(sql)
 
 
+def _create_table(fresh: Database, name: str, sql: str | None, result: RecoverResult) -> bool:
+    """The source's table in the fresh database, unless a migration made it already."""
+    if name in fresh.table_names() or name.startswith("sqlite_"):
+        return True
+    try:
+        fresh.execute(sql)
+        return True
+    except (apsw.Error, TypeError) as err:
+        result.warnings.append(f"{name}: could not be created ({err}); its rows were not copied")
+        return False
+
+
+@contextlib.contextmanager
+def _indexes_after(fresh: Database):
+    """Non-unique indexes built after the rows are in: one sort each, not a random insert per row.
+
+    Unique ones stay: they refuse a duplicate row as it comes (it goes to lost_and_found).
+    """
+    indexes = fresh.rows("SELECT name, sql FROM sqlite_schema WHERE type = 'index' AND sql IS NOT NULL "
+                         "AND upper(sql) NOT LIKE 'CREATE UNIQUE%'")
+    for name, _ in indexes:
+        fresh.execute(f"DROP INDEX {quote(name)}")
+    yield
+    for _, sql in indexes:
+        fresh.execute(sql)
+
+
 def _copy_table(src: Database, fresh: Database, name: str, sql: str,
                 result: RecoverResult) -> TableRecovery:
     kind, without_rowid = _table_kind(src, name)
     if kind != "table":
         return _unknown(name, f"{kind} table, not copied")
-    if name not in fresh.table_names():
-        try:
-            fresh.execute(sql)
-        except apsw.Error as err:
-            result.warnings.append(f"{name}: could not be created ({err}); its rows were not copied")
-            return _unknown(name, f"not created: {err}")
+    if not _create_table(fresh, name, sql, result):
+        return _unknown(name, "not created")
     wanted = set(_columns(src, name))
     columns = [c for c in _columns(fresh, name) if c in wanted]
-    damage = salvage.Damage()
-    read = salvage.rows(src.connection, name, columns, without_rowid, damage)
+    selected = ", ".join(map(quote, columns)) or "NULL"
     insert = (f"INSERT OR IGNORE INTO {quote(name)} ({', '.join(map(quote, columns))}) "
               f"VALUES ({', '.join('?' * len(columns))})")
-    with fresh.connection:
-        if name in HISTORY_TABLES:
-            read = list(read)
-            if damage.regions:
-                return _unknown(name, "damaged; kept the history of the rebuild")
+    with fresh.connection, translated(result.source, f"reading {name}"):
+        read = src.rows(f"SELECT {selected} FROM {quote(name)}")
         # The source's rows replace what the migrations inserted: a seeded row
         # (EF Core's HasData) may have been changed or deleted since.
         fresh.execute(f"DELETE FROM {quote(name)}")
         before = fresh.connection.total_changes()
         fresh.connection.executemany(insert, read)
         copied = fresh.connection.total_changes() - before
-    return _account(src, name, copied, damage)
-
-
-def _account(src: Database, name: str, copied: int, damage: salvage.Damage) -> TableRecovery:
-    rejected = damage.read - copied
-    lost, exact = salvage.count_lost(src.connection, name, damage.read) if damage.regions else (0, True)
-    at_most = lost if exact else damage.rowid_gap
-    notes = []
-    if damage.regions:
-        notes.append(f"{damage.regions} damaged stretch(es) skipped")
-    if damage.stopped:
-        notes.append("reading stopped at the damage (WITHOUT ROWID table)")
-    if rejected:
-        notes.append(f"{rejected} row(s) rejected by constraints")
-    if not exact:
-        notes.append("table and indexes damaged: "
-                     + ("no bound on the loss" if at_most is None else "upper bound from rowid gaps"))
-    return TableRecovery(name, copied, (lost or 0) + rejected, exact,
-                         None if at_most is None else max(at_most, lost or 0) + rejected,
-                         "; ".join(notes))
+    rejected = len(read) - copied
+    return TableRecovery(name, copied, rejected, True, rejected,
+                         f"{rejected} row(s) rejected by constraints" if rejected else "")
 
 
 def _table_kind(src: Database, name: str) -> tuple[str, bool]:
@@ -277,13 +442,19 @@ def _create_others(fresh: Database, schema: list[tuple], result: RecoverResult) 
                 result.warnings.append(f"{kind} {name}: not recreated ({err})")
 
 
-def _copy_sequences(src: Database | None, fresh: Database) -> None:
-    """AUTOINCREMENT counters: never hand out an id the old database already used."""
+def _sequences(src: Database) -> list:
     try:
-        sequences = src.rows("SELECT name, seq FROM sqlite_sequence") if src else []
+        return src.rows("SELECT name, seq FROM sqlite_sequence")
     except apsw.Error:
-        return
-    for name, seq in sequences:
+        return []
+
+
+def _copy_sequences(sequences: list, fresh: Database) -> None:
+    """AUTOINCREMENT counters: never hand out an id the old database already used."""
+    for entry in sequences:
+        if len(entry) != 2:
+            continue
+        name, seq = entry
         with contextlib.suppress(apsw.Error):
             fresh.execute("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = ?", (seq, name))
             fresh.execute("INSERT INTO sqlite_sequence (name, seq) SELECT ?, ? WHERE NOT EXISTS "

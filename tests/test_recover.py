@@ -72,8 +72,10 @@ def test_recover_salvages_every_row_outside_the_damaged_pages(db):
     assert out["source"] == str(aside) and out["from_backup"] is False
     assert set(out) == {"database", "source", "from_backup", "live_integrity", "backup",
                         "moved_aside", "applied_migrations", "tables", "rows_copied", "rows_lost",
-                        "rows_lost_at_most", "foreign_key_violations", "integrity", "warnings"}
-    assert set(out["tables"][0]) == {"table", "copied", "lost", "lost_exact", "lost_at_most", "note"}
+                        "rows_lost_at_most", "foreign_key_violations", "integrity", "warnings",
+                        "rows_in_lost_and_found", "incomplete"}
+    assert set(out["tables"][0]) == {"table", "copied", "lost", "lost_exact", "lost_at_most", "note",
+                                     "lost_and_found"}
 
 
 def test_a_table_without_indexes_gets_an_upper_bound_from_rowid_gaps(db):
@@ -201,11 +203,26 @@ def test_foreign_tables_keep_indexes_triggers_and_autoincrement(db):
         assert c.execute("SELECT count(*) FROM audit").fetchone()[0] == 4  # the trigger is back
 
 
-def test_nothing_readable_gives_a_fresh_database_and_says_so(db):
+def test_a_damaged_page_1_loses_no_row(db):
+    """Page 1 (header and sqlite_master's root) overwritten: the schema comes back from the
+    surviving sqlite_master records and every row from its intact leaf page."""
+    add_messages(db)
+    before = counts(db)
     overwrite_pages(db, [1])
-    out = json.loads(recover(db).stdout)
-    assert out["integrity"] == "ok" and out["rows_copied"] == 0
-    assert any("nothing readable" in w for w in out["warnings"])
+    result = recover(db)
+    assert result.exit_code == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert counts(db) == before and history(db) == {CORE, CHAT}
+    assert out["integrity"] == "ok" and out["rows_lost"] == out["rows_lost_at_most"] == 0
+    assert any("sqlite_master is damaged" in w for w in out["warnings"])
+
+
+def test_a_file_with_no_sqlite_left_in_it_exits_1_with_the_migrations_tables(db):
+    db.write_bytes(os.urandom(64 * 1024))
+    result = recover(db)
+    assert result.exit_code == 1 and "no sqlite_master record survived" in result.stderr
+    out = json.loads(result.stdout)
+    assert out["integrity"] == "ok" and out["rows_copied"] == 0 and ".corrupted_" in out["backup"]
     assert CORE_TABLES | CHAT_TABLES <= tables(db) and history(db) == {CORE, CHAT}
     assert all((t["lost_exact"], t["lost_at_most"]) == (False, None) for t in out["tables"])
 
@@ -279,6 +296,17 @@ def test_a_history_that_lacks_a_dependency_is_made_whole(db):
     out = json.loads(result.stdout)
     assert out["applied_migrations"] == [CORE, CHAT] and counts(db) == before
     assert any(w.startswith(f"{CORE}: not in the source's history") for w in out["warnings"])
+
+
+def test_a_without_rowid_table_of_a_damaged_file_is_named_not_dropped(db):
+    with connect(db) as c:
+        c.execute("CREATE TABLE settings (k TEXT PRIMARY KEY, v TEXT) WITHOUT ROWID; "
+                  "INSERT INTO settings VALUES ('a', 'b')")
+    add_messages(db)
+    overwrite_pages(db, [page for page, _ in leaf_pages(db, "ChatMessages")[:1]])
+    result = recover(db)
+    assert result.exit_code == 1 and "settings: a WITHOUT ROWID" in result.stderr
+    assert by_table(json.loads(result.stdout))["settings"]["lost_at_most"] is None
 
 
 def _checks_of_new_files_fail(monkeypatch, *inputs):
