@@ -63,7 +63,8 @@ def default_target(migrations) -> str:
 
 
 def rehearse(ctx: Context, to: str | None = None, memory: bool = False,
-             workdir: Path | None = None) -> RehearsalReport:
+             workdir: Path | None = None, review=None) -> RehearsalReport:
+    """review(migrations, plan), if given, sees what will be rolled back and applied again."""
     ctx.require_sqlite("rehearse")
     migrations = ctx.migrations()
     to = to if to is not None else default_target(migrations)
@@ -76,15 +77,17 @@ def rehearse(ctx: Context, to: str | None = None, memory: bool = False,
             snap = stack.enter_context(_snapshot(live, where, ctx.timeout, report))
         report.steps.append(Step("snapshot", round(time.perf_counter() - start, 3), True, "ok"))
         with translated(Path(where), "rehearsing on the snapshot"), _scratch_errors(where):
-            _rehearse_on(snap, migrations, report)
+            _rehearse_on(snap, migrations, report, review)
     report.problems = [f"{s.name}: {s.detail}" for s in report.steps if not s.ok]
     report.ok = not report.problems
     return report
 
 
-def _rehearse_on(snap: Database, migrations, report: RehearsalReport) -> None:
+def _rehearse_on(snap: Database, migrations, report: RehearsalReport, review=None) -> None:
     applied = applied_migrations(snap)
     plan = mig.plan_rollback(migrations, set(applied), report.target)
+    if review:
+        review(migrations, plan)
     # Refused exactly where the real rollback would be.
     report.warnings = check_rollback_safe(plan, applied, {m.id for m in migrations})
     if not plan:
