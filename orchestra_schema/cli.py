@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import sys
 from pathlib import Path
@@ -30,10 +31,16 @@ EXIT_CODE_HELP = "\b\nExit codes:\n" + "\n".join(
 
 @dataclasses.dataclass
 class Settings:
-    ctx: Context
+    given: dict  # the global options' values: Context's arguments
     json: bool
     quiet: bool
     verbose: bool
+
+    @functools.cached_property
+    def ctx(self) -> Context:
+        """Built when a command first needs it, after every option is read: `CMD --help` and
+        options after the command name come first, so a bad --database never hides the help."""
+        return Context(**self.given)
 
     def say(self, message: str) -> None:
         """A message for the person: stderr, silent under -q."""
@@ -146,7 +153,8 @@ def main(ctx, database, sql_dir, as_json, quiet, verbose, timeout, backup_dir):
     The options above work before or after the command name; given in both
     places, the one after the command wins.
     """
-    ctx.obj = Settings(Context(database, sql_dir, timeout, backup_dir), as_json, quiet, verbose)
+    ctx.obj = Settings(dict(database=database, sql_dir=sql_dir, timeout=timeout,
+                            backup_dir=backup_dir), as_json, quiet, verbose)
 
 
 def _after_command_options() -> list[click.Option]:
@@ -165,13 +173,12 @@ def _after_command_options() -> list[click.Option]:
         return click.Option(decls, expose_value=False, callback=setting(apply), **kwargs)
 
     def database(s, value):  # checked as before the command: parsed, then a file's path examined
-        s.ctx = Context(_database_path(None, None, value), s.ctx.sql_dir, s.ctx.timeout,
-                        s.ctx.backup_dir)
+        s.given["database"] = _database_path(None, None, value)
 
     return [
         option("--database", "-d", apply=database, help=GLOBAL_HELP["database"]),
         option("--sql-dir", type=SQL_DIR, help=GLOBAL_HELP["sql_dir"],
-               apply=lambda s, v: setattr(s.ctx, "sql_dir", v)),
+               apply=lambda s, v: s.given.update(sql_dir=v)),
         option("--json", is_flag=True, default=None, help=GLOBAL_HELP["json"],
                apply=lambda s, v: setattr(s, "json", True)),
         option("-q", "--quiet", is_flag=True, default=None, help=GLOBAL_HELP["quiet"],
@@ -179,9 +186,9 @@ def _after_command_options() -> list[click.Option]:
         option("-v", "--verbose", is_flag=True, default=None, help=GLOBAL_HELP["verbose"],
                apply=lambda s, v: setattr(s, "verbose", True)),
         option("--timeout", type=TIMEOUT, help=GLOBAL_HELP["timeout"],
-               apply=lambda s, v: setattr(s.ctx, "timeout", _finite(None, None, v))),
+               apply=lambda s, v: s.given.update(timeout=_finite(None, None, v))),
         option("--backup-dir", type=BACKUP_DIR, help=GLOBAL_HELP["backup_dir"],
-               apply=lambda s, v: setattr(s.ctx, "backup_dir", v)),
+               apply=lambda s, v: s.given.update(backup_dir=v)),
     ]
 
 
@@ -234,7 +241,7 @@ def status(s: Settings):
 def apply(s: Settings, to, dry_run):
     """Apply pending migrations (creates the database file if absent)."""
     from . import commands
-    result = commands.apply(s.ctx, to=to, dry_run=dry_run)
+    result = commands.apply(s.ctx, to=to, dry_run=dry_run, review=_lint_plan(s))
     if dry_run:
         s.emit(result, result.sql or "-- nothing to apply")
         return
@@ -302,10 +309,14 @@ def new(s: Settings, name):
     """Create NAME's forward/rollback pair with the next id."""
     from . import commands
     forward, rollback_file = commands.new(s.ctx, name)
-    s.emit({"forward": forward, "rollback": rollback_file}, f"{forward}\n{rollback_file}")
+    found = _lint_new(s, forward)
+    for f in found:
+        s.warn(f"lint: {f.text()}")
+    s.emit({"forward": forward, "rollback": rollback_file, "lint": found},
+           f"{forward}\n{rollback_file}")
 
 
-# ---- EF Core interop, checks and rehearsal (issue 4)
+# ---- EF Core interop, checks and rehearsal
 
 def _ef_line(entries) -> str:
     if entries is None:
@@ -376,7 +387,8 @@ def rehearse(s: Settings, to, only, memory, workdir):
     """Roll back and re-apply on an online snapshot (PostgreSQL: in a transaction that is
     always rolled back); the live database is never changed."""
     from . import rehearse as rehearsal
-    report = rehearsal.rehearse(s.ctx, to=to, memory=memory, workdir=workdir, only=only)
+    report = rehearsal.rehearse(s.ctx, to=to, memory=memory, workdir=workdir, only=only,
+                                review=_lint_plan(s))
     for warning in report.warnings:
         s.warn(warning)
     on = {"overlay": "a view of the live file (its changes in {})", "copy": "a snapshot copied to {}",
@@ -621,6 +633,95 @@ def copy_to_command(s: Settings, target, truncate_long_text):
     s.say(f"copied {result.rows_copied} row(s) from {result.source} to {result.target} in "
           f"{result.seconds:.1f} s (keys and indexes {result.index_seconds:.1f} s, proof "
           f"{result.verify_seconds:.1f} s); counts and digests match; committed")
+
+
+
+# ---- review tools
+
+def _engine(s: Settings, dialect: str | None = None) -> str:
+    """--dialect, else the engine of --database."""
+    return dialect or s.ctx.engine
+
+
+def _server(s: Settings):
+    """--database's PostgreSQL address, if it is one: the server of the scratch databases."""
+    return s.ctx.database if s.ctx.engine == "postgresql" else None
+
+
+def _sql_dir(s: Settings, engine: str) -> Path:
+    from . import migrations
+    return s.ctx.sql_dir or migrations.default_sql_dir(engine)
+
+
+@main.command("lint")
+@click.option("--dialect", type=click.Choice(("sqlite", "postgresql")),
+              help="The engine whose rules apply (default: the engine of --database).")
+@click.option("--strict", is_flag=True, help="Warnings fail the run too (exit 1).")
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path), metavar="[PATH]...")
+@pass_settings
+def lint_command(s: Settings, dialect, strict, paths):
+    """Check migrations for the mistakes review misses: FILE:LINE: RULE: what; what to do.
+
+    Default: every migration in the sql dir. PATHs: these files or directories.
+    Exit 1 on any error (and on warnings with --strict), 0 otherwise.
+    """
+    from . import lint as linting
+    engine = _engine(s, dialect)
+    report = linting.lint(_sql_dir(s, engine), engine, paths,
+                          server=_server(s) if engine == "postgresql" else None)
+    s.emit(report.findings, "\n".join(f.text() for f in report.findings))
+    summary = (f"lint: {len(report.errors)} error(s), {len(report.warnings)} warning(s) "
+               f"in {len(report.files)} file(s)")
+    if report.failed(strict):
+        raise CheckFailed(f"{summary}{' (--strict)' if strict else ''}; fix each finding listed")
+    s.say(summary)
+
+
+def _lint_plan(s: Settings):
+    """apply and rehearse show lint's errors for the files they run; they never block on them."""
+    def review(migrations, plan) -> None:
+        if plan:
+            for f in _advisory_lint(s, lambda lint: lint.lint_migrations(migrations, plan,
+                                                                          _engine(s)).errors):
+                s.warn(f"lint: {f.text()}")
+    return review
+
+
+def _lint_new(s: Settings, forward: Path) -> list:
+    return _advisory_lint(s, lambda lint: lint.lint(forward.parent, _engine(s), [forward]).findings)
+
+
+def _advisory_lint(s: Settings, findings) -> list:
+    """lint inside another command: a problem of lint's own never stops that command."""
+    from . import lint
+    try:
+        return findings(lint)
+    except Exception as err:
+        s.warn(f"lint could not check the files ({err}); run `orchestra-schema lint`")
+        return []
+
+
+@main.command("schema")
+@click.option("--check", "check_file", metavar="FILE", type=click.Path(path_type=Path),
+              help="Compare with FILE: exit 1 with a unified diff when it differs.")
+@pass_settings
+def schema_command(s: Settings, check_file):
+    """Print the schema the migrations produce, as reviewable SQL (fixed order, no timestamps)."""
+    from . import migrations, schema_dump
+    engine = _engine(s)
+    text = schema_dump.schema_sql(engine, migrations.load(_sql_dir(s, engine)), _server(s))
+    if check_file is None:
+        s.emit({"engine": engine, "sql": text}, text.rstrip("\n"))
+        return
+    if not check_file.is_file():
+        raise UsageError(f"{check_file}: schema file not found; create it with "
+                         f"`orchestra-schema schema > {check_file}`")
+    result = schema_dump.check(text, check_file)
+    s.emit(result, result.diff.rstrip("\n") or None)
+    if not result.matches:
+        raise CheckFailed(f"{check_file}: differs from the schema the migrations produce (diff "
+                          f"above); regenerate it with `orchestra-schema schema > {check_file}`")
+    s.say(f"{check_file}: matches the schema the migrations produce")
 
 
 _accept_global_options(main)

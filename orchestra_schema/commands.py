@@ -91,7 +91,9 @@ class ApplyResult:
     ef_history: list[str] = field(default_factory=list)  # rows added to/removed from EF's
 
 
-def apply(ctx: Context, to: str | None = None, dry_run: bool = False) -> ApplyResult:
+def apply(ctx: Context, to: str | None = None, dry_run: bool = False,
+          review: Callable[[list, list], None] | None = None) -> ApplyResult:
+    """review(migrations, plan), if given, sees the plan before anything runs (lint)."""
     from .engine import apply_one
     migrations = ctx.migrations()
     mig.resolve_target(to, migrations)  # an unknown --to fails before any file is touched
@@ -103,14 +105,20 @@ def apply(ctx: Context, to: str | None = None, dry_run: bool = False) -> ApplyRe
             with ctx.connect(readonly=True) as db:
                 applied = set(applied_migrations(db))
                 _refuse_unadopted(db, applied)
-        result.sql = mig.dry_run_sql(mig.plan_apply(migrations, applied, to), "apply")
+        plan = mig.plan_apply(migrations, applied, to)
+        if review:
+            review(migrations, plan)
+        result.sql = mig.dry_run_sql(plan, "apply")
         return result
     try:
         with ctx.connect(create=True) as db:
             applied = set(applied_migrations(db))
             _refuse_unadopted(db, applied)
             ef_before = ef.entries(db)
-            for m in mig.plan_apply(migrations, applied, to):
+            plan = mig.plan_apply(migrations, applied, to)
+            if review:
+                review(migrations, plan)
+            for m in plan:
                 (result.applied if apply_one(db, m) else result.skipped).append(m.id)
             result.ef_history = ef.changes(ef_before, ef.entries(db))
     except BaseException:  # Ctrl-C and unmapped errors too, not only the tool's own

@@ -142,6 +142,14 @@ class Replay:
     created: dict[str, list[str]]  # migration id -> tables it creates, in order
 
 
+def run_forward(db, m: MigrationFile) -> None:
+    """m's forward statements on db (a scratch database), without history or checks.
+
+    Raises MigrationFailed naming the statement that fails.
+    """
+    driver_of(db).run_statements(m.id, m.statements, m.path)
+
+
 def replay(migrations, db=None) -> Replay:
     """Run the migrations, in order, on an empty database (SQLite: in memory; with a
     PostgreSQL driver: a scratch schema, rolled back). Raises MigrationFailed naming

@@ -65,7 +65,9 @@ def default_target(migrations) -> str:
 
 
 def rehearse(ctx: Context, to: str | None = None, memory: bool = False,
-             workdir: Path | None = None, only: str | None = None) -> RehearsalReport:
+             workdir: Path | None = None, only: str | None = None,
+             review=None) -> RehearsalReport:
+    """review(migrations, plan), if given, sees what will be rolled back and applied again."""
     migrations = ctx.migrations()
     if to is not None and only is not None:
         raise UsageError("rehearse takes --to ID|0 or --only ID, not both")
@@ -77,15 +79,15 @@ def rehearse(ctx: Context, to: str | None = None, memory: bool = False,
     else:
         mig.dependents(only, migrations)
     if ctx.engine == "postgresql":
-        report = _rehearse_in_transaction(ctx, migrations, to, only)
+        report = _rehearse_in_transaction(ctx, migrations, to, only, review)
     else:
-        report = _rehearse_on_snapshot(ctx, migrations, to, only, memory, workdir)
+        report = _rehearse_on_snapshot(ctx, migrations, to, only, memory, workdir, review)
     report.problems = [f"{s.name}: {s.detail}" for s in report.steps if not s.ok]
     report.ok = not report.problems
     return report
 
 
-def _rehearse_on_snapshot(ctx, migrations, to, only, memory, workdir) -> RehearsalReport:
+def _rehearse_on_snapshot(ctx, migrations, to, only, memory, workdir, review) -> RehearsalReport:
     with ctx.open(readonly=True) as live, _place(live, memory, workdir) as where, \
             contextlib.ExitStack() as stack:
         report = RehearsalReport(str(ctx.database), where, to, only=only)
@@ -94,11 +96,11 @@ def _rehearse_on_snapshot(ctx, migrations, to, only, memory, workdir) -> Rehears
             snap = stack.enter_context(_snapshot(live, where, ctx.timeout, report))
         report.steps.append(Step("snapshot", round(time.perf_counter() - start, 3), True, "ok"))
         with translated(Path(where), "rehearsing on the snapshot"), _scratch_errors(where):
-            _rehearse_on(snap, migrations, report)
+            _rehearse_on(snap, migrations, report, review)
     return report
 
 
-def _rehearse_in_transaction(ctx, migrations, to, only) -> RehearsalReport:
+def _rehearse_in_transaction(ctx, migrations, to, only, review) -> RehearsalReport:
     """PostgreSQL: the real rollback and apply on the live database, inside one
     repeatable-read transaction that is always rolled back. The run lock and the
     lock_timeout retries are the migration commands' own (rollback_one, apply_one):
@@ -112,14 +114,16 @@ def _rehearse_in_transaction(ctx, migrations, to, only) -> RehearsalReport:
         with driver.check_transaction("rehearsing"):
             report.steps.append(Step("snapshot", round(time.perf_counter() - start, 3), True,
                                      "ok (a transaction, rolled back at the end)"))
-            _rehearse_on(driver, migrations, report)
+            _rehearse_on(driver, migrations, report, review)
     return report
 
 
-def _rehearse_on(snap, migrations, report: RehearsalReport) -> None:
+def _rehearse_on(snap, migrations, report: RehearsalReport, review=None) -> None:
     applied = applied_migrations(snap)
     plan = (mig.plan_rollback(migrations, set(applied), report.target) if report.only is None
             else mig.plan_rollback_only(migrations, set(applied), report.only))
+    if review:
+        review(migrations, plan)
     # Refused exactly where the real rollback would be.
     report.warnings = check_rollback_safe(plan, applied, {m.id for m in migrations})
     if not plan:

@@ -244,3 +244,11 @@ def test_restore_over_an_empty_file_keeps_no_empty_backup(db, tmp_path):
     assert "empty file (0 bytes)" in result.stderr and "damaged" not in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["orchestra.db", "saved.db", "saved.db.json"]
     assert count(db, "ChatMessages") == 15
+
+
+def test_help_shows_even_when_the_database_is_refused(tmp_path):
+    # The context (and its check of --database) is built when a command runs, after --help.
+    for args in (["status", "--help"], ["new", "--help"], ["--help"]):
+        result = cli("-d", tmp_path, *args)
+        assert result.exit_code == 0 and "Usage:" in result.stdout, result.output
+    assert cli("-d", tmp_path, "status").exit_code == 6

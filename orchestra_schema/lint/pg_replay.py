@@ -1,0 +1,39 @@
+"""PostgreSQL's scratch for round-trip: a database created on the server of
+--database for the run (from template0) and dropped afterwards; its schema is
+read from the catalogs (pg_schema), so the finding names each object.
+"""
+
+from __future__ import annotations
+
+from .. import pg_schema
+from . import replay
+from .findings import Finding
+from .sqlite_rules import is_not_transactional
+from .sqltext import SqlFile, tokens
+
+
+class PgScratch:
+    def __init__(self, conn):
+        self.conn = conn
+
+    def run(self, statements) -> tuple[int, str] | None:
+        kept = [(i, s) for i, s in enumerate(statements) if _transactional(s)]
+        failed = pg_schema.run(self.conn, [s for _, s in kept])
+        return None if failed is None else (kept[failed[0]][0], failed[1])
+
+    def snapshot(self) -> dict[str, str]:
+        return pg_schema.objects(self.conn)
+
+    def differences(self, before, after) -> list[str]:
+        return pg_schema.differences(before, after)
+
+
+def _transactional(sql: str) -> bool:
+    """Statements the not-transactional rule reports are left out, as in SQLite's replay."""
+    toks = tokens(sql)
+    return not (is_not_transactional(toks) or any(t.word == "CONCURRENTLY" for t in toks))
+
+
+def check(server: str, migrations, files: dict[tuple[str, str], SqlFile]) -> list[Finding]:
+    with pg_schema.scratch_database(server) as conn:
+        return replay.check(PgScratch(conn), migrations, files)

@@ -1,0 +1,80 @@
+"""round-trip, for both engines: each migration run forward, rolled back and run
+forward again on a scratch database built from the migrations before it.
+
+The rollback must give back exactly the schema before; forward again must give
+the same schema as the first time. An engine supplies a Scratch: run statements
+in one transaction, take a snapshot, name the differences of two.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+from .findings import ERROR, Finding, finding, first_line
+from .sqltext import SqlFile
+
+# (file, schema before it, schema after it) -> findings: the engine's own schema rules
+FileCheck = Callable[[SqlFile, object, object], list[Finding]]
+
+
+class Scratch(Protocol):
+    def run(self, statements) -> tuple[int, str] | None: ...  # (index, error) on failure
+    def snapshot(self): ...
+    def differences(self, before, after) -> list[str]: ...
+
+
+def check(scratch: Scratch, migrations, files: dict[tuple[str, str], SqlFile],
+          file_check: FileCheck | None = None) -> list[Finding]:
+    """Replay every migration up to the last one linted; report on the linted ones."""
+    linted = [i for i, m in enumerate(migrations) if (m.id, "forward") in files]
+    out: list[Finding] = []
+    for m in migrations[: max(linted, default=-1) + 1]:
+        forward = files.get((m.id, "forward"))
+        if forward is None:  # only a step towards the migrations linted
+            if scratch.run(m.statements) is not None:
+                break
+            continue
+        problems = _round_trip(scratch, forward, files.get((m.id, "rollback")), file_check)
+        out += problems
+        if any(p.rule == "round-trip" for p in problems):
+            break  # the scratch database no longer matches the files; later ones would mislead
+    return out
+
+
+def _round_trip(scratch: Scratch, forward: SqlFile, rollback: SqlFile | None,
+                file_check: FileCheck | None) -> list[Finding]:
+    extra = file_check or (lambda f, before, after: [])
+    before = scratch.snapshot()
+    if (failed := _run_file(scratch, forward, "applying it")) is not None:
+        return [failed]
+    after = scratch.snapshot()
+    out = extra(forward, before, after)
+    if rollback is None:
+        return out
+    if (failed := _run_file(scratch, rollback, "rolling it back")) is not None:
+        return out + [failed]
+    back = scratch.snapshot()
+    out += extra(rollback, after, back)
+    if (left := scratch.differences(before, back)):
+        out.append(finding(rollback, first_line(rollback), "round-trip", ERROR,
+                           f"rolling back does not give back the schema before "
+                           f"{forward.migration_id}: {'; '.join(left)}; make the rollback undo "
+                           f"exactly what {forward.path.name} does"))
+        return out  # applying again on what was left over would only fail on it
+    if (failed := _run_file(scratch, forward, "applying it again after its rollback")) is not None:
+        return out + [failed]
+    if (changed := scratch.differences(after, scratch.snapshot())):
+        out.append(finding(forward, first_line(forward), "round-trip", ERROR,
+                           f"applied again after its rollback it gives another schema: "
+                           f"{'; '.join(changed)}; make the rollback undo exactly what it does"))
+    return out
+
+
+def _run_file(scratch: Scratch, f: SqlFile, doing: str) -> Finding | None:
+    failed = scratch.run([st.sql for st in f.statements])
+    if failed is None:
+        return None
+    i, error = failed
+    return finding(f, f.statements[i].line, "round-trip", ERROR,
+                   f"fails when {doing} on a database built from the migrations before it: "
+                   f"{error}; fix the statement")
