@@ -11,7 +11,7 @@ from pathlib import Path
 
 import apsw
 
-from conftest import cli, connect
+from helpers import cli, connect
 
 # Commits pairs of rows, each pair in one transaction, until the stop file exists;
 # then prints "<commits> <busy errors>". A backup must never hold half a pair.

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from conftest import connect
+from helpers import connect
 from orchestra_schema import files
 from orchestra_schema.database import open_immutable
 from orchestra_schema.backup import check_backup

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import apsw
 
-from conftest import cli, connect
+from helpers import cli, connect
 
 HANGFIRE = "HangFire.Job"
 TABLES = ("ChatSessions", "ChatMessages", "Agents", "Repositories", "Tasks", HANGFIRE)

@@ -21,7 +21,7 @@ import pytest
 
 from backup_helpers import (LOCK_HOLDER, WRITER, add_padding, add_pairs, backup_json, files_in,
                             overwrite_pages, pairs_state, root_page, spawn, wait_for)
-from conftest import (CHAT, CHAT_TABLES, CORE, CORE_TABLES, cli, connect, count, file_state, history, run,
+from helpers import (CHAT, CHAT_TABLES, CORE, CORE_TABLES, cli, connect, count, file_state, history, run,
                       tables)
 from orchestra_schema import backup as backups
 from orchestra_schema import files

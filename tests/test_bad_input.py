@@ -3,7 +3,7 @@
 import apsw
 import pytest
 
-from conftest import CHAT, CORE, cli, file_state, history, run, tables
+from helpers import CHAT, CORE, cli, file_state, history, run, tables
 
 ONE_LINE = "orchestra-schema: error: "
 LINT = "orchestra-schema: warning: lint: "  # apply's advisory findings on the files it runs

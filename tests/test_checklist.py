@@ -2,7 +2,7 @@
 
 import json
 
-from conftest import CHAT, CORE, cli, connect, file_state
+from helpers import CHAT, CORE, cli, connect, file_state
 
 ITEMS = [
     f"{CHAT} absent from yoyo's history",

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from conftest import (CHAT, CHAT_TABLES, CORE, CORE_TABLES, cli, connect, count, file_state,
+from helpers import (CHAT, CHAT_TABLES, CORE, CORE_TABLES, cli, connect, count, file_state,
                       history, run, tables)
 
 

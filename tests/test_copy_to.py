@@ -19,7 +19,7 @@ import apsw
 import psycopg
 import pytest
 
-from conftest import EF_SCRIPT, cli, connect, file_state
+from helpers import EF_SCRIPT, cli, connect, file_state
 from pgserver import PASSWORD
 from test_pg_schema import AGENT_SESSIONS, INITIAL, catalog_schema, ef_schema
 

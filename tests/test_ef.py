@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from conftest import (CHAT, CHAT_TABLES, CORE, CORE_TABLES, build_ef_database, cli, connect, count,
+from helpers import (CHAT, CHAT_TABLES, CORE, CORE_TABLES, build_ef_database, cli, connect, count,
                       ef_history, file_state, history, run, tables)
 from faults import kill_during, run_to_end, work_span
 from orchestra_schema.migrations import default_sql_dir
@@ -234,7 +234,7 @@ def test_kill_at_random_instants_keeps_ef_history_in_step(ef_db, tmp_path_factor
 
 
 def test_status_points_an_unadopted_ef_database_to_adopt(tmp_path):
-    from conftest import build_ef_database
+    from helpers import build_ef_database
     path = build_ef_database(tmp_path / "orchestra.db")
     out = cli("--database", path, "status").stdout
     assert "note: made by EF Core and not adopted yet; run `orchestra-schema adopt`" in out

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CHAT, CORE, cli, connect, count, file_state, history, run, tables
+from helpers import CHAT, CORE, cli, connect, count, file_state, history, run, tables
 from orchestra_schema import commands, engine  # rollback imports rollback_one from engine when it runs
 from orchestra_schema.context import Context
 from orchestra_schema.engine import apply_one, rollback_one

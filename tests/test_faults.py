@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from backup_helpers import leaf_pages, overwrite_pages
-from conftest import CHAT, CORE, cli, connect, history, run
+from helpers import CHAT, CORE, cli, connect, history, run
 from faults import (CAN_SEE_OPEN_FILES, FIGURES, FOREIGN, Rounds, check_copies, check_history_matches_schema,
                     contents, every_step_killed, final_copies, kill_trials, many_migrations,
                     remove_copies, run_to_end, settle,

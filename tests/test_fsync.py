@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from backup_helpers import READ_HOLDER, add_pairs, backup_json, spawn
-from conftest import cli, connect
+from helpers import cli, connect
 
 
 def _real(path) -> str:

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from conftest import connect, count, history, mounted_tmpfs, run
+from helpers import connect, count, history, mounted_tmpfs, run
 
 BIG_ROWS = 10_000  # of 1000 bytes: about 10 MB
 

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from conftest import CHAT, CORE, build_ef_database, connect, ef_history, history
+from helpers import CHAT, CORE, build_ef_database, connect, ef_history, history
 from orchestra_schema import ef
 from orchestra_schema.context import Context
 from orchestra_schema.database import Database

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from yoyo.migrations import default_migration_table, parse_metadata_from_sql_comments, read_sql_migration
 from yoyo.topologicalsort import topological_sort
 
-from conftest import CHAT, CORE
+from helpers import CHAT, CORE
 from orchestra_schema import migrations
 from orchestra_schema.engines import base
 

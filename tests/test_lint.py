@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli, history
+from helpers import cli, history
 
 BASE = "0001_base"
 CHANGE = "0002_change"

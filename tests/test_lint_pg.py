@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli
+from helpers import cli
 from test_lint import CHANGE, only, pg_dir
 
 REPO = Path(__file__).resolve().parent.parent

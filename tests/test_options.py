@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from backup_helpers import files_in
-from conftest import (CHAT, CORE, build_ef_database, cli, count, file_state, history,
+from helpers import (CHAT, CORE, build_ef_database, cli, count, file_state, history,
                       mounted_tmpfs, run)
 from orchestra_schema import backup as backups
 

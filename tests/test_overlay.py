@@ -10,7 +10,7 @@ import apsw
 import pytest
 
 from backup_helpers import add_padding, add_pairs, pairs_state
-from conftest import connect
+from helpers import connect
 from orchestra_schema import overlay, rawcopy
 from orchestra_schema.database import Database
 

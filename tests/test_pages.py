@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import connect
+from helpers import connect
 from orchestra_schema import pages
 from salvage_helpers import no_checkpoint
 

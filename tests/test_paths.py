@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli, connect, count, file_state, run
+from helpers import cli, connect, count, file_state, run
 
 ONE_LINE = "orchestra-schema: error: "
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli, run
+from helpers import cli, run
 from orchestra_schema.address import PgAddress, parse
 from pgserver import PASSWORD, USER
 

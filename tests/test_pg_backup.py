@@ -20,7 +20,7 @@ from orchestra_schema.context import Context
 from orchestra_schema.errors import Refused
 from orchestra_schema.migrations import default_sql_dir, load
 
-from conftest import cli
+from helpers import cli
 from pgserver import PASSWORD
 
 WRITER = Path(__file__).parent / "pg_writer.py"

@@ -13,7 +13,7 @@ import types
 import psycopg
 import pytest
 
-from conftest import cli, run
+from helpers import cli, run
 from orchestra_schema.engines.postgresql import LOCK_TIMEOUT_MS
 from orchestra_schema.migrations import default_sql_dir
 from pgserver import PASSWORD

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import cli
+from helpers import cli
 from pgserver import PASSWORD
 from test_pg_schema import AGENT_SESSIONS, INITIAL, catalog_schema, ef_schema
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import run
+from helpers import run
 from faults import kill_at, many_migrations, start
 
 MIGRATIONS, ROWS = 8, 20000

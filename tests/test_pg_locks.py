@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 import time
 
-from conftest import run
+from helpers import run
 from faults import start
 from orchestra_schema.engines.postgresql import LOCK_TIMEOUT_MS, advisory_key
 from test_pg_commands import CHAT, CHAT_TABLES, add_rows, history

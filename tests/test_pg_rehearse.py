@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import run
+from helpers import run
 from test_pg_checks import app_holding_and_reading, applied  # noqa: F401 (fixture)
 from test_pg_commands import AGENT, CHAT, pg
 from test_pg_schema import catalog_schema

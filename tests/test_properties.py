@@ -19,7 +19,7 @@ import pytest
 from hypothesis import settings, strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, multiple, rule
 
-from conftest import CHAT, CHAT_TABLES, CORE, CORE_TABLES, connect, history, tables
+from helpers import CHAT, CHAT_TABLES, CORE, CORE_TABLES, connect, history, tables
 from orchestra_schema import backup as backups
 from orchestra_schema import commands, restore
 from orchestra_schema.context import Context

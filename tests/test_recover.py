@@ -15,7 +15,7 @@ import apsw
 import pytest
 
 from backup_helpers import WAL_HOLDER, files_in, leaf_pages, overwrite_pages, spawn
-from conftest import CHAT, CHAT_TABLES, CORE, CORE_TABLES, cli, connect, count, file_state, history, tables
+from helpers import CHAT, CHAT_TABLES, CORE, CORE_TABLES, cli, connect, count, file_state, history, tables
 from orchestra_schema import backup as backups
 from orchestra_schema import files
 from orchestra_schema.context import Context

@@ -8,7 +8,7 @@ import apsw
 import pytest
 
 from backup_helpers import LOCK_HOLDER, READ_HOLDER, spawn
-from conftest import (CHAT, CORE, cli, connect, count, ef_history, file_state, history,
+from helpers import (CHAT, CORE, cli, connect, count, ef_history, file_state, history,
                       mounted_tmpfs, run)
 from orchestra_schema import rehearse as rehearsal
 from orchestra_schema.context import Context

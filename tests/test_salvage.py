@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import cli, connect
+from helpers import cli, connect
 from salvage_helpers import (HANGFIRE, TABLES, build, damage, overflow_owners, pages_of, rows, snapshot,
                              table_leaf_rows, wal_pages)
 

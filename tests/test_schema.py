@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import CHAT_TABLES, CORE_TABLES, build_ef_database, cli, connect
+from helpers import CHAT_TABLES, CORE_TABLES, build_ef_database, cli, connect
 from orchestra_schema import schema
 from orchestra_schema.database import Database
 

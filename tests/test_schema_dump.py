@@ -6,7 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
-from conftest import cli
+from helpers import cli
 
 REPO = Path(__file__).resolve().parent.parent
 SQLITE_SCHEMA = REPO / "sql" / "schema.sqlite.sql"

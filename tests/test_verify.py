@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from conftest import (CHAT, CHAT_TABLES, CORE, CORE_TABLES, build_ef_database, cli, connect,
+from helpers import (CHAT, CHAT_TABLES, CORE, CORE_TABLES, build_ef_database, cli, connect,
                       file_state, tables)
 from orchestra_schema.migrations import default_sql_dir
 
