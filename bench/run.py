@@ -105,7 +105,8 @@ def _say(message: str) -> None:
 
 
 def history_database(tool: Tool, ef: Path, made_by_apply: Path) -> tuple[Path, str]:
-    """A database with the tool's yoyo history: the EF-made one adopted, once `adopt` exists."""
+    """A database with the tool's yoyo history: the EF-made one adopted (made by `apply` where
+    the tool measured has no `adopt`)."""
     if tool.missing("adopt"):
         return made_by_apply, "made by `orchestra-schema apply` on an empty file (no `adopt` yet)"
     adopted = fresh_copy(ef, WORK / "adopted.db")
@@ -196,7 +197,7 @@ def summarize(group: Group, runs: dict[str, list[Run]], errors: dict[str, str]) 
 def run_writer(tool: Tool, source: Path, args) -> dict:
     """Per journal mode, each backup beside a committing writer, on one working copy."""
     contenders = writer_contenders(tool, args.stall_timeout)
-    # The target is the tool's backup; until it exists, sqlite3 .backup stands in (labelled).
+    # The target is the tool's backup; where the tool measured has none, sqlite3 .backup stands in (labelled).
     target = contenders[1] if contenders[0].missing else contenders[0]
     modes = {}
     for mode in ("wal", "delete"):

@@ -66,7 +66,6 @@ def test_the_projects_own_sql_has_no_finding():
 PG_SQL = Path(__file__).resolve().parent.parent / "sql" / "postgresql"
 
 
-@pytest.mark.skipif(not PG_SQL.is_dir(), reason="no sql/postgresql on this branch yet (issue 10)")
 def test_the_projects_postgresql_sql_has_no_finding_without_a_server():
     pg_sql = PG_SQL
     result = cli("--sql-dir", pg_sql, "lint", "--dialect", "postgresql", "--strict")

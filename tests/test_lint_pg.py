@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 
 from helpers import cli
 from test_lint import CHANGE, only, pg_dir
@@ -13,9 +12,6 @@ from test_lint import CHANGE, only, pg_dir
 REPO = Path(__file__).resolve().parent.parent
 PG_SQL = REPO / "sql" / "postgresql"
 PG_SCHEMA = REPO / "sql" / "schema.postgresql.sql"
-
-# sql/postgresql and the cluster fixtures (pg_cluster, pgdb) come with issue 10's branch.
-pytestmark = pytest.mark.skipif(not PG_SQL.is_dir(), reason="no sql/postgresql on this branch yet")
 
 
 def pg_lint(url, d, *args):
