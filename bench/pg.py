@@ -32,10 +32,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(HERE), str(ROOT / "tests")]
 
-import psycopg  # noqa: E402
-
 import report  # noqa: E402
-from contenders import Contender, Group, Paths, Step, Target, program, run_timed  # noqa: E402
+from contenders import Contender, Group, Paths, Step, Target, program  # noqa: E402
 from pgserver import PASSWORD, USER, Cluster  # noqa: E402
 
 SQL_DIR = ROOT / "sql" / "postgresql"
@@ -104,7 +102,7 @@ def content(rng: random.Random, kind: int) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(n))[:4000]
 
 
-def build(cluster: Cluster, messages: int, tool: str, say) -> "Database":
+def build(cluster: Cluster, messages: int, tool: str, say):
     db = cluster.new_database("bench")
     env = {**os.environ, "PGPASSWORD": PASSWORD}
     subprocess.run([tool, "-q", "-d", url(db), "apply"], check=True, env=env)

@@ -122,7 +122,7 @@ def foreign_key_problems(conn, schema: str, tables) -> list[str]:
         query = conn.execute(_ORPHANS, (oid,)).fetchone()[0]
         orphans = conn.execute(query).fetchone()[0]
         fix = (f"fix the rows, then ALTER TABLE ... VALIDATE CONSTRAINT {name}" if not validated
-               else f"fix the rows, then ALTER TABLE ... ENABLE TRIGGER ALL")
+               else "fix the rows, then ALTER TABLE ... ENABLE TRIGGER ALL")
         problems.append(f"{table}: foreign key {name} is {why}; {orphans} row(s) reference "
                         f"missing rows; {fix}")
     return problems

@@ -30,7 +30,7 @@ from .engine import (HISTORY_TABLES, applied_migrations, apply_one, count_rows, 
                      rollback_one, tables_losing_rows)
 from .engines import driver_of
 from .errors import DatabaseUnavailable, MigrationFailed, UsageError
-from .schema import diff, snapshot
+from .schema import diff
 
 
 @dataclass

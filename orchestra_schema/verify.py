@@ -113,10 +113,6 @@ def _check(name: str, run) -> Check:
     return Check(name, not problems, problems)
 
 
-def integrity_pragma(full: bool) -> str:
-    return "integrity_check" if full else "quick_check"
-
-
 def integrity_problems(db: Database, full: bool = False) -> list[str]:
     pragma = integrity_pragma(full)
     try:
