@@ -17,7 +17,7 @@ from pathlib import Path
 
 import apsw
 
-from . import digest as digests, files
+from . import digest as digests, sqlitefile, staging
 from .database import open_immutable
 from .context import Context
 from .copying import Progress, chain, integrity_of, integrity_pragma, new_backup
@@ -78,7 +78,7 @@ def backup(ctx: Context, output: Path | None = None, directory: Path | None = No
     require_sqlite(ctx.database)  # a copy of an empty file would be a 0-byte "backup, quick_check ok"
     now = datetime.now(timezone.utc)
     names = ([Path(output)] if output is not None
-             else files.unique_names(target / f"{ctx.database.name}.backup_{files.stamp(now)}"))
+             else staging.unique_names(target / f"{ctx.database.name}.backup_{staging.stamp(now)}"))
     result = _take(ctx, names, now, progress, full_check=full_check, doing="backing up",
                    what="backup")
     if keep is not None:
@@ -93,7 +93,7 @@ def safety_copy(ctx: Context, kind: str, progress: Progress | None = None,
     damaged: the database failed its check, so its copy will too; keep it anyway.
     """
     now = datetime.now(timezone.utc)
-    names = files.unique_names(ctx.backups / files.aside_name(ctx.database, kind, now).name)
+    names = staging.unique_names(ctx.backups / staging.aside_name(ctx.database, kind, now).name)
     return _take(ctx, names, now, progress, doing=f"making the {kind} copy", what=f"{kind} copy",
                  require_ok=not damaged)
 
@@ -104,8 +104,8 @@ def _take(ctx: Context, names, now: datetime, progress, *, doing: str, what: str
     names = iter(names)
     first = next(names)
     with ctx.open(readonly=True) as db:
-        files.check_writable_dir(first.parent, what)
-        files.check_free_space(first.parent, files.database_size(ctx.database))
+        staging.check_writable_dir(first.parent, what)
+        staging.check_free_space(first.parent, sqlitefile.database_size(ctx.database))
         copy = new_backup(db.connection, ctx.database, chain(first, names), progress=progress,
                           timeout=ctx.timeout, doing=doing, full_check=full_check,
                           require_ok=require_ok)
@@ -152,7 +152,7 @@ def write_manifest(backup_path: Path, data: dict) -> None:
     """The manifest beside a finished backup; if it cannot be written, no backup either."""
     manifest = manifest_path(backup_path)
     try:
-        files.write_atomically(manifest, json.dumps(data, indent=2) + "\n")
+        staging.write_atomically(manifest, json.dumps(data, indent=2) + "\n")
     except OSError as err:
         Path(backup_path).unlink(missing_ok=True)  # a backup is promised with its manifest
         raise DatabaseUnavailable(
@@ -194,7 +194,7 @@ def backups_of(database: Path, directory: Path | None = None) -> list[Path]:
 
 
 def _is_own_backup(path: Path, database: Path) -> bool:
-    if path.is_symlink() or not path.is_file() or not files.is_sqlite(path):
+    if path.is_symlink() or not path.is_file() or not sqlitefile.is_sqlite(path):
         return False
     try:
         manifest = read_manifest(path)
@@ -221,12 +221,12 @@ def check_backup(path: Path, full: bool = True) -> BackupCheck:
     if not path.is_file():
         check.problems.append("not found (or not a regular file)")
         return check
-    if not files.is_sqlite(path):
+    if not sqlitefile.is_sqlite(path):
         check.problems.append("not an SQLite database (bad header)")
         return check
     check.problems += _manifest_problems(path, check)
     check.problems += _sidecar_problems(path)
-    truncated = files.truncation(path)
+    truncated = sqlitefile.truncation(path)
     if truncated:
         check.problems.append(truncated)
     try:

@@ -1,6 +1,6 @@
 """Copying a database into a new file: raw while it holds still, else SQLite's backup API.
 
-The copy is written under a temporary name in its final directory (files.Staged),
+The copy is written under a temporary name in its final directory (staging.Staged),
 checked, fsynced, and only then linked under its final name, so a killed or
 failed run never leaves a partial file where a DBA would trust it.
 """
@@ -18,7 +18,7 @@ from typing import Callable, Iterator
 
 import apsw
 
-from . import digest as digests, files, rawcopy
+from . import digest as digests, rawcopy, sqlitefile, staging
 from .applied import applied_migrations
 from .database import Database, connect, open_immutable, translated
 from .errors import DatabaseUnavailable, OrchestraError
@@ -63,14 +63,14 @@ def new_backup(src: apsw.Connection, source: Path, names, *, progress: Progress 
 
 
 def replace_live(src: apsw.Connection, source: Path, database: Path,
-                 swap: Callable[[files.Staged], Path], *, progress: Progress | None,
+                 swap: Callable[[staging.Staged], Path], *, progress: Progress | None,
                  timeout: float) -> Copy:
     """Copy src (a backup nobody writes) beside `database`; swap(staged) gives it the live name."""
     return _copy(src, source, database, swap, progress=progress, timeout=timeout,
                  doing="restoring", live=False)
 
 
-def _copy(src, source: Path, first: Path, publish: Callable[[files.Staged], Path], *,
+def _copy(src, source: Path, first: Path, publish: Callable[[staging.Staged], Path], *,
           progress: Progress | None, timeout: float, doing: str, live: bool,
           full_check: bool = False, require_ok: bool = True) -> Copy:
     """Copy, check, then publish(staged) names the good copy; a killed run leaves only a temporary file.
@@ -79,9 +79,9 @@ def _copy(src, source: Path, first: Path, publish: Callable[[files.Staged], Path
     it holds; --full-check reads the copy file itself.)
     """
     warnings: list[str] = []
-    with translated(source, doing), files.writing(first.parent, doing):
-        cleaned = files.clean_stale(first.parent)  # what killed runs left there
-        with files.Staged(first) as staged:
+    with translated(source, doing), staging.writing(first.parent, doing):
+        cleaned = staging.clean_stale(first.parent)  # what killed runs left there
+        with staging.Staged(first) as staged:
             raw = (_copy_raw(source, staged, progress, full_check, timeout, warnings)
                    if live else None)
             if raw:
@@ -100,7 +100,7 @@ def _copy(src, source: Path, first: Path, publish: Callable[[files.Staged], Path
                         copy_mode, restarts, cleaned, warnings)
 
 
-def _copy_raw(source: Path, staged: files.Staged, progress: Progress | None,
+def _copy_raw(source: Path, staged: staging.Staged, progress: Progress | None,
               full_check: bool, timeout: float,
               warnings: list[str]) -> tuple["Inspection", digests.Digest] | None:
     """The file's bytes, while a second connection quick_checks the same snapshot.
@@ -126,7 +126,7 @@ def _copy_raw(source: Path, staged: files.Staged, progress: Progress | None,
     return inspect(staged.path, full_check, integrity), digest
 
 
-def _copy_through_sqlite(src: apsw.Connection, staged: files.Staged, progress: Progress | None,
+def _copy_through_sqlite(src: apsw.Connection, staged: staging.Staged, progress: Progress | None,
                          timeout: float) -> tuple[str, int]:
     dest = connect(staged.path)
     try:
@@ -173,7 +173,7 @@ def _check_hash_and_sync(path: Path, full_check: bool) -> tuple["Inspection", di
     """
     with ThreadPoolExecutor(max_workers=3, initializer=_yield_cpu) as pool:
         digest = pool.submit(digests.of_file, path)
-        synced = pool.submit(files.fsync, path)
+        synced = pool.submit(staging.fsync, path)
         found = pool.submit(inspect, path, full_check)
         synced.result()
         return found.result(), digest.result()
@@ -268,7 +268,7 @@ def inspect(path: Path, full: bool, integrity: str | None = None) -> Inspection:
             applied = []  # unreadable history: the integrity result says why
     finally:
         conn.close()
-    return Inspection(integrity, check, pages, files.journal_mode(path), applied)
+    return Inspection(integrity, check, pages, sqlitefile.journal_mode(path), applied)
 
 
 def integrity_pragma(full: bool) -> str:

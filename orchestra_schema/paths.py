@@ -14,8 +14,7 @@ import stat
 from pathlib import Path
 
 from .errors import DatabaseUnavailable
-
-SQLITE_HEADER = b"SQLite format 3\x00"
+from .sqlitefile import SQLITE_HEADER
 
 _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
           (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),

@@ -3,7 +3,7 @@
 backup: one psycopg transaction exports a snapshot; the history it reads for the
 manifest and the archive pg_dump writes (--snapshot) are the same instant, while
 the app keeps writing. The archive goes to a 0600 file under a temporary name in
-the target directory (files.Staged), is read back whole by `pg_restore --list`,
+the target directory (staging.Staged), is read back whole by `pg_restore --list`,
 hashed, fsynced, and only then gets its name; the manifest beside it as on SQLite.
 
 restore: the archive must match its manifest (size, digest) and read back; the
@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import digest as digests, files
+from . import digest as digests, staging
 from .backup import (MANIFEST_VERSION, BackupResult, manifest_path, read_manifest,
                      write_manifest)
 from .errors import Busy, DatabaseUnavailable, Refused, UsageError
@@ -138,14 +138,14 @@ def dump(address, names, timeout: float, now: datetime | None = None,
     now = now or datetime.now(timezone.utc)
     names = iter(names)
     first = next(names)
-    files.check_writable_dir(first.parent, "backup")
-    cleaned = files.clean_stale(first.parent)  # what killed runs left
+    staging.check_writable_dir(first.parent, "backup")
+    cleaned = staging.clean_stale(first.parent)  # what killed runs left
     with connect(address, timeout) as driver, driver.read_transaction("backing up"):
         conn = driver.conn
         snapshot_id = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
         applied = list(driver.applied())
         server_version = conn.execute("SHOW server_version").fetchone()[0]
-        with files.Staged(first) as staged, files.writing(first.parent, "backing up"):
+        with staging.Staged(first) as staged, staging.writing(first.parent, "backing up"):
             _run_pg_dump(address, snapshot_id, staged, timeout)
             entries = read_toc(address, staged.path)
             if read_all:
@@ -159,7 +159,7 @@ def dump(address, names, timeout: float, now: datetime | None = None,
     return archive
 
 
-def _run_pg_dump(address, snapshot_id: str, staged: files.Staged, timeout: float) -> None:
+def _run_pg_dump(address, snapshot_id: str, staged: staging.Staged, timeout: float) -> None:
     # pg_dump writes to our 0600 descriptor (seekable, so the archive carries data
     # offsets and pg_restore -j works); it waits for table locks at most --timeout.
     with client(address) as (conninfo, env):

@@ -7,7 +7,7 @@ a verified backup or salvaged from the damaged file itself (page by page,
 salvage.py: SQLite never opens the damaged file for this). Only when the new
 file passes integrity_check is the damaged one moved aside with its -wal/-shm
 (orchestra.db.corrupted_TIMESTAMP) and the new one given its name by one
-rename (files.Staged.swap_in), so a crash at any moment leaves one or the
+rename (staging.Staged.swap_in), so a crash at any moment leaves one or the
 other at the live name, and the old one stays under the aside name.
 """
 
@@ -21,7 +21,7 @@ from pathlib import Path
 import apsw
 from yoyo.migrations import default_migration_table
 
-from . import files, pages, salvage
+from . import pages, salvage, sqlitefile, staging
 from .backup import health, trusted_backup
 from .copying import Progress, integrity_of
 from .context import Context
@@ -84,17 +84,17 @@ def recover(ctx: Context, source: Path | None = None, yes: bool = False,
                       "use `restore BACKUP` to go back to a backup, or --yes to rebuild it anyway")
     if source is not None:
         trusted_backup(Path(source), database, "recover")
-    files.check_writable_dir(database.parent, "recovered database")
-    files.refuse_in_use(database, "recover")
+    staging.check_writable_dir(database.parent, "recovered database")
+    sqlitefile.refuse_in_use(database, "recover")
     result = RecoverResult(database, Path(source or database), source is not None, live)
-    files.clean_stale(database.parent)  # what killed runs left there
-    with files.Staged(database) as staged:
-        with files.writing(database.parent, "rebuilding the database"):
+    staging.clean_stale(database.parent)  # what killed runs left there
+    with staging.Staged(database) as staged:
+        with staging.writing(database.parent, "rebuilding the database"):
             _rebuild(ctx, staged.path, migrations, result, progress)
         if result.integrity != "ok":
             raise CheckFailed(f"{database}: the rebuilt copy failed its integrity_check "
                               f"({result.integrity}); nothing changed; report this as a bug")
-        files.refuse_in_use(database, "recover")  # again: the rebuild may have taken a while
+        sqlitefile.refuse_in_use(database, "recover")  # again: the rebuild may have taken a while
         if database.exists():
             _swap_in(database, staged, result)
         else:
@@ -102,10 +102,10 @@ def recover(ctx: Context, source: Path | None = None, yes: bool = False,
     return result
 
 
-def _swap_in(database: Path, staged: files.Staged, result: RecoverResult) -> None:
-    files.copy_owner_and_mode(database, staged.path)  # the application's user must open it
+def _swap_in(database: Path, staged: staging.Staged, result: RecoverResult) -> None:
+    staging.copy_owner_and_mode(database, staged.path)  # the application's user must open it
     kind = "pre-recover" if result.live_integrity == "ok" else "corrupted"
-    aside = files.aside_name(database, kind, datetime.now(timezone.utc))
+    aside = staging.aside_name(database, kind, datetime.now(timezone.utc))
     result.moved_aside = staged.swap_in(database, aside)
     result.backup = result.moved_aside[0]
     if not result.from_backup:
@@ -123,7 +123,7 @@ def _rebuild(ctx: Context, path: Path, migrations, result: RecoverResult, progre
         _summarize(fresh, result)
         # The application chose the live file's journal mode; a backup's header may differ.
         model = result.database if result.database.exists() else result.source
-        if files.is_sqlite(model) and files.journal_mode(model) == "wal":
+        if sqlitefile.is_sqlite(model) and sqlitefile.journal_mode(model) == "wal":
             fresh.execute("PRAGMA journal_mode = WAL").fetchall()
     finally:
         fresh.close()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import apsw
 
-from . import ef, files, overlay, rawcopy
+from . import ef, overlay, rawcopy, sqlitefile, staging
 from . import migrations as mig
 from .commands import check_rollback_safe
 from .context import Context
@@ -267,7 +267,7 @@ def _snapshot(live: Database, where: str, timeout: float, report: RehearsalRepor
                 live.path, readers=1, timeout=timeout, void="the rehearsal's results are void"))
         except rawcopy.Unstable:
             report.snapshot_mode = "copy"
-            files.check_free_space(Path(where).parent, files.database_size(live.path))
+            staging.check_free_space(Path(where).parent, sqlitefile.database_size(live.path))
             db = stack.enter_context(Database.open(Path(where), create=True, timeout=timeout))
             db.execute("PRAGMA synchronous = OFF")  # a throwaway copy: no fsync (3x faster)
             copy_pages(live.connection, db.connection, None, timeout, incremental=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import files
+from . import sqlitefile, staging
 from .backup import discard, health, safety_copy, trusted_backup
 from .copying import Progress, copy_pages, integrity_of, replace_live
 from .context import Context
@@ -85,8 +85,8 @@ def _restore_into_live(ctx: Context, result: RestoreResult, yes: bool, make_back
         if healthy:
             with ctx.open(readonly=True) as live:
                 _refuse_unrestorable(ctx, result, live, source, yes)
-        files.check_free_space(ctx.database.parent, files.database_size(ctx.database)
-                               + max(files.database_size(ctx.database), _size(result.restored_from)))
+        staging.check_free_space(ctx.database.parent, sqlitefile.database_size(ctx.database)
+                               + max(sqlitefile.database_size(ctx.database), _size(result.restored_from)))
         if make_backup:
             kind = "pre-restore" if healthy else "corrupted"
             result.backup = safety_copy(ctx, kind, progress, damaged=not healthy).path
@@ -144,23 +144,23 @@ def _refuse_unrestorable(ctx: Context, result: RestoreResult, live: Database, so
 def _replace_file(ctx: Context, result: RestoreResult, progress) -> None:
     """The live file is damaged or missing: the backup takes its name, the old one moves aside."""
     database = ctx.database
-    files.check_writable_dir(database.parent, "restored database")
+    staging.check_writable_dir(database.parent, "restored database")
     exists = database.exists()
     if exists:
-        files.refuse_in_use(database, "restore", "damaged and ")
-    aside = files.aside_name(database, "corrupted", datetime.now(timezone.utc))
+        sqlitefile.refuse_in_use(database, "restore", "damaged and ")
+    aside = staging.aside_name(database, "corrupted", datetime.now(timezone.utc))
 
-    def publish(staged: files.Staged) -> Path:
+    def publish(staged: staging.Staged) -> Path:
         if not exists:
             return staged.publish([database])
-        files.copy_owner_and_mode(database, staged.path)  # the application's user must open it
+        staging.copy_owner_and_mode(database, staged.path)  # the application's user must open it
         result.moved_aside = staged.swap_in(database, aside)
         result.backup = result.backup or result.moved_aside[0]
         return database
 
     source = open_immutable(result.restored_from)
     try:
-        files.check_free_space(database.parent, result.restored_from.stat().st_size)
+        staging.check_free_space(database.parent, result.restored_from.stat().st_size)
         replace_live(source, result.restored_from, database, publish, progress=progress,
                      timeout=ctx.timeout)
     finally:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from helpers import connect
-from orchestra_schema import files
+from orchestra_schema import sqlitefile, staging
 from orchestra_schema.database import open_immutable
 from orchestra_schema.backup import check_backup
 
@@ -157,9 +157,9 @@ def final_copies(directory: Path, database: Path) -> dict[str, list[Path]]:
     found: dict[str, list[Path]] = {}
     for path in sorted(directory.iterdir()):
         name = path.name
-        if not name.startswith(database.name + ".") or files.TEMP_MARK in name:
+        if not name.startswith(database.name + ".") or staging.TEMP_MARK in name:
             continue
-        if name.endswith((".json",) + files.SIDECARS):
+        if name.endswith((".json",) + sqlitefile.SIDECARS):
             continue
         kind = name[len(database.name) + 1:].split("_")[0]  # backup, pre-restore, corrupted...
         found.setdefault(kind, []).append(path)
@@ -185,7 +185,7 @@ def remove_copies(directory: Path, database: Path, keep=()) -> None:
     for path in Path(directory).iterdir():
         if path.name.startswith(database.name + ".") and path.name not in kept:
             path.unlink()
-    files.clean_stale(directory)
+    staging.clean_stale(directory)
 
 
 def settle(database: Path) -> None:
@@ -308,7 +308,7 @@ def interrupted_work(directory: Path, database: Path, pid: int) -> list[str]:
     frames (uncommitted, or committed but the connection not yet closed: the last
     connection's close checkpoints and deletes the WAL). Read before any open."""
     evidence = [f"temporary file {p.name}" for p in sorted(Path(directory).iterdir())
-                if f"{files.TEMP_MARK}{pid}-" in p.name]
+                if f"{staging.TEMP_MARK}{pid}-" in p.name]
     journal = Path(f"{database}-journal")
     with contextlib.suppress(OSError):
         if journal.stat().st_size and journal.read_bytes()[:8] == JOURNAL_MAGIC:

@@ -24,7 +24,7 @@ from backup_helpers import (LOCK_HOLDER, WRITER, add_padding, add_pairs, backup_
 from helpers import (CHAT, CHAT_TABLES, CORE, CORE_TABLES, cli, connect, count, file_state, history, run,
                       tables)
 from orchestra_schema import backup as backups
-from orchestra_schema import files
+from orchestra_schema import sqlitefile, staging
 from orchestra_schema.context import Context
 
 NAME = re.compile(r"orchestra\.db\.backup_\d{8}_\d{6}(_\d+)?")
@@ -177,7 +177,7 @@ def test_backups_of_orders_by_time_then_number(tmp_path):
     names = ["orchestra.db.backup_20250101_000000_10", "orchestra.db.backup_20250101_000000_9",
              "orchestra.db.backup_20250101_000000", "orchestra.db.backup_20241231_235959"]
     for name in names:
-        (tmp_path / name).write_bytes(files.SQLITE_HEADER + bytes(84))
+        (tmp_path / name).write_bytes(sqlitefile.SQLITE_HEADER + bytes(84))
     assert [p.name for p in backups.backups_of(db)] == [names[3], names[2], names[1], names[0]]
 
 
@@ -191,7 +191,7 @@ def test_kill_during_backup_leaves_no_file_under_a_final_name(tmp_path):
         """Sizes of temporary copies begun but not whole: the copy is under way."""
         sizes = []
         for name in files_in(tmp_path):
-            if files.TEMP_MARK in name and not name.endswith(files.SIDECARS):
+            if staging.TEMP_MARK in name and not name.endswith(sqlitefile.SIDECARS):
                 with contextlib.suppress(FileNotFoundError):
                     sizes.append((tmp_path / name).stat().st_size)
         return [s for s in sizes if 0 < s < size]
@@ -205,8 +205,8 @@ def test_kill_during_backup_leaves_no_file_under_a_final_name(tmp_path):
     assert file_state(db) == before
     assert not any(NAME.fullmatch(name) for name in files_in(tmp_path))  # nothing a DBA would trust
     out = backup_json(db)
-    assert not any(files.TEMP_MARK in n for n in files_in(tmp_path))
-    assert out["cleaned"] and all(files.TEMP_MARK in Path(p).name for p in out["cleaned"])
+    assert not any(staging.TEMP_MARK in n for n in files_in(tmp_path))
+    assert out["cleaned"] and all(staging.TEMP_MARK in Path(p).name for p in out["cleaned"])
 
 
 def test_busy_past_timeout_exits_3_and_leaves_nothing(db):

@@ -33,7 +33,7 @@ from faults import (CAN_SEE_OPEN_FILES, FIGURES, FOREIGN, Rounds, check_copies, 
                     remove_copies, run_to_end, settle,
                     start, work_span)
 from orchestra_schema import backup as backups
-from orchestra_schema import files
+from orchestra_schema import sqlitefile, staging
 from orchestra_schema.digest import of_file
 from orchestra_schema.database import Database
 
@@ -190,7 +190,7 @@ class Backup(Scenario):
 
     def finish(self, command):
         out = json.loads(run_to_end(self.cli("--json", "backup")).stdout)
-        assert not any(files.TEMP_MARK in p.name for p in self.directory.iterdir()), \
+        assert not any(staging.TEMP_MARK in p.name for p in self.directory.iterdir()), \
             "a killed run's temporary files were left after the next run"
         assert backups.check_backup(Path(out["path"])).ok
         self.check_copies()
@@ -305,7 +305,7 @@ class Recover(Scenario):
 
     def finish(self, command):
         run_to_end(self.cli("recover", "--yes"))
-        assert not any(files.TEMP_MARK in p.name for p in self.directory.iterdir()), \
+        assert not any(staging.TEMP_MARK in p.name for p in self.directory.iterdir()), \
             "a killed run's temporary files were left after the next run"
         self.check_rebuilt()
         remove_copies(self.directory, self.database)
@@ -394,7 +394,7 @@ def test_restore_of_an_unopenable_database_killed_after_each_file_step(tmp_path,
     for step, result in every_step_killed(s.directory, *s.cli("restore", backup), prepare=damage):
         assert "Traceback" not in result.stderr
         assert s.database.exists(), f"killed after step {step}: {s.database} is missing"
-        if files.is_sqlite(s.database):
+        if sqlitefile.is_sqlite(s.database):
             assert contents(s.database) == wanted
         kills += result.returncode < 0
         run_to_end(s.cli("restore", backup))  # the next run needs no repair
@@ -476,15 +476,15 @@ def test_a_cleanup_between_creating_and_locking_a_staged_file_spares_it(tmp_path
 
     def flock(fd, operation):
         if operation == fcntl.LOCK_EX and not raced:  # the writer, about to lock its new file
-            raced.append(files.clean_stale(tmp_path))  # another run's cleanup, just then
+            raced.append(staging.clean_stale(tmp_path))  # another run's cleanup, just then
         return real_flock(fd, operation)
 
-    monkeypatch.setattr(files.fcntl, "flock", flock)
-    with files.Staged(tmp_path / "orchestra.db.backup_20250101_000000") as staged:
+    monkeypatch.setattr(staging.fcntl, "flock", flock)
+    with staging.Staged(tmp_path / "orchestra.db.backup_20250101_000000") as staged:
         monkeypatch.undo()
         assert raced and staged.path.exists()
         assert os.path.samestat(os.stat(staged.path), os.fstat(staged.fd))  # its lock is on its file
-        assert files.clean_stale(tmp_path) == []  # so no cleanup takes it now
+        assert staging.clean_stale(tmp_path) == []  # so no cleanup takes it now
 
 
 def test_a_cleanup_removes_a_staged_file_only_while_holding_its_lock(tmp_path, monkeypatch):
@@ -506,13 +506,13 @@ def test_a_cleanup_removes_a_staged_file_only_while_holding_its_lock(tmp_path, m
             writer.join(0.5)  # ... and check its name, if it can
         return real_unlink(path, missing_ok=missing_ok)
 
-    monkeypatch.setattr(files.fcntl, "flock", flock)
+    monkeypatch.setattr(staging.fcntl, "flock", flock)
     monkeypatch.setattr(Path, "unlink", unlink)
     made = []
-    writer = threading.Thread(target=lambda: made.append(files.Staged(tmp_path / "orchestra.db.backup_1")))
+    writer = threading.Thread(target=lambda: made.append(staging.Staged(tmp_path / "orchestra.db.backup_1")))
     writer.start()
     assert created.wait(30)
-    files.clean_stale(tmp_path)
+    staging.clean_stale(tmp_path)
     writer.join(30)
     monkeypatch.undo()
     staged = made[0]

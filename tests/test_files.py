@@ -1,4 +1,4 @@
-"""files.py on real files: staged names, publishing, leftovers, headers."""
+"""staging.py and sqlitefile.py on real files: staged names, publishing, leftovers, headers."""
 
 from __future__ import annotations
 
@@ -9,22 +9,22 @@ from datetime import datetime, timezone
 
 import pytest
 
-from orchestra_schema import files
+from orchestra_schema import sqlitefile, staging
 from orchestra_schema.errors import Refused
 
 
 def test_staged_file_is_private_and_gone_unless_published(tmp_path):
-    with files.Staged(tmp_path / "b.db") as staged:
+    with staging.Staged(tmp_path / "b.db") as staged:
         assert stat.S_IMODE(staged.path.stat().st_mode) == 0o600
-        assert files.TEMP_MARK in staged.path.name
+        assert staging.TEMP_MARK in staged.path.name
     assert list(tmp_path.iterdir()) == []
 
 
 def test_publish_takes_the_first_free_name_and_never_replaces_one(tmp_path):
     (tmp_path / "b.db").write_text("someone else's")
-    with files.Staged(tmp_path / "b.db") as staged:
+    with staging.Staged(tmp_path / "b.db") as staged:
         staged.path.write_text("ours")
-        final = staged.publish(files.unique_names(tmp_path / "b.db"))
+        final = staged.publish(staging.unique_names(tmp_path / "b.db"))
     assert final == tmp_path / "b.db_2" and final.read_text() == "ours"
     assert (tmp_path / "b.db").read_text() == "someone else's"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.db", "b.db_2"]
@@ -32,29 +32,29 @@ def test_publish_takes_the_first_free_name_and_never_replaces_one(tmp_path):
 
 def test_publish_when_every_name_is_taken_refuses_and_leaves_them(tmp_path):
     (tmp_path / "b.db").write_text("x")
-    with files.Staged(tmp_path / "b.db") as staged, pytest.raises(Refused, match="b.db"):
+    with staging.Staged(tmp_path / "b.db") as staged, pytest.raises(Refused, match="b.db"):
         staged.publish([tmp_path / "b.db"])
     assert [p.name for p in tmp_path.iterdir()] == ["b.db"]
 
 
 def test_publish_with_no_name_is_a_bug_said_plainly(tmp_path):
-    with files.Staged(tmp_path / "b.db") as staged, pytest.raises(ValueError, match="at least one name"):
+    with staging.Staged(tmp_path / "b.db") as staged, pytest.raises(ValueError, match="at least one name"):
         staged.publish([])
 
 
 def test_staging_removes_nothing_by_itself(tmp_path):
-    left = tmp_path / f".b.db{files.TEMP_MARK}1-deadbeef"
+    left = tmp_path / f".b.db{staging.TEMP_MARK}1-deadbeef"
     left.write_text("left by a killed run")
-    with files.Staged(tmp_path / "b.db"):
+    with staging.Staged(tmp_path / "b.db"):
         assert left.exists()
 
 
 def test_clean_stale_removes_leftovers_but_never_a_live_writers_file(tmp_path):
-    left = tmp_path / f".b.db{files.TEMP_MARK}1-deadbeef"
+    left = tmp_path / f".b.db{staging.TEMP_MARK}1-deadbeef"
     left.write_text("killed run")
     (tmp_path / f"{left.name}-journal").write_text("its journal")
-    with files.Staged(tmp_path / "b.db") as live:
-        assert sorted(files.clean_stale(tmp_path)) == sorted([left, tmp_path / f"{left.name}-journal"])
+    with staging.Staged(tmp_path / "b.db") as live:
+        assert sorted(staging.clean_stale(tmp_path)) == sorted([left, tmp_path / f"{left.name}-journal"])
         assert live.path.exists()
         fd = os.open(live.path, os.O_RDONLY)  # the writer's flock is what protects it
         try:
@@ -65,16 +65,16 @@ def test_clean_stale_removes_leftovers_but_never_a_live_writers_file(tmp_path):
 
 
 def test_unique_names_and_aside_names():
-    names = files.unique_names(files.Path("/d/o.db.backup_x"))
+    names = staging.unique_names(staging.Path("/d/o.db.backup_x"))
     assert [str(next(names)) for _ in range(3)] == ["/d/o.db.backup_x", "/d/o.db.backup_x_2",
                                                    "/d/o.db.backup_x_3"]
     when = datetime(2025, 9, 27, 10, 31, 32, tzinfo=timezone.utc)
-    assert files.aside_name(files.Path("/d/o.db"), "corrupted", when) == files.Path(
+    assert staging.aside_name(staging.Path("/d/o.db"), "corrupted", when) == staging.Path(
         "/d/o.db.corrupted_20250927_103132")
 
 
 def _database(path, pages=3, page_size=4096, mode=1):
-    head = bytearray(files.SQLITE_HEADER + bytes(84))
+    head = bytearray(sqlitefile.SQLITE_HEADER + bytes(84))
     head[16:18] = page_size.to_bytes(2, "big")
     head[18] = head[19] = mode
     head[24:28] = head[92:96] = (7).to_bytes(4, "big")
@@ -85,10 +85,10 @@ def _database(path, pages=3, page_size=4096, mode=1):
 
 def test_header_facts(tmp_path):
     db = _database(tmp_path / "a.db")
-    assert files.is_sqlite(db) and files.journal_mode(db) == "rollback" and files.truncation(db) is None
-    assert files.journal_mode(_database(tmp_path / "w.db", mode=2)) == "wal"
+    assert sqlitefile.is_sqlite(db) and sqlitefile.journal_mode(db) == "rollback" and sqlitefile.truncation(db) is None
+    assert sqlitefile.journal_mode(_database(tmp_path / "w.db", mode=2)) == "wal"
     (tmp_path / "t.txt").write_text("not a database at all, but long enough " * 4)
-    assert not files.is_sqlite(tmp_path / "t.txt")
+    assert not sqlitefile.is_sqlite(tmp_path / "t.txt")
 
 
 @pytest.mark.parametrize("cut, says", [(50, "shorter than an SQLite header"),
@@ -97,4 +97,4 @@ def test_header_facts(tmp_path):
 def test_truncation_says_how(tmp_path, cut, says):
     db = _database(tmp_path / "a.db")
     os.truncate(db, cut)
-    assert says in files.truncation(db)
+    assert says in sqlitefile.truncation(db)

@@ -17,7 +17,7 @@ import pytest
 from backup_helpers import WAL_HOLDER, files_in, leaf_pages, overwrite_pages, spawn
 from helpers import CHAT, CHAT_TABLES, CORE, CORE_TABLES, cli, connect, count, file_state, history, tables
 from orchestra_schema import backup as backups
-from orchestra_schema import files
+from orchestra_schema import sqlitefile, staging
 from orchestra_schema.context import Context
 
 ALL_TABLES = CORE_TABLES | CHAT_TABLES | {"HangFire.Job"}
@@ -146,7 +146,7 @@ def test_yes_rebuilds_a_healthy_wal_database_keeping_everything(db):
     out = json.loads(recover(db, "--yes").stdout)
     assert re.fullmatch(r"orchestra\.db\.pre-recover_\d{8}_\d{6}", Path(out["backup"]).name)
     assert counts(db) == before and out["rows_lost"] == 0
-    assert files.journal_mode(db) == "wal" and stat.S_IMODE(db.stat().st_mode) == 0o640
+    assert sqlitefile.journal_mode(db) == "wal" and stat.S_IMODE(db.stat().st_mode) == 0o640
 
 
 @pytest.mark.parametrize("spoil, code", [
@@ -236,7 +236,7 @@ def test_a_crash_just_before_the_swap_leaves_the_old_file_at_the_live_name(db, m
     def crash(*args):
         raise OSError("simulated crash before the rename")
 
-    monkeypatch.setattr(files.os, "replace", crash)
+    monkeypatch.setattr(staging.os, "replace", crash)
     result = cli("--database", db, "recover")
     assert result.exit_code != 0 and "simulated crash" in result.stderr
     assert hashlib.sha256(db.read_bytes()).hexdigest() == before  # still the old file
@@ -255,13 +255,13 @@ def test_cleanup_spares_a_temporary_file_whose_writer_lives_under_another_pid(tm
     try:
         assert holder.stdout.readline().strip() == "held"
         (tmp_path / ".orchestra.db.orchestra-tmp-999998-4567cdef").write_bytes(b"left by a killed run")
-        cleaned = files.clean_stale(tmp_path)
+        cleaned = staging.clean_stale(tmp_path)
         assert [p.name for p in cleaned] == [".orchestra.db.orchestra-tmp-999998-4567cdef"]
         assert (tmp_path / ".orchestra.db.orchestra-tmp-999999-0123abcd").exists()
     finally:
         holder.kill()
         holder.wait()
-    assert [p.name for p in files.clean_stale(tmp_path)] == [".orchestra.db.orchestra-tmp-999999-0123abcd"]
+    assert [p.name for p in staging.clean_stale(tmp_path)] == [".orchestra.db.orchestra-tmp-999999-0123abcd"]
 
 
 def test_recover_keeps_the_databases_rows_not_what_a_migration_seeded(tmp_path):

@@ -1,4 +1,4 @@
-"""Files that must never be seen half-written: staged names, fsync, links, locks.
+"""Files that must never be seen half-written: staged names, fsync, links, and where they go.
 
 A new file is created 0600 under a temporary name in its final directory,
 filled, fsynced, and published by a hard link (which, unlike rename, never
@@ -16,20 +16,16 @@ import fcntl
 import os
 import re
 import shutil
-import struct
-import sys
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import apsw
 
-from .errors import Busy, DatabaseUnavailable, Refused
+from .errors import DatabaseUnavailable, Refused
+from .sqlitefile import SIDECARS
 
 TEMP_MARK = ".orchestra-tmp-"
 _TEMP_NAME = re.compile(r"(\..+\.orchestra-tmp-\d+-[0-9a-f]{8})(?:-journal|-wal|-shm)?")
-SIDECARS = ("-wal", "-shm", "-journal")
-SQLITE_HEADER = b"SQLite format 3\x00"
-_PENDING_BYTE = 0x40000000  # SQLite's lock bytes on the database file start here (512 of them)
 
 
 class Staged:
@@ -208,46 +204,6 @@ def fsync(path: Path) -> None:
         os.close(fd)
 
 
-
-
-def header(path: Path) -> bytes:
-    with open(path, "rb") as f:
-        return f.read(100)
-
-
-def is_sqlite(path: Path) -> bool:
-    try:
-        return header(path).startswith(SQLITE_HEADER)
-    except OSError:
-        return False
-
-
-def journal_mode(path: Path) -> str:
-    """'wal' or 'rollback', from the file header (bytes 18-19 are 2 in WAL mode)."""
-    return "wal" if header(path)[18:19] == b"\x02" else "rollback"
-
-
-def truncation(path: Path) -> str | None:
-    """Say so if the file is shorter than its header says (a cut-off copy)."""
-    head = header(path)
-    if len(head) < 100:
-        return f"truncated: {len(head)} bytes, shorter than an SQLite header"
-    page_size = int.from_bytes(head[16:18], "big")
-    page_size = 65536 if page_size == 1 else page_size
-    pages = int.from_bytes(head[28:32], "big")
-    size = path.stat().st_size
-    if page_size < 512 or size % page_size:
-        return f"truncated or damaged: {size} bytes is not a whole number of {page_size}-byte pages"
-    header_valid = head[24:28] == head[92:96]  # SQLite's rule for trusting the size field
-    if header_valid and pages and size < pages * page_size:
-        return f"truncated: {size} bytes, its header says {pages} pages of {page_size}"
-    return None
-
-
-def database_size(path: Path) -> int:
-    return sum(Path(f"{path}{s}").stat().st_size for s in ("", "-wal") if Path(f"{path}{s}").exists())
-
-
 def check_writable_dir(directory: Path, what: str) -> None:
     if not directory.is_dir():  # exit 6, as unwritable: a place to write is missing, not a bad option
         raise DatabaseUnavailable(f"{directory}: no such directory for the {what}; nothing changed; "
@@ -282,30 +238,3 @@ def aside_name(database: Path, kind: str, now) -> Path:
 def stamp(now) -> str:
     """UTC time in backup and aside names: sorts as it reads."""
     return now.strftime("%Y%m%d_%H%M%S")
-
-
-def refuse_in_use(database: Path, command: str, state: str = "") -> None:
-    """Busy (exit 3, nothing changed) while another process has the database open."""
-    if in_use(database):
-        raise Busy(f"{database}: {state}still open in another process; stop the Orchestra API and "
-                   f"Hangfire, then rerun {command}; nothing changed")
-
-
-def in_use(path: Path) -> bool:
-    """Does another process hold SQLite locks on this database?
-
-    Any WAL-mode connection keeps a shared lock on the lock bytes; in rollback
-    mode only a transaction in progress does, so an idle connection there is
-    invisible. F_GETLK never takes a lock, but closing our descriptor drops
-    every POSIX lock this process holds on the file: call this only while
-    this process has no connection to it. Linux only (struct flock layout).
-    """
-    if not sys.platform.startswith("linux") or not Path(path).exists():
-        return False
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        query = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, _PENDING_BYTE, 512, 0)
-        lock_type = struct.unpack("hhqqi4x", fcntl.fcntl(fd, fcntl.F_GETLK, query))[0]
-    finally:
-        os.close(fd)
-    return lock_type != fcntl.F_UNLCK
