@@ -22,6 +22,9 @@ from orchestra_schema.cli import main
 CORE, CHAT = ef.CORE, ef.CHAT  # the SQLite migrations' ids: one definition, in ef.py
 
 DATA = Path(__file__).parent / "data"
+# The upstream reference material (C# migrations, a real orchestra.db), beside the checkout as in CI;
+# read in place: none of it is copied into the project.
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 EF_SCRIPT = DATA / "ef-core-9-initial-script.sql"
 CHAT_TABLES = {"ChatSessions", "ChatMessages"}
 CORE_TABLES = {"Repositories", "TaskTemplates", "WorkflowDefinitions", "Agents",

@@ -19,13 +19,11 @@ import apsw
 import psycopg
 import pytest
 
-from helpers import EF_SCRIPT, cli, connect, file_state
+from helpers import EF_SCRIPT, REFERENCE, cli, connect, file_state
 from pgserver import PASSWORD
 from test_pg_schema import AGENT_SESSIONS, INITIAL, catalog_schema, ef_schema
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "reference" / "real-databases" / \
-    "orchestra-5960ab9.db"
-REAL = REAL if REAL.exists() else Path("/work/shared/reference/real-databases/orchestra-5960ab9.db")
+REAL = REFERENCE / "real-databases" / "orchestra-5960ab9.db"
 TEN = ["Repositories", "TaskTemplates", "WorkflowDefinitions", "Agents", "UserPreferences",
        "PerformanceMetrics", "Tasks", "OrchestrationLogs", "ChatSessions", "ChatMessages"]
 PG_MIGRATIONS = ["20250927103131_OrchestraCore", "20250927103132_AddChatTables",

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from helpers import REFERENCE
 from orchestra_schema.migrations import default_sql_dir, load
 
-EF_DIR = Path(__file__).parent / "data" / "ef-postgresql"
+EF_DIR = REFERENCE / "postgresql"
 INITIAL = EF_DIR / "20250927103132_InitialPostgreSQLMigration.cs"
 AGENT_SESSIONS = EF_DIR / "20251109091141_AddAgentSessionsTable.cs"
 ACTIONS = {"Cascade": "c", "SetNull": "n", "Restrict": "r", "NoAction": "a", "SetDefault": "d"}
