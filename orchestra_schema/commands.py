@@ -99,26 +99,24 @@ def apply(ctx: Context, to: str | None = None, dry_run: bool = False,
     mig.resolve_target(to, migrations)  # an unknown --to fails before any file is touched
     exists = ctx.exists()
     result = ApplyResult(database=ctx.display, created=not exists)
-    if dry_run:
+    if dry_run or review:
         applied = set()
         if exists:
             with ctx.connect(readonly=True) as db:
                 applied = set(applied_migrations(db))
                 _refuse_unadopted(db, applied)
         plan = mig.plan_apply(migrations, applied, to)
-        if review:
+        if review:  # before the run plans under its write connection: lint's time is not in that window
             review(migrations, plan)
-        result.sql = mig.dry_run_sql(plan, "apply")
-        return result
+        if dry_run:
+            result.sql = mig.dry_run_sql(plan, "apply")
+            return result
     try:
         with ctx.connect(create=True) as db:
             applied = set(applied_migrations(db))
             _refuse_unadopted(db, applied)
             ef_before = ef.entries(db)
-            plan = mig.plan_apply(migrations, applied, to)
-            if review:
-                review(migrations, plan)
-            for m in plan:
+            for m in mig.plan_apply(migrations, applied, to):
                 (result.applied if apply_one(db, m) else result.skipped).append(m.id)
             result.ef_history = ef.changes(ef_before, ef.entries(db))
     except BaseException:  # Ctrl-C and unmapped errors too, not only the tool's own
