@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -100,14 +101,14 @@ def apply(ctx: Context, to: str | None = None, dry_run: bool = False,
     exists = ctx.exists()
     result = ApplyResult(database=ctx.display, created=not exists)
     if dry_run or review:
-        applied = set()
-        if exists:
-            with ctx.connect(readonly=True) as db:
-                applied = set(applied_migrations(db))
+        with contextlib.ExitStack() as stack:  # a look at the history; no lock is held
+            db = stack.enter_context(ctx.connect(readonly=True)) if exists else None
+            applied = set(applied_migrations(db)) if db else set()
+            if db:
                 _refuse_unadopted(db, applied)
-        plan = mig.plan_apply(migrations, applied, to)
-        if review:  # before the run plans under its write connection: lint's time is not in that window
-            review(migrations, plan)
+            plan = mig.plan_apply(migrations, applied, to)
+            if review:  # before the write connection plans again: lint's time is not in that window
+                review(migrations, plan)
         if dry_run:
             result.sql = mig.dry_run_sql(plan, "apply")
             return result
