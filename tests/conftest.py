@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import add_rows, build_ef_database, cli, connect
+from helpers import add_rows, build_ef_database, cli, connect, mounted_tmpfs
 
 @pytest.fixture
 def db(tmp_path) -> Path:
@@ -64,27 +65,22 @@ def pytest_terminal_summary(terminalreporter):
 def unwritable_dir(tmp_path):
     """make({name: text}) -> a directory holding those files that nobody can write, root
     included: as root a read-only tmpfs (permissions do not stop root), else mode 0500."""
-    made = []
+    root, made = os.geteuid() == 0, []
+    with contextlib.ExitStack() as undo:
+        def make(contents=None) -> Path:
+            d = tmp_path / f"unwritable{len(made)}"
+            made.append(d)
+            if root:
+                undo.enter_context(mounted_tmpfs(d, "1m"))
+            else:
+                d.mkdir()
+                undo.callback(d.chmod, 0o700)
+            for name, text in (contents or {}).items():
+                (d / name).write_text(text)
+            if root:
+                subprocess.run(["mount", "-o", "remount,ro", d], check=True)
+            else:
+                d.chmod(0o500)
+            return d
 
-    def make(contents=None) -> Path:
-        d = tmp_path / f"unwritable{len(made)}"
-        d.mkdir()
-        root = os.geteuid() == 0
-        if root and subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", d],
-                                   capture_output=True).returncode:
-            pytest.skip("root, but not allowed to mount a tmpfs")
-        made.append((d, root))
-        for name, text in (contents or {}).items():
-            (d / name).write_text(text)
-        if root:
-            subprocess.run(["mount", "-o", "remount,ro", d], check=True)
-        else:
-            d.chmod(0o500)
-        return d
-
-    yield make
-    for d, root in made:
-        if root:
-            subprocess.run(["umount", d], check=True)
-        else:
-            d.chmod(0o700)
+        yield make
