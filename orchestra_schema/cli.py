@@ -237,11 +237,14 @@ def status(s: Settings):
 @main.command()
 @click.option("--to", "to", metavar="ID", help="Apply up to ID (and what it depends on) only.")
 @click.option("--dry-run", is_flag=True, help="Print the SQL that would run; change nothing.")
+@click.option("--no-lint", is_flag=True,
+              help="Do not lint the files first (their review is `orchestra-schema lint`).")
 @pass_settings
-def apply(s: Settings, to, dry_run):
+def apply(s: Settings, to, dry_run, no_lint):
     """Apply pending migrations (creates the database file if absent)."""
     from . import commands
-    result = commands.apply(s.ctx, to=to, dry_run=dry_run, review=_lint_plan(s))
+    result = commands.apply(s.ctx, to=to, dry_run=dry_run,
+                            review=None if no_lint else _lint_plan(s))
     if dry_run:
         s.emit(result, result.sql or "-- nothing to apply")
         return

@@ -391,3 +391,13 @@ def test_round_trip_sees_a_check_constraint_the_rollback_does_not_restore(tmp_pa
                "CREATE TRIGGER tr_t AFTER INSERT ON t BEGIN SELECT 1; END;\n")
     (f,) = only(lint(sql_dir(tmp_path, forward, ""))[1], "round-trip")
     assert "table t: its definition differs" in f["message"]
+
+
+def test_apply_no_lint_skips_the_review(tmp_path):
+    sql = tmp_path / "sql"
+    sql.mkdir()
+    (sql / "0001_a.sql").write_text("CREATE TABLE a(x);\n")  # no header, no rollback: lint errors
+    with_lint = cli("--sql-dir", sql, "-d", tmp_path / "a.db", "apply")
+    without = cli("--sql-dir", sql, "-d", tmp_path / "b.db", "apply", "--no-lint")
+    assert with_lint.exit_code == without.exit_code == 0
+    assert "warning: lint:" in with_lint.stderr and "lint" not in without.stderr
