@@ -14,7 +14,6 @@ address, libpq's own ways apply (PGPASSWORD, ~/.pgpass, PGPASSFILE, PGSERVICE).
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import quote
 
 from .errors import UsageError
 
@@ -61,6 +60,7 @@ class PgAddress:
     @property
     def display(self) -> str:
         """postgresql://user@host:port/dbname, never the password."""
+        from urllib.parse import quote  # here: SQLite runs do not need it
         p = self._params
         user = f"{quote(p['user'], safe='')}@" if p.get("user") else ""
         host = p.get("host", "")

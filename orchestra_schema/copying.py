@@ -11,14 +11,13 @@ import contextlib
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
 import apsw
 
-from . import digest as digests, rawcopy, sqlitefile, staging
+from . import background, digest as digests, rawcopy, sqlitefile, staging
 from .applied import applied_migrations
 from .database import Database, connect, open_immutable, translated
 from .errors import DatabaseUnavailable, OrchestraError
@@ -111,13 +110,15 @@ def _copy_raw(source: Path, staged: staging.Staged, progress: Progress | None,
     be held still; the caller copies through SQLite instead.
     """
     try:
-        with rawcopy.still_file(source, readers=2, timeout=timeout) as (copier, checker), \
-                ThreadPoolExecutor(1, initializer=_yield_cpu) as pool:
-            checked = None if full_check else pool.submit(integrity_of, checker, "quick_check")
+        with rawcopy.still_file(source, readers=2, timeout=timeout) as (copier, checker):
+            checked = (None if full_check else
+                       background.Task(integrity_of, checker, "quick_check", nice=True))
             try:
                 digest = rawcopy.copy_file(copier, staged.path, staged.fd, progress)
             except BaseException:
-                checker.interrupt()  # do not hold the snapshot (and writers) for a check nobody reads
+                if checked:
+                    checker.interrupt()  # do not hold the snapshot (and writers) for a check nobody reads
+                    checked.join()
                 raise
             integrity = checked.result() if checked else None
     except rawcopy.Unstable as why:
@@ -171,18 +172,11 @@ def _check_hash_and_sync(path: Path, full_check: bool) -> tuple["Inspection", di
     the hasher on large blocks, fsync), so on two cores they overlap. They run
     niced: a backup must not starve the application it runs beside.
     """
-    with ThreadPoolExecutor(max_workers=3, initializer=_yield_cpu) as pool:
-        digest = pool.submit(digests.of_file, path)
-        synced = pool.submit(staging.fsync, path)
-        found = pool.submit(inspect, path, full_check)
-        synced.result()
-        return found.result(), digest.result()
-
-
-def _yield_cpu() -> None:
-    """Lower this worker thread's CPU priority: on two cores the application's commits come first."""
-    with contextlib.suppress(AttributeError, OSError):  # per-thread niceness is Linux's
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    digest = background.Task(digests.of_file, path, nice=True)
+    synced = background.Task(staging.fsync, path, nice=True)
+    found = background.Task(inspect, path, full_check, nice=True)
+    synced.result()
+    return found.result(), digest.result()
 
 
 def chain(first: Path, rest: Iterator[Path]) -> Iterator[Path]:

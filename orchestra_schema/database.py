@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import urllib.parse
 from pathlib import Path
 
 import apsw
@@ -77,8 +76,19 @@ def connect(path: Path, *, flags: int = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE
 
 def open_immutable(path: Path) -> apsw.Connection:
     """Read a file nobody writes to: no locks, no -wal or -shm created beside it."""
-    uri = "file:" + urllib.parse.quote(str(Path(path).absolute())) + "?immutable=1"
+    uri = "file:" + uri_path(Path(path).absolute()) + "?immutable=1"
     return apsw.Connection(uri, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+
+
+def uri_path(path: Path) -> str:
+    """path as a file: URI's path: SQLite decodes %HH there and ends it at ? or #.
+
+    (Not urllib.parse.quote: it costs every short command 3 ms of imports.)
+    """
+    text = str(path)
+    for char in "%?#":  # % first, or its own escapes would be escaped again
+        text = text.replace(char, f"%{ord(char):02X}")
+    return text
 
 
 class Database:

@@ -25,13 +25,12 @@ import errno
 import mmap
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterator
 
 import apsw
 
-from . import digest as digests
+from . import background, digest as digests
 from .database import connect
 from .errors import DatabaseUnavailable
 
@@ -177,20 +176,18 @@ def copy_file(reader: apsw.Connection, dest: Path, fd: int,
     total, page_size = extent(reader)
     pages, done = total // page_size, 0
     digest = digests.hasher()
-    with _Writer(dest, fd) as writer, ThreadPoolExecutor(1) as hasher:
-        hashed = None
+    # Read here while the chunk before is hashed and written: SQLite's read, the
+    # hasher and the write each let go of the GIL, so on two cores they overlap.
+    with _Writer(dest, fd) as writer, background.Lane() as hashing, \
+            background.Lane() as writing:
         while done < total:
             size = min(CHUNK, total - done)
             data = _read(reader, done, size)
-            if hashed:
-                hashed.result()
-            hashed = hasher.submit(digest.update, data)  # the hasher lets go of the GIL
-            writer.write(data, done)
+            hashing.put(digest.update, data)
+            writing.put(writer.write, data, done)
             done += size
             if progress:
                 progress(done // page_size, pages)
-        if hashed:
-            hashed.result()
     os.fsync(fd)
     return digests.Digest(digests.ALGORITHM, digest.hexdigest())
 

@@ -252,3 +252,18 @@ def test_help_shows_even_when_the_database_is_refused(tmp_path):
         result = cli("-d", tmp_path, *args)
         assert result.exit_code == 0 and "Usage:" in result.stdout, result.output
     assert cli("-d", tmp_path, "status").exit_code == 6
+
+
+@pytest.mark.parametrize("name", ["a b.db", "x%41y.db", "q?x.db", "h#1.db", "ünï.db", "p%25.db"])
+def test_backup_of_a_file_whose_name_a_uri_would_misread(tmp_path, name):
+    """The copy is checked through a file: URI (immutable): %, ? and # in its name must not
+    make the check open another file, or none."""
+    database = tmp_path / name
+    assert run("-d", database, "apply").returncode == 0
+    out = tmp_path / "backups"
+    out.mkdir()
+    (out / "xAy.db").write_bytes(b"not a database" * 512)  # x%41y.db with %41 decoded
+    result = run("--json", "-d", database, "backup", "--output", out / name)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["integrity"] == "ok" and report["applied_migrations"], report
