@@ -19,6 +19,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from helpers import connect
 from orchestra_schema import sqlitefile, staging
@@ -453,8 +454,13 @@ def tally(command: str, mode: str, span: float = 0.0) -> Tally:
     return t
 
 
-def kill_trials(scenario, trials: int, seed: int) -> dict[str, Tally]:
+def kill_trials(scenario, trials: int, seed: int,
+                enough: Callable[[Tally], bool] | None = None) -> dict[str, Tally]:
     """Kill `trials` runs inside their work, at random instants of its measured span.
+
+    enough: whether a command's kills prove something (landed in the work); if
+    not every tally is enough after `trials`, up to as many again are run (a
+    loaded machine stretches start-up and moves the kills).
 
     A run that ends before its kill shortens its command's span to its own.
     The instants are stratified: a command's k-th of n kills falls at a uniform
@@ -467,7 +473,9 @@ def kill_trials(scenario, trials: int, seed: int) -> dict[str, Tally]:
     spans = scenario.spans()
     tallies = {command: tally(command, scenario.mode, span) for command, span in spans.items()}
     share = -(-trials // len(spans))  # kills per command: the scenario takes its commands in turn
-    for trial in range(trials):
+    for trial in range(2 * trials):
+        if trial >= trials and (enough is None or all(map(enough, tallies.values()))):
+            break
         command, argv = scenario.argv(trial)
         t = tallies[command]
         delay = spans[command] * (t.trials % share + rng.random()) / share
