@@ -275,7 +275,7 @@ def rollback(s: Settings, to, only, dry_run, yes, no_backup, secure_delete):
     result = commands.rollback(s.ctx, to=to, only=only, dry_run=dry_run, yes=yes,
                                confirm=None if s.json else _confirm_rows_lost,
                                backup=None if no_backup else _backup_first(s),
-                               secure_delete=secure_delete)
+                               secure_delete=secure_delete, exact_counts=s.json)
     for warning in result.warnings:
         s.warn(warning)
     if dry_run:

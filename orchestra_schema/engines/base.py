@@ -75,6 +75,11 @@ class Driver(ABC):
     def row_count(self, table: str) -> int:
         ...
 
+    def tables_with_rows(self, tables) -> list[str]:
+        """Those of `tables` (existing ones) that hold at least one row: a look at each
+        table's first row, where row_count reads all of them."""
+        return [t for t in tables if self.row_count(t)]
+
     @abstractmethod
     def tables_losing_rows(self, statements) -> list[str]:
         """Managed tables the statements would drop or delete rows from, without running them."""
