@@ -76,9 +76,10 @@ class Driver(ABC):
         ...
 
     def tables_with_rows(self, tables) -> list[str]:
-        """Those of `tables` (existing ones) that hold at least one row: a look at each
-        table's first row, where row_count reads all of them."""
-        return [t for t in tables if self.row_count(t)]
+        """Those of `tables` (tables_losing_rows' answer) that are managed tables holding at
+        least one row. Drivers look for one row; row_count would read all of them."""
+        existing = self.table_names()
+        return [t for t in tables if t in existing and self.row_count(t)]
 
     @abstractmethod
     def tables_losing_rows(self, statements) -> list[str]:

@@ -142,6 +142,7 @@ class PgDriver(Driver):
         return self._rows(sql.SQL("SELECT count(*) FROM {}").format(self._name(table)))[0][0]
 
     def tables_with_rows(self, tables) -> list[str]:
+        # tables_losing_rows named managed tables only: one query looks into each
         tables = list(tables)
         if not tables:
             return []
