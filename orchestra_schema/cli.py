@@ -5,9 +5,11 @@ This is the only module that knows about exit codes, terminals and JSON.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import functools
+import gc
 import math
 import sys
 from pathlib import Path
@@ -19,6 +21,11 @@ import click
 from . import address
 from .context import DEFAULT_TIMEOUT, Context
 from .errors import EXIT_CODES, CheckFailed, OrchestraError, UsageError
+
+# At exit, after every command's files are closed and synced: the interpreter's last full
+# collection walks every object psycopg, click and the rest made (about 30 ms, a fifth of
+# `status`); frozen, they are only freed. Nothing of ours waits on a cycle's __del__.
+atexit.register(gc.freeze)
 
 EF_TABLE = "__EFMigrationsHistory"  # ef.TABLE, without importing ef for --help
 HISTORIES = ("yoyo", "ef")  # history.YOYO, history.EF
