@@ -82,6 +82,7 @@ class OrchestraGroup(click.Group):
     """Turns project errors into one line on stderr and their exit code."""
 
     def invoke(self, ctx: click.Context):
+        _collect_again()
         try:
             return super().invoke(ctx)
         except OrchestraError as err:
@@ -96,6 +97,13 @@ class OrchestraGroup(click.Group):
         except Exception as err:  # a bug: still one line, traceback with -v
             _fail(ctx, err, INTERNAL_ERROR,
                   f"internal error: {type(err).__name__}: {err} (rerun with -v for the traceback)")
+
+
+def _collect_again() -> None:
+    """The GC back on once the options are read (entry.py turned it off for start-up)."""
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
 
 
 def _fail(ctx: click.Context, err, code: int, message: str):

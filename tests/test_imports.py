@@ -56,6 +56,30 @@ def test_status_on_postgresql_imports_neither_yoyo_nor_sqlites_modules(pgdb):
                          "orchestra_schema.schema", "orchestra_schema.database"}
 
 
+GC_SEEN = """import gc, sys
+import orchestra_schema.cli
+from orchestra_schema import commands
+seen = [gc.isenabled()]  # a library import leaves the collector alone
+from orchestra_schema import entry
+seen.append(gc.isenabled())  # the program's start: off
+status = commands.status
+commands.status = lambda ctx: (seen.append(gc.isenabled()), status(ctx))[1]
+sys.argv = ["orchestra-schema", "-q", "-d", sys.argv[1], "status"]
+try:
+    entry.run()
+except SystemExit as done:
+    assert not done.code, done.code
+print(seen, file=sys.stderr)
+"""
+
+
+def test_the_program_loads_without_the_gc_and_runs_the_command_with_it(db):
+    """entry.py turns the cyclic GC off for start-up only; importing the package does not."""
+    done = subprocess.run([sys.executable, "-c", GC_SEEN, str(db)], capture_output=True,
+                          text=True, check=True)
+    assert done.stderr.strip().splitlines()[-1] == "[True, False, True]"
+
+
 def test_apply_still_runs_through_yoyo(tmp_path):
     assert "yoyo.backends.base" in modules_loaded("-q", "-d", tmp_path / "new.db", "apply")
 
