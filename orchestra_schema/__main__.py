@@ -1,3 +1,3 @@
-from orchestra_schema.cli import main
+from orchestra_schema.entry import run
 
-main()
+run()

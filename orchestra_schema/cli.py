@@ -5,9 +5,11 @@ This is the only module that knows about exit codes, terminals and JSON.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import functools
+import gc
 import math
 import sys
 from pathlib import Path
@@ -19,6 +21,11 @@ import click
 from . import address
 from .context import DEFAULT_TIMEOUT, Context
 from .errors import EXIT_CODES, CheckFailed, OrchestraError, UsageError
+
+# At exit, after every command's files are closed and synced: the interpreter's last full
+# collection walks every object psycopg, click and the rest made (about 30 ms, a fifth of
+# `status`); frozen, they are only freed. Nothing of ours waits on a cycle's __del__.
+atexit.register(gc.freeze)
 
 EF_TABLE = "__EFMigrationsHistory"  # ef.TABLE, without importing ef for --help
 HISTORIES = ("yoyo", "ef")  # history.YOYO, history.EF
@@ -75,6 +82,7 @@ class OrchestraGroup(click.Group):
     """Turns project errors into one line on stderr and their exit code."""
 
     def invoke(self, ctx: click.Context):
+        _collect_again()
         try:
             return super().invoke(ctx)
         except OrchestraError as err:
@@ -89,6 +97,13 @@ class OrchestraGroup(click.Group):
         except Exception as err:  # a bug: still one line, traceback with -v
             _fail(ctx, err, INTERNAL_ERROR,
                   f"internal error: {type(err).__name__}: {err} (rerun with -v for the traceback)")
+
+
+def _collect_again() -> None:
+    """The GC back on once the options are read (entry.py turned it off for start-up)."""
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
 
 
 def _fail(ctx: click.Context, err, code: int, message: str):
@@ -275,7 +290,7 @@ def rollback(s: Settings, to, only, dry_run, yes, no_backup, secure_delete):
     result = commands.rollback(s.ctx, to=to, only=only, dry_run=dry_run, yes=yes,
                                confirm=None if s.json else _confirm_rows_lost,
                                backup=None if no_backup else _backup_first(s),
-                               secure_delete=secure_delete)
+                               secure_delete=secure_delete, exact_counts=s.json)
     for warning in result.warnings:
         s.warn(warning)
     if dry_run:

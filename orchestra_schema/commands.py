@@ -9,14 +9,13 @@ from pathlib import Path
 from typing import Callable
 
 from . import ef
-from .backup import discard
 from . import migrations as mig
-from .engine import AppliedRecord, applied_migrations
 from .context import Context
-from .engines import Driver
+from .engines import AppliedRecord, Driver
 from .errors import Busy, OrchestraError, Refused, UsageError
 
-# apply and rollback import engine (and with it yoyo) when they run; status never needs it.
+# apply and rollback import engine (and the driver's yoyo side) when they run; status
+# needs neither, nor backup (apsw's copying): it reads the history through the driver.
 
 
 @dataclass
@@ -70,7 +69,7 @@ def migration_statuses(migrations, applied: dict[str, AppliedRecord]) -> list[Mi
 def status(ctx: Context) -> StatusReport:
     migrations = ctx.migrations()
     with ctx.connect(readonly=True) as db:
-        applied = applied_migrations(db)
+        applied = db.applied()
         ef_history = ef.entries(db)
     report = StatusReport(database=ctx.display,
                           migrations=migration_statuses(migrations, applied), ef_history=ef_history)
@@ -103,7 +102,7 @@ def apply(ctx: Context, to: str | None = None, dry_run: bool = False,
     if dry_run or review:
         with contextlib.ExitStack() as stack:  # a look at the history; no lock is held
             db = stack.enter_context(ctx.connect(readonly=True)) if exists else None
-            applied = set(applied_migrations(db)) if db else set()
+            applied = set(db.applied()) if db else set()
             if db:
                 _refuse_unadopted(db, applied)
             plan = mig.plan_apply(migrations, applied, to)
@@ -114,7 +113,7 @@ def apply(ctx: Context, to: str | None = None, dry_run: bool = False,
             return result
     try:
         with ctx.connect(create=True) as db:
-            applied = set(applied_migrations(db))
+            applied = set(db.applied())
             _refuse_unadopted(db, applied)
             ef_before = ef.entries(db)
             for m in mig.plan_apply(migrations, applied, to):
@@ -143,7 +142,8 @@ class RollbackResult:
     database: str
     rolled_back: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
-    rows_lost: dict[str, int] = field(default_factory=dict)
+    # Tables whose rows the rollback deletes -> how many; None: not counted (exact_counts=False)
+    rows_lost: dict[str, int | None] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     sql: str | None = None
     ef_history: list[str] = field(default_factory=list)  # rows added to/removed from EF's
@@ -153,7 +153,8 @@ class RollbackResult:
 def rollback(ctx: Context, to: str | None = None, dry_run: bool = False, yes: bool = False,
              confirm: Callable[[dict[str, int]], bool] | None = None,
              backup: Callable[[], Path] | None = None,
-             secure_delete: bool = False, only: str | None = None) -> RollbackResult:
+             secure_delete: bool = False, only: str | None = None,
+             exact_counts: bool = True) -> RollbackResult:
     """Roll back every applied migration not needed by `to` ('0': all), or with `only`,
     that migration and the applied ones that depend on it, nothing else.
 
@@ -163,8 +164,11 @@ def rollback(ctx: Context, to: str | None = None, dry_run: bool = False, yes: bo
     first change; it returns the backup's path (and fails the rollback if it fails).
     secure_delete: SQLite overwrites the freed pages with zeros, so dropped rows
     cannot be read back from the file (slower: it writes every freed page).
+    exact_counts=False: with --yes, rows_lost names the tables that hold rows (value None)
+    without counting them, for a caller that shows no numbers; a dry run, a question or a
+    refusal always counts exactly.
     """
-    from .engine import count_rows, rollback_one, tables_losing_rows
+    from .engine import rollback_one, tables_losing_rows
     migrations = ctx.migrations()
     if (to is None) == (only is None):
         raise UsageError("rollback needs exactly one of --to ID|0 and --only ID")
@@ -180,13 +184,13 @@ def rollback(ctx: Context, to: str | None = None, dry_run: bool = False, yes: bo
         # The plan and the rows it puts at risk from one state of the database: read apart,
         # another run's rollback in between left a table in the plan but not in the file.
         with db.read_transaction("planning the rollback"):
-            applied = applied_migrations(db)
+            applied = db.applied()
             plan = (mig.plan_rollback(migrations, set(applied), to) if only is None
                     else mig.plan_rollback_only(migrations, set(applied), only))
             result.warnings = check_rollback_safe(plan, applied, {m.id for m in migrations})
             statements = [s for m in plan for s in m.rollback_statements]
-            losing = tables_losing_rows(db, statements)
-            result.rows_lost = {t: n for t, n in count_rows(db, losing).items() if n}
+            holding = db.tables_with_rows(tables_losing_rows(db, statements))
+            result.rows_lost = _rows_at_risk(db, holding, exact_counts or dry_run or not yes)
         if dry_run:
             result.sql = mig.dry_run_sql(plan, "rollback")
             return result
@@ -212,6 +216,12 @@ def rollback(ctx: Context, to: str | None = None, dry_run: bool = False, yes: bo
     return result
 
 
+def _rows_at_risk(db: Driver, holding: list[str], exact: bool) -> dict[str, int | None]:
+    """Exact counts only where someone reads them: counting every row of a big table
+    (COUNT(*) reads all of it) would cost more than the DROP TABLE it warns about."""
+    return {t: db.row_count(t) if exact else None for t in holding}
+
+
 def _settle_backup(result: RollbackResult, err: OrchestraError) -> None:
     """A rollback stopped after its backup: drop the backup if nothing changed, else name it.
 
@@ -222,6 +232,7 @@ def _settle_backup(result: RollbackResult, err: OrchestraError) -> None:
     """
     if result.backup is not None:
         if isinstance(err, (Busy, Refused)) and not result.rolled_back:
+            from .backup import discard
             discard(result.backup)
             result.backup = None
         else:

@@ -7,11 +7,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .address import PgAddress
-from .database import DEFAULT_TIMEOUT, Database
 from .errors import UsageError
 from .paths import database_file
 
-if TYPE_CHECKING:
+DEFAULT_TIMEOUT = 10.0  # seconds to wait for another process's lock; the CLI's --timeout default
+
+if TYPE_CHECKING:  # apsw's database.py only where an SQLite file is opened
+    from .database import Database
     from .engines import Driver
     from .migrations import MigrationFile
 
@@ -73,6 +75,7 @@ class Context:
 
     def open(self, *, readonly: bool = False, create: bool = False) -> Database:
         """The SQLite file itself, for the commands that are SQLite's alone so far."""
+        from .database import Database
         self.require_sqlite()
         return Database.open(self.database, timeout=self.timeout, readonly=readonly,
                              create=create)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import apsw
 
+from .context import DEFAULT_TIMEOUT
 from .errors import Busy, DatabaseCorrupt, DatabaseUnavailable
 
 _READONLY_ROLLBACK = 776  # SQLITE_READONLY_ROLLBACK: hot journal, read-only connection
@@ -31,9 +32,6 @@ _UNREADABLE = (
     apsw.ReadOnlyError,
     apsw.FullError,
 )
-
-
-DEFAULT_TIMEOUT = 10.0  # seconds to wait for another process's lock; the CLI's --timeout default
 
 
 def database_error(err: apsw.Error, path: Path, doing: str) -> Exception:

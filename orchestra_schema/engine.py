@@ -14,12 +14,15 @@ again under it: a run that finds the history changed under its plan stops (exit 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from . import ef
 from .engines import CHECKSUM_TABLE, HISTORY_TABLES, YOYO_TABLES, AppliedRecord, driver_of
 from .errors import Busy
-from .migrations import MigrationFile
-from .schema import Schema
+
+if TYPE_CHECKING:  # annotations only: rollback on PostgreSQL never imports apsw's schema.py
+    from .migrations import MigrationFile
+    from .schema import Schema
 
 __all__ = ["CHECKSUM_TABLE", "HISTORY_TABLES", "YOYO_TABLES", "AppliedRecord"]
 

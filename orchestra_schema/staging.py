@@ -52,9 +52,11 @@ class Staged:
         """A descriptor open on the file (to fdatasync it while SQLite writes it)."""
         return self._fd
 
-    def publish(self, names: Iterable[Path]) -> Path:
-        """fsync, then give the file the first name in `names` that is free."""
-        fsync(self.path)
+    def publish(self, names: Iterable[Path], synced: bool = False) -> Path:
+        """fsync (unless the caller did, after its last write), then give the file the
+        first name in `names` that is free."""
+        if not synced:
+            fsync(self.path)
         final = None
         for final in names:
             if _link(self.path, Path(final)):

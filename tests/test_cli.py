@@ -103,6 +103,21 @@ def test_json_results_for_apply_and_rollback(db):
     assert out["applied"] == [CHAT] and out["created"] is False
 
 
+def test_rollback_with_yes_names_the_tables_losing_rows_and_counts_only_for_json(db):
+    from orchestra_schema import commands
+    from orchestra_schema.context import Context
+    with connect(db) as c:
+        c.execute('DELETE FROM "ChatMessages"')  # empty: not at risk, so never listed
+    result = commands.rollback(Context(db), to=CORE, yes=True, exact_counts=False)
+    assert result.rolled_back == [CHAT] and result.rows_lost == {"ChatSessions": None}
+    assert cli("-d", db, "apply").exit_code == 0
+    with connect(db) as c:
+        c.execute("""INSERT INTO "ChatSessions" VALUES ('s', 'u', 'i', 't', '2025-01-01',
+                     '2025-01-01')""")
+    out = json.loads(cli("-d", db, "--json", "rollback", "--to", CORE, "--yes").stdout)
+    assert out["rows_lost"] == {"ChatSessions": 1}
+
+
 def test_quiet_success_prints_nothing(tmp_path):
     result = cli("-q", "-d", tmp_path / "o.db", "apply")
     assert result.exit_code == 0 and result.stdout == "" and result.stderr == ""

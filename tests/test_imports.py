@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -21,14 +22,15 @@ try:
     runpy.run_module("orchestra_schema", run_name="__main__")
 except SystemExit as done:
     assert not done.code, done.code
-print(" ".join(sorted(m for m in sys.modules if m.split(".")[0] in ("yoyo", "orchestra_schema"))))
+print(" ".join(sorted(m for m in sys.modules
+                     if m.split(".")[0] in ("yoyo", "orchestra_schema", "apsw", "sqlparse"))))
 """
 
 
-def modules_loaded(*args) -> set[str]:
-    """The yoyo and orchestra_schema modules a real run of the command imported."""
+def modules_loaded(*args, env=None) -> set[str]:
+    """The yoyo, apsw and orchestra_schema modules a real run of the command imported."""
     out = subprocess.run([sys.executable, "-c", LOADED, *map(str, args)], capture_output=True,
-                         text=True, check=True).stdout
+                         text=True, check=True, env={**os.environ, **(env or {})}).stdout
     return set(out.split("\n")[-2].split())
 
 
@@ -40,6 +42,42 @@ def test_read_only_commands_do_not_import_yoyo_or_other_commands(db, command):
     assert not loaded & {"orchestra_schema.engines.yoyo_apsw", "orchestra_schema.recover",
                          "orchestra_schema.rehearse", "orchestra_schema.overlay",
                          "orchestra_schema.restore", "orchestra_schema.verify"}
+
+
+def test_status_on_postgresql_imports_neither_yoyo_nor_sqlites_modules(pgdb):
+    """status reads the history through psycopg alone: yoyo (and sqlparse) come with the
+    first migration transaction, apsw with an SQLite file."""
+    from pgserver import PASSWORD
+    loaded = modules_loaded("-q", "-d", pgdb.url_no_password, "status",
+                            env={"PGPASSWORD": PASSWORD})
+    assert "orchestra_schema.engines.postgresql" in loaded
+    assert not {m for m in loaded if m.split(".")[0] in ("yoyo", "apsw", "sqlparse")}
+    assert not loaded & {"orchestra_schema.engine", "orchestra_schema.backup",
+                         "orchestra_schema.schema", "orchestra_schema.database"}
+
+
+GC_SEEN = """import gc, sys
+import orchestra_schema.cli
+from orchestra_schema import commands
+seen = [gc.isenabled()]  # a library import leaves the collector alone
+from orchestra_schema import entry
+seen.append(gc.isenabled())  # the program's start: off
+status = commands.status
+commands.status = lambda ctx: (seen.append(gc.isenabled()), status(ctx))[1]
+sys.argv = ["orchestra-schema", "-q", "-d", sys.argv[1], "status"]
+try:
+    entry.run()
+except SystemExit as done:
+    assert not done.code, done.code
+print(seen, file=sys.stderr)
+"""
+
+
+def test_the_program_loads_without_the_gc_and_runs_the_command_with_it(db):
+    """entry.py turns the cyclic GC off for start-up only; importing the package does not."""
+    done = subprocess.run([sys.executable, "-c", GC_SEEN, str(db)], capture_output=True,
+                          text=True, check=True)
+    assert done.stderr.strip().splitlines()[-1] == "[True, False, True]"
 
 
 def test_apply_still_runs_through_yoyo(tmp_path):

@@ -75,6 +75,20 @@ def test_backup_is_0600_checked_and_has_the_manifest(pgdb, tmp_path):
     assert pgarchive.check_archive(address.parse(pgdb.url), result.path, read_all=True).ok
 
 
+def test_backup_is_synced_then_named_then_its_manifest(pgdb, tmp_path, monkeypatch):
+    """The archive is fsynced while pg_restore reads it back (not in publish): still in its
+    last state before it gets its name, then the directory; the manifest after it."""
+    from test_fsync import Spy
+    build(pgdb)
+    spy = Spy(monkeypatch)
+    result = pgarchive.backup_database(ctx_of(pgdb), directory=tmp_path)
+    spy.assert_published_durably(result.path)
+    spy.assert_published_durably(result.manifest)
+    named = [e[0] != "sync" and e[3] for e in spy.events]
+    assert named.index(os.path.realpath(result.path)) < named.index(
+        os.path.realpath(result.manifest))
+
+
 def test_backup_under_a_writer_restores_to_one_consistent_state(pg_cluster, pgdb, tmp_path):
     build(pgdb, sessions=0)
     writer = subprocess.Popen([sys.executable, str(WRITER), str(pg_cluster.socket_dir),

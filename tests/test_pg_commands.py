@@ -8,6 +8,7 @@ import json
 import pytest
 
 from helpers import cli
+from orchestra_schema import address
 from pgserver import PASSWORD
 from test_pg_schema import AGENT_SESSIONS, INITIAL, catalog_schema, ef_schema
 
@@ -120,9 +121,29 @@ def test_rollback_only_chat_keeps_agent_sessions(applied):
     result = pg(applied, "--json", "rollback", "--only", CHAT, "--yes", "--no-backup")
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["rolled_back"] == [CHAT]
+    assert json.loads(result.stdout)["rows_lost"] == {"ChatMessages": 5, "ChatSessions": 1}
     assert not CHAT_TABLES & applied.tables()
     assert applied.rows('SELECT count(*) FROM "AgentSessions"') == [(1,)]
     assert history(applied) == {CORE, AGENT}
+
+
+def test_rollback_counts_the_rows_at_risk_exactly_wherever_the_numbers_are_shown(applied):
+    """Without counts asked for (the CLI's --yes without --json), the tables that hold rows
+    are named but not counted: COUNT(*) would read all of ChatMessages before its DROP."""
+    from orchestra_schema import commands
+    from orchestra_schema.context import Context
+    from orchestra_schema.errors import Refused
+    applied.run_sql('DELETE FROM "AgentSessions"')  # empty: never listed
+    ctx = Context(address.parse(applied.url))
+    with pytest.raises(Refused, match=r"ChatMessages 5, ChatSessions 1"):
+        commands.rollback(ctx, only=CORE, exact_counts=False)  # the refusal counts anyway
+    dry = commands.rollback(ctx, only=CORE, dry_run=True, exact_counts=False)
+    assert dry.rows_lost == {"ChatMessages": 5, "ChatSessions": 1, "Repositories": 1, "Agents": 1}
+    assert history(applied) == {CORE, CHAT, AGENT}
+    result = commands.rollback(ctx, only=CHAT, yes=True, exact_counts=False)
+    assert result.rolled_back == [CHAT]
+    assert result.rows_lost == {"ChatMessages": None, "ChatSessions": None}
+    assert not CHAT_TABLES & applied.tables()
 
 
 def test_rollback_only_core_takes_what_depends_on_it(applied):

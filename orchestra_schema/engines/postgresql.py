@@ -21,44 +21,22 @@ import math
 import re
 import time
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 import psycopg
 from psycopg import errors as pgerrors
 from psycopg import sql
-from yoyo import internalmigrations
-from yoyo.backends.core.postgresql import PostgresqlPsycopgBackend
-from yoyo.migrations import default_migration_table
 
 from ..errors import Busy, DatabaseUnavailable, MigrationFailed
-from ..schema import Column, ForeignKey, Index, Schema, Table
-from .base import CHECKSUM_TABLE, CREATE_CHECKSUM_TABLE, AppliedRecord, Driver
-from .yoyo_apsw import YoyoRef, log_data
+from .base import CHECKSUM_TABLE, CREATE_CHECKSUM_TABLE, MIGRATION_TABLE, AppliedRecord, Driver
+
+if TYPE_CHECKING:
+    from ..schema import Schema
 
 EF_TABLE = "__EFMigrationsHistory"
 LOCK_TIMEOUT_MS = 200  # how long the app's queries may queue behind one of our DDL statements
 RETRY_PAUSE = 0.3  # seconds between attempts: the app's queued queries run meanwhile
 LOCK_ERRORS = (pgerrors.LockNotAvailable, pgerrors.DeadlockDetected)
-
-
-
-class PsycopgBackend(PostgresqlPsycopgBackend):
-    """yoyo's PostgreSQL backend on our open connection, inside our transaction: yoyo's
-    tables and SQL, so stock `yoyo list` reads the history."""
-
-    def __init__(self, connection: psycopg.Connection, schema: str):
-        self._connection = connection
-        self.schema = schema
-        self.migration_table = default_migration_table
-        self.has_transactional_ddl = True
-        self._internal_schema_updated = True
-        self._in_transaction = True  # ours: yoyo's own "transactions" become savepoints
-
-    def list_tables(self, **kwargs):
-        return [r[0] for r in self._connection.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = %s", (self.schema,))]
-
-    def get_log_data(self, migration=None, operation="apply"):
-        return log_data(migration, operation)
 
 
 def advisory_key(schema: str) -> int:
@@ -78,7 +56,7 @@ class PgDriver(Driver):
         self.timeout = timeout
         self.schema = schema
         self._locked = False
-        self._backend: PsycopgBackend | None = None
+        self._backend = None  # yoyo's backend (yoyo_pg), while a migration's transaction runs
 
     @classmethod
     def connect(cls, address, *, timeout: float, readonly: bool = False) -> "PgDriver":
@@ -134,7 +112,7 @@ class PgDriver(Driver):
 
     def applied(self) -> dict[str, AppliedRecord]:
         tables = self.table_names()
-        if default_migration_table not in tables:
+        if MIGRATION_TABLE not in tables:
             return {}
         sums, join = sql.SQL("NULL, NULL"), sql.SQL("")
         if CHECKSUM_TABLE in tables:
@@ -143,7 +121,7 @@ class PgDriver(Driver):
                 self._name(CHECKSUM_TABLE))
         rows = self._rows(sql.SQL("SELECT m.migration_id, m.applied_at_utc, {} FROM {} m {} "
                                   "ORDER BY m.applied_at_utc").format(
-            sums, self._name(default_migration_table), join))
+            sums, self._name(MIGRATION_TABLE), join))
         return {r[0]: AppliedRecord(r[0], r[1].isoformat() if r[1] else None, r[2], r[3])
                 for r in rows}
 
@@ -162,6 +140,15 @@ class PgDriver(Driver):
 
     def row_count(self, table: str) -> int:
         return self._rows(sql.SQL("SELECT count(*) FROM {}").format(self._name(table)))[0][0]
+
+    def tables_with_rows(self, tables) -> list[str]:
+        # tables_losing_rows named managed tables only: one query looks into each
+        tables = list(tables)
+        if not tables:
+            return []
+        found = self._rows(sql.SQL("SELECT {}").format(sql.SQL(", ").join(
+            sql.SQL("EXISTS (SELECT FROM {})").format(self._name(t)) for t in tables)))[0]
+        return [t for t, has in zip(tables, found) if has]
 
     def tables_losing_rows(self, statements) -> list[str]:
         """DROP TABLE, DELETE FROM and TRUNCATE targets that are managed tables, read from
@@ -254,12 +241,12 @@ class PgDriver(Driver):
                 time.sleep(RETRY_PAUSE)
 
     def _attempt(self, body):
+        from .yoyo_pg import PsycopgBackend, upgrade_history_tables  # here: reading never needs yoyo
         self._backend = PsycopgBackend(self.conn, self.schema)
         try:
             with self.conn.transaction():
                 self.conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_MS}ms'")
-                if internalmigrations.needs_upgrading(self._backend):
-                    internalmigrations.upgrade(self._backend)
+                upgrade_history_tables(self._backend)
                 self.conn.execute(sql.SQL(CREATE_CHECKSUM_TABLE).format(
                     self._name(CHECKSUM_TABLE)))
                 return body()
@@ -291,6 +278,7 @@ class PgDriver(Driver):
         at commit, which then fails and rolls everything back)."""
 
     def record(self, migration, operation):
+        from .yoyo_pg import YoyoRef
         ref = YoyoRef(migration.id)
         self._backend.mark_one(ref, log=False)
         self._backend.log_migration(ref, operation)
@@ -300,6 +288,7 @@ class PgDriver(Driver):
              datetime.now(timezone.utc).replace(tzinfo=None)))
 
     def unrecord(self, migration_id, operation):
+        from .yoyo_pg import YoyoRef
         ref = YoyoRef(migration_id)
         self._backend.unmark_one(ref, log=False)
         self._backend.log_migration(ref, operation)
@@ -390,6 +379,7 @@ def _tables_in_order(conn, schema: str) -> list[str]:
 def catalog_snapshot(conn, schema: str) -> Schema:
     """schema.Schema of one PostgreSQL schema's tables: columns (exact types), indexes,
     primary keys, foreign keys with their actions. Views and triggers are not compared."""
+    from ..schema import Column, ForeignKey, Index, Schema, Table  # here: status never needs it
     result = Schema()
     for (name,) in conn.execute(
             "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "

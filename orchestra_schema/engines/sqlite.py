@@ -73,6 +73,11 @@ class SqliteDriver(Driver):
     def row_count(self, table: str) -> int:
         return self.db.row_count(table)
 
+    def tables_with_rows(self, tables) -> list[str]:
+        existing = self.db.table_names()  # the authorizer also names views and missing tables
+        return [t for t in tables
+                if t in existing and self.db.scalar(f"SELECT EXISTS (SELECT 1 FROM {quote(t)})")]
+
     def tables_losing_rows(self, statements) -> list[str]:
         return self.tables_authorized(statements, {apsw.SQLITE_DROP_TABLE, apsw.SQLITE_DELETE})
 

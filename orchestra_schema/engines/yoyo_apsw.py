@@ -7,18 +7,14 @@ never import yoyo; the driver imports this when a migration's transaction begins
 from __future__ import annotations
 
 import contextlib
-import getpass
-import os
-import socket
-import uuid
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 
 import apsw
 from yoyo.backends.base import DatabaseBackend
-from yoyo.migrations import default_migration_table, get_migration_hash
+from yoyo.migrations import default_migration_table
 
 from ..database import Database
+from .yoyo_history import YoyoRef, log_data  # noqa: F401 (YoyoRef: sqlite.py's)
 
 
 class _ApswDriver:
@@ -78,34 +74,3 @@ class ApswBackend(DatabaseBackend):
 
     def get_log_data(self, migration=None, operation="apply"):
         return log_data(migration, operation)
-
-
-def log_data(migration, operation: str) -> dict:
-    """yoyo's log row; yoyo's own calls socket.getfqdn(), which can hang on DNS at 3 a.m."""
-    return {
-        "id": str(uuid.uuid1()),
-        "migration_id": migration.id if migration else None,
-        "migration_hash": migration.hash if migration else None,
-        "username": _username(),
-        "hostname": socket.gethostname(),
-        "created_at_utc": datetime.now(timezone.utc).replace(tzinfo=None),
-        "operation": operation,
-    }
-
-
-def _username() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # no passwd entry for this uid in some containers
-        return str(os.getuid())
-
-
-@dataclass(frozen=True)
-class YoyoRef:
-    """What yoyo's mark/unmark/log SQL needs of a migration."""
-
-    id: str
-
-    @property
-    def hash(self) -> str:
-        return get_migration_hash(self.id)
