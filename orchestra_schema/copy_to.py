@@ -208,12 +208,14 @@ def _not_copied(src: Database, copied: list[str]) -> list[NotCopied]:
 
 
 def _cuts(src: Database, columns: dict) -> list[Truncated]:
-    """What --truncate-long-text will cut: every value over its varchar limit."""
+    """What --truncate-long-text will cut: every value over its varchar limit (a value of at
+    most `limit` bytes fits without counting its characters, which scans it)."""
     cuts = []
     for table, cols in columns.items():
         longs = [c for c in cols if c.limit is not None]
         lengths = [f"length({pg_values.q(c.name)})" for c in longs]
-        where = " OR ".join(f"{n} > {c.limit}" for n, c in zip(lengths, longs))
+        where = " OR ".join(f"(octet_length({pg_values.q(c.name)}) > {c.limit} AND {n} > {c.limit})"
+                            for n, c in zip(lengths, longs))
         for row_id, *measured in src.execute(
                 f'SELECT "Id", {", ".join(lengths)} FROM {quote(table)} WHERE {where}'):
             cuts += [Truncated(table, c.name, str(row_id), n, c.limit)
