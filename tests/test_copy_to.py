@@ -303,6 +303,20 @@ def test_a_value_postgresql_cannot_hold_is_named_and_nothing_is_committed(tmp_pa
     assert source_state(source) == before
 
 
+def test_a_bad_value_after_many_batches_is_named_by_its_row(tmp_path, pgdb):
+    """COPY's data goes in batches: a value PostgreSQL rejects after several megabytes
+    still names its own row (COPY's line number), and nothing is committed."""
+    source = orchestra_db(tmp_path / "orchestra.db", sessions=20, messages=1000)
+    bad = guid(1000 + 17 * 1000 + 345)
+    with connect(source) as c:
+        c.execute("UPDATE ChatMessages SET Content = Content || printf('%.1000c', 'x')")
+        c.execute("UPDATE ChatMessages SET CreatedAt = '2025-02-30 10:00:00' WHERE Id = ?", (bad,))
+    result = copy(source, pgdb)
+    assert result.exit_code == 5, result.stderr
+    assert f"ChatMessages.CreatedAt row Id='{bad}': malformed date" in result.stderr
+    assert_untouched(pgdb)
+
+
 def test_the_first_bad_value_stops_the_copy_and_says_how_to_keep_long_text(tmp_path, pgdb):
     source = orchestra_db(tmp_path / "orchestra.db")
     with connect(source) as c:
