@@ -69,7 +69,7 @@ def main(argv=None) -> None:
             return
     tool = Tool()
     if not tool.exe:
-        sys.exit("orchestra-schema is not installed in this Python's environment (pip install -e .)")
+        sys.exit("orchestra-schema is not installed in this Python's environment (pip install .)")
     compile_tool()
     built = ensure_built(args.size_mb, [tool.exe], say=_say)
     shutil.rmtree(WORK, ignore_errors=True)

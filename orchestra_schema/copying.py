@@ -110,11 +110,12 @@ def _copy_raw(source: Path, staged: staging.Staged, progress: Progress | None,
     be held still; the caller copies through SQLite instead.
     """
     try:
-        with rawcopy.still_file(source, readers=2, timeout=timeout) as (copier, checker):
+        with rawcopy.held_open(source) as source_fd, \
+                rawcopy.still_file(source, readers=2, timeout=timeout) as (copier, checker):
             checked = (None if full_check else
                        background.Task(integrity_of, checker, "quick_check", nice=True))
             try:
-                digest = rawcopy.copy_file(copier, staged.path, staged.fd, progress)
+                digest = rawcopy.copy_file(copier, source_fd, staged.path, staged.fd, progress)
             except BaseException:
                 if checked:
                     checker.interrupt()  # do not hold the snapshot (and writers) for a check nobody reads

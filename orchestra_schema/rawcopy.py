@@ -13,9 +13,10 @@ cannot change while we hold a read transaction that began:
 Other connections keep working: WAL writers append to the WAL (it grows until
 we finish), rollback-journal writers wait for our read transaction to end.
 
-The file is read through SQLite's own descriptor (apsw's Connection.read): a
-descriptor of ours, once closed, would drop every POSIX lock this process holds
-on the file, SQLite's included.
+The copy reads through a descriptor of ours (held_open), which is closed only
+after SQLite's connections: closing any descriptor of a file drops every POSIX
+lock this process holds on it, SQLite's included. (Not through mmap: Python's
+mmap objects keep a duplicate descriptor and close it when they go.)
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from . import background, digest as digests
 from .database import connect
 from .errors import DatabaseUnavailable
 
-CHUNK = 4 << 20  # bytes per read and write: with direct I/O, a WAL commit waits at most one chunk
+CHUNK = 1 << 20  # bytes per read and write: small enough to stay in cache from read to hash to write, and with direct I/O a WAL commit waits at most one chunk
 ATTEMPTS = 3  # WAL: tries at a snapshot with nothing left to checkpoint, then the backup API
 GATE_WAIT = 2.0  # rollback journal: seconds to wait for the write lock, then the backup API
 
@@ -165,31 +166,72 @@ def _stamp(path: Path) -> tuple[int, int]:
     return st.st_size, st.st_mtime_ns
 
 
-def copy_file(reader: apsw.Connection, dest: Path, fd: int,
-              progress: Callable[[int, int], None] | None) -> digests.Digest:
-    """Write reader's database file into `dest` (open as `fd`), fsync it; its digest.
+@contextlib.contextmanager
+def held_open(path: Path) -> Iterator[int]:
+    """A read-only descriptor of `path`, for copy_file: enter it before still_file.
 
-    Direct I/O where the file system has it: the copy does not fill the page
-    cache the application lives on, and reaches the disk a chunk at a time
+    Closing a descriptor drops every POSIX lock this process holds on the file,
+    SQLite's included; entered first, it is closed last, after still_file's
+    connections have let go of theirs.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as err:  # the backup API's own open will say what is wrong
+        raise Unstable(f"cannot open the file ({err})") from err
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def copy_file(reader: apsw.Connection, source_fd: int, dest: Path, fd: int,
+              progress: Callable[[int, int], None] | None) -> digests.Digest:
+    """Write the file held still by reader (open as source_fd) into `dest` (open as fd), fsync it.
+
+    A chunk is read into one of three page-aligned buffers, then hashed and
+    written from there in two threads while the next one is read: each step
+    lets go of the GIL, and the chunk stays in the CPU's cache from read to
+    write. Direct I/O where the file system has it: the copy does not fill the
+    page cache the application lives on, and reaches the disk a chunk at a time
     instead of in one burst at the fsync that a WAL commit would queue behind.
+    Returns the digest.
     """
     total, page_size = extent(reader)
+    _require_same_file(reader, source_fd)
     pages, done = total // page_size, 0
     digest = digests.hasher()
-    # Read here while the chunk before is hashed and written: SQLite's read, the
-    # hasher and the write each let go of the GIL, so on two cores they overlap.
+    # Three: a Lane holds at most two chunks (one running, one queued), and once
+    # both lanes have taken chunk n, chunk n-1's buffer is free in both.
+    buffers = [memoryview(mmap.mmap(-1, CHUNK)) for _ in range(3)]
     with _Writer(dest, fd) as writer, background.Lane() as hashing, \
             background.Lane() as writing:
         while done < total:
-            size = min(CHUNK, total - done)
-            data = _read(reader, done, size)
-            hashing.put(digest.update, data)
-            writing.put(writer.write, data, done)
-            done += size
+            chunk = buffers[done // CHUNK % 3][:min(CHUNK, total - done)]
+            _read_into(source_fd, chunk, done, reader.filename)
+            hashing.put(digest.update, chunk)
+            writing.put(writer.write, chunk, done)
+            done += len(chunk)
             if progress:
                 progress(done // page_size, pages)
     os.fsync(fd)
     return digests.Digest(digests.ALGORITHM, digest.hexdigest())
+
+
+def _require_same_file(reader: apsw.Connection, source_fd: int) -> None:
+    """source_fd is the file reader holds still, not one put in its place since it was opened."""
+    ours, now = os.fstat(source_fd), os.stat(reader.filename)
+    if (ours.st_dev, ours.st_ino) != (now.st_dev, now.st_ino):
+        raise Unstable("the database file was replaced while the copy began")
+
+
+def _read_into(source_fd: int, chunk: memoryview, offset: int, name: str) -> None:
+    done = 0
+    while done < len(chunk):
+        got = os.preadv(source_fd, [chunk[done:]], offset + done)
+        if not got:
+            raise DatabaseUnavailable(f"{name}: the file is shorter than its page count says; "
+                                      "nothing was copied; run `orchestra-schema verify`")
+        done += got
 
 
 def extent(reader: apsw.Connection) -> tuple[int, int]:
@@ -198,35 +240,23 @@ def extent(reader: apsw.Connection) -> tuple[int, int]:
     return page_size * reader.execute("PRAGMA page_count").fetchone()[0], page_size
 
 
-def _read(reader: apsw.Connection, offset: int, size: int) -> bytes:
-    whole, data = reader.read("main", 0, offset, size)
-    if not whole:
-        raise DatabaseUnavailable(f"{reader.filename}: the file is shorter than its page count "
-                                  "says; nothing was copied; run `orchestra-schema verify`")
-    return data
-
-
 class _Writer:
-    """pwrite through O_DIRECT from an aligned buffer, or buffered with an fdatasync per chunk."""
+    """pwrite through O_DIRECT (from page-aligned buffers), or buffered with an fdatasync per chunk."""
 
     def __init__(self, dest: Path, fd: int):
         self.fd = fd
         self.direct = None
-        self.buffer = mmap.mmap(-1, CHUNK)  # page-aligned, as O_DIRECT needs
         with contextlib.suppress(OSError, AttributeError):  # no O_DIRECT here: buffered
             self.direct = os.open(dest, os.O_WRONLY | os.O_DIRECT | os.O_CLOEXEC)
 
-    def write(self, data: bytes, offset: int) -> None:
+    def write(self, data, offset: int) -> None:
         if self.direct is not None:
-            self.buffer[:len(data)] = data
             try:
-                # Every view released, even on error, or the buffer cannot close.
-                with memoryview(self.buffer) as view, view[:len(data)] as part:
-                    return _write_all(self.direct, part, offset)
+                return _write_all(self.direct, data, offset)
             except OSError as err:
                 if err.errno != errno.EINVAL:
                     raise
-                os.close(self.direct)  # an alignment the device refuses: go on buffered
+                os.close(self.direct)  # a size or alignment the device refuses: go on buffered
                 self.direct = None
         _write_all(self.fd, data, offset)
         os.fdatasync(self.fd)  # to disk as it goes, not in one burst at the end
@@ -237,7 +267,6 @@ class _Writer:
     def __exit__(self, *exc) -> None:
         if self.direct is not None:
             os.close(self.direct)
-        self.buffer.close()
 
 
 def _write_all(fd: int, data, offset: int) -> None:
