@@ -208,12 +208,14 @@ def _not_copied(src: Database, copied: list[str]) -> list[NotCopied]:
 
 
 def _cuts(src: Database, columns: dict) -> list[Truncated]:
-    """What --truncate-long-text will cut: every value over its varchar limit."""
+    """What --truncate-long-text will cut: every value over its varchar limit (a value of at
+    most `limit` bytes fits without counting its characters, which scans it)."""
     cuts = []
     for table, cols in columns.items():
         longs = [c for c in cols if c.limit is not None]
         lengths = [f"length({pg_values.q(c.name)})" for c in longs]
-        where = " OR ".join(f"{n} > {c.limit}" for n, c in zip(lengths, longs))
+        where = " OR ".join(f"(octet_length({pg_values.q(c.name)}) > {c.limit} AND {n} > {c.limit})"
+                            for n, c in zip(lengths, longs))
         for row_id, *measured in src.execute(
                 f'SELECT "Id", {", ".join(lengths)} FROM {quote(table)} WHERE {where}'):
             cuts += [Truncated(table, c.name, str(row_id), n, c.limit)
@@ -228,29 +230,45 @@ def _stream(src, driver, table, cols, truncate, progress) -> tuple[int, int]:
     digest = _joined(pg_values.digest_sql(c, truncate) for c in cols)
     select = f"SELECT CAST({line} AS BLOB){'' if digest == line else f', CAST({digest} AS BLOB)'}"
     names = sql.SQL(", ").join(sql.Identifier(c.name) for c in cols)
-    rows, digest, batch, size = 0, 0, [], 0
-    md5, unpack = hashlib.md5, _LANE.unpack
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(driver._name(table), names)
     try:
         with driver.conn.cursor().copy(statement) as copy:
-            for text, *hashed in src.execute(f"{select} FROM {quote(table)} NOT INDEXED"):
-                digest += unpack(md5(hashed[0] if hashed else text).digest())[0]
-                batch.append(text)
-                size += len(text)
-                if size >= BATCH_BYTES:
-                    rows += len(batch)
-                    copy.write(b"\n".join(batch) + b"\n")
-                    batch, size = [], 0
-                    if progress:
-                        progress(rows)
-            if batch:
-                rows += len(batch)
-                copy.write(b"\n".join(batch) + b"\n")
+            rows, digest = _send(copy, src.execute(f"{select} FROM {quote(table)} NOT INDEXED"),
+                                 0 if digest == line else 1, progress)
     except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as err:
         raise Refused(_refused_line(src, table, cols, truncate, err)) from None
     if progress:
         progress(rows)
     return rows, digest
+
+
+def _send(copy, cursor, hashed: int, progress) -> tuple[int, int]:
+    """Each row's line to COPY, in batches of about BATCH_BYTES; its column `hashed` (the line
+    itself, or the text the proof hashes instead) into the digest. The loop body is all the
+    Python a row costs, so it stays this bare: a star-unpacking `for text, *rest` and a
+    conditional took 0.14 s more CPU per 400k rows."""
+    md5, unpack = hashlib.md5, _LANE.unpack
+    rows, digest, size, batch = 0, 0, 0, []
+    append = batch.append
+    for row in cursor:
+        text = row[0]
+        digest += unpack(md5(row[hashed]).digest())[0]
+        append(text)
+        size += len(text)
+        if size >= BATCH_BYTES:
+            rows, size = _write(copy, batch, rows, progress), 0
+    return _write(copy, batch, rows, progress), digest
+
+
+def _write(copy, batch: list[bytes], rows: int, progress) -> int:
+    """Send the batch (and empty it, for the next); returns the rows sent so far."""
+    if batch:
+        copy.write(b"\n".join(batch) + b"\n")
+        rows += len(batch)
+        batch.clear()
+        if progress:
+            progress(rows)
+    return rows
 
 
 def _joined(fields) -> str:

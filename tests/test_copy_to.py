@@ -303,6 +303,20 @@ def test_a_value_postgresql_cannot_hold_is_named_and_nothing_is_committed(tmp_pa
     assert source_state(source) == before
 
 
+def test_a_bad_value_after_many_batches_is_named_by_its_row(tmp_path, pgdb):
+    """COPY's data goes in batches: a value PostgreSQL rejects after several megabytes
+    still names its own row (COPY's line number), and nothing is committed."""
+    source = orchestra_db(tmp_path / "orchestra.db", sessions=20, messages=1000)
+    bad = guid(1000 + 17 * 1000 + 345)
+    with connect(source) as c:
+        c.execute("UPDATE ChatMessages SET Content = Content || printf('%.1000c', 'x')")
+        c.execute("UPDATE ChatMessages SET CreatedAt = '2025-02-30 10:00:00' WHERE Id = ?", (bad,))
+    result = copy(source, pgdb)
+    assert result.exit_code == 5, result.stderr
+    assert f"ChatMessages.CreatedAt row Id='{bad}': malformed date" in result.stderr
+    assert_untouched(pgdb)
+
+
 def test_the_first_bad_value_stops_the_copy_and_says_how_to_keep_long_text(tmp_path, pgdb):
     source = orchestra_db(tmp_path / "orchestra.db")
     with connect(source) as c:
@@ -331,6 +345,39 @@ def test_truncate_long_text_keeps_the_rows_and_lists_every_cut(tmp_path, pgdb):
     kept = pgdb.rows('SELECT "Content" FROM "ChatMessages" WHERE "Id" = %s', (long_id,))
     assert kept == [("a" * 4000,)]
     assert pgdb.rows('SELECT count(*) FROM "ChatMessages"')[0][0] == 12
+
+
+def test_each_character_copy_escapes_arrives_alone(tmp_path, pgdb):
+    """Each of COPY's four special characters, alone in a value (the check that skips
+    escaping must see every one of them), at the start, the end, and twice."""
+    source = orchestra_db(tmp_path / "orchestra.db")
+    specials = ["\\", "\t", "\n", "\r"]
+    with connect(source) as c:
+        for n, char in enumerate(specials):
+            c.execute("UPDATE ChatMessages SET Content = ?, Metadata = ? WHERE Id = ?",
+                      (f"{char}only {char}{char} this{char}", char, guid(1000 + n)))
+    result = copy(source, pgdb, "--truncate-long-text")
+    assert result.exit_code == 0, result.stderr
+    assert assert_every_value(source, pgdb) == 22
+
+
+def test_truncate_long_text_counts_characters_not_bytes(tmp_path, pgdb):
+    """4000 four-byte characters fit character varying(4000) and are kept whole; 4001 are
+    cut to 4000, and a tab the cut keeps is still escaped."""
+    source = orchestra_db(tmp_path / "orchestra.db")
+    fits, cut, tabbed = guid(1000), guid(1001), guid(1002)
+    with connect(source) as c:
+        for row_id, text in ((fits, "🤖" * 4000), (cut, "🤖" * 4001),
+                             (tabbed, "a" * 3998 + "\t" + "é" * 10)):
+            c.execute("UPDATE ChatMessages SET Content = ? WHERE Id = ?", (text, row_id))
+    result = copy(source, pgdb, "--truncate-long-text")
+    assert result.exit_code == 0, result.stderr
+    assert [(t["id"], t["length"]) for t in json.loads(result.stdout)["truncated"]] == \
+        [(cut, 4001), (tabbed, 4009)]
+    kept = dict(pgdb.rows('SELECT "Id"::text, "Content" FROM "ChatMessages" WHERE "Id" = ANY(%s)',
+                          ([fits, cut, tabbed],)))
+    assert kept == {fits.lower(): "🤖" * 4000, cut.lower(): "🤖" * 4000,
+                    tabbed.lower(): "a" * 3998 + "\t" + "é"}
 
 
 def test_a_target_holding_rows_is_refused(tmp_path, pgdb):
