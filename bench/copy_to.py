@@ -12,7 +12,10 @@ from spawn to exit with GNU time's peak RSS:
   converted, keys and indexes, the proof; `--truncate-long-text`, since the generated
   agent replies, like real ones, sometimes pass ChatMessages.Content's 4000 characters;
 - pgloader with its defaults (Debian's pgloader): its own schema (lower-cased names,
-  text for GUIDs and dates), Hangfire's tables too, no history;
+  text for GUIDs and dates), Hangfire's tables too, no history; and pgloader reading
+  fewer rows ahead (`--with 'prefetch rows = 10000'`), which still finishes where its
+  defaults run out of heap (about 2 million messages); the target compares with the
+  faster of the two that finished;
 - the floor: psql running, in one transaction, the migration files and a COPY of each
   table from a server-side file holding exactly the rows copy-to sent (made untimed).
 
@@ -39,7 +42,10 @@ from contenders import Run, program, run_timed  # noqa: E402
 from pgserver import ADMIN_PASSWORD, Cluster  # noqa: E402
 
 SQL = HERE.parent / "sql" / "postgresql"
-TARGET = "copy-to <= 0.5x pgloader's wall time; peak RSS < 100 MB"
+TARGET = "copy-to <= 0.5x pgloader's wall time (its fastest variant that finished); peak RSS < 100 MB"
+# pgloader's defaults run out of heap at about 2 million chat messages (its SBCL heap size
+# is fixed when it is built); reading fewer rows ahead is the documented way around it.
+PGLOADER_BOUNDED = "prefetch rows = 10000"
 
 
 def parse_args(argv=None):
@@ -75,10 +81,15 @@ class Bench:
                          "--truncate-long-text"])
         return self._checked(run, db, '"ChatMessages"')
 
-    def pgloader(self) -> Run:
+    def pgloader(self, *options: str) -> Run:
         db = self.fresh()
-        run = run_timed(["pgloader", f"sqlite://{self.source}", self.url(db.name, admin=True)])
+        run = run_timed(["pgloader", *options, f"sqlite://{self.source}",
+                         self.url(db.name, admin=True)])
         return self._checked(run, db, "chatmessages")
+
+    def pgloader_bounded(self) -> Run:
+        """pgloader as a DBA reruns it after "Heap exhausted": fewer rows read ahead."""
+        return self.pgloader("--with", PGLOADER_BOUNDED)
 
     def floor(self) -> Run:
         db = self.fresh()
@@ -125,6 +136,11 @@ class Bench:
         self.cluster.drop_database(db)
 
 
+def _machine() -> str:
+    import report  # bench/report.py: the CPU as every result names it
+    return f"{report._cpu()}, SHA extensions: {report._sha_extensions()}"
+
+
 def _count(path: Path, table: str) -> int:
     conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
     try:
@@ -144,6 +160,7 @@ def main(argv=None) -> None:
         bench.prepare_floor()
         contenders = {"orchestra-schema copy-to (reference)": bench.copy_to,
                       "pgloader (defaults)": bench.pgloader,
+                      f"pgloader --with '{PGLOADER_BOUNDED}'": bench.pgloader_bounded,
                       "floor: psql -1, migrations + COPY from files": bench.floor}
         runs: dict[str, list[Run]] = {name: [] for name in contenders}
         for round_ in range(args.warmup + args.reps):
@@ -165,7 +182,7 @@ def render(args, built, messages: int, runs: dict[str, list[Run]]) -> str:
     load = os.getloadavg()[0]
     lines = [f"### copy-to: {built.info['ef_bytes'] // 2**20} MB orchestra.db, {messages:,} chat "
              f"messages ({args.reps} trials after {args.warmup} warm-up; load average "
-             f"{load:.1f} at the end; {os.cpu_count()} cores)", "",
+             f"{load:.1f} at the end; {os.cpu_count()} cores, {_machine()})", "",
              "| Contender | Median (s) | Range (s) | vs reference | Peak RSS (MB) | OK |",
              "|---|---:|---:|---:|---:|---|"]
     ok_runs = {n: [r for r in rs if r.ok] for n, rs in runs.items()}
@@ -182,12 +199,14 @@ def render(args, built, messages: int, runs: dict[str, list[Run]]) -> str:
         ratio = f"{medians[name] / reference:.2f}x" if reference else "-"
         lines.append(f"| {name} | {medians[name]:.2f} | {min(times):.2f}-{max(times):.2f} | "
                      f"{ratio} | {rss:.1f} | {ok} |")
-    names = list(runs)
-    if names[0] not in medians or names[1] not in medians:
+    reference_name, *others = list(runs)
+    loaders = [n for n in others if n.startswith("pgloader") and n in medians]
+    if reference_name not in medians or not loaders:
         return "\n".join(lines) + "\n\nTarget: not measurable (a contender never finished).\n"
-    ratio = medians[names[0]] / medians[names[1]]
-    rss = max((r.max_rss_kb or 0) for r in runs[names[0]]) / 1024
-    lines += ["", f"Target: {TARGET}: {ratio:.2f}x pgloader, {rss:.1f} MB: "
+    fastest = min(loaders, key=medians.get)
+    ratio = medians[reference_name] / medians[fastest]
+    rss = max((r.max_rss_kb or 0) for r in runs[reference_name]) / 1024
+    lines += ["", f"Target: {TARGET}: {ratio:.2f}x {fastest}, {rss:.1f} MB: "
                   f"{'met' if ratio <= 0.5 and rss < 100 else 'NOT met'}."]
     return "\n".join(lines) + "\n"
 

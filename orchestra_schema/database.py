@@ -189,8 +189,8 @@ def _check_path(path: Path, *, create: bool) -> None:
         return
     if not create:
         raise DatabaseUnavailable(
-            f"{path}: database not found; check --database ($ORCHESTRA_DB, $HANGFIRE_CONNECTION)"
-        )
+            f"{path}: database not found; check --database ($ORCHESTRA_DB, $EFCORE_CONNECTION, "
+            "$HANGFIRE_CONNECTION)")
     if not path.parent.is_dir():
         raise DatabaseUnavailable(
             f"{path}: directory {path.parent} does not exist; create it or fix --database"
