@@ -185,6 +185,10 @@ def groups(tool: str, pg: dict) -> list[Group]:
             Contender("orchestra-schema rollback", orchestra("rollback", "--only", CHAT, "--yes",
                                                              "--no-backup"),
                       note="advisory lock, lock_timeout, history and EF row in the transaction"),
+            Contender("floor for a Python client: python -c (psycopg, the file, commit)",
+                      lambda p: [Step([sys.executable, "-c", PSYCOPG_FLOOR, p.db,
+                                       str(CHAT_ROLLBACK)])],
+                      note="Python's start-up, import psycopg, connect, the rollback file; nothing else"),
         ], ["psql -f rollback file"], [Target(
             "orchestra-schema rollback", "<= 1.1x psql -f",
             lambda m: _ratio(m, "orchestra-schema rollback", "psql -f rollback file", 1.1))],
@@ -197,6 +201,13 @@ def groups(tool: str, pg: dict) -> list[Group]:
             "orchestra-schema rehearse", "<= 1.0x orchestra-schema backup",
             lambda m: _ratio(m, "orchestra-schema rehearse", "orchestra-schema backup", 1.0))]),
     ]
+
+
+# What any Python tool on psycopg pays before and around the rollback file's statements.
+PSYCOPG_FLOOR = """import sys, psycopg
+with psycopg.connect(sys.argv[1]) as conn:
+    conn.execute(open(sys.argv[2]).read())
+"""
 
 
 def _ratio(medians, name, ref, limit):
@@ -274,6 +285,8 @@ def main(argv=None) -> None:
     data = {"env": {"date_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),
                     "messages": args.messages, "size_mb": round(size_mb),
                     "server": server, "cpus": os.cpu_count(), "platform": platform.platform(),
+                    "cpu": f"{report._cpu()}; SHA extensions: {report._sha_extensions()}",
+                    "only": args.only,
                     "commit": report._git_commit(), "reps": args.reps, "warmup": args.warmup,
                     "load": os.getloadavg()[0]},
             "groups": results}
@@ -287,7 +300,8 @@ def main(argv=None) -> None:
 def render(data: dict, folder: Path) -> str:
     env = data["env"]
     out = [f"Measured {env['date_utc']} UTC by `python bench/pg.py --messages {env['messages']} "
-           f"--reps {env['reps']}` on {env['cpus']} cores, {env['platform']}; PostgreSQL "
+           f"--reps {env['reps']}{' --only ' + ' '.join(env['only']) if env.get('only') else ''}` "
+           f"on {env['cpus']} cores ({env.get('cpu', 'CPU not recorded')}), {env['platform']}; PostgreSQL "
            f"{env['server']} (throwaway cluster, fsync off), orchestra-schema @ {env['commit']}; "
            f"load average {env['load']:.2f} at the end.", "",
            f"Database: {env['messages']:,} chat messages, core, AgentSessions and Hangfire rows; "
