@@ -4,7 +4,10 @@
 
 With no argument, bench/results/latest.md goes in as it is. With several (for
 example one run per size and CPU mode), they are joined, in the order given,
-into bench/results/latest.md first.
+into bench/results/latest.md first. An argument `TITLE=RESULT.md` puts the part
+under a `#### TITLE` heading, e.g.
+
+    python bench/publish.py "Backup and status, 30 MB, CPU with SHA extensions=bench/results/cpu/sha-ext-30/latest.md" ...
 """
 
 import sys
@@ -14,7 +17,15 @@ ROOT = Path(__file__).resolve().parent.parent
 LATEST = ROOT / "bench" / "results" / "latest.md"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
-parts = [Path(a).read_text().strip() for a in sys.argv[1:]]
+
+
+def part(arg: str) -> str:
+    title, _, path = arg.rpartition("=")
+    text = Path(path).read_text().strip()
+    return f"#### {title}\n\n{text}" if title else text
+
+
+parts = [part(a) for a in sys.argv[1:]]
 if parts:
     LATEST.write_text("\n\n---\n\n".join(parts) + "\n")
 readme = (ROOT / "README.md").read_text()
