@@ -200,8 +200,8 @@ def copy_file(reader: apsw.Connection, source_fd: int, dest: Path, fd: int,
     _require_same_file(reader, source_fd)
     pages, done = total // page_size, 0
     digest = digests.hasher()
-    # Three: a Lane holds at most two chunks (one running, one queued), and once
-    # both lanes have taken chunk n, chunk n-1's buffer is free in both.
+    # Three: a Lane holds at most two chunks (one running, one queued), so while
+    # chunk n is read the lanes hold at most n-1 and n-2, and n-3's buffer is free.
     buffers = [memoryview(mmap.mmap(-1, CHUNK)) for _ in range(3)]
     with _Writer(dest, fd) as writer, background.Lane() as hashing, \
             background.Lane() as writing:
