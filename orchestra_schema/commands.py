@@ -104,7 +104,7 @@ def apply(ctx: Context, to: str | None = None, dry_run: bool = False,
             db = stack.enter_context(ctx.connect(readonly=True)) if exists else None
             applied = set(db.applied()) if db else set()
             if db:
-                _refuse_unadopted(db, applied)
+                refuse_unadopted(db, applied)
             plan = mig.plan_apply(migrations, applied, to)
             if review:  # before the write connection plans again: lint's time is not in that window
                 review(migrations, plan)
@@ -114,7 +114,7 @@ def apply(ctx: Context, to: str | None = None, dry_run: bool = False,
     try:
         with ctx.connect(create=True) as db:
             applied = set(db.applied())
-            _refuse_unadopted(db, applied)
+            refuse_unadopted(db, applied)
             ef_before = ef.entries(db)
             for m in mig.plan_apply(migrations, applied, to):
                 (result.applied if apply_one(db, m) else result.skipped).append(m.id)
@@ -126,7 +126,7 @@ def apply(ctx: Context, to: str | None = None, dry_run: bool = False,
     return result
 
 
-def _refuse_unadopted(db: Driver, applied: set[str]) -> None:
+def refuse_unadopted(db: Driver, applied: set[str]) -> None:
     """EF Core made this schema: applying the SQL on top would fail on every CREATE."""
     listed = ef.ids(ef.entries(db))
     if listed and not applied:

@@ -230,7 +230,7 @@ def _stream(src, driver, table, cols, truncate, progress) -> tuple[int, int]:
     digest = _joined(pg_values.digest_sql(c, truncate) for c in cols)
     select = f"SELECT CAST({line} AS BLOB){'' if digest == line else f', CAST({digest} AS BLOB)'}"
     names = sql.SQL(", ").join(sql.Identifier(c.name) for c in cols)
-    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(driver._name(table), names)
+    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(driver.qualified(table), names)
     try:
         with driver.conn.cursor().copy(statement) as copy:
             rows, digest = _send(copy, src.execute(f"{select} FROM {quote(table)} NOT INDEXED"),
@@ -306,13 +306,13 @@ def _check_encoding(driver: PgDriver) -> None:
 
 def _apply(driver: PgDriver, migrations) -> tuple[list[str], list[str]]:
     """The pending migrations and EF's history, each in a savepoint of the one transaction."""
-    from .commands import _refuse_unadopted
+    from .commands import refuse_unadopted
     applied = set(applied_migrations(driver))
-    _refuse_unadopted(driver, applied)
+    refuse_unadopted(driver, applied)
     ef_before = ef.entries(driver)
     done = [m.id for m in migrations if m.id not in applied and apply_one(driver, m)]
     if ef_before is None:  # EF Core's table, as `dotnet ef database update` makes it
-        driver.conn.execute(sql.SQL(EF_HISTORY_DDL).format(driver._name(ef.TABLE)))
+        driver.conn.execute(sql.SQL(EF_HISTORY_DDL).format(driver.qualified(ef.TABLE)))
         ef.keep_in_step(driver, set(applied_migrations(driver)))
     return done, ef.changes(ef_before, ef.entries(driver))
 
@@ -324,7 +324,7 @@ def _managed(migrations) -> set[str]:
 def _refuse_rows(driver: PgDriver, migrations) -> None:
     holding = [t for t in sorted(_managed(migrations) & driver.table_names())
                if driver.conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(
-                   driver._name(t))).fetchone()[0]]
+                   driver.qualified(t))).fetchone()[0]]
     if holding:
         raise Refused(f"{driver.display}: tables {', '.join(holding)} already hold rows; "
                       "nothing changed; copy-to fills an empty database only (create a new "
@@ -336,7 +336,7 @@ def _target_columns(driver: PgDriver, table: str) -> list[pg_values.Column]:
         "SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull "
         "FROM pg_attribute a WHERE a.attrelid = %s::regclass AND a.attnum > 0 "
         "AND NOT a.attisdropped ORDER BY a.attnum",
-        (driver._name(table).as_string(driver.conn),)).fetchall()
+        (driver.qualified(table).as_string(driver.conn),)).fetchall()
     return [pg_values.Column(*r) for r in rows]
 
 
@@ -349,7 +349,7 @@ class _Rebuild:
 def _drop_keys(driver: PgDriver, tables: list[str]) -> _Rebuild:
     """Drop the tables' primary keys and indexes, and the foreign keys from or to them,
     returning how to rebuild them exactly (names and definitions from the catalog)."""
-    conn, oids = driver.conn, [driver._name(t).as_string(driver.conn) for t in tables]
+    conn, oids = driver.conn, [driver.qualified(t).as_string(driver.conn) for t in tables]
     constraints = conn.execute(
         "SELECT conrelid::regclass::text, conname, contype, pg_get_constraintdef(oid) "
         "FROM pg_constraint WHERE (contype = 'p' AND conrelid = ANY(%(t)s::regclass[])) OR "
@@ -403,7 +403,7 @@ def _prove(driver: PgDriver, columns: dict, expected: dict, schema) -> None:
         found = driver.conn.execute(sql.SQL(
             "SELECT count(*), coalesce(sum(('x' || left(md5(concat_ws(E'\\t', {})), 16))"
             "::bit(64)::bigint), 0) FROM {}").format(
-            line, driver._name(table))).fetchone()
+            line, driver.qualified(table))).fetchone()
         if tuple(int(v) for v in found) != expected[table]:
             raise CopyMismatch(
                 f"{driver.display}: {table} does not hold what was read from the source "

@@ -82,7 +82,8 @@ class PgDriver(Driver):
                                       "names none that exists); create it or fix search_path")
         return cls(conn, address.display, timeout, schema)
 
-    def _name(self, table: str) -> sql.Composed:
+    def qualified(self, table: str) -> sql.Composed:
+        """schema.table, quoted: the table in the schema this driver manages."""
         return sql.SQL("{}.{}").format(sql.Identifier(self.schema), sql.Identifier(table))
 
     def _rows(self, query, params=None) -> list[tuple]:
@@ -118,10 +119,10 @@ class PgDriver(Driver):
         if CHECKSUM_TABLE in tables:
             sums = sql.SQL("c.forward_sha256, c.rollback_sha256")
             join = sql.SQL("LEFT JOIN {} c USING (migration_hash)").format(
-                self._name(CHECKSUM_TABLE))
+                self.qualified(CHECKSUM_TABLE))
         rows = self._rows(sql.SQL("SELECT m.migration_id, m.applied_at_utc, {} FROM {} m {} "
                                   "ORDER BY m.applied_at_utc").format(
-            sums, self._name(MIGRATION_TABLE), join))
+            sums, self.qualified(MIGRATION_TABLE), join))
         return {r[0]: AppliedRecord(r[0], r[1].isoformat() if r[1] else None, r[2], r[3])
                 for r in rows}
 
@@ -130,7 +131,7 @@ class PgDriver(Driver):
             return None
         return [tuple(r) for r in self._rows(sql.SQL(
             'SELECT "MigrationId", "ProductVersion" FROM {} ORDER BY "MigrationId"').format(
-            self._name(EF_TABLE)))]
+            self.qualified(EF_TABLE)))]
 
     @contextlib.contextmanager
     def read_transaction(self, doing="reading"):
@@ -139,7 +140,7 @@ class PgDriver(Driver):
             yield self
 
     def row_count(self, table: str) -> int:
-        return self._rows(sql.SQL("SELECT count(*) FROM {}").format(self._name(table)))[0][0]
+        return self._rows(sql.SQL("SELECT count(*) FROM {}").format(self.qualified(table)))[0][0]
 
     def tables_with_rows(self, tables) -> list[str]:
         # tables_losing_rows named managed tables only: one query looks into each
@@ -147,7 +148,7 @@ class PgDriver(Driver):
         if not tables:
             return []
         found = self._rows(sql.SQL("SELECT {}").format(sql.SQL(", ").join(
-            sql.SQL("EXISTS (SELECT FROM {})").format(self._name(t)) for t in tables)))[0]
+            sql.SQL("EXISTS (SELECT FROM {})").format(self.qualified(t)) for t in tables)))[0]
         return [t for t, has in zip(tables, found) if has]
 
     def tables_losing_rows(self, statements) -> list[str]:
@@ -181,7 +182,7 @@ class PgDriver(Driver):
             return []
         return [(op, at.isoformat()) for op, at in self._rows(sql.SQL(
             "SELECT operation, created_at_utc FROM {} WHERE migration_id = %s "
-            "ORDER BY created_at_utc").format(self._name("_yoyo_log")), (migration_id,))]
+            "ORDER BY created_at_utc").format(self.qualified("_yoyo_log")), (migration_id,))]
 
     def integrity(self, full, tables):
         from .. import pgcheck
@@ -248,7 +249,7 @@ class PgDriver(Driver):
                 self.conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_MS}ms'")
                 upgrade_history_tables(self._backend)
                 self.conn.execute(sql.SQL(CREATE_CHECKSUM_TABLE).format(
-                    self._name(CHECKSUM_TABLE)))
+                    self.qualified(CHECKSUM_TABLE)))
                 return body()
         except (psycopg.errors.IntegrityError, psycopg.errors.InvalidTransactionTermination,
                 psycopg.errors.SerializationFailure) as err:
@@ -283,7 +284,7 @@ class PgDriver(Driver):
         self._backend.mark_one(ref, log=False)
         self._backend.log_migration(ref, operation)
         self.conn.execute(sql.SQL("INSERT INTO {} VALUES (%s, %s, %s, %s, %s)").format(
-            self._name(CHECKSUM_TABLE)),
+            self.qualified(CHECKSUM_TABLE)),
             (ref.hash, migration.id, migration.forward_sha256, migration.rollback_sha256,
              datetime.now(timezone.utc).replace(tzinfo=None)))
 
@@ -293,16 +294,16 @@ class PgDriver(Driver):
         self._backend.unmark_one(ref, log=False)
         self._backend.log_migration(ref, operation)
         self.conn.execute(sql.SQL("DELETE FROM {} WHERE migration_hash = %s").format(
-            self._name(CHECKSUM_TABLE)), (ref.hash,))
+            self.qualified(CHECKSUM_TABLE)), (ref.hash,))
 
     def ef_insert(self, migration_id, product_version):
         self.conn.execute(sql.SQL("INSERT INTO {} VALUES (%s, %s)").format(
-            self._name(EF_TABLE)), (migration_id, product_version))
+            self.qualified(EF_TABLE)), (migration_id, product_version))
 
     def ef_delete(self, migration_id) -> bool:
         with self._translated(f"deleting {migration_id} from {EF_TABLE}"):
             cursor = self.conn.execute(sql.SQL('DELETE FROM {} WHERE "MigrationId" = %s').format(
-                self._name(EF_TABLE)), (migration_id,))
+                self.qualified(EF_TABLE)), (migration_id,))
             return cursor.rowcount > 0
 
     def close(self):
