@@ -25,10 +25,10 @@ back a transaction whose client is gone), so a rerun starts clean.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
-import hashlib
+import os
 import re
-import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,9 +37,10 @@ from typing import Callable
 import psycopg
 from psycopg import sql
 
-from . import ef, pg_values
+from . import copy_lines, copy_workers, ef, pg_values
 from .address import PgAddress
 from .database import Database, quote, translated
+from .sqlitefile import database_size
 from .engine import HISTORY_TABLES, apply_one, applied_migrations, replay
 from .engines.postgresql import LOCK_ERRORS, PgDriver, statement_targets
 from .errors import Busy, DatabaseUnavailable, MigrationFailed, Refused
@@ -50,8 +51,7 @@ from .verify import drift
 HANGFIRE_TABLES = {"AggregatedCounter", "Counter", "Job", "List", "Hash", "JobParameter",
                    "JobQueue", "Server", "Set", "State", "DistributedLock"}
 EF_TABLES = {ef.TABLE, "__EFMigrationsLock"}
-BATCH_BYTES = 1 << 20  # COPY data is sent in pieces of about this size: memory stays flat
-_LANE = struct.Struct(">q8x")  # an md5's first 8 bytes, signed, as PostgreSQL reads them
+AUTO_JOBS, AUTO_JOBS_FROM = 2, 32 << 20  # workers by default, for sources of this size or more
 EF_HISTORY_DDL = """CREATE TABLE IF NOT EXISTS {} (
     "MigrationId" character varying(150) NOT NULL,
     "ProductVersion" character varying(32) NOT NULL,
@@ -93,6 +93,7 @@ class CopyResult:
     not_copied: list[NotCopied]
     truncated: list[Truncated] = field(default_factory=list)  # --truncate-long-text only
     rows_copied: int = 0
+    jobs: int = 0  # worker processes that made the COPY lines (0: this process)
     index_seconds: float = 0.0  # rebuilding keys, indexes and foreign keys
     verify_seconds: float = 0.0  # the proof: counts and digests on both sides
     seconds: float = 0.0
@@ -103,20 +104,28 @@ class CopyMismatch(MigrationFailed):
 
 
 def copy_to(source: Path, target: PgAddress, timeout: float, truncate: bool = False,
-            progress: Callable[[int, int], None] | None = None) -> CopyResult:
+            progress: Callable[[int, int], None] | None = None,
+            jobs: int | None = None) -> CopyResult:
+    """jobs: worker processes making the COPY lines (None: AUTO_JOBS for a source of
+    AUTO_JOBS_FROM bytes or more on a machine with that many CPUs, else none)."""
     started = time.monotonic()
     sqlite_migrations = load(default_sql_dir("sqlite"))
     pg_migrations = load(default_sql_dir("postgresql"))
+    if jobs is None:
+        jobs = auto_jobs(source)
     with (Database.open(source, timeout=timeout, readonly=True) as src,
-          translated(source, "reading the source"), src.read_transaction()):
+          translated(source, "reading the source"),
+          copy_workers.reading(src, jobs, timeout) as workers):
         copied_tables = _check_source(src, sqlite_migrations)
         result = CopyResult(str(source), target.display, [], [], [], _not_copied(src, copied_tables))
+        result.jobs = len(workers.procs) if workers else 0
         pg_values.register(src.connection)
         with PgDriver.connect(target, timeout=timeout) as driver, _server_errors(driver):
             _check_encoding(driver)
             driver.lock()
             with driver.conn.transaction():
-                _load(src, driver, pg_migrations, copied_tables, truncate, progress, result)
+                _load(src, workers, driver, pg_migrations, copied_tables, truncate, progress,
+                      result)
     result.seconds = time.monotonic() - started
     return result
 
@@ -136,7 +145,17 @@ def _server_errors(driver: PgDriver):
                                   "run it again") from None
 
 
-def _load(src, driver, pg_migrations, copied_tables, truncate, progress, result) -> None:
+def auto_jobs(source: Path) -> int:
+    """Workers pay off once making the lines takes longer than starting them (~0.1 s)."""
+    try:
+        big = database_size(source) >= AUTO_JOBS_FROM
+    except OSError:
+        big = False  # opening it will say what is wrong
+    return AUTO_JOBS if big and (os.cpu_count() or 1) >= AUTO_JOBS else 0
+
+
+def _load(src, workers, driver, pg_migrations, copied_tables, truncate, progress,
+          result) -> None:
     """Everything on the target, inside the caller's one transaction."""
     conn = driver.conn
     for setting in ("TimeZone = 'UTC'", "DateStyle = 'ISO, YMD'", "extra_float_digits = 1",
@@ -149,10 +168,16 @@ def _load(src, driver, pg_migrations, copied_tables, truncate, progress, result)
     schema = driver.snapshot()  # the migrations' schema; the rebuild must restore it exactly
     rebuild = _drop_keys(driver, copied_tables)
     totals = {t: src.row_count(t) for t in copied_tables}
+    statements = {t: copy_lines.select(t, columns[t], truncate) for t in copied_tables}
+    if workers:
+        shares = dict(zip(copied_tables, workers.plan(
+            [(statements[t], *_rowids(src, t)) for t in copied_tables])))
     expected, done = {}, 0
     for table in copied_tables:
         began = time.monotonic()
-        expected[table] = _stream(src, driver, table, columns[table], truncate,
+        lines = (copy_workers.Share(workers, shares[table]) if workers
+                 else copy_lines.Lines(src.connection, statements[table]))
+        expected[table] = _stream(src, driver, table, columns[table], truncate, lines,
                                   lambda n: progress and progress(done + n, sum(totals.values())))
         done += expected[table][0]
         seconds = time.monotonic() - began
@@ -194,6 +219,10 @@ def _check_source(src: Database, migrations) -> list[str]:
     return managed
 
 
+def _rowids(src: Database, table: str) -> tuple[int | None, int | None]:
+    return src.execute(f"SELECT min(rowid), max(rowid) FROM {quote(table)}").fetchone()
+
+
 def _not_copied(src: Database, copied: list[str]) -> list[NotCopied]:
     out = []
     for table in sorted(src.table_names() - set(copied)):
@@ -223,69 +252,44 @@ def _cuts(src: Database, columns: dict) -> list[Truncated]:
     return cuts
 
 
-def _stream(src, driver, table, cols, truncate, progress) -> tuple[int, int]:
-    """COPY the table's rows; returns (rows, digest) of what was sent: the digest is the sum of
-    the first 64 bits of each row's md5, which no order of the rows changes."""
-    line = _joined(pg_values.source_sql(c, truncate) for c in cols)
-    digest = _joined(pg_values.digest_sql(c, truncate) for c in cols)
-    select = f"SELECT CAST({line} AS BLOB){'' if digest == line else f', CAST({digest} AS BLOB)'}"
+def _stream(src, driver, table, cols, truncate, lines, progress) -> tuple[int, int]:
+    """COPY the table's lines (copy_lines.Lines, or a copy_workers.Share); returns (rows,
+    digest) of what was sent."""
     names = sql.SQL(", ").join(sql.Identifier(c.name) for c in cols)
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(driver.qualified(table), names)
+    spans: list[tuple[int, int, int]] = []  # per piece: its first line, range start, offset
+    rows = 0
     try:
         with driver.conn.cursor().copy(statement) as copy:
-            rows, digest = _send(copy, src.execute(f"{select} FROM {quote(table)} NOT INDEXED"),
-                                 0 if digest == line else 1, progress)
+            for piece in lines:
+                spans.append((rows + 1, piece.start, piece.offset))
+                copy.write(piece.data)
+                rows += piece.rows
+                if progress:
+                    progress(rows)
     except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as err:
-        raise Refused(_refused_line(src, table, cols, truncate, err)) from None
+        raise Refused(_refused_line(src, table, cols, truncate, err, spans)) from None
     if progress:
         progress(rows)
-    return rows, digest
+    return rows, lines.digest
 
 
-def _send(copy, cursor, hashed: int, progress) -> tuple[int, int]:
-    """Each row's line to COPY, in batches of about BATCH_BYTES; its column `hashed` (the line
-    itself, or the text the proof hashes instead) into the digest. The loop body is all the
-    Python a row costs, so it stays this bare: a star-unpacking `for text, *rest` and a
-    conditional took 0.14 s more CPU per 400k rows."""
-    md5, unpack = hashlib.md5, _LANE.unpack
-    rows, digest, size, batch = 0, 0, 0, []
-    append = batch.append
-    for row in cursor:
-        text = row[0]
-        digest += unpack(md5(row[hashed]).digest())[0]
-        append(text)
-        size += len(text)
-        if size >= BATCH_BYTES:
-            rows, size = _write(copy, batch, rows, progress), 0
-    return _write(copy, batch, rows, progress), digest
-
-
-def _write(copy, batch: list[bytes], rows: int, progress) -> int:
-    """Send the batch (and empty it, for the next); returns the rows sent so far."""
-    if batch:
-        copy.write(b"\n".join(batch) + b"\n")
-        rows += len(batch)
-        batch.clear()
-        if progress:
-            progress(rows)
-    return rows
-
-
-def _joined(fields) -> str:
-    return " || char(9) || ".join(fields)
-
-
-def _refused_line(src: Database, table: str, cols, truncate: bool, err: psycopg.Error) -> str:
-    """The value COPY rejected, named: the row's Id from COPY's line number (the same scan
-    order), the column, and why (pg_values.problem_sql, else PostgreSQL's own words)."""
+def _refused_line(src: Database, table: str, cols, truncate: bool, err: psycopg.Error,
+                  spans: list[tuple[int, int, int]]) -> str:
+    """The value COPY rejected, named: the row's Id from COPY's line number (the piece that
+    held that line, and its place there), the column, and why (pg_values.problem_sql,
+    else PostgreSQL's own words)."""
     found = re.search(r"line (\d+)(?:, column (\w+))?", err.diag.context or "")
-    if not found:
+    if not found or not spans:
         return f"{table}: PostgreSQL cannot hold a value: {err.diag.message_primary}"
+    line = int(found.group(1))
+    first, start, offset = spans[bisect.bisect_right(spans, (line, copy_lines.HIGHEST, 0)) - 1]
     named = found.group(2) or err.diag.column_name
     suspects = [c for c in cols if c.name == named] or cols  # encoding errors name no column
     row_id, *whys = src.execute(
         f'SELECT "Id", {", ".join(pg_values.problem_sql(c, truncate) for c in suspects)} '
-        f"FROM {quote(table)} NOT INDEXED LIMIT 1 OFFSET ?", (int(found.group(1)) - 1,)).fetchone()
+        f"FROM {quote(table)} WHERE rowid >= ? ORDER BY rowid LIMIT 1 OFFSET ?",
+        (start, offset + line - first)).fetchone()
     col, why = next(((c, w) for c, w in zip(suspects, whys) if w is not None),
                     (suspects[0] if named else None, err.diag.message_primary))
     where = f"{table}.{col.name} row Id={row_id!r}" if col else f"{table} row Id={row_id!r}"

@@ -32,9 +32,10 @@ EF_ROWS = {"20250927103132_InitialPostgreSQLMigration": "9.0.9",
            "20251109091141_AddAgentSessionsTable": "9.0.9"}
 
 
-def copy(source, target, *args, json_out=True):
+def copy(source, target, *args, json_out=True, jobs=None):
+    """jobs: --jobs N (None: the default, none for these small sources)."""
     result = cli("--database", source, *(["--json"] if json_out else []), "copy-to",
-                 target.url, *args)
+                 target.url, *args, *([] if jobs is None else ["--jobs", jobs]))
     assert PASSWORD not in result.stdout + result.stderr
     return result
 
@@ -157,7 +158,11 @@ def pg_text(target, query: str):
 
 # ---- a real orchestra.db, its WAL live
 
-def test_real_database_with_a_live_wal_arrives_value_for_value(tmp_path, pgdb):
+JOBS = pytest.mark.parametrize("jobs", [0, 2])  # in this process, and in two workers
+
+
+@JOBS
+def test_real_database_with_a_live_wal_arrives_value_for_value(tmp_path, pgdb, jobs):
     source = tmp_path / "orchestra.db"
     shutil.copyfile(REAL, source)
     for suffix in ("-wal", "-shm"):
@@ -172,11 +177,13 @@ def test_real_database_with_a_live_wal_arrives_value_for_value(tmp_path, pgdb):
     before = source_state(source)
 
     result = subprocess.run([sys.executable, "-m", "orchestra_schema", "--database", source,
-                             "--json", "copy-to", pgdb.url], capture_output=True, text=True,
+                             "--json", "copy-to", pgdb.url, "--jobs", str(jobs)],
+                            capture_output=True, text=True,
                             timeout=120, stdin=subprocess.DEVNULL)
     assert result.returncode == 0, result.stderr
     assert PASSWORD not in result.stdout + result.stderr
     report = json.loads(result.stdout)
+    assert report["jobs"] == jobs
     copied = {t["table"]: t["copied"] for t in report["tables"]}
     assert copied["ChatSessions"] == 48 and copied["ChatMessages"] == 147
     assert all(t["skipped"] == 0 for t in report["tables"])
@@ -198,9 +205,10 @@ def test_real_database_with_a_live_wal_arrives_value_for_value(tmp_path, pgdb):
         [(m, True, True) for m in PG_MIGRATIONS]
 
 
-def test_every_conversion_value_for_value(tmp_path, pgdb):
+@JOBS
+def test_every_conversion_value_for_value(tmp_path, pgdb, jobs):
     source = orchestra_db(tmp_path / "orchestra.db")
-    result = copy(source, pgdb)
+    result = copy(source, pgdb, jobs=jobs)
     assert result.exit_code == 0, result.stderr
     assert assert_every_value(source, pgdb) == 1 + 1 + 3 + 2 + 3 + 12
     # the edges, as PostgreSQL prints them
@@ -285,14 +293,16 @@ BAD = {
 }
 
 
+@JOBS
 @pytest.mark.parametrize("case", list(BAD))
-def test_a_value_postgresql_cannot_hold_is_named_and_nothing_is_committed(tmp_path, pgdb, case):
+def test_a_value_postgresql_cannot_hold_is_named_and_nothing_is_committed(tmp_path, pgdb, case,
+                                                                          jobs):
     source = orchestra_db(tmp_path / "orchestra.db")
     statement, words = BAD[case]
     with connect(source) as c:
         c.execute(statement)
     before = source_state(source)
-    result = copy(source, pgdb)
+    result = copy(source, pgdb, jobs=jobs)
     assert result.exit_code == 5, result.stderr
     line = result.stderr.strip()
     assert line.startswith("orchestra-schema: error: ") and "\n" not in line
@@ -303,18 +313,49 @@ def test_a_value_postgresql_cannot_hold_is_named_and_nothing_is_committed(tmp_pa
     assert source_state(source) == before
 
 
-def test_a_bad_value_after_many_batches_is_named_by_its_row(tmp_path, pgdb):
-    """COPY's data goes in batches: a value PostgreSQL rejects after several megabytes
-    still names its own row (COPY's line number), and nothing is committed."""
+@JOBS
+def test_a_bad_value_after_many_batches_is_named_by_its_row(tmp_path, pgdb, jobs):
+    """COPY's data goes in batches (with workers, from several rowid ranges in the order
+    they come): a value PostgreSQL rejects after several megabytes still names its own
+    row (COPY's line number), and nothing is committed."""
     source = orchestra_db(tmp_path / "orchestra.db", sessions=20, messages=1000)
     bad = guid(1000 + 17 * 1000 + 345)
     with connect(source) as c:
         c.execute("UPDATE ChatMessages SET Content = Content || printf('%.1000c', 'x')")
         c.execute("UPDATE ChatMessages SET CreatedAt = '2025-02-30 10:00:00' WHERE Id = ?", (bad,))
-    result = copy(source, pgdb)
+    result = copy(source, pgdb, jobs=jobs)
     assert result.exit_code == 5, result.stderr
     assert f"ChatMessages.CreatedAt row Id='{bad}': malformed date" in result.stderr
     assert_untouched(pgdb)
+
+
+def test_a_bad_value_is_named_by_its_row_whatever_order_the_ranges_arrive_in(tmp_path, pgdb):
+    """Workers send rowid ranges in the order they finish them: COPY's line number is
+    mapped back through the piece that held the line. Here the ranges go in reverse."""
+    from orchestra_schema import copy_lines, pg_values
+    from orchestra_schema.address import parse
+    from orchestra_schema.copy_to import _stream, _target_columns
+    from orchestra_schema.database import Database
+    from orchestra_schema.engines.postgresql import PgDriver
+    from orchestra_schema.errors import Refused
+
+    source = orchestra_db(tmp_path / "orchestra.db", sessions=3, messages=3000)
+    bad = guid(1000 + 1 * 3000 + 500)  # rowid 3501: in the middle range of three
+    with connect(source) as c:
+        c.execute("UPDATE ChatMessages SET CreatedAt = '2025-13-01 10:00:00' WHERE Id = ?", (bad,))
+    assert cli("--database", pgdb.url, "apply").exit_code == 0
+    with Database.open(source, readonly=True) as src, \
+            PgDriver.connect(parse(pgdb.url), timeout=10) as driver:
+        pg_values.register(src.connection)
+        cols = _target_columns(driver, "ChatMessages")
+        statement = copy_lines.select("ChatMessages", cols, False)
+        ranges = [(5001, copy_lines.HIGHEST), (3001, 5000), (1, 3000)]
+        pieces = [p for lo, hi in ranges
+                  for p in copy_lines.Lines(src.connection, statement, lo, hi)]
+        assert len(pieces) >= 3 and pieces[0].start == 5001
+        with driver.conn.transaction(), pytest.raises(Refused) as refused:
+            _stream(src, driver, "ChatMessages", cols, False, pieces, None)
+    assert f"ChatMessages.CreatedAt row Id='{bad}': malformed date" in str(refused.value)
 
 
 def test_the_first_bad_value_stops_the_copy_and_says_how_to_keep_long_text(tmp_path, pgdb):
@@ -436,7 +477,8 @@ def test_bad_arguments(tmp_path, pgdb):
     assert_untouched(pgdb)
 
 
-def test_a_digest_mismatch_rolls_everything_back_naming_the_table(tmp_path, pgdb):
+@JOBS
+def test_a_digest_mismatch_rolls_everything_back_naming_the_table(tmp_path, pgdb, jobs):
     """What PostgreSQL stored differs from what was sent (here a trigger changes it):
     the proof catches it and nothing is committed."""
     assert cli("--database", pgdb.url, "apply").exit_code == 0
@@ -444,7 +486,7 @@ def test_a_digest_mismatch_rolls_everything_back_naming_the_table(tmp_path, pgdb
         $$ BEGIN NEW."Content" := NEW."Content" || '!'; RETURN NEW; END $$;
         CREATE TRIGGER meddle BEFORE INSERT ON "ChatMessages" FOR EACH ROW EXECUTE FUNCTION meddle()""")
     source = orchestra_db(tmp_path / "orchestra.db")
-    result = copy(source, pgdb)
+    result = copy(source, pgdb, jobs=jobs)
     assert result.exit_code == 4, result.stderr
     assert "ChatMessages does not hold what was read from the source" in result.stderr
     assert "12 row(s) sent, 12 found; digests differ" in result.stderr
@@ -580,13 +622,15 @@ def test_dates_round_as_postgresql_stores_them(pgdb):
         same()
 
 
-def test_progress_counts_every_row_once(tmp_path, pgdb):
+@JOBS
+def test_progress_counts_every_row_once(tmp_path, pgdb, jobs):
     from orchestra_schema.address import parse
     from orchestra_schema.copy_to import copy_to
 
     source = orchestra_db(tmp_path / "orchestra.db", sessions=2, messages=3000)
     seen = []
-    result = copy_to(source, parse(pgdb.url), timeout=10, progress=lambda d, t: seen.append((d, t)))
+    result = copy_to(source, parse(pgdb.url), timeout=10, progress=lambda d, t: seen.append((d, t)),
+                     jobs=jobs)
     assert result.rows_copied == 1 + 1 + 3 + 2 + 2 + 6000
     assert seen[-1] == (result.rows_copied, result.rows_copied)
     assert [d for d, _ in seen] == sorted(d for d, _ in seen) and len(seen) > 2

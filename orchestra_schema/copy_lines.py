@@ -1,0 +1,80 @@
+"""The COPY lines of a table's rows, made by SQLite, with the digest the proof compares.
+
+Used as is by copy-to for a small source, and by each copy worker (copy_workers.py)
+for its share of rowid ranges. Each row's line is one SQLite expression (pg_values);
+Python only hashes it and joins lines into pieces of about BATCH_BYTES, so memory
+stays flat whatever the size of a table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import dataclass
+from typing import Iterator
+
+from . import pg_values
+from .database import quote
+
+BATCH_BYTES = 1 << 20  # COPY data goes in pieces of about this size
+LOWEST, HIGHEST = -2**63, 2**63 - 1  # every rowid
+_LANE = struct.Struct(">q8x")  # an md5's first 8 bytes, signed, as PostgreSQL reads them
+
+
+@dataclass(frozen=True)
+class Select:
+    """The statement making a table's lines for one rowid range, and which of its columns
+    the proof hashes (0: the line itself; 1: the text hashed instead, for doubles)."""
+    sql: str
+    hashed: int
+
+
+@dataclass
+class Piece:
+    """Whole lines of one rowid range: `rows` lines in `data`, the first of them the
+    `offset`-th row (from 0) of the range starting at rowid `start`."""
+    data: bytes
+    rows: int
+    start: int
+    offset: int
+
+
+def select(table: str, cols: list[pg_values.Column], truncate: bool) -> Select:
+    line = _joined(pg_values.source_sql(c, truncate) for c in cols)
+    digest = _joined(pg_values.digest_sql(c, truncate) for c in cols)
+    extra = "" if digest == line else f", CAST({digest} AS BLOB)"
+    return Select(f"SELECT CAST({line} AS BLOB){extra} FROM {quote(table)} "
+                  "WHERE rowid BETWEEN ? AND ? ORDER BY rowid", 0 if digest == line else 1)
+
+
+def _joined(fields) -> str:
+    return " || char(9) || ".join(fields)
+
+
+class Lines:
+    """Iterating gives the Pieces of rows start..end (rowids) in rowid order; then
+    `digest` holds the sum of the first 64 bits of each row's md5, which no order of the
+    rows changes."""
+
+    def __init__(self, conn, statement: Select, start: int = LOWEST, end: int = HIGHEST):
+        self.conn, self.statement, self.start, self.end = conn, statement, start, end
+        self.digest = 0
+
+    def __iter__(self) -> Iterator[Piece]:
+        # The loop body is all the Python a row costs, so it stays this bare: a
+        # star-unpacking `for text, *rest` and a conditional took 0.14 s more CPU per 400k rows.
+        md5, unpack, hashed = hashlib.md5, _LANE.unpack, self.statement.hashed
+        digest, size, batch, offset = 0, 0, [], 0
+        append = batch.append
+        for row in self.conn.execute(self.statement.sql, (self.start, self.end)):
+            text = row[0]
+            digest += unpack(md5(row[hashed]).digest())[0]
+            append(text)
+            size += len(text)
+            if size >= BATCH_BYTES:
+                yield Piece(b"\n".join(batch) + b"\n", len(batch), self.start, offset)
+                offset, size = offset + len(batch), 0
+                batch.clear()
+        self.digest = digest
+        if batch:
+            yield Piece(b"\n".join(batch) + b"\n", len(batch), self.start, offset)

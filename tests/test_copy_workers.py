@@ -1,0 +1,117 @@
+"""Copy workers read the snapshot the main process reads, whatever the app commits."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import connect
+from test_copy_to import guid, orchestra_db
+
+from orchestra_schema import copy_workers
+from orchestra_schema.copy_lines import Select
+from orchestra_schema.database import Database
+
+IDS = Select('SELECT CAST("Id" AS BLOB) FROM "ChatMessages" '
+             "WHERE rowid BETWEEN ? AND ? ORDER BY rowid", 0)
+
+
+def worker_ids(src: Database, workers: copy_workers.Workers) -> list[bytes]:
+    """The ChatMessages Ids the workers read, given out in small ranges."""
+    low, high = src.execute('SELECT min(rowid), max(rowid) FROM "ChatMessages"').fetchone()
+    (share,) = workers.plan([(IDS, low, high)])
+    return [line for piece in copy_workers.Share(workers, share)
+            for line in piece.data.splitlines()]
+
+
+def main_ids(src: Database) -> list[bytes]:
+    return [r[0] for r in src.execute(
+        'SELECT CAST("Id" AS BLOB) FROM "ChatMessages" ORDER BY rowid')]
+
+
+def move_one_message(path: Path, n: int) -> None:
+    """What the app might do: one commit that deletes the oldest message and adds one."""
+    with connect(path) as c:
+        c.execute("BEGIN IMMEDIATE")
+        c.execute('DELETE FROM "ChatMessages" WHERE rowid = (SELECT min(rowid) FROM "ChatMessages")')
+        c.execute("INSERT INTO ChatMessages SELECT ?, SessionId, Author, Content, MessageType, "
+                  "CreatedAt, Metadata FROM ChatMessages LIMIT 1", (guid(10_000_000 + n),))
+        c.execute("COMMIT")
+
+
+@pytest.mark.parametrize("mode, moment", [
+    ("wal", "between the begins"),  # only WAL lets a commit land there: readers do not block it
+    ("wal", "after the first probe"),
+    ("delete", "after the first probe"),
+])
+def test_a_commit_while_beginning_is_seen_and_everyone_begins_again(tmp_path, monkeypatch,
+                                                                    mode, moment):
+    """The app commits while the readers begin: the data_version check sees it, all roll
+    back and begin again, and then read one snapshot."""
+    source = orchestra_db(tmp_path / "orchestra.db", sessions=4, messages=3000)
+    with connect(source) as c:
+        c.execute(f"PRAGMA journal_mode = {mode}")
+    told, probed = [], []
+    tell, version = copy_workers.Workers.tell, copy_workers._data_version
+
+    def tell_then_commit(self, order, to=None):
+        told.append(order)
+        if moment == "between the begins" and order == "begin" and told.count("begin") == 1:
+            move_one_message(source, 1)  # the main process's snapshot is already taken
+        return tell(self, order, to)
+
+    def probe_then_commit(conn):
+        seen = version(conn)
+        if moment == "after the first probe" and not probed:
+            probed.append(seen)
+            move_one_message(source, 1)
+        return seen
+
+    monkeypatch.setattr(copy_workers.Workers, "tell", tell_then_commit)
+    monkeypatch.setattr(copy_workers, "_data_version", probe_then_commit)
+    with Database.open(source, readonly=True) as src, \
+            copy_workers.reading(src, 2, timeout=10) as workers:
+        assert workers is not None and told.count("begin") == 2 and "rollback" in told
+        assert sorted(worker_ids(src, workers)) == sorted(main_ids(src))  # in any order
+        assert len(main_ids(src)) == 12_000
+
+
+def test_no_quiet_moment_means_no_workers_and_one_snapshot(tmp_path, monkeypatch):
+    """An app committing at every begin: after ATTEMPTS tries the copy goes on in the
+    main process alone (its one snapshot), and the workers are gone."""
+    source = orchestra_db(tmp_path / "orchestra.db", sessions=1, messages=100)
+    tell = copy_workers.Workers.tell
+    moves = iter(range(100))
+    started = []
+
+    def commit_at_every_begin(self, order, to=None):
+        started.extend(p.pid for p in self.procs if p.pid not in started)
+        if order == "begin":
+            move_one_message(source, next(moves))
+        return tell(self, order, to)
+
+    monkeypatch.setattr(copy_workers.Workers, "tell", commit_at_every_begin)
+    with Database.open(source, readonly=True) as src, \
+            copy_workers.reading(src, 2, timeout=10) as workers:
+        assert workers is None
+        assert not src.connection.get_autocommit()  # in its read transaction
+    assert next(moves) == copy_workers.ATTEMPTS
+    for pid in started:
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # reaped: not running, not a zombie
+
+
+def test_a_worker_killed_mid_copy_is_an_error_not_a_short_copy(tmp_path):
+    source = orchestra_db(tmp_path / "orchestra.db", sessions=4, messages=3000)
+    with Database.open(source, readonly=True) as src, \
+            copy_workers.reading(src, 2, timeout=10) as workers:
+        os.kill(workers.procs[1].pid, signal.SIGKILL)
+        time.sleep(0.1)
+        with pytest.raises(Exception) as failed:
+            worker_ids(src, workers)
+    assert "a copy worker ended before its work was done" in str(failed.value)
+    assert failed.value.exit_code == 6
