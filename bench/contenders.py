@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +52,9 @@ GNU_TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
 
 def run_timed(argv: list[str], timeout: float | None = None, expect_stdout: str | None = None,
               on_spawn: Callable[[], None] | None = None) -> Run:
-    """One process, timed from spawn to exit (startup included), with its peak memory.
+    """One process, timed from spawn to exit (startup included), with its peak memory:
+    the larger of GNU time's (its largest process) and the sum over its process tree,
+    sampled every 20 ms (copy-to's workers run beside it).
 
     on_spawn: called once the process exists (the writer-stall window watches for its work).
     """
@@ -64,6 +67,7 @@ def run_timed(argv: list[str], timeout: float | None = None, expect_stdout: str 
                                 start_new_session=True)
         if on_spawn:
             on_spawn()
+        tree = TreeMemory(proc.pid, skip_root=bool(GNU_TIME))
         try:
             code = proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -72,9 +76,12 @@ def run_timed(argv: list[str], timeout: float | None = None, expect_stdout: str 
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+            tree.stop()
         seconds = time.perf_counter() - start
         report = rss.read().split()  # empty when killed: GNU time died too
         peak = int(report[-1]) if report and report[-1].isdigit() else None
+        if tree.peak_kb and (peak is None or tree.peak_kb > peak):
+            peak = tree.peak_kb
         out.seek(0), err.seek(0)
         stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
     if code != 0:
@@ -84,6 +91,44 @@ def run_timed(argv: list[str], timeout: float | None = None, expect_stdout: str 
     if expect_stdout is not None and stdout.strip() != expect_stdout:
         return Run(seconds, peak, False, f"unexpected output: {stdout.strip()[:160]}")
     return Run(seconds, peak, True)
+
+
+class TreeMemory:
+    """The peak of the summed VmRSS of a process's descendants (and of itself unless
+    skip_root: GNU time), read from /proc every 20 ms in a thread (Linux; else 0)."""
+
+    def __init__(self, pid: int, skip_root: bool):
+        self.pid, self.skip_root, self.peak_kb = pid, skip_root, 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._done.wait(0.02):
+            pids = _descendants(self.pid) + ([] if self.skip_root else [self.pid])
+            self.peak_kb = max(self.peak_kb, sum(map(_rss_kb, pids)))
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+
+def _descendants(pid: int) -> list[int]:
+    try:
+        children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except (OSError, ValueError):
+        return []
+    return children + [d for c in children for d in _descendants(c)]
+
+
+def _rss_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 @dataclass

@@ -184,6 +184,8 @@ def _load(src, workers, driver, pg_migrations, copied_tables, truncate, progress
         result.tables.append(TableCopy(table, expected[table][0], 0, round(seconds, 3),
                                        round(expected[table][0] / seconds) if seconds else 0))
     result.rows_copied = done
+    if workers:
+        workers.close()  # their work is done: let go of their snapshots now
     began = time.monotonic()
     _rebuild_keys(driver, rebuild)
     result.index_seconds = round(time.monotonic() - began, 3)

@@ -507,9 +507,9 @@ def test_guids_equal_but_for_case_are_refused_by_the_key(tmp_path, pgdb):
 
 # ---- kill -9 at any instant: no partial copy; the rerun completes
 
-def _copy_process(source, target):
+def _copy_process(source, target, jobs=0):
     return subprocess.Popen([sys.executable, "-m", "orchestra_schema", "--database", str(source),
-                             "copy-to", target.url], stdout=subprocess.PIPE,
+                             "copy-to", target.url, "--jobs", str(jobs)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
 
 
@@ -531,7 +531,23 @@ def _wait_for(target, state_sql: str, proc, deadline=60.0) -> bool:
     return False
 
 
-def test_kill_9_mid_copy_leaves_nothing_and_a_rerun_completes(tmp_path, pg_cluster):
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (this sandbox's init may not reap orphans)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@JOBS
+def test_kill_9_mid_copy_leaves_nothing_and_a_rerun_completes(tmp_path, pg_cluster, jobs):
     source = orchestra_db(tmp_path / "orchestra.db", sessions=40, messages=1500)
     moments = {  # where the kill lands, seen from the server
         "during COPY": "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
@@ -544,15 +560,22 @@ def test_kill_9_mid_copy_leaves_nothing_and_a_rerun_completes(tmp_path, pg_clust
     landed = []
     for name, state_sql in moments.items():
         target = pg_cluster.new_database("kill")
-        proc = _copy_process(source, target)
+        proc = _copy_process(source, target, jobs)
         hit = _wait_for(target, state_sql, proc)
+        workers = _children(proc.pid)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         _gone(target)
+        end = time.monotonic() + 10  # a worker ends at its next write, or at once if idle
+        while any(map(_running, workers)) and time.monotonic() < end:
+            time.sleep(0.05)
+        assert not any(map(_running, workers)), (name, workers)
+        if hit and name == "during COPY":
+            assert len(workers) == jobs, workers
         if hit:
             landed.append(name)
             assert target.tables() == set(), name  # no schema, no history, no rows
-        rerun = copy(source, target)
+        rerun = copy(source, target, jobs=jobs)
         assert rerun.exit_code == 0, rerun.stderr
         assert target.rows('SELECT count(*) FROM "ChatMessages"')[0][0] == 60_000
         assert len(target.rows("SELECT * FROM _yoyo_migration")) == 3

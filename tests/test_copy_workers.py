@@ -115,3 +115,16 @@ def test_a_worker_killed_mid_copy_is_an_error_not_a_short_copy(tmp_path):
             worker_ids(src, workers)
     assert "a copy worker ended before its work was done" in str(failed.value)
     assert failed.value.exit_code == 6
+
+
+def test_workers_by_default_only_where_they_pay_off(tmp_path, monkeypatch):
+    from orchestra_schema.copy_to import AUTO_JOBS_FROM, auto_jobs
+
+    assert auto_jobs(orchestra_db(tmp_path / "small.db")) == 0
+    big = tmp_path / "big.db"
+    big.write_bytes(b"")
+    os.truncate(big, AUTO_JOBS_FROM)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert auto_jobs(big) == 2
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    assert auto_jobs(big) == 0
