@@ -53,8 +53,10 @@ GNU_TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
 def run_timed(argv: list[str], timeout: float | None = None, expect_stdout: str | None = None,
               on_spawn: Callable[[], None] | None = None) -> Run:
     """One process, timed from spawn to exit (startup included), with its peak memory:
-    the larger of GNU time's (its largest process) and the sum over its process tree,
-    sampled every 20 ms (copy-to's workers run beside it).
+    the larger of GNU time's max RSS (its largest process) and the summed PSS of its
+    process tree, sampled every 20 ms (copy-to's workers run beside it; PSS shares the
+    pages of Python and its libraries among the processes that map them, where RSS would
+    count them once per process).
 
     on_spawn: called once the process exists (the writer-stall window watches for its work).
     """
@@ -94,7 +96,7 @@ def run_timed(argv: list[str], timeout: float | None = None, expect_stdout: str 
 
 
 class TreeMemory:
-    """The peak of the summed VmRSS of a process's descendants (and of itself unless
+    """The peak of the summed PSS of a process's descendants (and of itself unless
     skip_root: GNU time), read from /proc every 20 ms in a thread (Linux; else 0)."""
 
     def __init__(self, pid: int, skip_root: bool):
@@ -106,7 +108,7 @@ class TreeMemory:
     def _watch(self) -> None:
         while not self._done.wait(0.02):
             pids = _descendants(self.pid) + ([] if self.skip_root else [self.pid])
-            self.peak_kb = max(self.peak_kb, sum(map(_rss_kb, pids)))
+            self.peak_kb = max(self.peak_kb, sum(map(_pss_kb, pids)))
 
     def stop(self) -> None:
         self._done.set()
@@ -121,10 +123,10 @@ def _descendants(pid: int) -> list[int]:
     return children + [d for c in children for d in _descendants(c)]
 
 
-def _rss_kb(pid: int) -> int:
+def _pss_kb(pid: int) -> int:
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
                 return int(line.split()[1])
     except (OSError, ValueError):
         pass

@@ -46,6 +46,8 @@ TARGET = "copy-to <= 0.5x pgloader's wall time (its fastest variant that finishe
 # pgloader's defaults run out of heap at about 2 million chat messages (its SBCL heap size
 # is fixed when it is built); reading fewer rows ahead is the documented way around it.
 PGLOADER_BOUNDED = "prefetch rows = 10000"
+SERVER_SHARE = ("server's share of copy-to: psql -1, its statements with rows from files "
+                "(keys dropped, COPY, keys rebuilt, proof)")
 
 
 def parse_args(argv=None):
@@ -91,12 +93,15 @@ class Bench:
         """pgloader as a DBA reruns it after "Heap exhausted": fewer rows read ahead."""
         return self.pgloader("--with", PGLOADER_BOUNDED)
 
-    def floor(self) -> Run:
+    def floor(self, script_name: str = "floor.sql") -> Run:
         db = self.fresh()
-        script = self.dumps / "floor.sql"
+        script = self.dumps / script_name
         run = run_timed(["psql", "-q", "-X", "-v", "ON_ERROR_STOP=1", "-1", "-f", str(script),
                          self.url(db.name, admin=True)])
         return self._checked(run, db, '"ChatMessages"')
+
+    def server_share(self) -> Run:
+        return self.floor("server.sql")
 
     def _checked(self, run: Run, db, table: str) -> Run:
         try:
@@ -131,9 +136,34 @@ class Bench:
         for table in tables:
             path = self.dumps / f"{table}.copy"
             self.cluster.admin(f"COPY \"{table}\" TO '{path}'", dbname=db.name)
-            lines.append(f"COPY \"{table}\" FROM '{path}';")
-        (self.dumps / "floor.sql").write_text("\n".join(lines))
+        copies = [f"COPY \"{t}\" FROM '{self.dumps / f'{t}.copy'}';" for t in tables]
+        (self.dumps / "floor.sql").write_text("\n".join(lines + copies))
+        (self.dumps / "server.sql").write_text(
+            "\n".join(self._server_share(db, tables, lines, copies)))
         self.cluster.drop_database(db)
+
+    def _server_share(self, db, tables: list[str], migrations: list[str],
+                      copies: list[str]) -> list[str]:
+        """copy-to's statements on the server, with the rows from files: its settings, the
+        migrations, keys and indexes dropped, COPY, keys rebuilt, the proof's queries."""
+        from orchestra_schema import copy_to
+        from orchestra_schema.address import parse
+        from orchestra_schema.engines.postgresql import PgDriver
+        with PgDriver.connect(parse(self.url(db.name)), timeout=30) as driver:
+            conn = driver.conn
+            source = apsw.Connection(str(self.source), flags=apsw.SQLITE_OPEN_READONLY)
+            in_source = {r[0] for r in source.execute("SELECT name FROM sqlite_schema")}
+            source.close()
+            tables = [t for t in tables if t in in_source]  # what copy-to copies
+            keys = copy_to.key_plan(driver, tables)
+            proofs = [copy_to.proof_sql(driver, t, copy_to._target_columns(driver, t))
+                      for t in tables]
+            text = [s.as_string(conn) + ";" for s in [*keys.drops(), *keys.rebuilds(), *proofs]]
+        drops, rebuilds, proofs = (text[:len(keys.drops())],
+                                   text[len(keys.drops()):-len(proofs)], text[-len(proofs):])
+        settings = [f"SET LOCAL {s};" for s in copy_to.SETTINGS] + [
+            "SET LOCAL default_toast_compression = 'lz4';"]
+        return settings + migrations + drops + copies + rebuilds + proofs
 
 
 def _machine() -> str:
@@ -161,7 +191,8 @@ def main(argv=None) -> None:
         contenders = {"orchestra-schema copy-to (reference)": bench.copy_to,
                       "pgloader (defaults)": bench.pgloader,
                       f"pgloader --with '{PGLOADER_BOUNDED}'": bench.pgloader_bounded,
-                      "floor: psql -1, migrations + COPY from files": bench.floor}
+                      "floor: psql -1, migrations + COPY from files": bench.floor,
+                      SERVER_SHARE: bench.server_share}
         runs: dict[str, list[Run]] = {name: [] for name in contenders}
         for round_ in range(args.warmup + args.reps):
             for name, contender in contenders.items():

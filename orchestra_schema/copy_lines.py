@@ -23,10 +23,13 @@ _LANE = struct.Struct(">q8x")  # an md5's first 8 bytes, signed, as PostgreSQL r
 
 @dataclass(frozen=True)
 class Select:
-    """The statement making a table's lines for one rowid range, and which of its columns
-    the proof hashes (0: the line itself; 1: the text hashed instead, for doubles)."""
+    """The statement making a table's lines for one rowid range, which of its columns the
+    proof hashes (0: the line itself; 1: the text hashed instead, for doubles), and with
+    --truncate-long-text the statement finding the range's values it cuts."""
     sql: str
     hashed: int
+    cuts: str | None = None  # rows: Id, then per column in `limits` its length or NULL
+    limits: tuple[tuple[str, int], ...] = ()  # (column, characters kept)
 
 
 @dataclass
@@ -43,22 +46,38 @@ def select(table: str, cols: list[pg_values.Column], truncate: bool) -> Select:
     line = _joined(pg_values.source_sql(c, truncate) for c in cols)
     digest = _joined(pg_values.digest_sql(c, truncate) for c in cols)
     extra = "" if digest == line else f", CAST({digest} AS BLOB)"
-    return Select(f"SELECT CAST({line} AS BLOB){extra} FROM {quote(table)} "
-                  "WHERE rowid BETWEEN ? AND ? ORDER BY rowid", 0 if digest == line else 1)
+    longs = [c for c in cols if c.limit is not None] if truncate else []
+    return Select(f"SELECT CAST({line} AS BLOB){extra} FROM {quote(table)} {RANGE}",
+                  0 if digest == line else 1, _cuts_sql(table, longs) if longs else None,
+                  tuple((c.name, c.limit) for c in longs))
+
+
+RANGE = "WHERE rowid BETWEEN ? AND ? ORDER BY rowid"
 
 
 def _joined(fields) -> str:
     return " || char(9) || ".join(fields)
 
 
+def _cuts_sql(table: str, longs: list[pg_values.Column]) -> str:
+    """The range's rows holding a value over its varchar limit: Id, then each column's
+    length (a value of at most `limit` bytes fits without counting its characters, which
+    scans it)."""
+    names = [(pg_values.q(c.name), c.limit) for c in longs]
+    over = " OR ".join(f"(octet_length({x}) > {n} AND length({x}) > {n})" for x, n in names)
+    return (f'SELECT "Id", {", ".join(f"length({x})" for x, _ in names)} FROM {quote(table)} '
+            f"WHERE rowid BETWEEN ? AND ? AND ({over}) ORDER BY rowid")
+
+
 class Lines:
     """Iterating gives the Pieces of rows start..end (rowids) in rowid order; then
     `digest` holds the sum of the first 64 bits of each row's md5, which no order of the
-    rows changes."""
+    rows changes, and `cuts` what --truncate-long-text cut: [column, Id, length, limit]."""
 
     def __init__(self, conn, statement: Select, start: int = LOWEST, end: int = HIGHEST):
         self.conn, self.statement, self.start, self.end = conn, statement, start, end
         self.digest = 0
+        self.cuts: list[list] = []
 
     def __iter__(self) -> Iterator[Piece]:
         # The loop body is all the Python a row costs, so it stays this bare: a
@@ -78,3 +97,9 @@ class Lines:
         self.digest = digest
         if batch:
             yield Piece(b"\n".join(batch) + b"\n", len(batch), self.start, offset)
+        if self.statement.cuts:  # the range's pages were just read: still in SQLite's cache
+            self.cuts = [[name, str(row_id), length, limit]
+                         for row_id, *lengths in self.conn.execute(
+                             self.statement.cuts, (self.start, self.end))
+                         for (name, limit), length in zip(self.statement.limits, lengths)
+                         if length is not None and length > limit]

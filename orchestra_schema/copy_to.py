@@ -52,6 +52,9 @@ HANGFIRE_TABLES = {"AggregatedCounter", "Counter", "Job", "List", "Hash", "JobPa
                    "JobQueue", "Server", "Set", "State", "DistributedLock"}
 EF_TABLES = {ef.TABLE, "__EFMigrationsLock"}
 AUTO_JOBS, AUTO_JOBS_FROM = 2, 32 << 20  # workers by default, for sources of this size or more
+# The session as the conversions and the proof expect it (pg_values), for this transaction.
+SETTINGS = ("TimeZone = 'UTC'", "DateStyle = 'ISO, YMD'", "extra_float_digits = 1",
+            "maintenance_work_mem = '256MB'", "statement_timeout = 0")
 EF_HISTORY_DDL = """CREATE TABLE IF NOT EXISTS {} (
     "MigrationId" character varying(150) NOT NULL,
     "ProductVersion" character varying(32) NOT NULL,
@@ -158,15 +161,13 @@ def _load(src, workers, driver, pg_migrations, copied_tables, truncate, progress
           result) -> None:
     """Everything on the target, inside the caller's one transaction."""
     conn = driver.conn
-    for setting in ("TimeZone = 'UTC'", "DateStyle = 'ISO, YMD'", "extra_float_digits = 1",
-                    "maintenance_work_mem = '256MB'", "statement_timeout = 0", *_lz4(conn)):
+    for setting in (*SETTINGS, *_lz4(conn)):
         conn.execute(f"SET LOCAL {setting}")
     result.applied, result.ef_history = _apply(driver, pg_migrations)
     _refuse_rows(driver, pg_migrations)
     columns = {t: _target_columns(driver, t) for t in copied_tables}
-    result.truncated = _cuts(src, columns) if truncate else []
     schema = driver.snapshot()  # the migrations' schema; the rebuild must restore it exactly
-    rebuild = _drop_keys(driver, copied_tables)
+    keys = _drop_keys(driver, copied_tables)
     totals = {t: src.row_count(t) for t in copied_tables}
     statements = {t: copy_lines.select(t, columns[t], truncate) for t in copied_tables}
     if workers:
@@ -179,6 +180,7 @@ def _load(src, workers, driver, pg_migrations, copied_tables, truncate, progress
                  else copy_lines.Lines(src.connection, statements[table]))
         expected[table] = _stream(src, driver, table, columns[table], truncate, lines,
                                   lambda n: progress and progress(done + n, sum(totals.values())))
+        result.truncated += [Truncated(table, *cut) for cut in lines.cuts]
         done += expected[table][0]
         seconds = time.monotonic() - began
         result.tables.append(TableCopy(table, expected[table][0], 0, round(seconds, 3),
@@ -187,7 +189,7 @@ def _load(src, workers, driver, pg_migrations, copied_tables, truncate, progress
     if workers:
         workers.close()  # their work is done: let go of their snapshots now
     began = time.monotonic()
-    _rebuild_keys(driver, rebuild)
+    _rebuild_keys(driver, keys)
     result.index_seconds = round(time.monotonic() - began, 3)
     began = time.monotonic()
     _prove(driver, columns, expected, schema)
@@ -236,22 +238,6 @@ def _not_copied(src: Database, copied: list[str]) -> list[NotCopied]:
             reason = "no migration creates it"
         out.append(NotCopied(table, src.row_count(table), reason))
     return out
-
-
-def _cuts(src: Database, columns: dict) -> list[Truncated]:
-    """What --truncate-long-text will cut: every value over its varchar limit (a value of at
-    most `limit` bytes fits without counting its characters, which scans it)."""
-    cuts = []
-    for table, cols in columns.items():
-        longs = [c for c in cols if c.limit is not None]
-        lengths = [f"length({pg_values.q(c.name)})" for c in longs]
-        where = " OR ".join(f"(octet_length({pg_values.q(c.name)}) > {c.limit} AND {n} > {c.limit})"
-                            for n, c in zip(lengths, longs))
-        for row_id, *measured in src.execute(
-                f'SELECT "Id", {", ".join(lengths)} FROM {quote(table)} WHERE {where}'):
-            cuts += [Truncated(table, c.name, str(row_id), n, c.limit)
-                     for c, n in zip(longs, measured) if n is not None and n > c.limit]
-    return cuts
 
 
 def _stream(src, driver, table, cols, truncate, lines, progress) -> tuple[int, int]:
@@ -347,14 +333,27 @@ def _target_columns(driver: PgDriver, table: str) -> list[pg_values.Column]:
 
 
 @dataclass
-class _Rebuild:
+class KeyPlan:
+    """The tables' primary keys and indexes, and the foreign keys from or to them, as the
+    catalog defines them: how to drop them before the load and rebuild them exactly after."""
     constraints: list[tuple[str, str, str, str]]  # (table, name, kind, definition)
-    indexes: list[str]  # CREATE INDEX statements, from pg_get_indexdef
+    indexes: list[tuple[str, str]]  # (name, CREATE INDEX statement from pg_get_indexdef)
+
+    def drops(self) -> list[sql.Composable]:
+        return [*(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(sql.SQL(t), sql.Identifier(n))
+                  for t, n, _, _ in self.constraints),  # foreign keys first ('f' < 'p')
+                *(sql.SQL("DROP INDEX {}").format(sql.SQL(n)) for n, _ in self.indexes)]
+
+    def rebuilds(self) -> list[sql.Composable]:
+        """Keys first (foreign keys need them), then indexes, then foreign keys."""
+        def add(kind):
+            return [sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+                sql.SQL(t), sql.Identifier(n), sql.SQL(d)) for t, n, k, d in self.constraints
+                if k == kind]
+        return [*add("p"), *(sql.SQL(d) for _, d in self.indexes), *add("f")]
 
 
-def _drop_keys(driver: PgDriver, tables: list[str]) -> _Rebuild:
-    """Drop the tables' primary keys and indexes, and the foreign keys from or to them,
-    returning how to rebuild them exactly (names and definitions from the catalog)."""
+def key_plan(driver: PgDriver, tables: list[str]) -> KeyPlan:
     conn, oids = driver.conn, [driver.qualified(t).as_string(driver.conn) for t in tables]
     constraints = conn.execute(
         "SELECT conrelid::regclass::text, conname, contype, pg_get_constraintdef(oid) "
@@ -366,33 +365,33 @@ def _drop_keys(driver: PgDriver, tables: list[str]) -> _Rebuild:
         "WHERE i.indrelid = ANY(%s::regclass[]) AND NOT EXISTS "
         "(SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid) ORDER BY 1",
         (oids,)).fetchall()
-    for table, name, kind, _ in constraints:  # foreign keys first ('f' < 'p')
-        conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
-            sql.SQL(table), sql.Identifier(name)))
-    for name, _ in indexes:
-        conn.execute(sql.SQL("DROP INDEX {}").format(sql.SQL(name)))
-    return _Rebuild(constraints, [d for _, d in indexes])
+    return KeyPlan(constraints, indexes)
 
 
-def _rebuild_keys(driver: PgDriver, rebuild: _Rebuild) -> None:
-    conn = driver.conn
+def _drop_keys(driver: PgDriver, tables: list[str]) -> KeyPlan:
+    plan = key_plan(driver, tables)
+    for statement in plan.drops():
+        driver.conn.execute(statement)
+    return plan
+
+
+def _rebuild_keys(driver: PgDriver, plan: KeyPlan) -> None:
     try:
-        for table, name, kind, definition in reversed(rebuild.constraints):  # keys first
-            if kind == "p":
-                conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
-                    sql.SQL(table), sql.Identifier(name), sql.SQL(definition)))
-        for statement in rebuild.indexes:
-            conn.execute(statement)
-        for table, name, kind, definition in rebuild.constraints:
-            if kind == "f":
-                conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
-                    sql.SQL(table), sql.Identifier(name), sql.SQL(definition)))
+        for statement in plan.rebuilds():
+            driver.conn.execute(statement)
     except psycopg.errors.IntegrityError as err:
         detail = err.diag.message_detail or ""
         raise Refused(f"{driver.display}: the rows break {err.diag.constraint_name} on "
                       f"{err.diag.table_name}: {err.diag.message_primary}"
                       f"{' (' + detail + ')' if detail else ''}; nothing committed; "
                       "fix the source (GUIDs that differ only in case are one uuid)") from None
+
+
+def proof_sql(driver: PgDriver, table: str, cols: list[pg_values.Column]) -> sql.Composable:
+    """The table's row count and digest, computed by PostgreSQL from the stored values."""
+    line = sql.SQL(", ").join(sql.SQL(pg_values.target_sql(c)) for c in cols)
+    return sql.SQL("SELECT count(*), coalesce(sum(('x' || left(md5(concat_ws(E'\\t', {})), 16))"
+                   "::bit(64)::bigint), 0) FROM {}").format(line, driver.qualified(table))
 
 
 def _prove(driver: PgDriver, columns: dict, expected: dict, schema) -> None:
@@ -405,11 +404,7 @@ def _prove(driver: PgDriver, columns: dict, expected: dict, schema) -> None:
                            f"migrations': {'; '.join(differences)}; rolled back, nothing "
                            "committed (a bug: report it)")
     for table, cols in columns.items():
-        line = sql.SQL(", ").join(sql.SQL(pg_values.target_sql(c)) for c in cols)
-        found = driver.conn.execute(sql.SQL(
-            "SELECT count(*), coalesce(sum(('x' || left(md5(concat_ws(E'\\t', {})), 16))"
-            "::bit(64)::bigint), 0) FROM {}").format(
-            line, driver.qualified(table))).fetchone()
+        found = driver.conn.execute(proof_sql(driver, table, cols)).fetchone()
         if tuple(int(v) for v in found) != expected[table]:
             raise CopyMismatch(
                 f"{driver.display}: {table} does not hold what was read from the source "

@@ -96,7 +96,7 @@ class Workers:
                     [index, chunk, start, min(start + CHUNK_ROWIDS - 1, high)])
                 self.starts.append(start)
             shares.append(range(first, len(self.starts)))
-        selects = [[statement.sql, statement.hashed] for statement, _, _ in tables]
+        selects = [[s.sql, s.hashed, s.cuts, s.limits] for s, _, _ in tables]
         for proc, chunks in zip(self.procs, orders):
             self.tell({"selects": selects, "chunks": chunks}, to=[proc])
         return shares
@@ -119,10 +119,15 @@ class Workers:
 
 class Share:
     """The pieces of one table's rowid ranges, from whichever worker has one ready;
-    `digest` is the table's once they are all read."""
+    `digest` and `cuts` are the table's once they are all read (copy_lines.Lines)."""
 
     def __init__(self, workers: Workers, chunks: range):
         self.workers, self.chunks, self.digest = workers, chunks, 0
+        self._cuts: dict[int, list[list]] = {}
+
+    @property
+    def cuts(self) -> list[list]:
+        return [cut for chunk in sorted(self._cuts) for cut in self._cuts[chunk]]
 
     def __iter__(self) -> Iterator[Piece]:
         workers = self.workers
@@ -136,7 +141,9 @@ class Share:
                 if kind == DATA:
                     yield Piece(payload, rows, workers.starts[chunk], offset)
                 elif kind == DONE and chunk == workers.next[i]:
-                    self.digest += int(payload)
+                    done = json.loads(payload)
+                    self.digest += done["digest"]
+                    self._cuts[chunk] = done["cuts"]
                     workers.next[i] += count
                     if workers.next[i] not in self.chunks:
                         del waiting[fd]
@@ -258,12 +265,14 @@ def _obey(db: Database, order, out: int) -> None:
         db.execute("ROLLBACK")
         _send(out, ROLLED)
     else:
-        selects = [Select(*s) for s in order["selects"]]
+        selects = [Select(sql, hashed, cuts, tuple(map(tuple, limits)))
+                   for sql, hashed, cuts, limits in order["selects"]]
         for index, chunk, start, end in order["chunks"]:
             lines = Lines(db.connection, selects[index], start, end)
             for piece in lines:
                 _send(out, DATA, chunk, piece.rows, piece.offset, piece.data)
-            _send(out, DONE, chunk, payload=str(lines.digest).encode())
+            _send(out, DONE, chunk,
+                  payload=json.dumps({"digest": lines.digest, "cuts": lines.cuts}).encode())
 
 
 def _send(fd: int, kind: bytes, chunk: int = 0, rows: int = 0, offset: int = 0,

@@ -388,6 +388,28 @@ def test_truncate_long_text_keeps_the_rows_and_lists_every_cut(tmp_path, pgdb):
     assert pgdb.rows('SELECT count(*) FROM "ChatMessages"')[0][0] == 12
 
 
+@JOBS
+def test_every_cut_is_listed_in_row_order_across_rowid_ranges(tmp_path, pgdb, jobs):
+    """Cuts are found range by range (by the workers, with --jobs): the report still lists
+    them all, in row order, each column of a row in the table's order."""
+    source = orchestra_db(tmp_path / "orchestra.db", sessions=4, messages=3000)
+    ids = [guid(1000 + n) for n in (5, 4500, 9000, 11999)]  # rowids in three ranges
+    with connect(source) as c:
+        c.executemany("UPDATE ChatMessages SET Content = printf('%.4001c', 'b') WHERE Id = ?",
+                      [(i,) for i in ids])
+        c.execute("UPDATE ChatMessages SET Author = printf('%.300c', 'a'), "
+                  "Metadata = printf('%.2001c', 'm') WHERE Id = ?", (ids[2],))
+    result = copy(source, pgdb, "--truncate-long-text", jobs=jobs)
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["jobs"] == jobs
+    assert [(t["id"], t["column"], t["length"], t["limit"]) for t in report["truncated"]] == [
+        (ids[0], "Content", 4001, 4000), (ids[1], "Content", 4001, 4000),
+        (ids[2], "Author", 300, 255), (ids[2], "Content", 4001, 4000),
+        (ids[2], "Metadata", 2001, 2000), (ids[3], "Content", 4001, 4000)]
+    assert pgdb.rows('SELECT count(*) FROM "ChatMessages" WHERE length("Content") = 4000')[0][0] == 4
+
+
 def test_each_character_copy_escapes_arrives_alone(tmp_path, pgdb):
     """Each of COPY's four special characters, alone in a value (the check that skips
     escaping must see every one of them), at the start, the end, and twice."""
