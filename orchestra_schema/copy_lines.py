@@ -8,9 +8,11 @@ stays flat whatever the size of a table.
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import struct
 from dataclasses import dataclass
+from itertools import repeat
+from operator import getitem, methodcaller
 from typing import Iterator
 
 from . import pg_values
@@ -18,7 +20,9 @@ from .database import quote
 
 BATCH_BYTES = 1 << 20  # COPY data goes in pieces of about this size
 LOWEST, HIGHEST = -2**63, 2**63 - 1  # every rowid
-_LANE = struct.Struct(">q8x")  # an md5's first 8 bytes, signed, as PostgreSQL reads them
+DIGEST_BITS = 64  # digests are compared modulo 2**64 (the sum of each row's md5's first 8 bytes)
+_DIGEST, _FIRST_8, _NUMBER = methodcaller("digest"), slice(0, 8), functools.partial(
+    int.from_bytes, byteorder="big")
 
 
 @dataclass(frozen=True)
@@ -69,10 +73,17 @@ def _cuts_sql(table: str, longs: list[pg_values.Column]) -> str:
             f"WHERE rowid BETWEEN ? AND ? AND ({over}) ORDER BY rowid")
 
 
+def digest(texts: list[bytes]) -> int:
+    """The sum of the first 8 bytes of each text's md5 (big-endian, unsigned): no order of
+    the texts changes it. Each step is a C call mapped over the list: no Python per row."""
+    return sum(map(_NUMBER, map(getitem, map(_DIGEST, map(hashlib.md5, texts)),
+                                repeat(_FIRST_8))))
+
+
 class Lines:
     """Iterating gives the Pieces of rows start..end (rowids) in rowid order; then
-    `digest` holds the sum of the first 64 bits of each row's md5, which no order of the
-    rows changes, and `cuts` what --truncate-long-text cut: [column, Id, length, limit]."""
+    `digest` holds copy_lines.digest of every row's hashed text, and `cuts` what
+    --truncate-long-text cut: [column, Id, length, limit]."""
 
     def __init__(self, conn, statement: Select, start: int = LOWEST, end: int = HIGHEST):
         self.conn, self.statement, self.start, self.end = conn, statement, start, end
@@ -80,21 +91,24 @@ class Lines:
         self.cuts: list[list] = []
 
     def __iter__(self) -> Iterator[Piece]:
-        # The loop body is all the Python a row costs, so it stays this bare: a
-        # star-unpacking `for text, *rest` and a conditional took 0.14 s more CPU per 400k rows.
-        md5, unpack, hashed = hashlib.md5, _LANE.unpack, self.statement.hashed
-        digest, size, batch, offset = 0, 0, [], 0
-        append = batch.append
+        # The loop body is all the Python a row costs, so it stays this bare (a star-
+        # unpacking `for text, *rest` and a conditional took 0.14 s more CPU per 400k
+        # rows); hashing goes by batch, 0.2 s less than an md5 call per row.
+        hashed, total, size, offset = self.statement.hashed, 0, 0, 0
+        batch, keys = [], []  # the lines; the texts the proof hashes (the same, or not)
+        append, keep = batch.append, keys.append
         for row in self.conn.execute(self.statement.sql, (self.start, self.end)):
             text = row[0]
-            digest += unpack(md5(row[hashed]).digest())[0]
             append(text)
+            keep(row[hashed])
             size += len(text)
             if size >= BATCH_BYTES:
+                total += digest(keys)
                 yield Piece(b"\n".join(batch) + b"\n", len(batch), self.start, offset)
                 offset, size = offset + len(batch), 0
                 batch.clear()
-        self.digest = digest
+                keys.clear()
+        self.digest = total + digest(keys)
         if batch:
             yield Piece(b"\n".join(batch) + b"\n", len(batch), self.start, offset)
         if self.statement.cuts:  # the range's pages were just read: still in SQLite's cache

@@ -83,20 +83,19 @@ class Workers:
             if _frame(proc)[0] != kind:
                 self._ended(proc)
 
-    def plan(self, tables: list[tuple[Select, int, int]]) -> list[range]:
+    def plan(self, tables: list[tuple[Select, int | None, int | None, int]]) -> list[range]:
         """Give out each table's rowid ranges, round robin: tables are (statement, lowest
-        rowid, highest rowid); returns each table's range numbers, in order."""
+        rowid, highest rowid, rows); returns each table's range numbers, in order."""
         orders: list[list] = [[] for _ in self.procs]
         shares = []
-        for index, (_, low, high) in enumerate(tables):
+        for index, (_, low, high, rows) in enumerate(tables):
             first = len(self.starts)
-            for start in range(low, high + 1, CHUNK_ROWIDS) if high is not None else ():
+            for start, end in _ranges(low, high, rows):
                 chunk = len(self.starts)
-                orders[chunk % len(self.procs)].append(
-                    [index, chunk, start, min(start + CHUNK_ROWIDS - 1, high)])
+                orders[chunk % len(self.procs)].append([index, chunk, start, end])
                 self.starts.append(start)
             shares.append(range(first, len(self.starts)))
-        selects = [[s.sql, s.hashed, s.cuts, s.limits] for s, _, _ in tables]
+        selects = [[s.sql, s.hashed, s.cuts, s.limits] for s, _, _, _ in tables]
         for proc, chunks in zip(self.procs, orders):
             self.tell({"selects": selects, "chunks": chunks}, to=[proc])
         return shares
@@ -115,6 +114,15 @@ class Workers:
         raise errors.DatabaseUnavailable(
             f"a copy worker ended before its work was done (exit code {code}); nothing "
             "committed; rerun (--jobs 0 copies in one process)")
+
+
+def _ranges(low: int | None, high: int | None, rows: int) -> list[tuple[int, int]]:
+    """Rowid ranges of about CHUNK_ROWIDS rows: wider where rowids are sparse (deleted rows,
+    a rowid set by hand), so there are never many more ranges than rows / CHUNK_ROWIDS."""
+    if high is None or not rows:
+        return []
+    span = max(CHUNK_ROWIDS, -(-(high - low + 1) * CHUNK_ROWIDS // rows))
+    return [(start, min(start + span - 1, high)) for start in range(low, high + 1, span)]
 
 
 class Share:

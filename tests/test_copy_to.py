@@ -605,6 +605,41 @@ def test_kill_9_mid_copy_leaves_nothing_and_a_rerun_completes(tmp_path, pg_clust
     assert "during COPY" in landed, landed
 
 
+@pytest.mark.slow
+def test_kill_9_at_random_instants_with_workers(tmp_path, pg_cluster):
+    """30 kills spread over a whole copy with two workers (pytest -m slow): every time, no
+    table on the target, no worker left running, and a rerun that completes."""
+    import random
+    source = orchestra_db(tmp_path / "orchestra.db", sessions=40, messages=1500)
+    target = pg_cluster.new_database("killw")
+    began = time.monotonic()
+    assert copy(source, target, jobs=2).exit_code == 0
+    whole = time.monotonic() - began
+    pg_cluster.drop_database(target)
+    rng = random.Random(11)
+    for trial in range(30):
+        target = pg_cluster.new_database("killw")
+        proc = _copy_process(source, target, jobs=2)
+        deadline = time.monotonic() + rng.uniform(0.1, whole)
+        workers: set[int] = set()
+        while time.monotonic() < deadline and proc.poll() is None:
+            workers.update(_children(proc.pid))
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        _gone(target)
+        end = time.monotonic() + 10
+        while any(map(_running, workers)) and time.monotonic() < end:
+            time.sleep(0.05)
+        assert not any(map(_running, workers)), (trial, workers)
+        if not target.tables():  # else the commit landed before the kill: the whole copy
+            rerun = copy(source, target, jobs=2)
+            assert rerun.exit_code == 0, rerun.stderr
+        assert target.rows('SELECT count(*) FROM "ChatMessages"')[0][0] == 60_000
+        assert len(target.rows("SELECT * FROM _yoyo_migration")) == 3
+        pg_cluster.drop_database(target)
+
+
 # ---- the conversions themselves, against the server, many values
 
 def test_what_does_not_convert_is_rejected_by_every_type(pgdb):

@@ -23,7 +23,8 @@ IDS = Select('SELECT CAST("Id" AS BLOB) FROM "ChatMessages" '
 def worker_ids(src: Database, workers: copy_workers.Workers) -> list[bytes]:
     """The ChatMessages Ids the workers read, given out in small ranges."""
     low, high = src.execute('SELECT min(rowid), max(rowid) FROM "ChatMessages"').fetchone()
-    (share,) = workers.plan([(IDS, low, high)])
+    rows = src.execute('SELECT count(*) FROM "ChatMessages"').fetchone()[0]
+    (share,) = workers.plan([(IDS, low, high, rows)])
     return [line for piece in copy_workers.Share(workers, share)
             for line in piece.data.splitlines()]
 
@@ -128,3 +129,17 @@ def test_workers_by_default_only_where_they_pay_off(tmp_path, monkeypatch):
     assert auto_jobs(big) == 2
     monkeypatch.setattr(os, "cpu_count", lambda: 1)
     assert auto_jobs(big) == 0
+
+
+def test_sparse_rowids_make_few_ranges_and_every_row_is_in_one():
+    from orchestra_schema.copy_workers import CHUNK_ROWIDS, _ranges
+
+    assert _ranges(None, None, 0) == []
+    assert _ranges(1, 10_000, 10_000) == [(1, 4096), (4097, 8192), (8193, 10_000)]
+    sparse = _ranges(1, 2**62, 5001)  # 5000 rows, then one whose rowid was set by hand
+    assert len(sparse) <= 2 and sparse[0][0] == 1 and sparse[-1][1] == 2**62
+    assert all(b + 1 == c for (_, b), (c, _) in zip(sparse, sparse[1:]))
+    dense = _ranges(-5, 20_000, 20_006)
+    assert all(e - s + 1 == CHUNK_ROWIDS for s, e in dense[:-1])
+    assert dense[0][0] == -5 and dense[-1][1] == 20_000
+    assert all(b + 1 == c for (_, b), (c, _) in zip(dense, dense[1:]))
