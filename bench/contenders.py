@@ -95,6 +95,17 @@ def run_timed(argv: list[str], timeout: float | None = None, expect_stdout: str 
     return Run(seconds, peak, True)
 
 
+def warm(path: Path) -> None:
+    """Read the whole file so the trial starts with the page cache warm.
+
+    Done before every trial, not once: some hosts (this one: DAMON proactive
+    reclaim) page out file pages idle for a minute, even between two trials.
+    """
+    with open(path, "rb") as f:
+        while f.read(1 << 24):
+            pass
+
+
 class TreeMemory:
     """The peak of the summed PSS of a process's descendants (and of itself unless
     skip_root: GNU time), read from /proc every 20 ms in a thread (Linux; else 0)."""

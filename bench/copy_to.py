@@ -5,8 +5,9 @@
 Same source for everyone: the cached ef.db of bench/build.py (1200 MB holds about 2
 million chat messages; --size-mb 246 about 400,000). A throwaway PostgreSQL 15 cluster
 (tests/pgserver.py: initdb in a temp dir, fsync off, the same for every contender), a
-fresh empty database per trial. Contenders, as real processes alternating A B C, timed
-from spawn to exit with GNU time's peak RSS:
+fresh empty database per trial, the source and the floors' files read whole before it
+(page cache warm). Contenders, as real processes alternating A B C, timed from spawn to
+exit, with peak memory (GNU time's RSS, or the summed PSS of a process tree if larger):
 
 - orchestra-schema copy-to (reference): the migrations, both histories, every row
   converted, keys and indexes, the proof; `--truncate-long-text`, since the generated
@@ -17,7 +18,10 @@ from spawn to exit with GNU time's peak RSS:
   defaults run out of heap (about 2 million messages); the target compares with the
   faster of the two that finished;
 - the floor: psql running, in one transaction, the migration files and a COPY of each
-  table from a server-side file holding exactly the rows copy-to sent (made untimed).
+  table from a server-side file holding exactly the rows copy-to sent (made untimed);
+- the server's share of copy-to: psql running, in one transaction, copy-to's own
+  statements (settings, migrations, keys and indexes dropped, COPY from those files, keys
+  rebuilt, the proof's queries): what the server must do whatever the client.
 
 Each trial is checked untimed: ChatMessages holds every source row; a failed trial is
 left out of the median and counted in the table. Prints a markdown table; --output writes it (default: bench/.cache/copy-to-SIZE.md, not committed).
@@ -38,7 +42,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 import apsw  # noqa: E402
 
 from build import CACHE, ensure_built  # noqa: E402
-from contenders import Run, program, run_timed  # noqa: E402
+from contenders import Run, program, run_timed, warm  # noqa: E402
 from pgserver import ADMIN_PASSWORD, Cluster  # noqa: E402
 
 SQL = HERE.parent / "sql" / "postgresql"
@@ -71,6 +75,11 @@ class Bench:
         user, password = ("postgres", ADMIN_PASSWORD) if admin else (USER, PASSWORD)
         return (f"postgresql://{user}:{quote(password, safe='')}@127.0.0.1:"
                 f"{self.cluster.port}/{db}")
+
+    def warm(self) -> None:
+        """Every trial starts with the source and the floors' files in the page cache."""
+        for path in [self.source, *sorted(self.dumps.glob("*.copy"))]:
+            warm(path)
 
     def fresh(self):
         self.trial += 1
@@ -196,6 +205,7 @@ def main(argv=None) -> None:
         runs: dict[str, list[Run]] = {name: [] for name in contenders}
         for round_ in range(args.warmup + args.reps):
             for name, contender in contenders.items():
+                bench.warm()
                 r = contender()
                 print(f"  {name}: {r.seconds:.2f} s, {r.max_rss_kb} KB{'' if r.ok else ' FAILED ' + r.error}",
                       file=sys.stderr, flush=True)

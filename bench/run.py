@@ -30,7 +30,7 @@ import apsw  # noqa: E402
 import report  # noqa: E402
 import writer  # noqa: E402
 from build import CACHE, ensure_built, fresh_copy, remove_db  # noqa: E402
-from contenders import Contender, Group, Paths, Run, Tool, groups, writer_contenders  # noqa: E402
+from contenders import Contender, Group, Paths, Run, Tool, groups, warm, writer_contenders  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 WORK = CACHE / "work"
@@ -122,17 +122,6 @@ def wal_copy(source: Path) -> Path:
     conn.execute("PRAGMA journal_mode = wal")
     conn.close()  # the last connection: the WAL is checkpointed and removed
     return db
-
-
-def warm(path: Path) -> None:
-    """Read the whole file so the trial starts with the page cache warm.
-
-    Done before every trial, not once: some hosts (this one: DAMON proactive
-    reclaim) page out file pages idle for a minute, even between two trials.
-    """
-    with open(path, "rb") as f:
-        while f.read(1 << 24):
-            pass
 
 
 def run_group(group: Group, cached: Path, args) -> dict:
