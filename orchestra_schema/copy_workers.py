@@ -75,13 +75,13 @@ class Workers:
             try:
                 proc.stdin.write(json.dumps(order).encode() + b"\n")
             except BrokenPipeError:
-                self._ended(proc)
+                _failed(proc)
 
     def expect(self, kind: bytes) -> None:
         """Every worker's next frame is `kind` (a worker's error is raised as ours)."""
         for proc in self.procs:
             if _frame(proc)[0] != kind:
-                self._ended(proc)
+                _failed(proc, broke=True)
 
     def plan(self, tables: list[tuple[Select, int | None, int | None, int]]) -> list[range]:
         """Give out each table's rowid ranges, round robin: tables are (statement, lowest
@@ -108,12 +108,6 @@ class Workers:
             for stream in (proc.stdin, proc.stdout):
                 with contextlib.suppress(OSError):
                     stream.close()
-
-    def _ended(self, proc: subprocess.Popen):
-        code = proc.wait()
-        raise errors.DatabaseUnavailable(
-            f"a copy worker ended before its work was done (exit code {code}); nothing "
-            "committed; rerun (--jobs 0 copies in one process)")
 
 
 def _ranges(low: int | None, high: int | None, rows: int) -> list[tuple[int, int]]:
@@ -156,7 +150,7 @@ class Share:
                     if workers.next[i] not in self.chunks:
                         del waiting[fd]
                 else:
-                    workers._ended(proc)
+                    _failed(proc, broke=True)
 
 
 def _frame(proc: subprocess.Popen) -> tuple[bytes, int, int, int, bytes]:
@@ -181,12 +175,21 @@ def _read_exact(proc: subprocess.Popen, size: int) -> bytearray:
     while got < size:
         n = proc.stdout.readinto(view[got:])
         if not n:
-            proc.wait()
-            raise errors.DatabaseUnavailable(
-                f"a copy worker ended before its work was done (exit code {proc.returncode}); "
-                "nothing committed; rerun (--jobs 0 copies in one process)")
+            _failed(proc)
         got += n
     return buffer
+
+
+def _failed(proc: subprocess.Popen, broke: bool = False):
+    """A worker that ended (its pipe closed), or broke protocol (then it is stopped): the
+    copy fails."""
+    if broke:
+        proc.kill()
+    code = proc.wait()
+    raise errors.DatabaseUnavailable(
+        f"a copy worker {'broke protocol (a bug: report it)' if broke else 'ended'} before "
+        f"its work was done (exit code {code}); nothing committed; rerun (--jobs 0 copies in "
+        "one process)")
 
 
 # ---- one snapshot for all

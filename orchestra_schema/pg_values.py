@@ -160,7 +160,7 @@ def source_sql(col: Column, truncate: bool = False) -> str:
         value = _escape_sqlite(f"{ARRAY_FUNCTION}({x})")
     else:
         cut = x if not (truncate and col.limit) else _cut_sql(x, col.limit)
-        value = _escape_sqlite(cut)
+        value = _escape_sqlite(cut, scan=x)  # the uncut value holds whatever its cut holds
     return f"CASE WHEN {x} IS NULL THEN '\\N' ELSE {value} END"
 
 
@@ -175,7 +175,6 @@ _D = "[0-9]"
 # EF Core's own shape, 7 fractional digits: rounding needs no date arithmetic unless the
 # first six are all 9 (then the slow path carries into the next second).
 EF_SHAPE = f"{_D * 4}-{_D * 2}-{_D * 2} {_D * 2}:{_D * 2}:{_D * 2}.{_D * 6}"
-EF_ROUNDS_DOWN, EF_ROUNDS_UP = EF_SHAPE + "[0-4]", EF_SHAPE + "[5-9]"
 
 
 def _date_sql(x: str) -> str:
@@ -184,9 +183,12 @@ def _date_sql(x: str) -> str:
     down = f"rtrim(rtrim(substr({x}, 1, 26), '0'), '.') || '+00'"
     up = (f"rtrim(rtrim(substr({x}, 1, 20) || printf('%06d', substr({x}, 21, 6) + 1), '0'), '.')"
           " || '+00'")
-    return (f"CASE WHEN {x} GLOB '{EF_ROUNDS_DOWN}' THEN {down} "
-            f"WHEN {x} GLOB '{EF_ROUNDS_UP}' AND substr({x}, 21, 6) <> '999999' THEN {up} "
-            f"ELSE {_any_date_sql(_with_time(x), x)} END")
+    other = _any_date_sql(_with_time(x), x)
+    # One GLOB for EF's shape, then the 7th digit picks the way (two GLOBs, one per way,
+    # cost 0.1 s more per 400k dates).
+    return (f"CASE WHEN {x} GLOB '{EF_SHAPE}[0-9]' THEN CASE WHEN substr({x}, 27) < '5' "
+            f"THEN {down} WHEN substr({x}, 21, 6) <> '999999' THEN {up} ELSE {other} END "
+            f"ELSE {other} END")
 
 
 def _any_date_sql(x: str, raw: str) -> str:
@@ -210,15 +212,17 @@ def digest_sql(col: Column, truncate: bool = False) -> str:
     return f"CASE WHEN {x} IS NULL THEN '\\N' ELSE {BITS_FUNCTION}({x}) END"
 
 
-def _escape_sqlite(x: str) -> str:
+def _escape_sqlite(x: str, scan: str | None = None) -> str:
     """COPY text format: backslash, tab, newline and carriage return escaped. Four instr()
     scans first, since most values hold none of them (instr is a byte loop: over twice as
     fast as one GLOB '*[...]*', whose per-character class match cost chat text 0.25 s per
-    400k rows; four replace() calls would each copy the value)."""
+    400k rows; four replace() calls would each copy the value). `scan`: a simpler
+    expression to scan whose text holds x's (the value before its cut: the cut's CASE is
+    then not evaluated four more times, 0.09 s less per 400k chat rows)."""
     escaped = x
     for char, code in (("\\\\", 92), ("\\t", 9), ("\\n", 10), ("\\r", 13)):
         escaped = f"replace({escaped}, char({code}), '{char}')"
-    found = " OR ".join(f"instr({x}, char({code}))" for code in (92, 9, 10, 13))
+    found = " OR ".join(f"instr({scan or x}, char({code}))" for code in (92, 9, 10, 13))
     return f"CASE WHEN {found} THEN {escaped} ELSE {x} END"
 
 

@@ -143,3 +143,14 @@ def test_sparse_rowids_make_few_ranges_and_every_row_is_in_one():
     assert all(e - s + 1 == CHUNK_ROWIDS for s, e in dense[:-1])
     assert dense[0][0] == -5 and dense[-1][1] == 20_000
     assert all(b + 1 == c for (_, b), (c, _) in zip(dense, dense[1:]))
+
+
+def test_a_worker_that_breaks_protocol_is_stopped_and_the_copy_fails():
+    import subprocess
+    import sys
+    from orchestra_schema.errors import DatabaseUnavailable
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    with pytest.raises(DatabaseUnavailable, match="broke protocol .* nothing committed"):
+        copy_workers._failed(proc, broke=True)
+    assert proc.returncode == -signal.SIGKILL
