@@ -46,7 +46,8 @@ from contenders import Run, program, run_timed, warm  # noqa: E402
 from pgserver import ADMIN_PASSWORD, Cluster  # noqa: E402
 
 SQL = HERE.parent / "sql" / "postgresql"
-TARGET = "copy-to <= 0.5x pgloader's wall time (its fastest variant that finished); peak RSS < 100 MB"
+TARGET = ("copy-to <= 0.5x pgloader's wall time (its fastest variant that finished); peak "
+          "memory < 100 MB")
 # pgloader's defaults run out of heap at about 2 million chat messages (its SBCL heap size
 # is fixed when it is built); reading fewer rows ahead is the documented way around it.
 PGLOADER_BOUNDED = "prefetch rows = 10000"
@@ -224,7 +225,7 @@ def render(args, built, messages: int, runs: dict[str, list[Run]]) -> str:
     lines = [f"### copy-to: {built.info['ef_bytes'] // 2**20} MB orchestra.db, {messages:,} chat "
              f"messages ({args.reps} trials after {args.warmup} warm-up; load average "
              f"{load:.1f} at the end; {os.cpu_count()} cores, {_machine()})", "",
-             "| Contender | Median (s) | Range (s) | vs reference | Peak RSS (MB) | OK |",
+             "| Contender | Median (s) | Range (s) | vs reference | Peak memory (MB) | OK |",
              "|---|---:|---:|---:|---:|---|"]
     ok_runs = {n: [r for r in rs if r.ok] for n, rs in runs.items()}
     medians = {n: statistics.median(r.seconds for r in rs) for n, rs in ok_runs.items() if rs}
