@@ -20,6 +20,7 @@ from .database import quote
 
 BATCH_BYTES = 1 << 20  # COPY data goes in pieces of about this size
 LOWEST, HIGHEST = -2**63, 2**63 - 1  # every rowid
+RANGE = "WHERE rowid BETWEEN ? AND ? ORDER BY rowid"  # one range, in rowid order
 DIGEST_BITS = 64  # digests are compared modulo 2**64 (the sum of each row's md5's first 8 bytes)
 _DIGEST, _FIRST_8, _NUMBER = methodcaller("digest"), slice(0, 8), functools.partial(
     int.from_bytes, byteorder="big")
@@ -54,9 +55,6 @@ def select(table: str, cols: list[pg_values.Column], truncate: bool) -> Select:
     return Select(f"SELECT CAST({line} AS BLOB){extra} FROM {quote(table)} {RANGE}",
                   0 if digest == line else 1, _cuts_sql(table, longs) if longs else None,
                   tuple((c.name, c.limit) for c in longs))
-
-
-RANGE = "WHERE rowid BETWEEN ? AND ? ORDER BY rowid"
 
 
 def _joined(fields) -> str:
