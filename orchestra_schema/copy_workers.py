@@ -10,7 +10,10 @@ One snapshot. Readers in several processes see the same state of the file if no 
 connection commits between the first one's BEGIN and the last one's. `PRAGMA
 data_version` on a probe connection, read before and after, differs if one did
 (sqlite.org/pragma.html#pragma_data_version); then everyone rolls back and tries again.
-Read-only connections only, in both journal modes.
+Read-only connections only, in both journal modes. In rollback-journal mode a writer
+waiting to commit keeps new readers out until the readers already in leave, so a reader
+that cannot begin within BEGIN_WAIT makes everyone leave and try again (else the writer
+and the copy would wait for each other until --timeout).
 
 A worker ends with the main process: its orders come on stdin (EOF ends it) and its
 lines go to a pipe (a write after the main process died fails with EPIPE, and ends it).
@@ -26,19 +29,23 @@ import select
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Iterator
+
+import apsw
 
 from . import errors, pg_values
 from .copy_lines import Lines, Piece, Select
 from .database import Database, connect, translated
 
 ATTEMPTS = 5  # tries at a moment with no commit between the first BEGIN and the last
+BEGIN_WAIT = 0.2  # seconds a reader waits to begin while the others hold their snapshot
 CHUNK_ROWIDS = 4096  # rowids per range: about 1 MB of chat lines, small enough to keep both busy
 PIPE_BYTES = 1 << 20  # a piece fits the pipe whole (Linux; the default 64 KiB works, slower)
 # frames: kind, range (chunk) number, rows, offset of the first row in the range, payload size
 HEADER = struct.Struct(">cIIQQ")
-READY, BEGUN, ROLLED, DATA, DONE, FAILED = b"R", b"B", b"X", b"D", b"C", b"E"
+READY, BEGUN, BUSY, ROLLED, DATA, DONE, FAILED = b"R", b"B", b"W", b"X", b"D", b"C", b"E"
 
 
 class Workers:
@@ -77,11 +84,13 @@ class Workers:
             except BrokenPipeError:
                 _failed(proc)
 
-    def expect(self, kind: bytes) -> None:
-        """Every worker's next frame is `kind` (a worker's error is raised as ours)."""
-        for proc in self.procs:
-            if _frame(proc)[0] != kind:
+    def expect(self, *kinds: bytes) -> list[bytes]:
+        """Every worker's next frame, one of `kinds` (a worker's error is raised as ours)."""
+        replies = [_frame(proc)[0] for proc in self.procs]
+        for proc, kind in zip(self.procs, replies):
+            if kind not in kinds:
                 _failed(proc, broke=True)
+        return replies
 
     def plan(self, tables: list[tuple[Select, int | None, int | None, int]]) -> list[range]:
         """Give out each table's rowid ranges, round robin: tables are (statement, lowest
@@ -202,7 +211,7 @@ def reading(src: Database, jobs: int, timeout: float) -> Iterator[Workers | None
     try:
         if workers:
             workers.expect(READY)
-        if not _begin_together(src, workers, timeout) and workers:
+        if not _begin_together(src, workers) and workers:
             workers.close()
             workers = None
         yield workers
@@ -213,32 +222,37 @@ def reading(src: Database, jobs: int, timeout: float) -> Iterator[Workers | None
             src.execute("ROLLBACK")  # nothing to keep, and COMMIT fails on a corrupt file
 
 
-def _begin_together(src: Database, workers: Workers | None, timeout: float) -> bool:
+def _begin_together(src: Database, workers: Workers | None) -> bool:
     """Begin src's read transaction, and the workers' in the same snapshot if a moment
     comes when nobody commits (False: src's alone)."""
-    import apsw
-    probe = connect(src.path, flags=apsw.SQLITE_OPEN_READONLY, timeout=timeout)
+    if workers is None:
+        _begin(src.connection)
+        return False
+    probe = connect(src.path, flags=apsw.SQLITE_OPEN_READONLY, timeout=BEGIN_WAIT)
     try:
-        for _ in range(ATTEMPTS if workers else 1):
+        for _ in range(ATTEMPTS):
             before = _data_version(probe)
             _begin(src.connection)
-            if workers is None:
-                return False
             workers.tell("begin")
-            workers.expect(BEGUN)
-            if _data_version(probe) == before:
+            if workers.expect(BEGUN, BUSY) == [BEGUN] * len(workers.procs) and (
+                    before is not None and _data_version(probe) == before):
                 return True
             workers.tell("rollback")
             workers.expect(ROLLED)
             src.execute("ROLLBACK")
+            time.sleep(BEGIN_WAIT)  # a writer waiting to commit gets its turn
         _begin(src.connection)
         return False
     finally:
         probe.close()  # SQLite keeps the file open while src holds its locks
 
 
-def _data_version(conn) -> int:
-    return conn.execute("PRAGMA data_version").fetchone()[0]
+def _data_version(conn) -> int | None:
+    """None: no read lock within BEGIN_WAIT (a writer is committing)."""
+    try:
+        return conn.execute("PRAGMA data_version").fetchone()[0]
+    except apsw.BusyError:
+        return None
 
 
 def _begin(conn) -> None:
@@ -258,7 +272,7 @@ def main() -> None:
             pg_values.register(db.connection)
             _send(out, READY)
             for line in orders:
-                _obey(db, json.loads(line), out)
+                _obey(db, json.loads(line), out, spec["timeout"])
     except errors.OrchestraError as err:
         failure = {"kind": type(err).__name__, "message": str(err),
                    "reason": getattr(err, "reason", None)}
@@ -268,12 +282,19 @@ def main() -> None:
         pass  # the main process is gone, or the user stopped both
 
 
-def _obey(db: Database, order, out: int) -> None:
+def _obey(db: Database, order, out: int, timeout: float) -> None:
     if order == "begin":
-        _begin(db.connection)
-        _send(out, BEGUN)
+        db.connection.setbusytimeout(int(BEGIN_WAIT * 1000))
+        try:
+            _begin(db.connection)
+            _send(out, BEGUN)
+        except apsw.BusyError:
+            _send(out, BUSY)
+        finally:
+            db.connection.setbusytimeout(int(timeout * 1000))
     elif order == "rollback":
-        db.execute("ROLLBACK")
+        if not db.connection.getautocommit():
+            db.execute("ROLLBACK")
         _send(out, ROLLED)
     else:
         selects = [Select(sql, hashed, cuts, tuple(map(tuple, limits)))

@@ -527,6 +527,46 @@ def test_guids_equal_but_for_case_are_refused_by_the_key(tmp_path, pgdb):
     assert_untouched(pgdb)
 
 
+WRITER = """
+import sys, time, uuid, apsw
+path, stop = sys.argv[1], sys.argv[2]
+c = apsw.Connection(path)
+c.setbusytimeout(60_000)
+n = 0
+while not __import__("os").path.exists(stop):
+    n += 1
+    with c:  # one commit: the oldest message goes, a new one comes (the count stays)
+        c.execute('DELETE FROM ChatMessages WHERE rowid = (SELECT min(rowid) FROM ChatMessages)')
+        c.execute("INSERT INTO ChatMessages SELECT ?, SessionId, Author, Content, MessageType, "
+                  "CreatedAt, Metadata FROM ChatMessages LIMIT 1", (str(uuid.uuid4()).upper(),))
+print(n)
+"""
+
+
+@pytest.mark.parametrize("mode", ["wal", "delete"])
+def test_workers_copy_one_snapshot_while_the_app_commits(tmp_path, pgdb, mode):
+    """The app commits all the while (a real process moving messages: the count stays
+    12,000): the workers and the main process read one snapshot, so the target holds
+    exactly 12,000 messages, each one once."""
+    source = orchestra_db(tmp_path / "orchestra.db", sessions=4, messages=3000)
+    with connect(source) as c:
+        c.execute(f"PRAGMA journal_mode = {mode}")
+    stop = tmp_path / "stop"
+    app = subprocess.Popen([sys.executable, "-c", WRITER, str(source), str(stop)],
+                           stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.3)  # the app is committing
+        result = copy(source, pgdb, jobs=2)
+    finally:
+        stop.touch()
+        commits = int(app.communicate(timeout=60)[0])
+    assert result.exit_code == 0, result.stderr
+    assert commits > 1
+    assert json.loads(result.stdout)["jobs"] in (0, 2)  # 0: no quiet moment came (5 tries)
+    assert pgdb.rows('SELECT count(*), count(DISTINCT "Id") FROM "ChatMessages"') == [
+        (12_000, 12_000)]
+
+
 # ---- kill -9 at any instant: no partial copy; the rerun completes
 
 def _copy_process(source, target, jobs=0):
