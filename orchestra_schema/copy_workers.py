@@ -37,7 +37,7 @@ import apsw
 
 from . import errors, pg_values
 from .copy_lines import Lines, Piece, Select
-from .database import Database, connect, translated
+from .database import Database, begin_snapshot, connect, translated
 
 ATTEMPTS = 5  # tries at a moment with no commit between the first BEGIN and the last
 BEGIN_WAIT = 0.2  # seconds a reader waits to begin while the others hold their snapshot
@@ -226,13 +226,13 @@ def _begin_together(src: Database, workers: Workers | None) -> bool:
     """Begin src's read transaction, and the workers' in the same snapshot if a moment
     comes when nobody commits (False: src's alone)."""
     if workers is None:
-        _begin(src.connection)
+        begin_snapshot(src.connection)
         return False
     probe = connect(src.path, flags=apsw.SQLITE_OPEN_READONLY, timeout=BEGIN_WAIT)
     try:
         for _ in range(ATTEMPTS):
             before = _data_version(probe)
-            _begin(src.connection)
+            begin_snapshot(src.connection)
             workers.tell("begin")
             if workers.expect(BEGUN, BUSY) == [BEGUN] * len(workers.procs) and (
                     before is not None and _data_version(probe) == before):
@@ -241,7 +241,7 @@ def _begin_together(src: Database, workers: Workers | None) -> bool:
             workers.expect(ROLLED)
             src.execute("ROLLBACK")
             time.sleep(BEGIN_WAIT)  # a writer waiting to commit gets its turn
-        _begin(src.connection)
+        begin_snapshot(src.connection)
         return False
     finally:
         probe.close()  # SQLite keeps the file open while src holds its locks
@@ -253,11 +253,6 @@ def _data_version(conn) -> int | None:
         return conn.execute("PRAGMA data_version").fetchone()[0]
     except apsw.BusyError:
         return None
-
-
-def _begin(conn) -> None:
-    conn.execute("BEGIN")
-    conn.execute("SELECT count(*) FROM sqlite_schema").fetchall()  # the snapshot is taken now
 
 
 # ---- the worker process
@@ -286,7 +281,7 @@ def _obey(db: Database, order, out: int, timeout: float) -> None:
     if order == "begin":
         db.connection.setbusytimeout(int(BEGIN_WAIT * 1000))
         try:
-            _begin(db.connection)
+            begin_snapshot(db.connection)
             _send(out, BEGUN)
         except apsw.BusyError:
             _send(out, BUSY)

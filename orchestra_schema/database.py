@@ -72,6 +72,13 @@ def connect(path: Path, *, flags: int = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE
     return conn
 
 
+def begin_snapshot(conn: apsw.Connection) -> None:
+    """Begin a read transaction and take its snapshot now: SQLite takes it at the first
+    read, not at BEGIN, and the callers need it taken at a known moment."""
+    conn.execute("BEGIN")
+    conn.execute("SELECT count(*) FROM sqlite_schema").fetchall()
+
+
 def open_immutable(path: Path) -> apsw.Connection:
     """Read a file nobody writes to: no locks, no -wal or -shm created beside it."""
     uri = "file:" + uri_path(Path(path).absolute()) + "?immutable=1"

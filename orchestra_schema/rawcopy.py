@@ -32,7 +32,7 @@ from typing import Callable, Iterator
 import apsw
 
 from . import background, digest as digests
-from .database import connect
+from .database import begin_snapshot, connect
 from .errors import DatabaseUnavailable
 
 CHUNK = 1 << 20  # bytes per read and write: small enough to stay in cache from read to hash to write, and with direct I/O a WAL commit waits at most one chunk
@@ -105,7 +105,7 @@ def _begin_wal(control: apsw.Connection, readers: list[apsw.Connection]) -> None
     for _ in range(ATTEMPTS):
         _checkpoint(control)
         for conn in readers:
-            _begin(conn)
+            begin_snapshot(conn)
         if _checkpoint(control):
             return
         for conn in readers:
@@ -142,14 +142,9 @@ def _begin_rollback_journal(control: apsw.Connection, readers: list[apsw.Connect
         if _mode(control) == "wal":
             raise Unstable("the database switched to WAL mode")
         for conn in readers:
-            _begin(conn)
+            begin_snapshot(conn)
     finally:
         control.execute("ROLLBACK")
-
-
-def _begin(conn: apsw.Connection) -> None:
-    conn.execute("BEGIN")
-    conn.execute("SELECT count(*) FROM sqlite_schema").fetchall()  # takes the read lock now
 
 
 def _connect(path: Path, readonly: bool, wait: float) -> apsw.Connection:
