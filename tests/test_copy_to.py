@@ -1,5 +1,8 @@
 """copy-to on a real PostgreSQL server: every row value for value (checked here in Python,
-apart from the tool's own digests), refusals that change nothing, kill -9 then rerun."""
+apart from the tool's own digests), refusals that change nothing, kill -9 then rerun.
+
+The server is conftest's pg_cluster: without one these tests skip, and under CI=true they
+fail (pgserver.missing)."""
 
 from __future__ import annotations
 

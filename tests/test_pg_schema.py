@@ -1,6 +1,8 @@
 """sql/postgresql/ creates exactly the schema EF Core's Npgsql provider creates from the
 upstream C# migrations: read from the C# files here (a parser of their own, not the SQL
 files), compared with PostgreSQL's catalogs after the SQL files ran on a real server.
+The server is conftest's pg_cluster: without one these tests skip, and under CI=true they
+fail (pgserver.missing).
 """
 
 from __future__ import annotations
