@@ -459,8 +459,9 @@ def kill_trials(scenario, trials: int, seed: int,
     """Kill `trials` runs inside their work, at random instants of its measured span.
 
     enough: whether a command's kills prove something (landed in the work); if
-    not every tally is enough after `trials`, up to as many again are run (a
-    loaded machine stretches start-up and moves the kills).
+    not every tally is enough after `trials`, up to three times as many again are
+    run (a loaded machine stretches start-up and moves the kills, and a command
+    whose work is a few tens of ms leaves evidence in only some of its kills).
 
     A run that ends before its kill shortens its command's span to its own.
     The instants are stratified: a command's k-th of n kills falls at a uniform
@@ -473,7 +474,7 @@ def kill_trials(scenario, trials: int, seed: int,
     spans = scenario.spans()
     tallies = {command: tally(command, scenario.mode, span) for command, span in spans.items()}
     share = -(-trials // len(spans))  # kills per command: the scenario takes its commands in turn
-    for trial in range(2 * trials):
+    for trial in range(4 * trials):
         if trial >= trials and (enough is None or all(map(enough, tallies.values()))):
             break
         command, argv = scenario.argv(trial)
