@@ -1,9 +1,9 @@
-"""The COPY lines of a table's rows, made by SQLite, with the digest the proof compares.
+"""A table's rows in COPY's binary format, made by SQLite, with the digest the proof compares.
 
 Used as is by copy-to for a small source, and by each copy worker (copy_workers.py)
-for its share of rowid ranges. Each row's line is one SQLite expression (pg_values);
-Python only hashes it and joins lines into pieces of about BATCH_BYTES, so memory
-stays flat whatever the size of a table.
+for its share of rowid ranges. Each row is one SQLite expression (pg_values); Python
+only hashes it and joins rows into pieces of about BATCH_BYTES, so memory stays flat
+whatever the size of a table. (The rows are still called lines: COPY numbers them so.)
 """
 
 from __future__ import annotations
@@ -22,17 +22,17 @@ BATCH_BYTES = 1 << 20  # COPY data goes in pieces of about this size
 LOWEST, HIGHEST = -2**63, 2**63 - 1  # every rowid
 RANGE = "WHERE rowid BETWEEN ? AND ? ORDER BY rowid"  # one range, in rowid order
 DIGEST_BITS = 64  # digests are compared modulo 2**64 (the sum of each row's md5's first 8 bytes)
+SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # binary COPY's header: no flags, no extension
+TRAILER = b"\xff\xff"
 _DIGEST, _FIRST_8, _NUMBER = methodcaller("digest"), slice(0, 8), functools.partial(
     int.from_bytes, byteorder="big")
 
 
 @dataclass(frozen=True)
 class Select:
-    """The statement making a table's lines for one rowid range, which of its columns the
-    proof hashes (0: the line itself; 1: the text hashed instead, for doubles), and with
+    """The statement making a table's rows for one rowid range, and with
     --truncate-long-text the statement finding the range's values it cuts."""
     sql: str
-    hashed: int
     cuts: str | None = None  # rows: Id, then per column in `limits` its length or NULL
     limits: tuple[tuple[str, int], ...] = ()  # (column, characters kept)
 
@@ -48,17 +48,12 @@ class Piece:
 
 
 def select(table: str, cols: list[pg_values.Column], truncate: bool) -> Select:
-    line = _joined(pg_values.source_sql(c, truncate) for c in cols)
-    digest = _joined(pg_values.digest_sql(c, truncate) for c in cols)
-    extra = "" if digest == line else f", CAST({digest} AS BLOB)"
+    """A row: the field count (int16), then each field (|| joins blobs byte for byte)."""
+    fields = [f"x'{len(cols):04x}'", *(pg_values.source_sql(c, truncate) for c in cols)]
     longs = [c for c in cols if c.limit is not None] if truncate else []
-    return Select(f"SELECT CAST({line} AS BLOB){extra} FROM {quote(table)} {RANGE}",
-                  0 if digest == line else 1, _cuts_sql(table, longs) if longs else None,
+    return Select(f"SELECT CAST({' || '.join(fields)} AS BLOB) FROM {quote(table)} {RANGE}",
+                  _cuts_sql(table, longs) if longs else None,
                   tuple((c.name, c.limit) for c in longs))
-
-
-def _joined(fields) -> str:
-    return " || char(9) || ".join(fields)
 
 
 def _cuts_sql(table: str, longs: list[pg_values.Column]) -> str:
@@ -80,8 +75,8 @@ def digest(texts: list[bytes]) -> int:
 
 class Lines:
     """Iterating gives the Pieces of rows start..end (rowids) in rowid order; then
-    `digest` holds copy_lines.digest of every row's hashed text, and `cuts` what
-    --truncate-long-text cut: [column, Id, length, limit]."""
+    `digest` holds copy_lines.digest of every row, and `cuts` what --truncate-long-text
+    cut: [column, Id, length, limit]."""
 
     def __init__(self, conn, statement: Select, start: int = LOWEST, end: int = HIGHEST):
         self.conn, self.statement, self.start, self.end = conn, statement, start, end
@@ -92,23 +87,20 @@ class Lines:
         # The loop body is all the Python a row costs, so it stays this bare (a star-
         # unpacking `for text, *rest` and a conditional took 0.14 s more CPU per 400k
         # rows); hashing goes by batch, 0.2 s less than an md5 call per row.
-        hashed, total, size, offset = self.statement.hashed, 0, 0, 0
-        batch, keys = [], []  # the lines; the texts the proof hashes (the same, or not)
-        append, keep = batch.append, keys.append
-        for row in self.conn.execute(self.statement.sql, (self.start, self.end)):
-            text = row[0]
-            append(text)
-            keep(row[hashed])
-            size += len(text)
+        total, size, offset = 0, 0, 0
+        batch: list[bytes] = []
+        append = batch.append
+        for (row,) in self.conn.execute(self.statement.sql, (self.start, self.end)):
+            append(row)
+            size += len(row)
             if size >= BATCH_BYTES:
-                total += digest(keys)
-                yield Piece(b"\n".join(batch) + b"\n", len(batch), self.start, offset)
+                total += digest(batch)
+                yield Piece(b"".join(batch), len(batch), self.start, offset)
                 offset, size = offset + len(batch), 0
                 batch.clear()
-                keys.clear()
-        self.digest = total + digest(keys)
+        self.digest = total + digest(batch)
         if batch:
-            yield Piece(b"\n".join(batch) + b"\n", len(batch), self.start, offset)
+            yield Piece(b"".join(batch), len(batch), self.start, offset)
         if self.statement.cuts:  # the range's pages were just read: still in SQLite's cache
             self.cuts = [[name, str(row_id), length, limit]
                          for row_id, *lengths in self.conn.execute(

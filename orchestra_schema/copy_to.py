@@ -14,16 +14,18 @@ back a transaction whose client is gone), so a rerun starts clean.
 1. migrations applied (each as a savepoint of the one transaction), then every managed
    table must be empty, else refused;
 2. keys, indexes and foreign keys dropped, rows streamed (apsw cursors, here or in the
-   workers -> COPY FROM STDIN, the fields already converted by SQLite: copy_lines.py),
-   then rebuilt as they were (faster than maintaining them row by row; the final schema
-   is checked against the migrations);
-3. a value PostgreSQL cannot hold stops COPY (PostgreSQL's input functions and limits are
-   the check; pg_values sends what it cannot convert so that they reject it): the copy is
-   refused (exit 5), naming table, column, row Id and limit, and nothing is committed;
+   workers -> COPY FROM STDIN in binary format, the fields already converted by SQLite:
+   copy_lines.py, pg_values.py; the server parses no text), then rebuilt as they were
+   (faster than maintaining them row by row; the final schema is checked against the
+   migrations);
+3. a value PostgreSQL cannot hold stops COPY (PostgreSQL's receive functions, encoding
+   check and limits are the check; pg_values sends what it cannot convert so that they
+   reject it): the copy is refused (exit 5), naming table, column, row Id and limit, and
+   nothing is committed;
 4. proof: per table the row count and an order-independent digest (the sum of the first
-   64 bits of the md5 of every row's canonical text, modulo 2**64) computed from the
-   source as it is sent, and by PostgreSQL from what it stored; a mismatch rolls
-   everything back and names the table (exit 4).
+   64 bits of the md5 of every row's binary fields, modulo 2**64) computed from the
+   source as it is sent, and by PostgreSQL from what it stored (the send functions); a
+   mismatch rolls everything back and names the table (exit 4).
 """
 
 from __future__ import annotations
@@ -56,8 +58,8 @@ HANGFIRE_TABLES = {"AggregatedCounter", "Counter", "Job", "List", "Hash", "JobPa
 EF_TABLES = {ef.TABLE, "__EFMigrationsLock"}
 AUTO_JOBS, AUTO_JOBS_FROM = 2, 32 << 20  # workers by default, for sources of this size or more
 # The session as the conversions and the proof expect it (pg_values), for this transaction.
-SETTINGS = ("TimeZone = 'UTC'", "DateStyle = 'ISO, YMD'", "extra_float_digits = 1",
-            "maintenance_work_mem = '256MB'", "statement_timeout = 0")
+SETTINGS = ("client_encoding = 'UTF8'", "maintenance_work_mem = '256MB'",
+            "statement_timeout = 0")
 EF_HISTORY_DDL = """CREATE TABLE IF NOT EXISTS {} (
     "MigrationId" character varying(150) NOT NULL,
     "ProductVersion" character varying(32) NOT NULL,
@@ -247,17 +249,20 @@ def _stream(src, driver, table, cols, truncate, lines, progress) -> tuple[int, i
     """COPY the table's lines (copy_lines.Lines, or a copy_workers.Share); returns (rows,
     digest) of what was sent."""
     names = sql.SQL(", ").join(sql.Identifier(c.name) for c in cols)
-    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(driver.qualified(table), names)
+    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(
+        driver.qualified(table), names)
     spans: list[tuple[int, int, int]] = []  # per piece: its first line, range start, offset
     rows = 0
     try:
         with driver.conn.cursor().copy(statement) as copy:
+            copy.write(copy_lines.SIGNATURE)
             for piece in lines:
                 spans.append((rows + 1, piece.start, piece.offset))
                 copy.write(piece.data)
                 rows += piece.rows
                 if progress:
                     progress(rows)
+            copy.write(copy_lines.TRAILER)
     except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as err:
         raise Refused(_refused_line(src, table, cols, truncate, err, spans)) from None
     if progress:
@@ -285,7 +290,8 @@ def _refused_line(src: Database, table: str, cols, truncate: bool, err: psycopg.
                     (suspects[0] if named else None, err.diag.message_primary))
     where = f"{table}.{col.name} row Id={row_id!r}" if col else f"{table} row Id={row_id!r}"
     hint = "; --truncate-long-text cuts text over its limit" if "over the limit" in why else ""
-    return (f"{where}: {why}{f' ({col.pg_type})' if col else ''}; nothing committed; fix it "
+    kind = f" ({col.pg_type})" if col and col.pg_type not in why else ""
+    return (f"{where}: {why}{kind}; nothing committed; fix it "
             f"in the source first (the copy stops at the first such value){hint}")
 
 
@@ -392,9 +398,9 @@ def _rebuild_keys(driver: PgDriver, plan: KeyPlan) -> None:
 
 def proof_sql(driver: PgDriver, table: str, cols: list[pg_values.Column]) -> sql.Composable:
     """The table's row count and digest, computed by PostgreSQL from the stored values."""
-    line = sql.SQL(", ").join(sql.SQL(pg_values.target_sql(c)) for c in cols)
-    return sql.SQL("SELECT count(*), coalesce(sum(('x' || left(md5(concat_ws(E'\\t', {})), 16))"
-                   "::bit(64)::bigint), 0) FROM {}").format(line, driver.qualified(table))
+    fields = [f"'\\x{len(cols):04x}'::bytea", *(pg_values.target_sql(c) for c in cols)]
+    return sql.SQL("SELECT count(*), coalesce(sum(('x' || left(md5({}), 16))::bit(64)::bigint), "
+                   "0) FROM {}").format(sql.SQL(" || ".join(fields)), driver.qualified(table))
 
 
 def _prove(driver: PgDriver, columns: dict, expected: dict, schema) -> None:

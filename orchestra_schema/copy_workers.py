@@ -58,14 +58,14 @@ class Workers:
 
     @classmethod
     def start(cls, source: Path, timeout: float, count: int) -> "Workers":
-        package_root = str(Path(__file__).resolve().parent.parent)  # the same code as ours
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            p for p in (package_root, os.environ.get("PYTHONPATH")) if p)}
+        # The same code as ours: `python -m` puts its working directory first on sys.path,
+        # so it runs in our package's parent (not the user's, which may hold another copy).
+        package_root = str(Path(__file__).resolve().parent.parent)
         procs = []
         try:
             for _ in range(count):
                 procs.append(subprocess.Popen(
-                    [sys.executable, "-m", "orchestra_schema.copy_workers"], env=env,
+                    [sys.executable, "-m", "orchestra_schema.copy_workers"], cwd=package_root,
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0))
                 with contextlib.suppress(OSError):
                     fcntl.fcntl(procs[-1].stdout, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
@@ -74,7 +74,7 @@ class Workers:
             raise errors.DatabaseUnavailable(
                 f"cannot start copy workers ({err}); nothing changed; rerun with --jobs 0") from None
         workers = cls(procs)
-        workers.tell({"source": str(source), "timeout": timeout})
+        workers.tell({"source": os.path.abspath(source), "timeout": timeout})
         return workers
 
     def tell(self, order, to: list[subprocess.Popen] | None = None) -> None:
@@ -104,7 +104,7 @@ class Workers:
                 orders[chunk % len(self.procs)].append([index, chunk, start, end])
                 self.starts.append(start)
             shares.append(range(first, len(self.starts)))
-        selects = [[s.sql, s.hashed, s.cuts, s.limits] for s, _, _, _ in tables]
+        selects = [[s.sql, s.cuts, s.limits] for s, _, _, _ in tables]
         for proc, chunks in zip(self.procs, orders):
             self.tell({"selects": selects, "chunks": chunks}, to=[proc])
         return shares
@@ -292,8 +292,8 @@ def _obey(db: Database, order, out: int, timeout: float) -> None:
             db.execute("ROLLBACK")
         _send(out, ROLLED)
     else:
-        selects = [Select(sql, hashed, cuts, tuple(map(tuple, limits)))
-                   for sql, hashed, cuts, limits in order["selects"]]
+        selects = [Select(sql, cuts, tuple(map(tuple, limits)))
+                   for sql, cuts, limits in order["selects"]]
         for index, chunk, start, end in order["chunks"]:
             lines = Lines(db.connection, selects[index], start, end)
             for piece in lines:

@@ -1,23 +1,24 @@
-"""SQLite values as PostgreSQL holds them: checks, conversion, and one canonical text.
+"""SQLite values as PostgreSQL holds them: checks, conversion, and the bytes both sides hash.
 
 Each target column gets, from its PostgreSQL type (read from the catalog once the
 migrations ran):
 - `problem_sql`: an SQLite expression that is NULL when the value converts, else a
   text saying why not (malformed GUID or date, over a varchar limit, not a JSON array...);
-- `source_sql`: an SQLite expression giving the value as one field of COPY's text
-  format, already converted (uuid lowercased, dates rounded to microseconds in UTC,
-  0/1 as t/f, JSON arrays as array literals) and escaped for COPY;
-- `target_sql`: a PostgreSQL expression giving the same field from the stored value.
-The row's fields joined by tabs are both the line COPY loads and the text the proof
-hashes on each side (copy_to.py), so a value PostgreSQL stored differently from what
-was meant shows up as a digest mismatch. Doubles are the one exception: they travel as
-Python's shortest text and are hashed as their 8 bytes (`digest_sql`), since the two
-sides' shortest texts differ in rare ties.
+- `source_sql`: an SQLite expression giving the value as one field of COPY's binary
+  format, already converted (uuid as its 16 bytes, dates as microseconds since 2000 in
+  UTC, rounded, 0/1 as a boolean byte, JSON arrays as text[]): no text for the server to
+  parse, nothing to escape;
+- `target_sql`: a PostgreSQL expression giving the same field from the stored value (the
+  type's send function).
+A row's fields are both what COPY loads and what the proof hashes on each side
+(copy_to.py), so a value PostgreSQL stored differently from what was meant shows up as a
+digest mismatch.
 
 Dates: EF Core wrote DateTime as `yyyy-MM-dd HH:mm:ss.FFFFFFF` (UTC, up to 7 fractional
-digits; `T` for the space and a bare `yyyy-MM-dd` are read too); `timestamp with time zone` keeps 6, so the 7th rounds half up (a carry may reach
-the next second). DateTime.MinValue and MaxValue become -infinity and infinity, as
-Npgsql writes and reads them.
+digits; `T` for the space and a bare `yyyy-MM-dd` are read too); `timestamp with time
+zone` keeps 6, so the 7th rounds half up (a carry may reach the next second).
+DateTime.MinValue and MaxValue become -infinity and infinity, as Npgsql writes and reads
+them.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import json
 import re
 import struct
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from .errors import Refused
 
@@ -35,9 +37,10 @@ _HEX = "[0-9A-Fa-f]"
 GUID_GLOB = "-".join(_HEX * n for n in (8, 4, 4, 4, 12))
 _DIGIT = "[0-9]"
 DATE_GLOB = f"{_DIGIT * 4}-{_DIGIT * 2}-{_DIGIT * 2}[ T]{_DIGIT * 2}:{_DIGIT * 2}:{_DIGIT * 2}*"
-# Functions registered on the source connection (register()) for the two rare types.
+# Functions registered on the source connection (register()): the two rare types, and
+# the date shapes EF Core does not write.
 FLOAT_FUNCTION, ARRAY_FUNCTION = "orchestra_pg_float8", "orchestra_pg_text_array"
-BITS_FUNCTION = "orchestra_float8_bits"
+DATE_FUNCTION = "orchestra_pg_timestamptz"
 
 
 @dataclass(frozen=True)
@@ -138,30 +141,75 @@ def _normal_date(x: str) -> str:
     return f"(substr({x}, 1, 10) || ' ' || substr({x}, 12))"
 
 
-# ---- the source side: one COPY text field per value, converted
+# ---- the source side: each value as one field of COPY's binary format, converted
+
+NULL_FIELD = "x'FFFFFFFF'"  # length -1
+WIDTH = {"uuid": 16, "timestamptz": 8, "bool": 1, "int4": 4, "int8": 8, "float8": 8}
+TEXT_OID = 25  # text[]'s element type, as array_recv checks it
+EPOCH_2000 = 946684800  # PostgreSQL's timestamps count microseconds from 2000-01-01 UTC
+MINUS_INFINITY, INFINITY = -2**63, 2**63 - 1  # as timestamptz_send gives them
+# EF Core's shape with all 7 fractional digits; the ranges no GLOB can say are checked
+# apart (_date_field). Every other shape goes to Python (timestamptz_field).
+EF_DATE = ("[0-9][0-9][0-9][0-9]-[01][0-9]-[0-3][0-9] [0-2][0-9]:[0-5][0-9]:[0-5][0-9]"
+           ".[0-9][0-9][0-9][0-9][0-9][0-9][0-9]")
+
+
+def _field(data: bytes) -> bytes:
+    return len(data).to_bytes(4, "big") + data
+
+
+def invalid_field(kind: str) -> bytes:
+    """A field the column type's receive function rejects with a data error, so COPY stops
+    on it and copy_to names the row (problem_sql): one byte more than a fixed-width type
+    reads, a NUL in text (no encoding holds it), an array of -1 dimensions."""
+    if kind in WIDTH:
+        return _field(bytes(WIDTH[kind] + 1))
+    if kind == "text[]":
+        return _field(struct.pack(">iii", -1, 0, TEXT_OID))
+    return _field(b"\x00")
+
+
+def _blob(data: bytes) -> str:
+    return f"x'{data.hex()}'"
+
 
 def source_sql(col: Column, truncate: bool = False) -> str:
-    """The COPY field. A value that does not convert is sent as `rejected:value`, which
-    PostgreSQL's input function rejects, so COPY stops on it (copy_to names the row with
-    problem_sql)."""
+    """The column's COPY field (length, then the bytes the type's send function gives),
+    as an SQLite blob; never NULL. A value that does not convert becomes invalid_field."""
     x = q(col.name)
     kind = col.kind
+    bad = _blob(invalid_field(kind))
     if kind == "uuid":
-        value = f"CASE WHEN length({x}) = 36 THEN lower({x}) ELSE {REJECT} || {x} END"
+        value = (f"CASE WHEN {_guid_shape(x)} THEN coalesce(x'00000010' || unhex({x}, '-'), {bad}) "
+                 f"ELSE {bad} END")  # unhex: NULL for a character that is not hex
     elif kind == "timestamptz":
-        value = _date_sql(x)
+        value = _date_field(x)
     elif kind == "bool":
-        value = f"CASE {x} WHEN 1 THEN 't' WHEN 0 THEN 'f' ELSE {REJECT} || {x} END"
-    elif kind in ("int4", "int8"):
-        value = f"CASE typeof({x}) WHEN 'integer' THEN CAST({x} AS TEXT) ELSE {REJECT} || {x} END"
+        value = f"CASE {x} WHEN 1 THEN x'0000000101' WHEN 0 THEN x'0000000100' ELSE {bad} END"
+    elif kind == "int4":
+        value = (f"CASE WHEN typeof({x}) = 'integer' AND {x} BETWEEN {INT4[0]} AND {INT4[1]} "
+                 f"THEN x'00000004' || unhex(printf('%08x', {x} & 4294967295)) ELSE {bad} END")
+    elif kind == "int8":
+        value = (f"CASE typeof({x}) WHEN 'integer' THEN x'00000008' || "
+                 f"unhex(printf('%016x', {x})) ELSE {bad} END")
     elif kind == "float8":
         value = f"{FLOAT_FUNCTION}({x})"
     elif kind == "text[]":
-        value = _escape_sqlite(f"{ARRAY_FUNCTION}({x})")
+        value = f"{ARRAY_FUNCTION}({x})"
     else:
-        cut = x if not (truncate and col.limit) else _cut_sql(x, col.limit)
-        value = _escape_sqlite(cut, scan=x)  # the uncut value holds whatever its cut holds
-    return f"CASE WHEN {x} IS NULL THEN '\\N' ELSE {value} END"
+        text = x if not (truncate and col.limit) else _cut_sql(x, col.limit)
+        # PostgreSQL checks the encoding (a NUL, bytes that are not UTF-8) and the limit
+        value = f"unhex(printf('%08x', octet_length({text}))) || CAST({text} AS BLOB)"
+    return f"CASE WHEN {x} IS NULL THEN {NULL_FIELD} ELSE {value} END"
+
+
+def _guid_shape(x: str) -> str:
+    """Dashes where a GUID has them, and 32 other characters: unhex() then gives 16 bytes,
+    or NULL for a character that is not hex. (unhex(x, '-') skips any dash between digit
+    pairs: without the count, a dash for two digits would make a 15-byte uuid. A GLOB of
+    32 hex classes costs 0.4 us more per value.)"""
+    return (f"{x} GLOB '????????-????-????-????-????????????' AND "
+            f"length(replace({x}, '-', '')) = 32")
 
 
 def _cut_sql(x: str, limit: int) -> str:
@@ -170,120 +218,98 @@ def _cut_sql(x: str, limit: int) -> str:
     return f"CASE WHEN octet_length({x}) <= {limit} THEN {x} ELSE substr({x}, 1, {limit}) END"
 
 
-REJECT = "'rejected:'"  # no input function of these types reads it (tests check)
-_D = "[0-9]"
-# EF Core's own shape, 7 fractional digits: rounding needs no date arithmetic unless the
-# first six are all 9 (then the slow path carries into the next second).
-EF_SHAPE = f"{_D * 4}-{_D * 2}-{_D * 2} {_D * 2}:{_D * 2}:{_D * 2}.{_D * 6}"
+def _date_field(x: str) -> str:
+    """EF Core's dates by SQLite arithmetic: seconds from unixepoch(), the fraction rounded
+    half up to microseconds (a carry is just addition). unixepoch() would quietly move
+    2025-02-30 to March and read hour 24, so the day and hour are checked first (a day
+    past 28 by date(), which gives back only a real day). Everything else, rare, goes to
+    timestamptz_field."""
+    micros = (f"(unixepoch(substr({x}, 1, 19)) - {EPOCH_2000}) * 1000000 "
+              f"+ (substr({x}, 21) + 5) / 10")
+    day = f"substr({x}, 9, 2)"
+    ef = (f"{x} GLOB '{EF_DATE}' AND {x} BETWEEN '0001' AND '9999' "
+          f"AND substr({x}, 6, 2) BETWEEN '01' AND '12' AND substr({x}, 12, 2) < '24' "
+          f"AND ({day} BETWEEN '01' AND '28' OR "
+          f"date(substr({x}, 1, 10)) = substr({x}, 1, 10))")
+    return (f"CASE WHEN {ef} THEN x'00000008' || unhex(printf('%016x', {micros})) "
+            f"ELSE {DATE_FUNCTION}({x}) END")
 
 
-def _date_sql(x: str) -> str:
-    """PostgreSQL's text of the timestamptz in UTC: 'yyyy-mm-dd hh:mm:ss[.ffffff]+00', the
-    fraction rounded half up to 6 digits, its trailing zeros dropped."""
-    down = f"rtrim(rtrim(substr({x}, 1, 26), '0'), '.') || '+00'"
-    up = (f"rtrim(rtrim(substr({x}, 1, 20) || printf('%06d', substr({x}, 21, 6) + 1), '0'), '.')"
-          " || '+00'")
-    other = _any_date_sql(_with_time(x), x)
-    # One GLOB for EF's shape, then the 7th digit picks the way (two GLOBs, one per way,
-    # cost 0.1 s more per 400k dates).
-    return (f"CASE WHEN {x} GLOB '{EF_SHAPE}[0-9]' THEN CASE WHEN substr({x}, 27) < '5' "
-            f"THEN {down} WHEN substr({x}, 21, 6) <> '999999' THEN {up} ELSE {other} END "
-            f"ELSE {other} END")
+_DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})"
+                   r"(?:[ T]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,7}))?)?")
 
 
-def _any_date_sql(x: str, raw: str) -> str:
-    """Every other shape: checked (a bad one is rejected), carried, or +-infinity."""
-    head = f"(substr({x}, 1, 10) || ' ' || substr({x}, 12, 8))"
-    micros = f"((CAST(substr(substr({x}, 21) || '0000000', 1, 7) AS INTEGER) + 5) / 10)"
-    carried = f"strftime('%Y-%m-%d %H:%M:%S', {head}, '+1 second')"
-    rounded = (f"CASE WHEN {micros} = 1000000 THEN {carried} ELSE {head} || "
-               f"rtrim(rtrim('.' || printf('%06d', {micros}), '0'), '.') END")
-    return (f"CASE WHEN {_malformed_date(x)} THEN {REJECT} || {raw} "
-            f"WHEN {_normal_date(x)} = {_lit(MIN_VALUE)} THEN '-infinity' "
-            f"WHEN {_normal_date(x)} = {_lit(MAX_VALUE)} THEN 'infinity' "
-            f"ELSE coalesce({rounded} || '+00', {REJECT} || {raw}) END")
+def timestamptz_field(value) -> bytes:
+    """Any date shape problem_sql accepts (yyyy-MM-dd, `T` for the space, 0 to 7 fractional
+    digits), as timestamptz_send gives it; DateTime.MinValue and MaxValue as -infinity and
+    infinity; else invalid_field."""
+    found = _DATE.fullmatch(value) if isinstance(value, str) else None
+    if not found:
+        return invalid_field("timestamptz")
+    year, month, day, hour, minute, second, fraction = found.groups()
+    normal = f"{year}-{month}-{day} {hour or '00'}:{minute or '00'}:{second or '00'}" + (
+        f".{fraction}" if fraction else "")
+    if normal in (MIN_VALUE, MAX_VALUE):
+        micros = MINUS_INFINITY if normal == MIN_VALUE else INFINITY
+    else:
+        try:
+            moment = datetime(*map(int, (year, month, day, hour or 0, minute or 0, second or 0)))
+            moment += timedelta(microseconds=(int((fraction or "").ljust(7, "0")) + 5) // 10)
+        except (ValueError, OverflowError):  # no such day or time, year 0, past 9999
+            return invalid_field("timestamptz")
+        micros = (moment - datetime(2000, 1, 1)) // timedelta(microseconds=1)
+    return _field(micros.to_bytes(8, "big", signed=True))
 
 
-def digest_sql(col: Column, truncate: bool = False) -> str:
-    """The field as the proof hashes it: the COPY field, but a double's bits for float8."""
-    if col.kind != "float8":
-        return source_sql(col, truncate)
-    x = q(col.name)
-    return f"CASE WHEN {x} IS NULL THEN '\\N' ELSE {BITS_FUNCTION}({x}) END"
-
-
-def _escape_sqlite(x: str, scan: str | None = None) -> str:
-    """COPY text format: backslash, tab, newline and carriage return escaped. Four instr()
-    scans first, since most values hold none of them (instr is a byte loop: over twice as
-    fast as one GLOB '*[...]*', whose per-character class match cost chat text 0.25 s per
-    400k rows; four replace() calls would each copy the value). `scan`: a simpler
-    expression to scan whose text holds x's (the value before its cut: the cut's CASE is
-    then not evaluated four more times, 0.09 s less per 400k chat rows)."""
-    escaped = x
-    for char, code in (("\\\\", 92), ("\\t", 9), ("\\n", 10), ("\\r", 13)):
-        escaped = f"replace({escaped}, char({code}), '{char}')"
-    found = " OR ".join(f"instr({scan or x}, char({code}))" for code in (92, 9, 10, 13))
-    return f"CASE WHEN {found} THEN {escaped} ELSE {x} END"
-
-
-def float_text(value) -> str:
-    """A double as text PostgreSQL reads back to the same double: Python's shortest repr
-    (anything else is sent as `rejected:value`, for COPY to reject)."""
+def float8_field(value) -> bytes:
+    """A double as float8send gives it: the same 8 bytes, so no rounding on the way."""
     if not isinstance(value, (int, float)):
-        return f"rejected:{value}"
-    return repr(float(value))
+        return invalid_field("float8")
+    return _field(struct.pack(">d", float(value)))
 
 
-def float_bits(value) -> str:
-    """The double's 8 bytes in hex, as encode(float8send(x), 'hex') gives them: the proof
-    compares floats by their bits (the two sides' shortest texts differ in rare ties)."""
-    return struct.pack(">d", float(value)).hex() if isinstance(value, (int, float)) else ""
-
-
-def pg_text_array(text) -> str:
-    """A JSON array of strings as PostgreSQL's text[] output: {a,"b c",NULL}
-    (anything else is sent as `rejected:value`, for COPY to reject)."""
+def text_array_field(text) -> bytes:
+    """A JSON array of strings as array_send gives a text[]: dimensions, null flag, element
+    type, then each element (else invalid_field)."""
     try:
-        values = json.loads(text)
-    except (TypeError, ValueError):
+        values = json.loads(text) if isinstance(text, str) else None
+    except ValueError:
         values = None
     if not isinstance(values, list) or not all(v is None or isinstance(v, str) for v in values):
-        return f"rejected:{text}"
-    return "{" + ",".join(_array_element(v) for v in values) + "}"
-
-
-def _array_element(value) -> str:
-    if value is None:
-        return "NULL"
-    if value == "" or value.upper() == "NULL" or re.search(r'[{},"\\\s]', value):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return value
+        return invalid_field("text[]")
+    try:
+        items = [b"\xff\xff\xff\xff" if v is None else _field(v.encode()) for v in values]
+    except UnicodeEncodeError:  # a lone surrogate from a \\ud800 escape
+        return invalid_field("text[]")
+    if not values:
+        return _field(struct.pack(">iii", 0, 0, TEXT_OID))
+    head = struct.pack(">iiiii", 1, None in values, TEXT_OID, len(values), 1)
+    return _field(head + b"".join(items))
 
 
 def register(connection) -> None:
     """The converters done in Python, on the source's apsw connection."""
-    connection.create_scalar_function(FLOAT_FUNCTION, float_text, 1, deterministic=True)
-    connection.create_scalar_function(BITS_FUNCTION, float_bits, 1, deterministic=True)
-    connection.create_scalar_function(ARRAY_FUNCTION, pg_text_array, 1, deterministic=True)
+    connection.create_scalar_function(FLOAT_FUNCTION, float8_field, 1, deterministic=True)
+    connection.create_scalar_function(ARRAY_FUNCTION, text_array_field, 1, deterministic=True)
+    connection.create_scalar_function(DATE_FUNCTION, timestamptz_field, 1, deterministic=True)
 
 
 # ---- the target side: the same field, from what PostgreSQL stored
 
+SEND = {"uuid": "uuid_send", "timestamptz": "timestamptz_send", "bool": "boolsend",
+        "int4": "int4send", "int8": "int8send", "float8": "float8send"}
+
+
 def target_sql(col: Column) -> str:
+    """The field PostgreSQL would send back for the stored value (the session's
+    client_encoding is UTF8): the bytes the source sent, if it stored what was meant."""
     x = q(col.name)
     kind = col.kind
-    if kind == "bool":
-        value = f"CASE WHEN {x} THEN 't' ELSE 'f' END"
-    elif kind in ("varchar", "text", "text[]"):
-        value = _escape_pg(f"{x}::text")
-    elif kind == "float8":
-        value = f"encode(float8send({x}), 'hex')"
-    else:  # uuid, timestamptz (session in UTC), integers: their text output
-        value = f"{x}::text"
-    return f"CASE WHEN {x} IS NULL THEN '\\N' ELSE {value} END"
+    if kind in SEND:
+        value = f"'\\x{WIDTH[kind]:08x}'::bytea || {SEND[kind]}({x})"
+    elif kind == "text[]":
+        value = f"int4send(length(array_send({x}))) || array_send({x})"
+    else:
+        value = f"int4send(octet_length({x})) || textsend({x})"
+    return f"CASE WHEN {x} IS NULL THEN '\\xffffffff'::bytea ELSE {value} END"
 
-
-def _escape_pg(x: str) -> str:
-    for char, raw in (("\\\\", "'\\'"), ("\\t", "E'\\t'"), ("\\n", "E'\\n'"), ("\\r", "E'\\r'")):
-        x = f"replace({x}, {raw}, '{char}')"
-    return x

@@ -16,8 +16,8 @@ from orchestra_schema import copy_workers
 from orchestra_schema.copy_lines import Select
 from orchestra_schema.database import Database
 
-IDS = Select('SELECT CAST("Id" AS BLOB) FROM "ChatMessages" '
-             "WHERE rowid BETWEEN ? AND ? ORDER BY rowid", 0)
+IDS = Select('SELECT CAST("Id" || char(10) AS BLOB) FROM "ChatMessages" '
+             "WHERE rowid BETWEEN ? AND ? ORDER BY rowid")  # one Id a line
 
 
 def worker_ids(src: Database, workers: copy_workers.Workers) -> list[bytes]:
@@ -154,3 +154,19 @@ def test_a_worker_that_breaks_protocol_is_stopped_and_the_copy_fails():
     with pytest.raises(DatabaseUnavailable, match="broke protocol .* nothing committed"):
         copy_workers._failed(proc, broke=True)
     assert proc.returncode == -signal.SIGKILL
+
+
+def test_workers_run_our_code_whatever_directory_the_copy_runs_in(tmp_path, monkeypatch):
+    """`python -m` looks in the working directory first: a DBA running copy-to from a
+    checkout of another version must not get that version's workers. A relative source
+    path still names the same file."""
+    source = orchestra_db(tmp_path / "orchestra.db", sessions=2, messages=3000)
+    other = tmp_path / "orchestra_schema"
+    other.mkdir()
+    (other / "__init__.py").write_text("")
+    (other / "copy_workers.py").write_text("raise SystemExit('not our worker')\n")
+    monkeypatch.chdir(tmp_path)
+    with Database.open(Path("orchestra.db"), readonly=True) as src, \
+            copy_workers.reading(src, 2, timeout=10) as workers:
+        assert workers is not None
+        assert sorted(worker_ids(src, workers)) == sorted(main_ids(src))
