@@ -20,8 +20,9 @@ exit, with peak memory (GNU time's RSS, or the summed PSS of a process tree if l
 - the floor: psql running, in one transaction, the migration files and a COPY of each
   table from a server-side file holding exactly the rows copy-to sent (made untimed);
 - the server's share of copy-to: psql running, in one transaction, copy-to's own
-  statements (settings, migrations, keys and indexes dropped, COPY from those files, keys
-  rebuilt, the proof's queries): what the server must do whatever the client.
+  statements (settings, migrations, keys and indexes dropped, COPY from those rows in
+  binary format, as copy-to sends them, keys rebuilt, the proof's queries): what the
+  server must do whatever the client.
 
 Each trial is checked untimed: ChatMessages holds every source row; a failed trial is
 left out of the median and counted in the table. Prints a markdown table; --output writes it (default: bench/.cache/copy-to-SIZE.md, not committed).
@@ -79,7 +80,7 @@ class Bench:
 
     def warm(self) -> None:
         """Every trial starts with the source and the floors' files in the page cache."""
-        for path in [self.source, *sorted(self.dumps.glob("*.copy"))]:
+        for path in [self.source, *sorted(self.dumps.glob("*.copy*"))]:
             warm(path)
 
     def fresh(self):
@@ -143,13 +144,16 @@ class Bench:
             "SELECT relname FROM pg_class WHERE relkind = 'r' AND relnamespace = "
             "'public'::regnamespace AND relname NOT LIKE '\\_%' AND relname NOT LIKE 'yoyo%' "
             "ORDER BY oid")]  # creation order: parents before children
-        for table in tables:
+        for table in tables:  # text for the floor; binary, as copy-to sends, for its share
             path = self.dumps / f"{table}.copy"
             self.cluster.admin(f"COPY \"{table}\" TO '{path}'", dbname=db.name)
+            self.cluster.admin(f"COPY \"{table}\" TO '{path}.bin' (FORMAT binary)", dbname=db.name)
         copies = [f"COPY \"{t}\" FROM '{self.dumps / f'{t}.copy'}';" for t in tables]
+        binary = [f"COPY \"{t}\" FROM '{self.dumps / f'{t}.copy.bin'}' (FORMAT binary);"
+                  for t in tables]
         (self.dumps / "floor.sql").write_text("\n".join(lines + copies))
         (self.dumps / "server.sql").write_text(
-            "\n".join(self._server_share(db, tables, lines, copies)))
+            "\n".join(self._server_share(db, tables, lines, binary)))
         self.cluster.drop_database(db)
 
     def _server_share(self, db, tables: list[str], migrations: list[str],
