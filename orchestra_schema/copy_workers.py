@@ -1,8 +1,8 @@
-"""Copy workers: processes making COPY lines side by side, all reading one snapshot.
+"""Copy workers: processes making COPY rows side by side, all reading one snapshot.
 
 Converting a row is SQLite and md5 work that holds the GIL, so threads would only take
 turns; each worker is a process with its own read-only connection to the source, and
-makes the lines of every Nth rowid range (copy_lines.Lines). The main process sends
+makes the rows of every Nth rowid range (copy_lines.Lines). The main process sends
 each piece to PostgreSQL as it arrives and knows which rows it holds, so a value COPY
 rejects is still named by its row.
 

@@ -689,14 +689,14 @@ def test_kill_9_at_random_instants_with_workers(tmp_path, pg_cluster):
 
 # ---- the conversions themselves, against the server, many values
 
-def _field(conn, pg_type: str, field: bytes):
+def _field(conn, pg_type: str, field: bytes, read: str = "v"):
     """What COPY in binary format makes of one field (its length prefix included) in a
-    column of pg_type: the value's send bytes, or the error."""
+    column of pg_type: `read` of the stored value (e.g. its send bytes), or the error."""
     with conn.transaction(force_rollback=True):
         conn.execute(f"CREATE TEMP TABLE one (v {pg_type})")
         with conn.cursor().copy("COPY one FROM STDIN (FORMAT binary)") as copy:
             copy.write(SIGNATURE + b"\x00\x01" + field + TRAILER)
-        return conn.execute("SELECT v FROM one").fetchone()[0]
+        return conn.execute(f"SELECT {read} FROM one").fetchone()[0]
 
 
 def test_what_does_not_convert_is_rejected_by_every_type(pgdb):
@@ -721,9 +721,39 @@ def test_doubles_arrive_bit_for_bit(pgdb):
         def same(value):
             field = float8_field(value)
             assert field == b"\x00\x00\x00\x08" + struct.pack(">d", float(value))
-            stored = conn.execute("SELECT float8send(%s::float8)", (float(value),)).fetchone()[0]
-            assert field[4:] == stored
+            assert _field(conn, "double precision", field, "float8send(v)") == field[4:]
         same()
+
+
+def test_integers_and_booleans_arrive_as_they_were(pgdb):
+    """Every int4 (negatives through the 32-bit mask), int8 and 0/1, through a real binary
+    COPY; an int4 out of range, a real, a text or 2 is the invalid field and is named."""
+    from hypothesis import given, settings, strategies as st
+    from orchestra_schema.pg_values import Column, invalid_field, problem_sql, source_sql
+
+    scratch = apsw.Connection(":memory:")
+    cols = {k: Column("x", t, True) for k, t in
+            (("int4", "integer"), ("int8", "bigint"), ("bool", "boolean"))}
+
+    def sent(kind, value):
+        col = cols[kind]
+        return scratch.execute(f"SELECT {problem_sql(col)}, CAST({source_sql(col)} AS BLOB) "
+                               "FROM (SELECT ? AS x)", (value,)).fetchone()
+
+    with pgdb.connect() as conn:
+        @settings(max_examples=200, deadline=None)
+        @given(st.sampled_from(["int4", "int8", "bool"]), st.integers(-2**63, 2**63 - 1))
+        def same(kind, value):
+            value = {"int4": value >> 32, "int8": value, "bool": value & 1}[kind]
+            problem, field = sent(kind, value)
+            assert problem is None
+            assert _field(conn, cols[kind].pg_type, field, "v") == (
+                bool(value) if kind == "bool" else value)
+        same()
+    for kind, value in [("int4", 2**31), ("int4", -2**31 - 1), ("int4", 1.5), ("int4", "7"),
+                        ("int8", 1.5), ("int8", "7"), ("bool", 2), ("bool", -1), ("bool", "t")]:
+        problem, field = sent(kind, value)
+        assert field == invalid_field(kind) and problem is not None, (kind, value)
 
 
 def _date_field(scratch, text):
