@@ -8,12 +8,16 @@ whatever the size of a table. (The rows are still called lines: COPY numbers the
 
 from __future__ import annotations
 
-import functools
-import hashlib
+import array
+import sys
 from dataclasses import dataclass
-from itertools import repeat
-from operator import getitem, methodcaller
+from operator import methodcaller
 from typing import Iterator
+
+try:
+    from _md5 import md5 as _md5  # CPython's own md5, as hashlib's fallback
+except ImportError:  # pragma: no cover - a Python built without it
+    from hashlib import md5 as _md5
 
 from . import pg_values
 from .database import quote
@@ -24,8 +28,7 @@ RANGE = "WHERE rowid BETWEEN ? AND ? ORDER BY rowid"  # one range, in rowid orde
 DIGEST_BITS = 64  # digests are compared modulo 2**64 (the sum of each row's md5's first 8 bytes)
 SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # binary COPY's header: no flags, no extension
 TRAILER = b"\xff\xff"
-_DIGEST, _FIRST_8, _NUMBER = methodcaller("digest"), slice(0, 8), functools.partial(
-    int.from_bytes, byteorder="big")
+_DIGEST = methodcaller("digest")
 
 
 @dataclass(frozen=True)
@@ -68,9 +71,15 @@ def _cuts_sql(table: str, longs: list[pg_values.Column]) -> str:
 
 def digest(texts: list[bytes]) -> int:
     """The sum of the first 8 bytes of each text's md5 (big-endian, unsigned): no order of
-    the texts changes it. Each step is a C call mapped over the list: no Python per row."""
-    return sum(map(_NUMBER, map(getitem, map(_DIGEST, map(hashlib.md5, texts)),
-                                repeat(_FIRST_8))))
+    the texts changes it. No Python per row: md5 mapped over the list, the digests joined,
+    and every other 8-byte word of them summed as an array (slicing each digest and
+    int.from_bytes cost 0.3 us a row more, CPython's md5 0.2 us less than OpenSSL's, whose
+    every call begins and ends an EVP context)."""
+    joined = b"".join(map(_DIGEST, map(_md5, texts)))
+    firsts = array.array("Q", memoryview(joined).cast("Q")[::2])
+    if sys.byteorder == "little":
+        firsts.byteswap()
+    return sum(firsts)
 
 
 class Lines:

@@ -188,10 +188,10 @@ def source_sql(col: Column, truncate: bool = False) -> str:
         value = f"CASE {x} WHEN 1 THEN x'0000000101' WHEN 0 THEN x'0000000100' ELSE {bad} END"
     elif kind == "int4":
         value = (f"CASE WHEN typeof({x}) = 'integer' AND {x} BETWEEN {INT4[0]} AND {INT4[1]} "
-                 f"THEN x'00000004' || unhex(printf('%08x', {x} & 4294967295)) ELSE {bad} END")
+                 f"THEN unhex(printf('00000004%08x', {x} & 4294967295)) ELSE {bad} END")
     elif kind == "int8":
-        value = (f"CASE typeof({x}) WHEN 'integer' THEN x'00000008' || "
-                 f"unhex(printf('%016x', {x})) ELSE {bad} END")
+        value = (f"CASE typeof({x}) WHEN 'integer' THEN unhex(printf('00000008%016x', {x})) "
+                 f"ELSE {bad} END")
     elif kind == "float8":
         value = f"{FLOAT_FUNCTION}({x})"
     elif kind == "text[]":
@@ -231,7 +231,7 @@ def _date_field(x: str) -> str:
           f"AND substr({x}, 6, 2) BETWEEN '01' AND '12' AND substr({x}, 12, 2) < '24' "
           f"AND ({day} BETWEEN '01' AND '28' OR "
           f"date(substr({x}, 1, 10)) = substr({x}, 1, 10))")
-    return (f"CASE WHEN {ef} THEN x'00000008' || unhex(printf('%016x', {micros})) "
+    return (f"CASE WHEN {ef} THEN unhex(printf('00000008%016x', {micros})) "
             f"ELSE {DATE_FUNCTION}({x}) END")
 
 
