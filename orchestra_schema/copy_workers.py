@@ -59,14 +59,17 @@ class Workers:
     @classmethod
     def start(cls, source: Path, timeout: float, count: int) -> "Workers":
         # The same code as ours: `python -m` puts its working directory first on sys.path,
-        # so it runs in our package's parent (not the user's, which may hold another copy).
+        # so it runs in our package's parent (not the user's, which may hold another copy),
+        # with that first on PYTHONPATH too (PYTHONSAFEPATH leaves the directory out).
         package_root = str(Path(__file__).resolve().parent.parent)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            p for p in (package_root, os.environ.get("PYTHONPATH")) if p)}
         procs = []
         try:
             for _ in range(count):
                 procs.append(subprocess.Popen(
                     [sys.executable, "-m", "orchestra_schema.copy_workers"], cwd=package_root,
-                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0))
+                    env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0))
                 with contextlib.suppress(OSError):
                     fcntl.fcntl(procs[-1].stdout, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
         except OSError as err:
