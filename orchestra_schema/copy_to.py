@@ -220,6 +220,11 @@ def _check_source(src: Database, migrations) -> list[str]:
     if not present & set(managed):
         raise Refused(f"{src.path}: not an Orchestra database (none of the tables "
                       f"{', '.join(managed)}); nothing changed; check --database")
+    encoding = src.execute("PRAGMA encoding").fetchone()[0]
+    if encoding != "UTF-8":  # COPY gets each text's stored bytes, which must be UTF-8
+        raise Refused(f"{src.path}: the database stores text as {encoding}; nothing changed; "
+                      "copy-to reads UTF-8 databases (as EF Core makes them): convert it first "
+                      "(sqlite3 OLD .dump | sqlite3 NEW, NEW created UTF-8)")
     differences = drift(src, migrations, {m.id for m in migrations}).differences
     if differences:
         raise Refused(f"{src.path}: schema differs from what the SQLite migrations make in "
@@ -281,7 +286,7 @@ def _refused_line(src: Database, table: str, cols, truncate: bool, err: psycopg.
     line = int(found.group(1))
     first, start, offset = spans[bisect.bisect_right(spans, (line, copy_lines.HIGHEST, 0)) - 1]
     named = found.group(2) or err.diag.column_name
-    suspects = [c for c in cols if c.name == named] or cols  # encoding errors name no column
+    suspects = [c for c in cols if c.name == named] or cols  # an error naming no column
     row_id, *whys = src.execute(
         f'SELECT "Id", {", ".join(pg_values.problem_sql(c, truncate) for c in suspects)} '
         f"FROM {quote(table)} WHERE rowid >= ? ORDER BY rowid LIMIT 1 OFFSET ?",

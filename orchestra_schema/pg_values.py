@@ -91,8 +91,8 @@ def _type_problem(col: Column, x: str, truncate: bool) -> str:
                               f"THEN 'holds ' || typeof({x}) || ', not {'/'.join(ok)}'")
     has_nul = f"WHEN instr(CAST({x} AS BLOB), x'00') > 0 THEN 'text holds a NUL character'"
     if kind == "uuid":
-        return (f"{wrong_type('text')} WHEN {x} NOT GLOB '{GUID_GLOB}' "
-                f"THEN 'malformed GUID (8-4-4-4-12 hex digits expected)'")
+        return (f"{wrong_type('text')} WHEN octet_length({x}) <> 36 OR {x} NOT GLOB "
+                f"'{GUID_GLOB}' THEN 'malformed GUID (8-4-4-4-12 hex digits expected)'")
     if kind == "timestamptz":
         return f"{wrong_type('text')} {_date_problem(_with_time(x))}"
     if kind == "bool":
@@ -109,7 +109,10 @@ def _type_problem(col: Column, x: str, truncate: bool) -> str:
                 f"json_type({x}) <> 'array' THEN 'not a JSON array' "
                 f"WHEN EXISTS (SELECT 1 FROM json_each({x}) WHERE type NOT IN ('text', 'null') "
                 f"OR instr(CAST(value AS BLOB), x'00') > 0) "
-                f"THEN 'JSON array holds something other than strings'")
+                f"THEN 'JSON array holds something other than strings' "
+                f"WHEN {ARRAY_FUNCTION}({_text_bytes(x)}) = {_blob(invalid_field(kind))} "
+                f"THEN 'JSON array holds a string that is not text (a lone \\uD800-\\uDFFF "
+                "escape)'")
     over = ("" if truncate or col.limit is None else
             f"WHEN length({x}) > {col.limit} THEN length({x}) || ' characters, "
             f"over the limit of {col.pg_type}'")
@@ -127,7 +130,8 @@ def _date_problem(x: str) -> str:
 def _malformed_date(x: str) -> str:
     head = f"substr({x}, 1, 10) || ' ' || substr({x}, 12, 8)"
     fraction = f"substr({x}, 20)"
-    return (f"({x} NOT GLOB '{DATE_GLOB}' OR strftime('%Y-%m-%d %H:%M:%S', {head}) IS NOT {head}"
+    return (f"({x} NOT GLOB '{DATE_GLOB}' OR instr(CAST({x} AS BLOB), x'00') > 0"
+            f" OR strftime('%Y-%m-%d %H:%M:%S', {head}) IS NOT {head}"
             f" OR NOT ({fraction} = '' OR ({fraction} GLOB '.[0-9]*' AND length({fraction}) <= 8"
             f" AND substr({fraction}, 2) NOT GLOB '*[^0-9]*')))")
 
@@ -193,29 +197,41 @@ def source_sql(col: Column, truncate: bool = False) -> str:
         value = (f"CASE typeof({x}) WHEN 'integer' THEN unhex(printf('00000008%016x', {x})) "
                  f"ELSE {bad} END")
     elif kind == "float8":
-        value = f"{FLOAT_FUNCTION}({x})"
+        value = f"CASE WHEN typeof({x}) IN ('integer', 'real') THEN {FLOAT_FUNCTION}({x}) ELSE {bad} END"
     elif kind == "text[]":
-        value = f"{ARRAY_FUNCTION}({x})"
-    else:
+        value = f"{ARRAY_FUNCTION}({_text_bytes(x)})"
+    else:  # PostgreSQL checks the encoding (a NUL, bytes that are not UTF-8)
         text = x if not (truncate and col.limit) else _cut_sql(x, col.limit)
-        # PostgreSQL checks the encoding (a NUL, bytes that are not UTF-8) and the limit
         value = f"unhex(printf('%08x', octet_length({text}))) || CAST({text} AS BLOB)"
+        if col.limit and not truncate:  # over it: else varchar_input would drop trailing spaces
+            value = (f"CASE WHEN octet_length({x}) > {col.limit} AND length({x}) > {col.limit} "
+                     f"THEN {bad} ELSE {value} END")
     return f"CASE WHEN {x} IS NULL THEN {NULL_FIELD} ELSE {value} END"
 
 
 def _guid_shape(x: str) -> str:
-    """Dashes where a GUID has them, and 32 other characters: unhex() then gives 16 bytes,
-    or NULL for a character that is not hex. (unhex(x, '-') skips any dash between digit
-    pairs: without the count, a dash for two digits would make a 15-byte uuid. A GLOB of
-    32 hex classes costs 0.4 us more per value.)"""
-    return (f"{x} GLOB '????????-????-????-????-????????????' AND "
-            f"length(replace({x}, '-', '')) = 32")
+    """36 bytes, dashes where a GUID has them, and 32 other characters: unhex() then gives
+    16 bytes, or NULL for a character that is not hex. (GLOB, length() and unhex() stop at
+    a NUL, octet_length() does not; unhex(x, '-') skips any dash between digit pairs, so
+    without the count a dash for two digits would make a 15-byte uuid. A GLOB of 32 hex
+    classes costs 0.4 us more per value.)"""
+    return (f"octet_length({x}) = 36 AND {x} GLOB '????????-????-????-????-????????????' "
+            f"AND length(replace({x}, '-', '')) = 32")
+
+
+def _text_bytes(x: str) -> str:
+    """A text value's bytes for a Python converter (apsw would fail decoding text that is
+    not UTF-8 before the converter runs); NULL for any other storage class."""
+    return f"CASE typeof({x}) WHEN 'text' THEN CAST({x} AS BLOB) END"
 
 
 def _cut_sql(x: str, limit: int) -> str:
     """The first `limit` characters. Counting characters scans the text; its byte length
-    (octet_length, no scan) at most `limit` already proves it fits, as nearly all do."""
-    return f"CASE WHEN octet_length({x}) <= {limit} THEN {x} ELSE substr({x}, 1, {limit}) END"
+    (octet_length, no scan) at most `limit` already proves it fits, as nearly all do. A
+    text holding a NUL is sent whole, for PostgreSQL to refuse (length() stops at the NUL,
+    so the report of cuts would miss the part cut)."""
+    return (f"CASE WHEN octet_length({x}) <= {limit} OR instr(CAST({x} AS BLOB), x'00') > 0 "
+            f"THEN {x} ELSE substr({x}, 1, {limit}) END")
 
 
 def _date_field(x: str) -> str:
@@ -227,23 +243,23 @@ def _date_field(x: str) -> str:
     micros = (f"(unixepoch(substr({x}, 1, 19)) - {EPOCH_2000}) * 1000000 "
               f"+ (substr({x}, 21) + 5) / 10")
     day = f"substr({x}, 9, 2)"
-    ef = (f"{x} GLOB '{EF_DATE}' AND {x} BETWEEN '0001' AND '9999' "
+    ef = (f"{x} GLOB '{EF_DATE}' AND octet_length({x}) = 27 AND {x} BETWEEN '0001' AND '9999' "
           f"AND substr({x}, 6, 2) BETWEEN '01' AND '12' AND substr({x}, 12, 2) < '24' "
           f"AND ({day} BETWEEN '01' AND '28' OR "
           f"date(substr({x}, 1, 10)) = substr({x}, 1, 10))")
     return (f"CASE WHEN {ef} THEN unhex(printf('00000008%016x', {micros})) "
-            f"ELSE {DATE_FUNCTION}({x}) END")
+            f"ELSE {DATE_FUNCTION}({_text_bytes(x)}) END")
 
 
 _DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})"
                    r"(?:[ T]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,7}))?)?")
 
 
-def timestamptz_field(value) -> bytes:
+def timestamptz_field(data: bytes | None) -> bytes:
     """Any date shape problem_sql accepts (yyyy-MM-dd, `T` for the space, 0 to 7 fractional
-    digits), as timestamptz_send gives it; DateTime.MinValue and MaxValue as -infinity and
-    infinity; else invalid_field."""
-    found = _DATE.fullmatch(value) if isinstance(value, str) else None
+    digits; `data` is its UTF-8, _text_bytes), as timestamptz_send gives it;
+    DateTime.MinValue and MaxValue as -infinity and infinity; else invalid_field."""
+    found = _DATE.fullmatch(data.decode("utf-8", "replace")) if data is not None else None
     if not found:
         return invalid_field("timestamptz")
     year, month, day, hour, minute, second, fraction = found.groups()
@@ -268,12 +284,12 @@ def float8_field(value) -> bytes:
     return _field(struct.pack(">d", float(value)))
 
 
-def text_array_field(text) -> bytes:
-    """A JSON array of strings as array_send gives a text[]: dimensions, null flag, element
-    type, then each element (else invalid_field)."""
+def text_array_field(data: bytes | None) -> bytes:
+    """A JSON array of strings (`data`: its UTF-8, _text_bytes) as array_send gives a
+    text[]: dimensions, null flag, element type, then each element (else invalid_field)."""
     try:
-        values = json.loads(text) if isinstance(text, str) else None
-    except ValueError:
+        values = json.loads(data) if data is not None else None
+    except ValueError:  # UnicodeDecodeError too
         values = None
     if not isinstance(values, list) or not all(v is None or isinstance(v, str) for v in values):
         return invalid_field("text[]")

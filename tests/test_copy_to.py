@@ -294,6 +294,31 @@ BAD = {
     "NUL in text": (
         "UPDATE Tasks SET Result = 'a' || char(0) || 'b' WHERE Id = 't2'",
         ["Tasks.Result", "NUL character"]),
+    # SQLite's GLOB, length() and unhex() stop at a NUL: what follows must not be dropped
+    "GUID, NUL, more": (
+        "UPDATE ChatSessions SET Id = Id || char(0) || 'junk' WHERE Id = '" + guid(2) + "'",
+        ["ChatSessions.Id", "malformed GUID"]),
+    "EF date, NUL, more": (
+        "UPDATE Tasks SET CreatedAt = CreatedAt || char(0) || '1' WHERE Id = 't1'",
+        ["Tasks.CreatedAt", "'t1'", "malformed date"]),
+    # bytes that are not UTF-8 in a column converted in Python (apsw cannot decode them)
+    "date not UTF-8": (
+        "UPDATE Tasks SET CreatedAt = CAST(x'323032352d30392d3233eda080' AS TEXT) WHERE Id = 't1'",
+        ["Tasks.CreatedAt", "'t1'", "malformed date"]),
+    "double not UTF-8": (
+        "UPDATE PerformanceMetrics SET Value = CAST(x'31eda080' AS TEXT) WHERE Id = 'm1'",
+        ["PerformanceMetrics.Value", "'m1'", "holds text, not real/integer"]),
+    "allowed operations not UTF-8": (
+        "UPDATE Repositories SET AllowedOperations = CAST(x'5b22eda080225d' AS TEXT)",
+        ["Repositories.AllowedOperations", "not text"]),
+    "allowed operations with a lone surrogate escape": (
+        "UPDATE Repositories SET AllowedOperations = '[\"\\ud800\"]'",
+        ["Repositories.AllowedOperations", "not text"]),
+    # varchar_input would drop spaces past the limit quietly, and the proof then fail
+    "trailing spaces past the limit": (
+        "UPDATE ChatMessages SET Content = printf('%.3999c', 'x') || '   ' WHERE Id = '"
+        + guid(1001) + "'",
+        ["ChatMessages.Content", guid(1001), "4002 characters, over the limit"]),
 }
 
 
@@ -415,8 +440,8 @@ def test_every_cut_is_listed_in_row_order_across_rowid_ranges(tmp_path, pgdb, jo
 
 
 def test_each_character_copy_escapes_arrives_alone(tmp_path, pgdb):
-    """Each of COPY's four special characters, alone in a value (the check that skips
-    escaping must see every one of them), at the start, the end, and twice."""
+    """Each of the text format's four special characters (copy-to sends the binary format,
+    where they are plain bytes), alone in a value, at the start, the end, and twice."""
     source = orchestra_db(tmp_path / "orchestra.db")
     specials = ["\\", "\t", "\n", "\r"]
     with connect(source) as c:
@@ -428,9 +453,10 @@ def test_each_character_copy_escapes_arrives_alone(tmp_path, pgdb):
     assert assert_every_value(source, pgdb) == 22
 
 
-def test_truncate_long_text_counts_characters_not_bytes(tmp_path, pgdb):
+def test_truncate_long_text_counts_characters_not_bytes(tmp_path, pgdb, pg_cluster):
     """4000 four-byte characters fit character varying(4000) and are kept whole; 4001 are
-    cut to 4000, and a tab the cut keeps is still escaped."""
+    cut to 4000, and a tab the cut keeps arrives. A long text holding a NUL is refused,
+    not cut (the report of cuts counts characters only up to a NUL)."""
     source = orchestra_db(tmp_path / "orchestra.db")
     fits, cut, tabbed = guid(1000), guid(1001), guid(1002)
     with connect(source) as c:
@@ -445,6 +471,14 @@ def test_truncate_long_text_counts_characters_not_bytes(tmp_path, pgdb):
                           ([fits, cut, tabbed],)))
     assert kept == {fits.lower(): "🤖" * 4000, cut.lower(): "🤖" * 4000,
                     tabbed.lower(): "a" * 3998 + "\t" + "é"}
+    with connect(source) as c:
+        c.execute("UPDATE ChatMessages SET Content = printf('%.4100c', 'n') || char(0) || 'x' "
+                  "WHERE Id = ?", (fits,))
+    other = pg_cluster.new_database("nul")
+    refused = copy(source, other, "--truncate-long-text")
+    assert refused.exit_code == 5 and "NUL character" in refused.stderr, refused.stderr
+    assert_untouched(other)
+    pg_cluster.drop_database(other)
 
 
 def test_a_target_holding_rows_is_refused(tmp_path, pgdb):
@@ -472,6 +506,21 @@ def test_a_source_that_is_not_orchestra_is_refused(tmp_path, pgdb):
         c.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
     result = copy(other, pgdb)
     assert result.exit_code == 5 and "not an Orchestra database" in result.stderr
+    assert_untouched(pgdb)
+
+
+def test_a_source_storing_text_as_utf16_is_refused(tmp_path, pgdb):
+    """COPY gets each text's stored bytes: UTF-16 ones would be misread (CJK text as other
+    characters, not always an error), so such a source is refused before anything."""
+    source = tmp_path / "orchestra.db"
+    with connect(source) as c:
+        c.execute("PRAGMA encoding = 'UTF-16le'")
+        c.execute("CREATE TABLE made (x)")  # the encoding is fixed when the file is made
+        c.execute("DROP TABLE made")
+    orchestra_db(source)
+    result = copy(source, pgdb)
+    assert result.exit_code == 5, result.stderr
+    assert "stores text as UTF-16le; nothing changed" in result.stderr
     assert_untouched(pgdb)
 
 
