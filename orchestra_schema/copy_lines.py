@@ -51,10 +51,8 @@ class Piece:
 
 
 def select(table: str, cols: list[pg_values.Column], truncate: bool) -> Select:
-    """A row: the field count (int16), then each field (|| joins blobs byte for byte)."""
-    fields = [f"x'{len(cols):04x}'", *(pg_values.source_sql(c, truncate) for c in cols)]
     longs = [c for c in cols if c.limit is not None] if truncate else []
-    return Select(f"SELECT CAST({' || '.join(fields)} AS BLOB) FROM {quote(table)} {RANGE}",
+    return Select(f"SELECT {pg_values.source_row(cols, truncate)} FROM {quote(table)} {RANGE}",
                   _cuts_sql(table, longs) if longs else None,
                   tuple((c.name, c.limit) for c in longs))
 

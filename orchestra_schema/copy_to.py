@@ -403,9 +403,8 @@ def _rebuild_keys(driver: PgDriver, plan: KeyPlan) -> None:
 
 def proof_sql(driver: PgDriver, table: str, cols: list[pg_values.Column]) -> sql.Composable:
     """The table's row count and digest, computed by PostgreSQL from the stored values."""
-    fields = [f"'\\x{len(cols):04x}'::bytea", *(pg_values.target_sql(c) for c in cols)]
     return sql.SQL("SELECT count(*), coalesce(sum(('x' || left(md5({}), 16))::bit(64)::bigint), "
-                   "0) FROM {}").format(sql.SQL(" || ".join(fields)), driver.qualified(table))
+                   "0) FROM {}").format(sql.SQL(pg_values.target_row(cols)), driver.qualified(table))
 
 
 def _prove(driver: PgDriver, columns: dict, expected: dict, schema) -> None:

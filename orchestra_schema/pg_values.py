@@ -177,6 +177,13 @@ def _blob(data: bytes) -> str:
     return f"x'{data.hex()}'"
 
 
+def source_row(cols: list[Column], truncate: bool = False) -> str:
+    """A row of COPY's binary format as one SQLite blob: the field count (int16), then each
+    field (|| joins blobs byte for byte)."""
+    fields = [_blob(len(cols).to_bytes(2, "big")), *(source_sql(c, truncate) for c in cols)]
+    return f"CAST({' || '.join(fields)} AS BLOB)"
+
+
 def source_sql(col: Column, truncate: bool = False) -> str:
     """The column's COPY field (length, then the bytes the type's send function gives),
     as an SQLite blob; never NULL. A value that does not convert becomes invalid_field."""
@@ -314,6 +321,12 @@ def register(connection) -> None:
 
 SEND = {"uuid": "uuid_send", "timestamptz": "timestamptz_send", "bool": "boolsend",
         "int4": "int4send", "int8": "int8send", "float8": "float8send"}
+
+
+def target_row(cols: list[Column]) -> str:
+    """The same row as source_row, as a PostgreSQL bytea from the stored values."""
+    count = f"'\\x{len(cols).to_bytes(2, 'big').hex()}'::bytea"
+    return " || ".join([count, *(target_sql(c) for c in cols)])
 
 
 def target_sql(col: Column) -> str:

@@ -778,16 +778,13 @@ def test_integers_and_booleans_arrive_as_they_were(pgdb):
     """Every int4 (negatives through the 32-bit mask), int8 and 0/1, through a real binary
     COPY; an int4 out of range, a real, a text or 2 is the invalid field and is named."""
     from hypothesis import given, settings, strategies as st
-    from orchestra_schema.pg_values import Column, invalid_field, problem_sql, source_sql
+    from orchestra_schema.pg_values import Column, invalid_field
 
-    scratch = apsw.Connection(":memory:")
     cols = {k: Column("x", t, True) for k, t in
             (("int4", "integer"), ("int8", "bigint"), ("bool", "boolean"))}
 
     def sent(kind, value):
-        col = cols[kind]
-        return scratch.execute(f"SELECT {problem_sql(col)}, CAST({source_sql(col)} AS BLOB) "
-                               "FROM (SELECT ? AS x)", (value,)).fetchone()
+        return _sent(cols[kind], value)
 
     with pgdb.connect() as conn:
         @settings(max_examples=200, deadline=None)
@@ -805,22 +802,26 @@ def test_integers_and_booleans_arrive_as_they_were(pgdb):
         assert field == invalid_field(kind) and problem is not None, (kind, value)
 
 
-def _date_field(scratch, text):
-    from orchestra_schema.pg_values import Column, problem_sql, source_sql
-    col = Column("d", "timestamp with time zone", True)
-    return scratch.execute(f"SELECT {problem_sql(col)}, CAST({source_sql(col)} AS BLOB) "
-                           "FROM (SELECT ? AS d)",
-                           (text,)).fetchone()
+def _sent(col, value):
+    """(problem_sql, the field source_sql sends) for one value in column col, by SQLite."""
+    from orchestra_schema import pg_values
+    scratch = apsw.Connection(":memory:")
+    pg_values.register(scratch)
+    x = pg_values.q(col.name)
+    return scratch.execute(f"SELECT {pg_values.problem_sql(col)}, "
+                           f"CAST({pg_values.source_sql(col)} AS BLOB) FROM (SELECT ? AS {x})",
+                           (value,)).fetchone()
+
+
+def _date_field(text):
+    from orchestra_schema.pg_values import Column
+    return _sent(Column("d", "timestamp with time zone", True), text)
 
 
 def test_dates_round_as_postgresql_stores_them(pgdb):
     """Every date shape (EF Core's, by SQLite arithmetic, and the others, in Python) gives
     the bytes timestamptz_send gives for the value rounded half up to microseconds."""
     from hypothesis import given, settings, strategies as st
-    from orchestra_schema import pg_values
-
-    scratch = apsw.Connection(":memory:")
-    pg_values.register(scratch)
     with pgdb.connect() as conn:
         @settings(max_examples=400, deadline=None)
         @given(st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)),
@@ -829,7 +830,7 @@ def test_dates_round_as_postgresql_stores_them(pgdb):
             fraction = f"{ticks:07d}"[:digits]
             text = f"{moment.year:04d}-" + moment.strftime(f"%m-%d{between}%H:%M:%S") + (
                 f".{fraction}" if digits else "")
-            problem, field = _date_field(scratch, text)
+            problem, field = _date_field(text)
             assert problem is None
             micros = (int((fraction + "0000000")[:7]) + 5) // 10
             exact = moment.replace(microsecond=0) + timedelta(microseconds=micros)
@@ -845,7 +846,7 @@ def test_dates_round_as_postgresql_stores_them(pgdb):
                             ("2025-09-23", "2025-09-23 00:00:00")]:
             stored = conn.execute("SELECT timestamptz_send(%s::timestamptz)",
                                   (meant if "inf" in meant else meant + "+00",)).fetchone()[0]
-            assert _date_field(scratch, text) == (None, b"\x00\x00\x00\x08" + stored), text
+            assert _date_field(text) == (None, b"\x00\x00\x00\x08" + stored), text
 
 
 def test_every_date_postgresql_would_misread_is_named_not_sent():
@@ -853,8 +854,6 @@ def test_every_date_postgresql_would_misread_is_named_not_sent():
     invalid field, and problem_sql must name them, on the fast path and off it."""
     from orchestra_schema import pg_values
 
-    scratch = apsw.Connection(":memory:")
-    pg_values.register(scratch)
     invalid = pg_values.invalid_field("timestamptz")
     for text in ["2025-02-30 10:00:00.1234567", "2023-02-29 10:00:00.1", "2025-04-31 10:00:00.5",
                  "2025-01-01 24:00:00.0000000", "2025-13-01 10:00:00.1", "2025-00-10 10:00:00.1",
@@ -862,7 +861,7 @@ def test_every_date_postgresql_would_misread_is_named_not_sent():
                  "0000-01-01 10:00:00.1", "9999-12-31 23:59:59.9999995", "2025-01-01 10:00:00.",
                  "2025-01-01 10:00:00.12345678", "2025-01-01 10:00:00.12a", "2025-02-30",
                  "2025-01-01 10:00", "yesterday", "", 20250101, 1.5, b"2025-01-01"]:
-        problem, field = _date_field(scratch, text)
+        problem, field = _date_field(text)
         assert field == invalid and problem is not None, text
 
 
@@ -884,14 +883,12 @@ def test_every_guid_that_is_not_one_is_named_not_sent(pgdb):
     """unhex(x, '-') skips dashes between digit pairs: a GUID with two digits replaced by
     dashes would give 15 bytes and shift every field after it. Such values, and any other
     malformed one, become the invalid field; good ones give uuid_send's bytes."""
-    from orchestra_schema.pg_values import Column, invalid_field, problem_sql, source_sql
+    from orchestra_schema.pg_values import Column, invalid_field
 
     col = Column("g", "uuid", True)
-    scratch = apsw.Connection(":memory:")
 
     def field(value):
-        return scratch.execute(f"SELECT {problem_sql(col)}, CAST({source_sql(col)} AS BLOB) "
-                               "FROM (SELECT ? AS g)", (value,)).fetchone()
+        return _sent(col, value)
 
     for bad in ["01234567-89ab-cdef-0123-4567--abcdef", "01234567-89ab-cdef-0123-45678-abcdef",
                 "01234567-89ab-cdef-0123-456789abcdeg", "0123456789abcdef0123456789abcdef0123",
