@@ -22,9 +22,10 @@ from orchestra_schema.cli import main
 CORE, CHAT = ef.CORE, ef.CHAT  # the SQLite migrations' ids: one definition, in ef.py
 
 DATA = Path(__file__).parent / "data"
-# The upstream reference material (C# migrations, a real orchestra.db), beside the checkout as in CI;
-# read in place: none of it is copied into the project.
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+# Upstream material the tests read, copied into tests/data so a fresh clone needs nothing beside it
+# (tests/data/README.md says where each file came from).
+EF_PG_DIR = DATA / "ef-postgresql"  # EF Core's C# migrations for PostgreSQL
+REAL_DB = DATA / "orchestra-5960ab9.db"  # a real orchestra.db (WAL mode, Hangfire's tables too)
 EF_SCRIPT = DATA / "ef-core-9-initial-script.sql"
 CHAT_TABLES = {"ChatSessions", "ChatMessages"}
 CORE_TABLES = {"Repositories", "TaskTemplates", "WorkflowDefinitions", "Agents",

@@ -22,12 +22,12 @@ import apsw
 import psycopg
 import pytest
 
-from helpers import EF_SCRIPT, REFERENCE, cli, connect, file_state
+from helpers import EF_SCRIPT, REAL_DB, cli, connect, file_state
 from orchestra_schema.copy_lines import SIGNATURE, TRAILER
 from pgserver import PASSWORD
 from test_pg_schema import AGENT_SESSIONS, INITIAL, catalog_schema, ef_schema
 
-REAL = REFERENCE / "real-databases" / "orchestra-5960ab9.db"
+REAL = REAL_DB
 TEN = ["Repositories", "TaskTemplates", "WorkflowDefinitions", "Agents", "UserPreferences",
        "PerformanceMetrics", "Tasks", "OrchestrationLogs", "ChatSessions", "ChatMessages"]
 PG_MIGRATIONS = ["20250927103131_OrchestraCore", "20250927103132_AddChatTables",

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REFERENCE
+from helpers import EF_PG_DIR
 from orchestra_schema.migrations import default_sql_dir, load
 
-EF_DIR = REFERENCE / "postgresql"
+EF_DIR = EF_PG_DIR
 INITIAL = EF_DIR / "20250927103132_InitialPostgreSQLMigration.cs"
 AGENT_SESSIONS = EF_DIR / "20251109091141_AddAgentSessionsTable.cs"
 ACTIONS = {"Cascade": "c", "SetNull": "n", "Restrict": "r", "NoAction": "a", "SetDefault": "d"}
