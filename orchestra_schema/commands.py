@@ -71,8 +71,10 @@ def status(ctx: Context) -> StatusReport:
     with ctx.connect(readonly=True) as db:
         applied = db.applied()
         ef_history = ef.entries(db)
+        out_of_step = ef.disagreements(ef_history, set(applied), ef.rules(db)) if applied else []
     report = StatusReport(database=ctx.display,
-                          migrations=migration_statuses(migrations, applied), ef_history=ef_history)
+                          migrations=migration_statuses(migrations, applied), ef_history=ef_history,
+                          notes=out_of_step)
     if ctx.engine == "sqlite" and ctx.database.stat().st_size == 0:
         # SQLite takes an empty file for an empty database: every migration is
         # pending, which is true, but the file may be a database cut to nothing.
@@ -94,7 +96,7 @@ class ApplyResult:
 def apply(ctx: Context, to: str | None = None, dry_run: bool = False,
           review: Callable[[list, list], None] | None = None) -> ApplyResult:
     """review(migrations, plan), if given, sees the plan before anything runs (lint)."""
-    from .engine import apply_one
+    from .engine import apply_one, bring_ef_in_step
     migrations = ctx.migrations()
     mig.resolve_target(to, migrations)  # an unknown --to fails before any file is touched
     exists = ctx.exists()
@@ -118,6 +120,7 @@ def apply(ctx: Context, to: str | None = None, dry_run: bool = False,
             ef_before = ef.entries(db)
             for m in mig.plan_apply(migrations, applied, to):
                 (result.applied if apply_one(db, m) else result.skipped).append(m.id)
+            bring_ef_in_step(db)  # up to date, or made by an older version without EF's table
             result.ef_history = ef.changes(ef_before, ef.entries(db))
     except BaseException:  # Ctrl-C and unmapped errors too, not only the tool's own
         if result.created and ctx.exists() and ctx.database.stat().st_size == 0:

@@ -60,10 +60,6 @@ AUTO_JOBS, AUTO_JOBS_FROM = 2, 32 << 20  # workers by default, for sources of th
 # The session as the conversions and the proof expect it (pg_values), for this transaction.
 SETTINGS = ("client_encoding = 'UTF8'", "maintenance_work_mem = '256MB'",
             "statement_timeout = 0")
-EF_HISTORY_DDL = """CREATE TABLE IF NOT EXISTS {} (
-    "MigrationId" character varying(150) NOT NULL,
-    "ProductVersion" character varying(32) NOT NULL,
-    CONSTRAINT "PK___EFMigrationsHistory" PRIMARY KEY ("MigrationId"))"""
 
 
 @dataclass
@@ -317,9 +313,7 @@ def _apply(driver: PgDriver, migrations) -> tuple[list[str], list[str]]:
     refuse_unadopted(driver, applied)
     ef_before = ef.entries(driver)
     done = [m.id for m in migrations if m.id not in applied and apply_one(driver, m)]
-    if ef_before is None:  # EF Core's table, as `dotnet ef database update` makes it
-        driver.conn.execute(sql.SQL(EF_HISTORY_DDL).format(driver.qualified(ef.TABLE)))
-        ef.keep_in_step(driver, set(applied_migrations(driver)))
+    ef.keep_in_step(driver, set(applied_migrations(driver)))  # also with nothing left to apply
     return done, ef.changes(ef_before, ef.entries(driver))
 
 

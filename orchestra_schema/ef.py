@@ -8,6 +8,11 @@ it must be present exactly when both are applied. Rolling back the chat tables
 removes it (the EF app must not believe they exist, and the procedure's
 checklist asks for it); applying them again puts it back. On PostgreSQL,
 20251109091141_AddAgentSessionsTable stands for the migration of that name.
+RULES below is the one definition of which rows stand for what, per engine.
+
+A database this tool changes gets EF's table (EF's own definition) if it has
+none: with no table, EF Core believes nothing is applied, and `dotnet ef
+database update` would try to create tables that exist.
 
 engine.apply_one/rollback_one call keep_in_step inside the migration's own
 transaction, so a kill cannot leave the two histories out of step. This
@@ -19,15 +24,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .engines import driver_of
-from .errors import MigrationFailed
 
 TABLE = "__EFMigrationsHistory"
-CHAT = "20250922204129_AddChatTables"
-CORE = "20250922204128_OrchestraCore"
-PRODUCT_VERSION = "9.0.6"  # the EF Core version that wrote the row in the field
-# EF migration id -> the migrations here that together make its schema.
-STANDS_FOR = {CHAT: (CORE, CHAT)}
-
+CORE, CHAT = "20250922204128_OrchestraCore", "20250922204129_AddChatTables"  # SQLite's
 PG_INITIAL = "20250927103132_InitialPostgreSQLMigration"
 PG_CORE, PG_CHAT = "20250927103131_OrchestraCore", "20250927103132_AddChatTables"
 PG_AGENT_SESSIONS = "20251109091141_AddAgentSessionsTable"
@@ -35,22 +34,27 @@ PG_AGENT_SESSIONS = "20251109091141_AddAgentSessionsTable"
 
 @dataclass(frozen=True)
 class Rules:
+    """EF Core's history on one engine, as `dotnet ef database update` writes it."""
     stands_for: dict[str, tuple[str, ...]]  # EF id -> the migrations here that make it
     product_version: str  # the EF Core version that wrote the rows in the field
+    chat: str  # the migration here that makes the chat tables (what the procedure rolls back)
+    history_ddl: str  # EF's CREATE TABLE for its history; {} is the table's quoted name
 
 
+# The one definition of EF's history per engine; every command reads it from here.
 RULES = {
-    "sqlite": Rules(STANDS_FOR, PRODUCT_VERSION),
+    # As EF Core 9.0.6's script makes it (tests/data/ef-core-9-initial-script.sql), byte for byte.
+    "sqlite": Rules({CHAT: (CORE, CHAT)}, "9.0.6", CHAT, """CREATE TABLE IF NOT EXISTS {} (
+    "MigrationId" TEXT NOT NULL CONSTRAINT "PK___EFMigrationsHistory" PRIMARY KEY,
+    "ProductVersion" TEXT NOT NULL
+)"""),
+    # As EF Core's Npgsql provider makes it.
     "postgresql": Rules({PG_INITIAL: (PG_CORE, PG_CHAT), PG_AGENT_SESSIONS: (PG_AGENT_SESSIONS,)},
-                        "9.0.9"),
+                        "9.0.9", PG_CHAT, """CREATE TABLE IF NOT EXISTS {} (
+    "MigrationId" character varying(150) NOT NULL,
+    "ProductVersion" character varying(32) NOT NULL,
+    CONSTRAINT "PK___EFMigrationsHistory" PRIMARY KEY ("MigrationId"))"""),
 }
-
-
-CHAT_MIGRATION = {"sqlite": CHAT, "postgresql": PG_CHAT}  # what the chat rollback rolls back
-
-
-def chat_migration(db) -> str:
-    return CHAT_MIGRATION[driver_of(db).engine]
 
 
 def rules(db) -> Rules:
@@ -78,28 +82,32 @@ def ids(found: list[EfEntry] | None) -> set[str]:
 
 
 def keep_in_step(db, applied: set[str]) -> None:
-    """Add or remove EF rows so each is present exactly when what it stands for is applied.
+    """Make EF's table if missing (with EF's own definition), then add or remove rows so
+    each is present exactly when what it stands for is applied: EF Core then knows what
+    is applied, and `dotnet ef database update` finds nothing to do.
 
     Runs inside the caller's transaction (engine.apply_one/rollback_one).
     """
-    driver = driver_of(db)
+    driver, rule = driver_of(db), rules(db)
     found = entries(driver)
     if found is None:
-        return
-    present, rule = ids(found), rules(driver)
+        with driver.writing_history(f"{TABLE}: could not create it"):
+            driver.ef_create(rule.history_ddl)
     for ef_id, needed in rule.stands_for.items():
-        wanted = set(needed) <= applied
-        try:
-            if wanted and ef_id not in present:
+        wanted, listed = set(needed) <= applied, ef_id in ids(found)
+        with driver.writing_history(f"{TABLE}: could not {'add' if wanted else 'remove'} {ef_id}"):
+            if wanted and not listed:
                 driver.ef_insert(ef_id, rule.product_version)
-            elif not wanted and ef_id in present:
+            elif listed and not wanted:
                 driver.ef_delete(ef_id)
-        except driver.busy_errors:
-            raise
-        except driver.Error as err:  # e.g. a trigger, or a table not shaped as EF makes it
-            raise MigrationFailed(
-                f"{TABLE}: could not {'add' if wanted else 'remove'} {ef_id}: {err}; "
-                "the migration was rolled back with it and nothing changed") from err
+
+
+def in_step(db) -> bool:
+    """EF's table exists and keep_in_step would change none of its rows."""
+    driver = driver_of(db)
+    found, rule, applied = entries(driver), rules(driver), set(driver.applied())
+    wanted = {ef_id for ef_id, needed in rule.stands_for.items() if set(needed) <= applied}
+    return found is not None and ids(found) & rule.stands_for.keys() == wanted
 
 
 def changes(before: list[EfEntry] | None, after: list[EfEntry] | None) -> list[str]:
@@ -110,24 +118,31 @@ def changes(before: list[EfEntry] | None, after: list[EfEntry] | None) -> list[s
             + [f"removed {i}" for i in sorted(old - new)])
 
 
-def disagreements(found: list[EfEntry] | None, applied: set[str],
-                  stands_for: dict[str, tuple[str, ...]] = STANDS_FOR) -> list[str]:
-    """Where EF's history does not agree with the applied migrations."""
-    if found is None:
-        return []
+def disagreements(found: list[EfEntry] | None, applied: set[str], rule: Rules) -> list[str]:
+    """Where EF's history does not agree with the applied migrations, as EF Core reads it:
+    a missing row (or table) means EF believes those tables do not exist, and
+    `dotnet ef database update` would try to create them."""
     present = ids(found)
     if present and not applied:
         return [f"{TABLE} lists {', '.join(sorted(present))} but this tool's history is empty: "
                 "the database was made by EF Core; run `orchestra-schema adopt`"]
+    needed_by = {ef_id: needed for ef_id, needed in rule.stands_for.items()
+                 if set(needed) <= applied}
+    if found is None:
+        return [f"no {TABLE} table although {', '.join(m for n in needed_by.values() for m in n)} "
+                "are applied: EF Core believes nothing is applied; "
+                "run `orchestra-schema apply` to create it with EF's rows"] if needed_by else []
     out = []
-    for ef_id, needed in stands_for.items():
+    for ef_id, needed in rule.stands_for.items():
         missing = [m for m in needed if m not in applied]
         if ef_id in present and missing:
             out.append(f"{TABLE} lists {ef_id} but {', '.join(missing)} is not applied: "
                        "the EF app believes tables exist that do not")
         elif ef_id not in present and not missing:
-            out.append(f"{TABLE} lacks {ef_id} although {', '.join(needed)} are applied")
-    for unknown in sorted(present - stands_for.keys()):
+            out.append(f"{TABLE} lacks {ef_id} although {', '.join(needed)} are applied: EF "
+                       "Core believes those tables do not exist; run `orchestra-schema apply` "
+                       "to write it")
+    for unknown in sorted(present - rule.stands_for.keys()):
         out.append(f"{TABLE} lists {unknown}, which no migration here stands for")
     return out
 

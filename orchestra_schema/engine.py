@@ -50,7 +50,8 @@ def apply_one(db, m: MigrationFile) -> bool:
                 f"{m.id}: not applied: {', '.join(missing)}, which it depends on, was rolled back "
                 "meanwhile by another run; nothing more changed; run apply again")
         touched = driver.run_statements(m.id, m.statements, m.path)
-        driver.record(m, "apply")
+        with driver.writing_history(f"{m.id}: could not record it in yoyo's history"):
+            driver.record(m, "apply")
         ef.keep_in_step(driver, set(applied) | {m.id})
         driver.check_constraints(m.id, touched)
         return True
@@ -76,7 +77,8 @@ def rollback_one(db, m: MigrationFile, dependents=()) -> bool:
                 f"{m.id}: not rolled back: {', '.join(on_top)}, which depends on it, was applied "
                 "meanwhile by another run; nothing more changed; run the rollback again")
         touched = driver.run_statements(m.id, m.rollback_statements, m.rollback_path)
-        driver.unrecord(m.id, "rollback")
+        with driver.writing_history(f"{m.id}: could not remove it from yoyo's history"):
+            driver.unrecord(m.id, "rollback")
         ef.keep_in_step(driver, set(applied) - {m.id})
         driver.check_constraints(m.id, touched)
         return True
@@ -105,6 +107,20 @@ def record_applied(db, migrations, check=None) -> list[str]:
         return recorded
 
     return driver.in_transaction("recording migrations as applied", body)
+
+
+def bring_ef_in_step(db) -> bool:
+    """EF's history made true (its table created if missing) where no migration ran to do
+    it, in a transaction of its own; False when it already was."""
+    driver = driver_of(db)
+
+    def body():
+        if ef.in_step(driver):
+            return False
+        ef.keep_in_step(driver, set(driver.applied()))
+        return True
+
+    return not ef.in_step(driver) and driver.in_transaction(f"writing {ef.TABLE}", body)
 
 
 def forget_applied(db, migration_id: str) -> bool:

@@ -56,11 +56,11 @@ class RehearsalReport:
     only: str | None = None  # --only: that migration and what depends on it
 
 
-def default_target(migrations) -> str:
+def default_target(migrations, chat_id: str) -> str:
     """Keep what the chat migration depends on (the core): roll back the chat tables."""
-    chat = next((m for m in migrations if m.id == ef.CHAT), None)
+    chat = next((m for m in migrations if m.id == chat_id), None)
     if chat is None or len(chat.depends) != 1:
-        raise UsageError(f"no default target without {ef.CHAT} in the sql dir; give --to ID or 0")
+        raise UsageError(f"no default target without {chat_id} in the sql dir; give --to ID or 0")
     return chat.depends[0]
 
 
@@ -72,8 +72,9 @@ def rehearse(ctx: Context, to: str | None = None, memory: bool = False,
     if to is not None and only is not None:
         raise UsageError("rehearse takes --to ID|0 or --only ID, not both")
     if to is None and only is None:  # the chat tables alone (PostgreSQL: AgentSessions stays)
-        to, only = ((default_target(migrations), None) if ctx.engine == "sqlite"
-                    else (None, ef.CHAT_MIGRATION[ctx.engine]))
+        chat = ef.RULES[ctx.engine].chat
+        to, only = ((default_target(migrations, chat), None) if ctx.engine == "sqlite"
+                    else (None, chat))
     if only is None:
         mig.resolve_target(to, migrations)  # an unknown --to fails before anything is copied
     else:
@@ -190,7 +191,8 @@ def _after_rollback(snap: Database, dropped, losing, before: dict[str, int],
             problems.append(f"{table} is gone (not dropped by the rollback file)")
         elif now[table] != rows:
             problems.append(f"{table} has {now[table]} row(s), had {rows}")
-    return problems + ef.disagreements(ef.entries(snap), set(applied_migrations(snap)))
+    return problems + ef.disagreements(ef.entries(snap), set(applied_migrations(snap)),
+                                       ef.rules(snap))
 
 
 def _after_apply(snap: Database, before_schema, before_history) -> list[str]:

@@ -27,7 +27,6 @@ from .errors import DatabaseUnavailable, MigrationFailed, UsageError
 from .paths import require_sqlite
 from .schema import diff
 
-CHAT = ef.CHAT
 MAX_LINES = 10  # of one PRAGMA's complaints; the rest are counted
 
 
@@ -83,7 +82,8 @@ def verify(ctx: Context, full: bool = False) -> VerifyReport:
             _check("foreign_keys", lambda: db.foreign_key_problems(found.managed_tables)),
             _check("migration_files", lambda: file_problems(migrations, applied)),
             drifted,
-            _check("ef_history", lambda: ef.disagreements(ef_history, set(applied))),
+            _check("ef_history",
+                   lambda: ef.disagreements(ef_history, set(applied), ef.rules(db))),
         ]
     problems = [f"{c.name}: {p}" for c in checks for p in c.problems]
     notes = [f"integrity: n/a: {integrity.note}"] if integrity.note else []
@@ -209,7 +209,7 @@ def checklist(ctx: Context, full: bool = False) -> ChecklistReport:
         require_sqlite(ctx.database)  # an empty file would pass every check
     with (ctx.connect(readonly=True) as db, translated(ctx.database, "running the checklist"),
           db.check_transaction("running the checklist")):
-        chat = ef.chat_migration(db)
+        chat = ef.rules(db).chat
         if chat not in {m.id for m in migrations}:
             raise UsageError(f"{chat} is not in the sql dir; the checklist is for its rollback; "
                              "check --sql-dir")
@@ -246,7 +246,8 @@ def _absent_from_yoyo(applied: dict[str, AppliedRecord], chat: str):
 def _absent_from_ef(db, chat: str):
     found = ef.entries(db)
     if found is None:
-        return NOT_APPLICABLE, f"no {ef.TABLE} table: the database was not made by EF Core"
+        return NOT_APPLICABLE, (f"no {ef.TABLE} table: EF Core lists nothing as applied "
+                                "(`verify` says whether it should)")
     standing = [e for e, needed in ef.rules(db).stands_for.items() if chat in needed]
     listed = sorted(ef.ids(found) & set(standing))
     if listed:

@@ -127,6 +127,96 @@ def test_ef_row_is_in_the_migrations_transaction(ef_db, tmp_path):
     assert file_state(ef_db)[0][1] == before[0][1]  # same bytes
 
 
+def test_ef_table_made_by_a_failing_migration_is_rolled_back_with_it(db, tmp_path):
+    """On a database an older version left without EF's table, the table apply creates
+    commits with the migration or not at all."""
+    assert cli("--database", db, "rollback", "--to", CORE, "--yes", "--no-backup").exit_code == 0
+    with connect(db) as c:
+        c.execute('DROP TABLE "__EFMigrationsHistory"')
+    sql_dir = shutil.copytree(default_sql_dir(), tmp_path / "sql")
+    with open(sql_dir / f"{CHAT}.sql", "a") as f:  # fails the final foreign_key_check
+        f.write("\nINSERT INTO ChatMessages VALUES ('x', 'no-such-session', 'a', 'c', 0, 'now', NULL);\n")
+
+    result = cli("--database", db, "--sql-dir", sql_dir, "apply")
+
+    assert result.exit_code == 4, result.stderr
+    assert ef_history(db) is None and history(db) == {CORE} and not tables(db) & CHAT_TABLES
+
+
+def _ef_table_definition(path):
+    with connect(path) as c:
+        return c.execute("SELECT type, name, sql FROM sqlite_schema "
+                         "WHERE tbl_name = '__EFMigrationsHistory' ORDER BY name").fetchall()
+
+
+def test_apply_leaves_ef_cores_history_as_ef_core_9_writes_it(tmp_path):
+    """What `dotnet ef database update` would find: EF Core 9's own table (as its script
+    defines it, byte for byte) with its row, so it has nothing to do."""
+    ef_made = build_ef_database(tmp_path / "ef.db", with_rows=False)
+    path = tmp_path / "orchestra.db"
+    assert cli("--database", path, "apply", "--to", CORE).exit_code == 0
+    assert _ef_table_definition(path) == _ef_table_definition(ef_made)
+    assert ef_history(path) == {}  # the core alone is not what EF's migration made
+
+    result = cli("--database", path, "--json", "apply")
+
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["ef_history"] == [f"added {CHAT} (ProductVersion 9.0.6)"]
+    assert ef_history(path) == ef_history(ef_made) == EF_ROW
+    assert _ef_table_definition(path) == _ef_table_definition(ef_made)
+
+
+def test_apply_writes_ef_history_an_older_version_left_out(db):
+    """Up to date, but EF's table missing (an older version's apply): apply makes it, with
+    the row, in a transaction of its own; verify fails until then, in one line."""
+    with connect(db) as c:
+        c.execute('DROP TABLE "__EFMigrationsHistory"')
+    verify = cli("--database", db, "--json", "verify")
+    assert verify.exit_code == 1
+    assert json.loads(verify.stdout)["problems"] == [
+        f"ef_history: no __EFMigrationsHistory table although {CORE}, {CHAT} are applied: EF Core "
+        "believes nothing is applied; run `orchestra-schema apply` to create it with EF's rows"]
+
+    result = cli("--database", db, "apply")
+
+    assert result.exit_code == 0, result.stderr
+    assert f"__EFMigrationsHistory: added {CHAT} (ProductVersion 9.0.6)" in result.stderr
+    assert ef_history(db) == EF_ROW
+    assert cli("--database", db, "verify").exit_code == 0
+    before = file_state(db)
+    assert "up to date" in cli("--database", db, "apply").stderr
+    assert file_state(db) == before  # in step: no write at all
+
+
+def test_verify_fails_when_ef_lacks_a_row_or_lists_one_not_applied(db):
+    with connect(db) as c:
+        c.execute('DELETE FROM "__EFMigrationsHistory"')
+    assert json.loads(cli("--database", db, "--json", "verify").stdout)["problems"] == [
+        f"ef_history: __EFMigrationsHistory lacks {CHAT} although {CORE}, {CHAT} are applied: "
+        "EF Core believes those tables do not exist; run `orchestra-schema apply` to write it"]
+    assert cli("--database", db, "apply").exit_code == 0 and ef_history(db) == EF_ROW
+    assert cli("--database", db, "history", "forget", CHAT, "--from", "yoyo", "--yes",
+               "--no-backup").exit_code == 0
+    assert json.loads(cli("--database", db, "--json", "verify").stdout)["checks"][4]["problems"] \
+        == [f"__EFMigrationsHistory lists {CHAT} but {CHAT} is not applied: "
+            "the EF app believes tables exist that do not"]
+
+
+def test_a_failed_history_write_rolls_the_migration_back(db):
+    """yoyo's history row is written in the migration's transaction: a trigger that refuses
+    it leaves the migration's tables and EF's row out too."""
+    assert cli("--database", db, "rollback", "--to", CORE, "--yes", "--no-backup").exit_code == 0
+    with connect(db) as c:
+        c.execute("CREATE TRIGGER frozen BEFORE INSERT ON _yoyo_migration "
+                  "BEGIN SELECT RAISE(ABORT, 'yoyo history is frozen'); END")
+
+    result = cli("--database", db, "apply")
+
+    assert result.exit_code == 4, result.stderr
+    assert "yoyo history is frozen" in result.stderr
+    assert history(db) == {CORE} and ef_history(db) == {} and not tables(db) & CHAT_TABLES
+
+
 @pytest.mark.parametrize("operation, command", [
     ("INSERT", ["apply"]), ("DELETE", ["rollback", "--to", CORE, "--yes"])])
 def test_a_failed_ef_change_rolls_the_migration_back(ef_db, operation, command):
@@ -153,9 +243,15 @@ def test_status_shows_ef_history_next_to_yoyos(ef_db):
 
 
 def test_status_of_a_database_without_ef_history(db):
+    """As an older version's apply left it: status names the missing table and the fix."""
+    with connect(db) as c:
+        c.execute('DROP TABLE "__EFMigrationsHistory"')
     data = json.loads(cli("--database", db, "--json", "status").stdout)
     assert data["ef_history"] is None
-    assert "no __EFMigrationsHistory table" in cli("--database", db, "status").stdout
+    out = cli("--database", db, "status").stdout
+    assert "EF history: none (no __EFMigrationsHistory table)" in out
+    assert (f"note: no __EFMigrationsHistory table although {CORE}, {CHAT} are applied: EF Core "
+            "believes nothing is applied; run `orchestra-schema apply`") in out
 
 
 def test_forget_ef_row_leaves_schema_and_yoyo_history(ef_db):

@@ -150,7 +150,8 @@ def test_rollback_only_core_takes_what_depends_on_it(applied):
     result = pg(applied, "--json", "rollback", "--only", CORE, "--yes", "--no-backup")
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["rolled_back"] == [AGENT, CHAT, CORE]
-    assert applied.tables() == HISTORY
+    # EF's table stays, empty, as `dotnet ef database update 0` leaves it
+    assert applied.tables() == HISTORY | {"__EFMigrationsHistory"} and ef_rows(applied) == {}
 
 
 def test_rollback_to_zero_leaves_unmanaged_tables_and_schemas(applied):
@@ -159,7 +160,7 @@ def test_rollback_to_zero_leaves_unmanaged_tables_and_schemas(applied):
                        CREATE TABLE public.notes (n int); INSERT INTO public.notes VALUES (1)""")
     result = pg(applied, "rollback", "--to", "0", "--yes", "--no-backup")
     assert result.exit_code == 0, result.stderr
-    assert applied.tables() == HISTORY | {"notes"}
+    assert applied.tables() == HISTORY | {"__EFMigrationsHistory", "notes"}
     assert applied.rows("SELECT state FROM hangfire.job") == [("Succeeded",)]
     assert pg(applied, "apply").exit_code == 0  # and back again
 

@@ -13,6 +13,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
+from ..errors import MigrationFailed
+
 CHECKSUM_TABLE = "_orchestra_schema_checksum"
 MIGRATION_TABLE = "_yoyo_migration"  # yoyo.migrations.default_migration_table (a test checks)
 YOYO_TABLES = frozenset({MIGRATION_TABLE, "_yoyo_log", "_yoyo_version", "yoyo_lock"})
@@ -144,12 +146,28 @@ class Driver(ABC):
         ...
 
     @abstractmethod
+    def ef_create(self, ddl: str) -> None:
+        """Create __EFMigrationsHistory with ddl (ef.Rules.history_ddl; {} is its name)."""
+
+    @abstractmethod
     def ef_insert(self, migration_id: str, product_version: str) -> None:
         ...
 
     @abstractmethod
     def ef_delete(self, migration_id: str) -> bool:
         """Remove one EF row (bound as a parameter); False if there was none."""
+
+    @contextlib.contextmanager
+    def writing_history(self, what: str) -> Iterator[None]:
+        """Around a history write inside a migration's transaction: one the database refuses
+        (a trigger, a table not shaped as expected) fails the migration, exit 4."""
+        try:
+            yield
+        except self.busy_errors:
+            raise
+        except self.Error as err:
+            raise MigrationFailed(f"{what}: {err}; the migration was rolled back with it and "
+                                  "nothing changed") from err
 
     @contextlib.contextmanager
     def explaining(self, migration_id: str) -> Iterator[None]:

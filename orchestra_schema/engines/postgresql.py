@@ -296,6 +296,9 @@ class PgDriver(Driver):
         self.conn.execute(sql.SQL("DELETE FROM {} WHERE migration_hash = %s").format(
             self.qualified(CHECKSUM_TABLE)), (ref.hash,))
 
+    def ef_create(self, ddl):
+        self.conn.execute(sql.SQL(ddl).format(self.qualified(EF_TABLE)))
+
     def ef_insert(self, migration_id, product_version):
         self.conn.execute(sql.SQL("INSERT INTO {} VALUES (%s, %s)").format(
             self.qualified(EF_TABLE)), (migration_id, product_version))

@@ -239,6 +239,9 @@ class SqliteDriver(Driver):
         self._backend.log_migration(ref, operation)
         self.db.execute(f"DELETE FROM {CHECKSUM_TABLE} WHERE migration_hash = ?", (ref.hash,))
 
+    def ef_create(self, ddl):
+        self.db.execute(ddl.format(quote(EF_TABLE)))
+
     def ef_insert(self, migration_id, product_version):
         self.db.execute(f"INSERT INTO {quote(EF_TABLE)} VALUES (?, ?)",
                         (migration_id, product_version))
