@@ -247,3 +247,63 @@ def test_a_user_without_privileges_gets_one_line_not_a_traceback(applied, pg_clu
     finally:
         pg_cluster.admin("DROP OWNED BY reader", applied.name)
         pg_cluster.admin("DROP ROLE reader")
+
+
+def _ef_table(database) -> dict:
+    return catalog_schema(database, skip=())["__EFMigrationsHistory"]
+
+
+def test_apply_leaves_ef_cores_history_as_npgsql_writes_it(pgdb, pg_cluster):
+    """What `dotnet ef database update` would find: the table EF's Npgsql provider creates
+    (its DDL run on another database, the catalogs compared) with EF's rows."""
+    reference = pg_cluster.new_database("efref")
+    try:
+        reference.run_sql(EF_HISTORY_DDL)
+        assert pg(pgdb, "apply", "--to", CORE).exit_code == 0
+        assert _ef_table(pgdb) == _ef_table(reference) and ef_rows(pgdb) == {}
+        assert pg(pgdb, "apply").exit_code == 0
+        assert _ef_table(pgdb) == _ef_table(reference)
+        assert ef_rows(pgdb) == {EF_INITIAL: "9.0.9", AGENT: "9.0.9"}
+        assert pg(pgdb, "verify").exit_code == 0
+    finally:
+        pg_cluster.drop_database(reference)
+
+
+def test_verify_judges_ef_history_with_postgresqls_ids(pgdb):
+    """The user's report: verify after adopt failed on EF's own PostgreSQL ids, and passed
+    once EF's rows were deleted."""
+    ef_made(pgdb)
+    assert pg(pgdb, "adopt", "--no-backup").exit_code == 0
+    assert pg(pgdb, "verify").exit_code == 0
+    pgdb.run_sql('DELETE FROM "__EFMigrationsHistory"')
+    result = pg(pgdb, "--json", "verify")
+    assert result.exit_code == 1
+    assert json.loads(result.stdout)["problems"] == [
+        f"ef_history: __EFMigrationsHistory lacks {id} although {needed} are applied: EF Core "
+        "believes those tables do not exist; run `orchestra-schema apply` to write it"
+        for id, needed in [(EF_INITIAL, f"{CORE}, {CHAT}"), (AGENT, AGENT)]]
+    assert pg(pgdb, "apply").exit_code == 0
+    assert ef_rows(pgdb) == {EF_INITIAL: "9.0.9", AGENT: "9.0.9"}
+    pgdb.run_sql('DROP TABLE "__EFMigrationsHistory"')
+    result = pg(pgdb, "verify")
+    assert result.exit_code == 1 and "no __EFMigrationsHistory table although" in result.stdout
+
+
+REFUSE = """CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS
+            $$BEGIN RAISE EXCEPTION '% is frozen', TG_TABLE_NAME; END$$;
+            CREATE TRIGGER frozen BEFORE INSERT ON "{}" FOR EACH ROW EXECUTE FUNCTION refuse()"""
+
+
+@pytest.mark.parametrize("table", ["__EFMigrationsHistory", "_yoyo_migration"])
+def test_a_refused_history_write_rolls_the_migration_back(pgdb, table):
+    """EF's row and yoyo's are written in the migration's transaction: either refused,
+    the chat tables are not there afterwards and both histories are as before."""
+    assert pg(pgdb, "apply", "--to", CORE).exit_code == 0
+    pgdb.run_sql(REFUSE.format(table))
+
+    result = pg(pgdb, "apply", "--to", CHAT)
+
+    assert result.exit_code == 4, result.stderr
+    assert f"{table} is frozen" in result.stderr and "rolled back" in result.stderr
+    assert not CHAT_TABLES & pgdb.tables()
+    assert history(pgdb) == {CORE} and ef_rows(pgdb) == {}
