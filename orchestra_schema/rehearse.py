@@ -137,6 +137,10 @@ def _rehearse_on(snap, migrations, report: RehearsalReport, review=None) -> None
     # from); replaced by the loss measured on the snapshot once the rollback ran.
     report.rows_lost = {t: start["counts"][t] for t in losing if t in start["counts"]}
     report.rolled_back = [m.id for m in plan]
+    out_of_step = ef.disagreements(ef.entries(snap), set(applied), ef.rules(snap))
+    if out_of_step:  # the real rollback and apply would change EF's history too: not rehearsed
+        report.steps.append(Step("EF history", 0.0, False, "; ".join(out_of_step)))
+        return
     steps = [
         ("rollback", lambda: _run(rollback_one, snap, plan)),
         ("check after rollback",

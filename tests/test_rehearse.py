@@ -304,3 +304,23 @@ def test_schema_not_restored_by_reapplying_is_named(tmp_path):
     assert result.exit_code == 1
     assert report["problems"] == [
         "check after apply: schema differs from the start: index IX_Tasks_Status on Tasks: missing"]
+
+
+def test_ef_history_out_of_step_is_named_before_anything_is_rolled_back(db):
+    """The real rollback and apply would also write EF's missing table: not what is being
+    rehearsed, so the rehearsal stops there, saying what to do."""
+    with connect(db) as c:
+        c.execute('DROP TABLE "__EFMigrationsHistory"')  # as an older version's apply left it
+    before = file_state(db)
+
+    result, report = rehearse(db)
+
+    assert result.exit_code == 1
+    assert [(s["name"], s["ok"]) for s in report["steps"]] == [
+        ("snapshot", True), ("count rows", True), ("EF history", False)]
+    assert report["problems"] == [
+        f"EF history: no __EFMigrationsHistory table although {CORE}, {CHAT} are applied: EF Core "
+        "believes nothing is applied; run `orchestra-schema apply` to create it with EF's rows"]
+    assert file_state(db) == before
+    assert cli("--database", db, "apply").exit_code == 0
+    assert rehearse(db)[0].exit_code == 0
