@@ -275,6 +275,7 @@ def _write_manifest(archive: Archive, address) -> None:
         "manifest_version": MANIFEST_VERSION,
         "engine": "postgresql",
         "source": address.display,
+        "database": database_name(address),
         "backup": archive.path.name,
         "format": FORMAT,
         "created_at": archive.created_at,
@@ -524,7 +525,25 @@ def default_directory(ctx) -> Path:
     return ctx.backups
 
 
-def restore_database(ctx, archive: Path, make_backup: bool = True):
+def backed_up_database(manifest: dict | None) -> str | None:
+    """The database a manifest says its archive was taken from."""
+    if not manifest:
+        return None
+    if manifest.get("database"):
+        return manifest["database"]
+    from urllib.parse import unquote, urlsplit  # manifests older than the "database" key
+    source = urlsplit(str(manifest.get("source") or ""))
+    return unquote(source.path.lstrip("/")) or None
+
+
+def _refuse_another_database(address, archive: Path, manifest, yes: bool) -> None:
+    theirs, ours = backed_up_database(manifest), database_name(address)
+    if theirs and theirs != ours and not yes:
+        raise Refused(f"{archive}: its manifest says it is a backup of database {theirs}, not "
+                      f"{ours}; nothing changed; rerun with --yes to restore it into {ours}")
+
+
+def restore_database(ctx, archive: Path, make_backup: bool = True, yes: bool = False):
     """The restore command on PostgreSQL; returns restore.RestoreResult (SQLite's keys)."""
     from .restore import RestoreResult
     address, archive = ctx.database, Path(archive)
@@ -535,6 +554,7 @@ def restore_database(ctx, archive: Path, make_backup: bool = True):
     if not check.ok:
         raise Refused(f"{archive}: {'; '.join(check.problems)}; refused to restore from it, "
                       f"{address.display} is unchanged; choose another backup")
+    _refuse_another_database(address, archive, check.manifest, yes)
     result = RestoreResult(address.display, archive, None, "ok", check.has_manifest, [],
                            "pg_restore")
     with connect(address, ctx.timeout) as driver:
