@@ -272,7 +272,10 @@ def restore_trial(pgdb, tmp_path, archive: str, restored: dict, before: dict, si
     assert now["rows"] in (before["rows"], restored["rows"]), (code, err)
     time.sleep(0.5)
     assert contents(pgdb) == now
-    return "restored" if now["rows"] == restored["rows"] else "as it was"
+    outcome = "restored" if now["rows"] == restored["rows"] else "as it was"
+    print(f"\nrestore, {signal.Signals(sig).name} after {'its lock wait' if seconds is None else f'{seconds:.2f} s'}: "
+          f"{outcome}, the app's worst query {max(latencies) * 1000:.0f} ms")
+    return outcome
 
 
 @pytest.fixture
@@ -338,6 +341,8 @@ def test_backup_stopped_at_random_instants(pgdb, tmp_path, trials):
             code, err, latencies = _stop_at_random(
                 pgdb, tmp_path, ["backup", "--dir", tmp_path / "out"], sig, rng.uniform(0.2, 2.0))
             assert max(latencies) < APP_WORST, (max(latencies), sig)
+            print(f"\nbackup, {signal.Signals(sig).name}: the app's worst query "
+                  f"{max(latencies) * 1000:.0f} ms")
         holder.execute("COMMIT")
     for archive in (tmp_path / "out").glob("*.dump"):  # any that got its name is whole
         assert pgarchive.check_archive(address.parse(pgdb.url), archive, read_all=True).ok
