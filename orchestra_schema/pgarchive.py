@@ -424,8 +424,10 @@ def pg_restore(address, archive: Path, conn, timeout: float) -> None:
     The archive's own script sets lock_timeout to 0, so pg_restore would wait for a
     table the app holds for ever, and the app's later queries on it would queue
     behind it. So this session watches pg_restore's: a lock it has waited for longer
-    than LOCK_TIMEOUT_MS is cancelled (its transaction rolls back, nothing changed) and
-    the restore is tried again after a pause, until --timeout; then exit 3.
+    than LOCK_TIMEOUT_MS (rollback's) is cancelled (its transaction rolls back, nothing
+    changed) and the restore is tried again after a pause, until --timeout; then exit 3.
+    Should this process die, pg_restore dies with it and the server ends its session
+    (client()), rolling back: the database is as it was or as restored.
     """
     toc_text = background.run_child([program("pg_restore"), "--list", str(archive)],
                                     env=background.child_env()).stdout
