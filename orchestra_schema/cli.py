@@ -635,7 +635,7 @@ def copy_to_command(s: Settings, target, truncate_long_text, jobs):
                          "drop --sql-dir")
     found = address.parse(target)
     if not isinstance(found, address.PgAddress):
-        raise UsageError(f"TARGET {target!r} is not a PostgreSQL address; give a "
+        raise UsageError(f"TARGET {str(found)!r} is not a PostgreSQL address; give a "
                          "postgresql:// URL or an Npgsql Host=...;Database=... string")
     from . import copy_to as copying_to
     with _progress_bar(s, "copying rows") as progress:

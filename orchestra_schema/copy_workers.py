@@ -35,7 +35,7 @@ from typing import Iterator
 
 import apsw
 
-from . import errors, pg_values
+from . import background, errors, pg_values
 from .copy_lines import Lines, Piece, Select
 from .database import Database, begin_snapshot, connect, translated
 
@@ -62,8 +62,8 @@ class Workers:
         # so it runs in our package's parent (not the user's, which may hold another copy),
         # with that first on PYTHONPATH too (PYTHONSAFEPATH leaves the directory out).
         package_root = str(Path(__file__).resolve().parent.parent)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            p for p in (package_root, os.environ.get("PYTHONPATH")) if p)}
+        env = background.child_env(PYTHONPATH=os.pathsep.join(  # no address, no password
+            p for p in (package_root, os.environ.get("PYTHONPATH")) if p))
         procs = []
         try:
             for _ in range(count):

@@ -16,8 +16,10 @@ into a new database and renaming it: a rename needs every app session gone and
 loses the database's own grants and settings; this works with the app connected
 (its queries wait while the restore holds its locks) and into an empty database.
 
-The password reaches pg_dump/pg_restore only through a 0600 passfile in a private
-temporary directory (PGPASSFILE); their command lines carry the address without it.
+pg_dump and pg_restore get no secret on their command line, in their environment or
+on disk (see client()), and end when this process ends, however it ends
+(background.child); pg_restore's lock waits are cut at LOCK_TIMEOUT_MS by this process
+and, should it die, by the server (client_connection_check_interval).
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -36,13 +37,12 @@ from pathlib import Path
 from . import background, digest as digests, staging
 from .backup import (MANIFEST_VERSION, BackupResult, manifest_path, read_manifest,
                      write_manifest)
+from .engines.postgresql import LOCK_TIMEOUT_MS, RETRY_PAUSE  # restore waits as rollback does
 from .errors import Busy, DatabaseUnavailable, Refused, UsageError
 
 SUFFIX = ".dump"
 FORMAT = "pg_dump custom (-Fc)"
 CHECKS = {False: "pg_restore --list", True: "pg_restore (every block read)"}
-LOCK_TIMEOUT_MS = 200  # how long the app's queries may queue behind one of restore's locks
-RETRY_PAUSE = 0.3  # seconds between attempts: the app's queued queries run meanwhile
 
 
 # ---- the client programs and how they are given the address
@@ -62,26 +62,82 @@ def _escape_pgpass(text: str) -> str:
     return text.replace("\\", "\\\\").replace(":", "\\:")
 
 
-@contextlib.contextmanager
-def client(address):
-    """(conninfo without the password, environment) for a libpq program.
+CHECK_CLIENT_MS = 100  # how soon the server ends the session of a program that died
 
-    A password in the address goes to a 0600 passfile in a private directory,
-    removed afterwards; without one libpq's own ways apply (PGPASSWORD, ~/.pgpass).
+
+@contextlib.contextmanager
+def client(address, server_version: int = 0, **extra: str):
+    """(conninfo, environment, descriptors to pass) for a libpq program.
+
+    No secret on its command line (ps), in its environment (/proc/PID/environ) or on
+    any file system: the password (the address's, else $PGPASSWORD) goes in a passfile
+    and sslpassword in a service file, both anonymous 0600 files in memory the child
+    reads as /dev/fd/N, gone with their last descriptor however this process ends.
+    Without a password libpq's own ways apply (~/.pgpass, PGPASSFILE). On a server that
+    has it (14+), client_connection_check_interval ends the program's session soon
+    after the program dies, even while it waits for a lock, so the app never queues
+    behind an orphan.
     """
     from psycopg.conninfo import make_conninfo
-    params = address.connect_kwargs()
-    password = params.pop("password", None)
-    env = dict(os.environ)
-    with tempfile.TemporaryDirectory(prefix="orchestra-pgpass-") as private:
+    params = {**address.connect_kwargs(), **extra}
+    secrets = {k: params.pop(k) for k in address.secrets()}
+    password = secrets.pop("password", None) or os.environ.get("PGPASSWORD") or None
+    env = background.child_env([v for v in (password, *secrets.values()) if v])
+    fds: list[int] = []
+    try:
         if password:
-            passfile = Path(private) / "pgpass"
-            fd = os.open(passfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(f"*:*:*:*:{_escape_pgpass(password)}\n")
-            env["PGPASSFILE"] = str(passfile)
-            env.pop("PGPASSWORD", None)
-        yield make_conninfo(**params), env
+            fds.append(background.memory_file(
+                "pgpass", f"*:*:*:*:{_escape_pgpass(password)}\n"))
+            env["PGPASSFILE"] = background.fd_path(fds[-1])
+        if secrets:  # a passfile holds only the password: the rest go in a service file
+            service = params.get("service") or "orchestra-schema"
+            lines = [f"[{service}]", *service_section(params.get("service")),
+                     *(f"{k}={v}" for k, v in secrets.items())]
+            fds.append(background.memory_file("pgservice", "\n".join(lines) + "\n"))
+            env["PGSERVICEFILE"] = background.fd_path(fds[-1])
+            params["service"] = service
+        if server_version >= 140000:
+            options = params.get("options") or os.environ.get("PGOPTIONS", "")
+            params["options"] = (f"{options} -c client_connection_check_interval="
+                                 f"{CHECK_CLIENT_MS}").strip()
+        yield make_conninfo(**params), env, fds
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def service_files() -> list[Path]:
+    """Where libpq looks a service up: the user's file, then the system's."""
+    user = os.environ.get("PGSERVICEFILE") or Path.home() / ".pg_service.conf"
+    system = Path(os.environ.get("PGSYSCONFDIR", "/etc/postgresql-common")) / "pg_service.conf"
+    return [Path(user), system]
+
+
+def service_section(name: str | None) -> list[str]:
+    """The key=value lines of service NAME, from the first file that has it."""
+    for path in service_files() if name else ():
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            lines, inside = [], False
+            for line in path.read_text().splitlines():
+                line = line.strip()
+                if line.startswith("["):
+                    if inside:
+                        break
+                    inside = line == f"[{name}]"
+                elif inside and "=" in line and not line.startswith("#"):
+                    lines.append(line)
+            if inside or lines:
+                return lines
+    return []
+
+
+def _resolved(address, key: str, variable: str) -> str | None:
+    """A parameter as libpq would find it: the address, its service, the environment."""
+    found = address.get(key)
+    if found is None and address.get("service"):
+        found = next((ln.split("=", 1)[1].strip() for ln in service_section(address.get("service"))
+                      if ln.split("=", 1)[0].strip() == key), None)
+    return found or os.environ.get(variable) or None
 
 
 def _scrub(text: str, address) -> str:
@@ -90,8 +146,9 @@ def _scrub(text: str, address) -> str:
     errors = [ln for ln in lines if "error" in ln.lower()] or lines
     line = errors[0] if errors else "no message"
     line = re.sub(r"^(pg_dump|pg_restore): (error: )?", "", line)
-    password = address.connect_kwargs().get("password")
-    return line.replace(password, "***") if password else line
+    for secret in address.secrets().values():
+        line = line.replace(secret, "***")
+    return line
 
 
 def connect(address, timeout: float):
@@ -103,7 +160,8 @@ def connect(address, timeout: float):
 # ---- what the manifest records
 
 def database_name(address) -> str:
-    return address.get("dbname") or address.get("user") or "postgres"
+    return (_resolved(address, "dbname", "PGDATABASE") or _resolved(address, "user", "PGUSER")
+            or "postgres")
 
 
 def stamp(now: datetime) -> str:
@@ -149,7 +207,7 @@ def dump(address, names, timeout: float, now: datetime | None = None,
             snapshot_id = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
             applied = list(driver.applied())
             server_version = conn.execute("SHOW server_version").fetchone()[0]
-            _run_pg_dump(address, snapshot_id, staged, timeout)
+            _run_pg_dump(address, snapshot_id, staged, timeout, conn.info.server_version)
         entries, size, digest = _read_back(address, staged, read_all)
         path = staged.publish([first, *names], synced=True)
     archive = Archive(path, manifest_path(path), now.isoformat(timespec="microseconds"), size,
@@ -159,14 +217,15 @@ def dump(address, names, timeout: float, now: datetime | None = None,
     return archive
 
 
-def _run_pg_dump(address, snapshot_id: str, staged: staging.Staged, timeout: float) -> None:
+def _run_pg_dump(address, snapshot_id: str, staged: staging.Staged, timeout: float,
+                 server_version: int) -> None:
     # pg_dump writes to our 0600 descriptor (seekable, so the archive carries data
     # offsets and pg_restore -j works); it waits for table locks at most --timeout.
-    with client(address) as (conninfo, env):
-        done = subprocess.run(
+    with client(address, server_version) as (conninfo, env, fds):
+        done = background.run_child(
             [program("pg_dump"), "--format=custom", "--no-password", f"--snapshot={snapshot_id}",
              f"--lock-wait-timeout={max(1, int(timeout * 1000))}", f"--dbname={conninfo}"],
-            stdout=staged.fd, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env, text=True)
+            stdout=staged.fd, env=env, pass_fds=fds)
     if done.returncode != 0:
         why = _scrub(done.stderr, address)
         if "could not obtain lock" in done.stderr:
@@ -203,8 +262,8 @@ TOC_LINE = re.compile(r"^\d+; \d+ \d+ (.+)$")
 
 def read_toc(address, archive: Path) -> list[str]:
     """The archive's table of contents (pg_restore --list); Refused if it cannot be read."""
-    done = subprocess.run([program("pg_restore"), "--list", str(archive)], capture_output=True,
-                          text=True, stdin=subprocess.DEVNULL)
+    done = background.run_child([program("pg_restore"), "--list", str(archive)],
+                                env=background.child_env())
     if done.returncode != 0:
         raise Refused(f"{archive}: pg_restore cannot read it back ({_scrub(done.stderr, address)})"
                       "; not a whole pg_dump custom-format archive")
@@ -216,6 +275,7 @@ def _write_manifest(archive: Archive, address) -> None:
         "manifest_version": MANIFEST_VERSION,
         "engine": "postgresql",
         "source": address.display,
+        "database": database_name(address),
         "backup": archive.path.name,
         "format": FORMAT,
         "created_at": archive.created_at,
@@ -312,8 +372,8 @@ def check_archive(address, path: Path, read_all: bool = False) -> ArchiveCheck:
 
 
 def _read_whole(address, path: Path) -> None:
-    done = subprocess.run([program("pg_restore"), "--file=/dev/null", str(path)],
-                          capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    done = background.run_child([program("pg_restore"), "--file=/dev/null", str(path)],
+                                env=background.child_env())
     if done.returncode != 0:
         raise Refused(f"{path}: pg_restore cannot read it whole ({_scrub(done.stderr, address)})")
 
@@ -364,37 +424,49 @@ def pg_restore(address, archive: Path, conn, timeout: float) -> None:
     The archive's own script sets lock_timeout to 0, so pg_restore would wait for a
     table the app holds for ever, and the app's later queries on it would queue
     behind it. So this session watches pg_restore's: a lock it has waited for longer
-    than LOCK_TIMEOUT_MS is cancelled (its transaction rolls back, nothing changed) and
-    the restore is tried again after a pause, until --timeout; then exit 3.
+    than LOCK_TIMEOUT_MS (rollback's) is cancelled (its transaction rolls back, nothing
+    changed) and the restore is tried again after a pause, until --timeout; then exit 3.
+    Should this process die, pg_restore dies with it and the server ends its session
+    (client()), rolling back: the database is as it was or as restored.
     """
-    toc_text = subprocess.run([program("pg_restore"), "--list", str(archive)],
-                              capture_output=True, text=True, check=True).stdout
+    toc_text = background.run_child([program("pg_restore"), "--list", str(archive)],
+                                    env=background.child_env()).stdout
     deadline = time.monotonic() + timeout
-    with tempfile.TemporaryDirectory(prefix="orchestra-restore-") as private, \
-            client(address) as (conninfo, env):
-        listing = Path(private) / "list"
-        listing.write_text(restore_list(conn, toc_text))
-        env["PGAPPNAME"] = name = f"orchestra-schema restore {os.getpid()} {private[-8:]}"
-        while True:
-            proc = subprocess.Popen(
-                [program("pg_restore"), "--clean", "--if-exists", "--single-transaction",
-                 "--exit-on-error", "--no-owner", "--no-password", f"--use-list={listing}",
-                 f"--dbname={conninfo}", str(archive)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                env=env, text=True)
-            cancelled = _cancel_lock_waits(conn, proc, name)
-            stderr = proc.stderr.read()
-            if proc.wait() == 0:
-                return
-            if not cancelled:
-                raise DatabaseUnavailable(
-                    f"{address.display}: pg_restore failed ({_scrub(stderr, address)}); its "
-                    "transaction was rolled back and the database is unchanged")
-            if time.monotonic() + RETRY_PAUSE > deadline:
-                raise Busy(f"{address.display}: a table stayed locked by another session (the "
-                           "app?) past --timeout; the restore was rolled back and nothing "
-                           "changed; stop the app or raise --timeout")
-            time.sleep(RETRY_PAUSE)
+    name = f"orchestra-schema restore {os.getpid()} {time.monotonic_ns()}"
+    listing = background.memory_file("restore-list", restore_list(conn, toc_text))
+    try:
+        with client(address, conn.info.server_version, application_name=name) as (
+                conninfo, env, fds):
+            while True:
+                if _restore_once(address, archive, conn, name, conninfo, env, [*fds, listing]):
+                    return
+                if time.monotonic() + RETRY_PAUSE > deadline:
+                    raise Busy(f"{address.display}: a table stayed locked by another session "
+                               "(the app?) past --timeout; the restore was rolled back and "
+                               "nothing changed; stop the app or raise --timeout")
+                time.sleep(RETRY_PAUSE)
+    finally:
+        os.close(listing)
+
+
+def _restore_once(address, archive: Path, conn, name: str, conninfo: str, env, fds) -> bool:
+    """One pg_restore in one transaction: True if it committed, False if a lock wait
+    of its was cancelled (rolled back: try again)."""
+    with background.child(
+            [program("pg_restore"), "--clean", "--if-exists", "--single-transaction",
+             "--exit-on-error", "--no-owner", "--no-password",
+             f"--use-list={background.fd_path(fds[-1])}", f"--dbname={conninfo}", str(archive)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+            env=env, pass_fds=fds, text=True) as proc:
+        cancelled = _cancel_lock_waits(conn, proc, name)
+        stderr = proc.stderr.read()
+        if proc.wait() == 0:
+            return True
+    if not cancelled:
+        raise DatabaseUnavailable(
+            f"{address.display}: pg_restore failed ({_scrub(stderr, address)}); its "
+            "transaction was rolled back and the database is unchanged")
+    return False
 
 
 _WAITING_TOO_LONG = """
@@ -455,7 +527,25 @@ def default_directory(ctx) -> Path:
     return ctx.backups
 
 
-def restore_database(ctx, archive: Path, make_backup: bool = True):
+def backed_up_database(manifest: dict | None) -> str | None:
+    """The database a manifest says its archive was taken from."""
+    if not manifest:
+        return None
+    if manifest.get("database"):
+        return manifest["database"]
+    from urllib.parse import unquote, urlsplit  # manifests older than the "database" key
+    source = urlsplit(str(manifest.get("source") or ""))
+    return unquote(source.path.lstrip("/")) or None
+
+
+def _refuse_another_database(address, archive: Path, manifest, yes: bool) -> None:
+    theirs, ours = backed_up_database(manifest), database_name(address)
+    if theirs and theirs != ours and not yes:
+        raise Refused(f"{archive}: its manifest says it is a backup of database {theirs}, not "
+                      f"{ours}; nothing changed; rerun with --yes to restore it into {ours}")
+
+
+def restore_database(ctx, archive: Path, make_backup: bool = True, yes: bool = False):
     """The restore command on PostgreSQL; returns restore.RestoreResult (SQLite's keys)."""
     from .restore import RestoreResult
     address, archive = ctx.database, Path(archive)
@@ -466,6 +556,7 @@ def restore_database(ctx, archive: Path, make_backup: bool = True):
     if not check.ok:
         raise Refused(f"{archive}: {'; '.join(check.problems)}; refused to restore from it, "
                       f"{address.display} is unchanged; choose another backup")
+    _refuse_another_database(address, archive, check.manifest, yes)
     result = RestoreResult(address.display, archive, None, "ok", check.has_manifest, [],
                            "pg_restore")
     with connect(address, ctx.timeout) as driver:

@@ -49,7 +49,7 @@ def restore(ctx: Context, backup_path: Path, yes: bool = False, make_backup: boo
     backup_path = Path(backup_path)
     if ctx.engine == "postgresql":
         from .pgarchive import restore_database  # pg_restore, one transaction: see pgarchive.py
-        return restore_database(ctx, backup_path, make_backup=make_backup)
+        return restore_database(ctx, backup_path, make_backup=make_backup, yes=yes)
     check = trusted_backup(backup_path, ctx.database, "restore")
     live = health(ctx)
     # SQLite reads an empty file as an empty database: nothing to keep, no schema to compare.

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import cli, run
+from helpers import build_ef_database, cli, run
 from orchestra_schema.address import PgAddress, parse
+from orchestra_schema.errors import UsageError
 from pgserver import PASSWORD, USER
 
 CHAT = "20250927103132_AddChatTables"
@@ -48,6 +49,96 @@ def test_npgsql_synonyms_quotes_and_client_settings():
         "host": "db1", "port": "5433", "user": "app", "password": "a;b'c", "dbname": "orchestra",
         "sslmode": "verify-full", "options": "-c search_path=orch"}
     assert "a;b'c" not in address.display
+
+
+# Keys the app's settings may put first (Npgsql's docs list them): each one makes a
+# connection string, never a file name.
+FIRST_KEYS = ["Server=db1", "Pooling=true", "Include Error Detail=true", "Timeout=15",
+              "Command Timeout=30", "SSL Mode=Require", "Trust Server Certificate=true",
+              "Maximum Pool Size=50", "Max Pool Size=5", "Keepalive=30", "Tcp Keepalive=true",
+              "Application Name=api", "Search Path=orch", "Enlist=false", "User ID=app",
+              "Connection Idle Lifetime=300", "Target Session Attributes=primary",
+              "Multiplexing=false", "Log Parameters=false", "Persist Security Info=true"]
+
+
+@pytest.mark.parametrize("first", FIRST_KEYS)
+def test_any_npgsql_key_may_come_first(first):
+    address = parse(f"{first};Host=db1;Database=orchestra;Username=app;Password='p;w'")
+    assert isinstance(address, PgAddress)
+    params = address.connect_kwargs()
+    assert params["host"] == "db1" and params["password"] == "p;w"
+    assert "p;w" not in address.display
+
+
+def test_npgsql_values_reach_libpq_in_its_words():
+    address = parse('Include Error Detail=true;Server=db1;SSL Password="k;ey";'
+                    "Root Certificate=/ca.pem;Application Name=api;Options=-c x=1;"
+                    "Search Path=orch;Channel Binding=Require;Timeout=15;Command Timeout=30")
+    assert address.connect_kwargs() == {
+        "host": "db1", "sslpassword": "k;ey", "sslrootcert": "/ca.pem", "application_name": "api",
+        "options": "-c x=1 -c search_path=orch", "channel_binding": "require",
+        "connect_timeout": "15"}
+    assert address.secrets() == {"sslpassword": "k;ey"} and address.get("sslpassword") is None
+
+
+# Strings the app's settings might hold, each malformed, each with a password to look for.
+SECRET_PARTS = ("Pa55", "wOrd9")
+MALFORMED = [
+    "Host=db.internal;Database=orchestra;Username=orchestra;Password=Pa55;wOrd9",
+    "Pooling=true;Host=db.internal;Database=orchestra;Password=Pa55;wOrd9=x",
+    "Include Error Detail=true;Host=db.internal;Password=Pa55;wOrd9",
+    "Host=db.internal;Password=\"Pa55;wOrd9",  # a quote never closed
+    "Host=db.internal;Password=\"Pa55\"wOrd9;Database=orchestra",  # text after the quote
+    "Host=db.internal;Pasword=Pa55wOrd9",  # a misspelt key
+    "Data Source=orchestra.db;Password=Pa55;wOrd9",  # SQLite's, malformed too
+]
+
+
+@pytest.mark.parametrize("value", MALFORMED)
+def test_a_malformed_string_is_refused_naming_the_key_never_the_value(value):
+    with pytest.raises(UsageError) as err:
+        parse(value)
+    assert not [part for part in SECRET_PARTS if part in str(err.value)], err.value
+    assert "key" in str(err.value) or "start" in str(err.value)
+
+
+def _every_command(target: str) -> list[list[str]]:
+    return [["status"], ["--json", "status"], ["-q", "apply"], ["apply", "--dry-run"],
+            ["verify"], ["--json", "verify"], ["checklist"], ["backup"], ["rehearse"],
+            ["rollback", "--to", "0", "--yes"], ["adopt"], ["restore", "x.backup"],
+            ["recover", "--yes"], ["history", "forget", CHAT, "--yes"], ["schema"],
+            ["lint"], ["copy-to", target], ["--json", "copy-to", target], ["new", "x"]]
+
+
+@pytest.mark.parametrize("value", MALFORMED)
+def test_every_command_refuses_a_malformed_string_and_creates_nothing(value, tmp_path,
+                                                                     monkeypatch):
+    """From --database and from $EFCORE_CONNECTION: exit 2, no file made in the working
+    directory (or the sql dir), the password in no output."""
+    monkeypatch.chdir(tmp_path)
+    sql = tmp_path / "sql"
+    sql.mkdir()
+    for args in _every_command(value):
+        runs = [(["--database", value, "--sql-dir", sql, *args], {}),
+                (["--sql-dir", sql, *args], {"ORCHESTRA_DB": None, "EFCORE_CONNECTION": value})]
+        for argv, env in runs:
+            result = cli(*argv, env=env)
+            out = result.stdout + result.stderr
+            assert result.exit_code == 2, (argv, out)
+            assert not [part for part in SECRET_PARTS if part in out], (argv, out)
+            assert sorted(tmp_path.rglob("*")) == [sql], argv
+
+
+@pytest.mark.parametrize("value", MALFORMED[:-1])
+def test_copy_to_refuses_a_malformed_target(value, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    source = build_ef_database(tmp_path / "orchestra.db")
+    before = sorted(tmp_path.rglob("*"))
+    for json_flag in ([], ["--json"]):
+        result = cli("--database", source, *json_flag, "copy-to", value)
+        out = result.stdout + result.stderr
+        assert result.exit_code == 2 and not [p for p in SECRET_PARTS if p in out], out
+    assert sorted(tmp_path.rglob("*")) == before
 
 
 @pytest.mark.parametrize("url", ["postgresql://app:pw@db:5433/orchestra", "postgres://app:pw@db:5433/orchestra"])
@@ -107,9 +198,15 @@ def _one_line_error(result) -> str:
 
 
 def test_wrong_password(pgdb):
-    result = cli("--database", pgdb.url.replace("s3cret", "wrong"), "status")
-    assert result.exit_code == 6
-    assert "wrong password for user orchestra" in _one_line_error(result)
+    typed = "Typo-7Qx;pass"
+    for address in (pgdb.url.replace("s3cret%3BP%40ss%20word", "Typo-7Qx%3Bpass"),
+                    pgdb.npgsql.replace(PASSWORD, typed)):
+        assert PASSWORD not in address
+        for args in (["status"], ["--json", "verify"]):
+            result = cli("--database", address, *args)
+            assert result.exit_code == 6
+            assert "wrong password for user orchestra" in _one_line_error(result)
+            assert "Typo-7Qx" not in result.stdout + result.stderr, result.stderr
 
 
 def test_no_password_given(pgdb):

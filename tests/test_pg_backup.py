@@ -105,7 +105,7 @@ def test_backup_under_a_writer_restores_to_one_consistent_state(pg_cluster, pgdb
         writer.wait(10)
     copy = pg_cluster.new_database("restored")
     try:
-        pgarchive.restore_database(ctx_of(copy), result.path, make_backup=False)
+        pgarchive.restore_database(ctx_of(copy), result.path, make_backup=False, yes=True)
         sessions = copy.rows('SELECT count(*) FROM "ChatSessions"')[0][0]
         per_session = copy.rows('SELECT s."Id", count(m."Id") FROM "ChatSessions" s LEFT JOIN '
                                 '"ChatMessages" m ON m."SessionId" = s."Id" GROUP BY s."Id"')
@@ -123,7 +123,7 @@ def test_restore_into_an_empty_database(pg_cluster, pgdb, tmp_path):
     archive = pgarchive.backup_database(ctx_of(pgdb), directory=tmp_path).path
     empty = pg_cluster.new_database("empty")
     try:
-        result = pgarchive.restore_database(ctx_of(empty), archive)
+        result = pgarchive.restore_database(ctx_of(empty), archive, yes=True)  # another name
         assert state(empty) == state(pgdb)
         assert result.backup is None  # nothing to keep of an empty database
         assert result.applied_migrations == [m.id for m in load(default_sql_dir("postgresql"))]

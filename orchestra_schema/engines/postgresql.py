@@ -482,5 +482,6 @@ def connect_error(err: psycopg.Error, address) -> str:
 
 def _scrub(text: str, address) -> str:
     line = " ".join(text.split())
-    password = address.connect_kwargs().get("password")
-    return line.replace(password, "***") if password else line
+    for secret in address.secrets().values():
+        line = line.replace(secret, "***")
+    return line
