@@ -211,3 +211,43 @@ def app_holding_and_reading(database):
         reader.join()
         holder.execute("ROLLBACK")
         holder.close()
+
+
+def test_unmanaged_tables_are_exactly_those_of_the_app_schema(applied):
+    """Hangfire.PostgreSql keeps its tables in schema hangfire: not ours, not unmanaged here."""
+    applied.run_sql("""CREATE SCHEMA hangfire; CREATE TABLE hangfire.job (id bigserial PRIMARY KEY);
+                       CREATE TABLE hangfire."Agents" (id integer);
+                       CREATE TABLE "Notes" (id integer)""")
+    result, checks, data = verify(applied)
+    assert result.exit_code == 0, result.stdout
+    assert data["unmanaged_tables"] == ["Notes"]
+
+
+def test_verify_finds_a_foreign_key_whose_triggers_were_disabled(pg_cluster, applied):
+    pg_cluster.admin("""ALTER TABLE "ChatMessages" DISABLE TRIGGER ALL;
+        INSERT INTO "ChatMessages" VALUES (gen_random_uuid(), gen_random_uuid(), 'user', 'x', 0,
+            now(), NULL)""", dbname=applied.name)  # system triggers: a superuser's to disable
+    result, checks, _ = verify(applied)
+    assert result.exit_code == 1
+    assert [c for c, problems in checks.items() if problems] == ["foreign_keys"]
+    assert checks["foreign_keys"] == [
+        'ChatMessages: foreign key FK_ChatMessages_ChatSessions_SessionId has its triggers '
+        'disabled: rows written meanwhile were never checked; 1 row(s) reference missing rows; '
+        'fix the rows, then ALTER TABLE ... ENABLE TRIGGER ALL']
+
+
+def test_verify_finds_a_dropped_not_null_and_a_changed_on_delete(applied):
+    applied.run_sql("""
+        ALTER TABLE "ChatMessages" ALTER COLUMN "Content" DROP NOT NULL;
+        ALTER TABLE "ChatMessages" DROP CONSTRAINT "FK_ChatMessages_ChatSessions_SessionId";
+        ALTER TABLE "ChatMessages" ADD CONSTRAINT "FK_ChatMessages_ChatSessions_SessionId"
+            FOREIGN KEY ("SessionId") REFERENCES "ChatSessions" ("Id") ON DELETE RESTRICT""")
+    result, checks, _ = verify(applied)
+    assert result.exit_code == 1
+    assert [c for c, problems in checks.items() if problems] == ["drift"]
+    assert sorted(checks["drift"]) == [
+        "column ChatMessages.Content: notnull True expected, False found",
+        "foreign key ChatMessages(SessionId) -> ChatSessions(Id) ON DELETE CASCADE: missing or "
+        "different",
+        "foreign key ChatMessages(SessionId) -> ChatSessions(Id) ON DELETE RESTRICT: not "
+        "expected (extra)"]
