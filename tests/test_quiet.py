@@ -120,7 +120,8 @@ def test_the_readme_makefile_schema_target_fails_the_build_with_one_line(tmp_pat
 
 def _quiet_ok(*args, env=None):
     result = cli("-q", *args, env=env)
-    assert (result.exit_code, result.stdout, result.stderr) == (0, "", ""), args
+    shown = [a for a in map(str, args) if "://" not in a]  # no test password in a failure
+    assert (result.exit_code, result.stdout, result.stderr) == (0, "", ""), shown
     return result
 
 
@@ -177,3 +178,17 @@ def test_quiet_failures_print_their_report_and_one_error_line(db, tmp_path):
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("orchestra-schema: error:")
     missing = cli("-q", "-d", tmp_path / "absent.db", "verify")
     assert missing.exit_code == 6 and missing.stdout == "" and missing.stderr.count("\n") == 1
+
+
+def test_every_command_is_silent_under_quiet_on_postgresql(pgdb, pg_cluster, tmp_path,
+                                                             monkeypatch):
+    from test_copy_to import orchestra_db
+    monkeypatch.chdir(tmp_path)  # backups land here
+    for command in (["apply"], ["verify"], ["verify", "--full"], ["rehearse"], ["backup"],
+                    ["rollback", "--to", "0", "--yes"], ["checklist"], ["apply"]):
+        _quiet_ok("-d", pgdb.url, *command)
+    target = pg_cluster.new_database("q")
+    try:
+        _quiet_ok("-d", orchestra_db(tmp_path / "orchestra.db"), "copy-to", target.url)
+    finally:
+        pg_cluster.drop_database(target)
