@@ -54,8 +54,10 @@ class Settings:
         if not self.quiet:
             click.echo(message, err=True)
 
-    def warn(self, message: str) -> None:
-        click.echo(f"orchestra-schema: warning: {message}", err=True)
+    def warn(self, message: str, reminder: bool = False) -> None:
+        """Something to look at: printed under -q too (as Flyway's -q does), reminders aside."""
+        if not (reminder and self.quiet):
+            click.echo(f"orchestra-schema: warning: {message}", err=True)
 
     def emit(self, data, text: str | None) -> None:
         """The command's data: JSON under --json, else text, on stdout."""
@@ -64,6 +66,12 @@ class Settings:
             click.echo(json.dumps(_plain(data), indent=2, sort_keys=False))
         elif text:
             click.echo(text)
+
+    def report(self, data, text: str | None, ok: bool = True) -> None:
+        """A check's or a finished change's report: under -q only when it failed, so cron
+        mails it then and only then. Listings asked for (status, schema, SQL) use emit."""
+        if self.json or not self.quiet or not ok:
+            self.emit(data, text)
 
 
 def _plain(data):
@@ -129,7 +137,7 @@ GLOBAL_HELP = {
     "sql_dir": "Directory of paired ID.sql / ID.rollback.sql files "
                "(default: the SQL installed with this package).",
     "json": "Print results as JSON on stdout.",
-    "quiet": "No messages on success.",
+    "quiet": "Print nothing on success (listings asked for, warnings and failures aside).",
     "verbose": "Show tracebacks on errors.",
     "timeout": "Seconds to wait for a lock held by another process before exit 3.",
     "backup_dir": "Where backups and the safety copies of rollback, restore, adopt and history "
@@ -328,8 +336,8 @@ def new(s: Settings, name):
     from . import commands
     forward, rollback_file = commands.new(s.ctx, name)
     found = _lint_new(s, forward)
-    for f in found:
-        s.warn(f"lint: {f.text()}")
+    for f in found:  # a fresh pair's TODO headers: a reminder, not news
+        s.warn(f"lint: {f.text()}", reminder=True)
     s.emit({"forward": forward, "rollback": rollback_file, "lint": found},
            f"{forward}\n{rollback_file}")
 
@@ -367,7 +375,7 @@ def verify(s: Settings, full):
         lines.append(f"unmanaged tables (not this tool's, not drift): "
                      f"{', '.join(report.unmanaged_tables)}")
     lines += [f"note: {n}" for n in report.notes]
-    s.emit(report, "\n".join(lines))
+    s.report(report, "\n".join(lines), report.ok)
     if not report.ok:
         failed = ", ".join(c.name for c in report.checks if not c.ok)
         raise CheckFailed(f"{report.database}: verify found {len(report.problems)} problem(s) "
@@ -382,8 +390,9 @@ def checklist(s: Settings, full):
     """The rollback procedure's Validation Checklist, checked: exit 0 only if no item fails."""
     from . import verify as checks
     report = checks.checklist(s.ctx, full=full)
-    s.emit(report, "\n".join(f"[{i.status:4}] {i.name}: {i.detail}" for i in report.items))
     failed = [i.name for i in report.items if i.status == checks.FAIL]
+    s.report(report, "\n".join(f"[{i.status:4}] {i.name}: {i.detail}" for i in report.items),
+             not failed)
     if failed:
         raise CheckFailed(f"{report.database}: checklist: {len(failed)} item(s) failed: "
                           f"{'; '.join(failed)}")
@@ -420,7 +429,7 @@ def rehearse(s: Settings, to, only, memory, workdir):
     lines += [f"real rollback would delete {n} row(s) of {t}" for t, n in report.rows_lost.items()]
     lines += [f"{st.name:22} {st.seconds:9.3f} s  {'ok' if st.ok else 'FAIL: ' + st.detail}"
               for st in report.steps]
-    s.emit(report, "\n".join(lines))
+    s.report(report, "\n".join(lines), report.ok)
     if not report.ok:
         raise CheckFailed(f"{report.database}: rehearsal failed: {'; '.join(report.problems)}")
 
@@ -602,7 +611,7 @@ def recover_command(s: Settings, source, yes):
             if result.rows_in_lost_and_found else "")
     s.say(f"recovered {result.database} from {result.source}: {result.rows_copied} row(s) copied, "
           f"{lost} lost{kept}; integrity_check {result.integrity}")
-    s.emit(result, "\n".join(lines))
+    s.report(result, "\n".join(lines), not result.incomplete)
     if result.incomplete:
         raise CheckFailed(f"{result.database}: recovered with gaps: {'; '.join(result.incomplete)}; "
                           f"the damaged file is kept as {result.backup}; look at what is missing "
@@ -652,7 +661,7 @@ def copy_to_command(s: Settings, target, truncate_long_text, jobs):
         f"{t.table:22} {t.copied:>9} {t.skipped:>7} {t.seconds:>8.2f} {t.rows_per_second:>9}"
         for t in result.tables]
     lines += [f"not copied: {n.table} ({n.rows} row(s)): {n.reason}" for n in result.not_copied]
-    s.emit(result, "\n".join(lines))
+    s.report(result, "\n".join(lines))
     s.say(f"copied {result.rows_copied} row(s) from {result.source} to {result.target} in "
           f"{result.seconds:.1f} s (keys and indexes {result.index_seconds:.1f} s, proof "
           f"{result.verify_seconds:.1f} s); counts and digests match; committed")
@@ -692,7 +701,8 @@ def lint_command(s: Settings, dialect, strict, paths):
     engine = _engine(s, dialect)
     report = linting.lint(_sql_dir(s, engine), engine, paths,
                           server=_server(s) if engine == "postgresql" else None)
-    s.emit(report.findings, "\n".join(f.text() for f in report.findings))
+    s.report(report.findings, "\n".join(f.text() for f in report.findings),
+             not report.failed(strict))
     summary = (f"lint: {len(report.errors)} error(s), {len(report.warnings)} warning(s) "
                f"in {len(report.files)} file(s)")
     if report.failed(strict):
@@ -740,7 +750,7 @@ def schema_command(s: Settings, check_file):
         raise UsageError(f"{check_file}: schema file not found; create it with "
                          f"`orchestra-schema schema > {check_file}`")
     result = schema_dump.check(text, check_file)
-    s.emit(result, result.diff.rstrip("\n") or None)
+    s.report(result, result.diff.rstrip("\n") or None, result.matches)
     if not result.matches:
         raise CheckFailed(f"{check_file}: differs from the schema the migrations produce (diff "
                           f"above); regenerate it with `orchestra-schema schema > {check_file}`")

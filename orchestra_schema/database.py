@@ -47,6 +47,10 @@ def database_error(err: apsw.Error, path: Path, doing: str) -> Exception:
         return DatabaseCorrupt(
             f"{path}: database is corrupt ({err}); restore or recover it from a backup", str(err)
         )
+    if isinstance(err, apsw.ReadOnlyError):  # its text is sometimes only "not an error"
+        return DatabaseUnavailable(
+            f"{path}: cannot write the database while {doing}: it is read-only (a read-only "
+            "file system or file); make it writable and run again")
     if isinstance(err, _UNREADABLE):
         return DatabaseUnavailable(f"{path}: cannot use database while {doing}: {err}")
     return err

@@ -117,13 +117,13 @@ def foreign_key_problems(conn, schema: str, tables) -> list[str]:
             _FOREIGN_KEYS, (schema, sorted(tables))).fetchall():
         if validated and not disabled:
             continue
-        why = ("NOT VALID: rows older than the constraint were never checked" if not validated
-               else "its triggers are disabled: rows written meanwhile were never checked")
+        why = ("is NOT VALID: rows older than the constraint were never checked" if not validated
+               else "has its triggers disabled: rows written meanwhile were never checked")
         query = conn.execute(_ORPHANS, (oid,)).fetchone()[0]
         orphans = conn.execute(query).fetchone()[0]
         fix = (f"fix the rows, then ALTER TABLE ... VALIDATE CONSTRAINT {name}" if not validated
                else "fix the rows, then ALTER TABLE ... ENABLE TRIGGER ALL")
-        problems.append(f"{table}: foreign key {name} is {why}; {orphans} row(s) reference "
+        problems.append(f"{table}: foreign key {name} {why}; {orphans} row(s) reference "
                         f"missing rows; {fix}")
     return problems
 

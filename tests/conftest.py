@@ -76,10 +76,15 @@ def unwritable_dir(tmp_path):
                 d.mkdir()
                 undo.callback(d.chmod, 0o700)
             for name, text in (contents or {}).items():
-                (d / name).write_text(text)
+                if isinstance(text, bytes):  # a database's bytes
+                    (d / name).write_bytes(text)
+                else:
+                    (d / name).write_text(text)
             if root:
                 subprocess.run(["mount", "-o", "remount,ro", d], check=True)
             else:
+                for f in d.iterdir():
+                    f.chmod(0o444)
                 d.chmod(0o500)
             return d
 

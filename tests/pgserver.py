@@ -8,6 +8,7 @@ server is a test failure; elsewhere the PostgreSQL tests skip, saying how to run
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
@@ -119,12 +120,26 @@ class Cluster:
         self._check(self._run(self.initdb, "-D", str(self.data), "-U", "postgres",
                               "--auth=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8",
                               "--locale=C.UTF-8", "--no-sync"), "initdb")
+        self._pg_ctl_start()
+        self.admin(f"CREATE ROLE {USER} LOGIN PASSWORD '{PASSWORD}' CREATEDB")
+        return self
+
+    def _pg_ctl_start(self) -> None:
         options = (f"-k {self.socket_dir} -p {self.port} -c listen_addresses=127.0.0.1 "
                    "-c fsync=off -c max_connections=100")
         self._check(self._run(self.pg_ctl, "-D", str(self.data), "-l", str(self.dir / "log"),
                               "-w", "-t", "60", "-o", options, "start"), "pg_ctl start")
-        self.admin(f"CREATE ROLE {USER} LOGIN PASSWORD '{PASSWORD}' CREATEDB")
-        return self
+
+    @contextlib.contextmanager
+    def stopped(self):
+        """The server shut down cleanly (a checkpoint: every page is in its file, and no crash
+        recovery rewrites them at the start), then started again: for editing its files."""
+        self._check(self._run(self.pg_ctl, "-D", str(self.data), "-m", "fast", "-w", "stop"),
+                    "pg_ctl stop")
+        try:
+            yield self.data
+        finally:
+            self._pg_ctl_start()
 
     def _check(self, done, what):
         if done.returncode != 0:

@@ -217,3 +217,35 @@ def test_an_internal_error_is_one_line_and_exit_70_with_the_traceback_only_under
     if not verbose:
         assert len(result.stderr.strip().splitlines()) == 1
     assert result.stdout == "" and file_state(db) == before
+
+
+READ_ONLY = [  # each command that writes the database, with its backup going somewhere writable
+    ["rollback", "--to", CORE, "--yes", "--no-backup"],
+    ["rollback", "--to", "0", "--yes", "--backup-dir", "{vault}"],
+    ["apply"],
+    ["adopt", "--backup-dir", "{vault}"],
+    ["restore", "{backup}", "--yes", "--no-backup"],
+    ["history", "forget", CHAT, "--from", "yoyo", "--yes", "--no-backup"],
+]
+
+
+@pytest.mark.parametrize("command", READ_ONLY, ids=lambda c: " ".join(c[:3]))
+def test_a_read_only_file_system_is_exit_6_saying_so_not_fix_the_sql(tmp_path, unwritable_dir,
+                                                                       command):
+    from helpers import build_ef_database
+    path = tmp_path / "orchestra.db"
+    if command[0] == "adopt":
+        build_ef_database(path)
+    else:
+        assert cli("-d", path, "apply").exit_code == 0
+    backup = tmp_path / "orchestra.backup"
+    assert cli("-q", "-d", path, "backup", "--output", backup).exit_code == 0
+    if command == ["apply"]:  # something pending to apply
+        assert cli("-q", "-d", path, "rollback", "--to", CORE, "--yes", "--no-backup").exit_code == 0
+    vault = tmp_path / "vault"
+    vault.mkdir()
+    ro = unwritable_dir({"orchestra.db": path.read_bytes()}) / "orchestra.db"
+    before = file_state(ro)
+    args = [a.format(vault=vault, backup=backup) for a in command]
+    assert_error(cli("-q", "-d", ro, *args), 6, str(ro), "read-only", "make it writable")
+    assert file_state(ro) == before

@@ -570,6 +570,30 @@ def test_a_digest_mismatch_rolls_everything_back_naming_the_table(tmp_path, pgdb
     assert pgdb.rows('SELECT count(*) FROM "ChatSessions"')[0][0] == 0
 
 
+def test_an_index_the_rebuild_loses_is_refused_by_the_proof(tmp_path, pgdb, pg_cluster):
+    """The keys and indexes are dropped for the load and rebuilt after it; here an event
+    trigger drops one again as it is rebuilt (the table then holds rows, unlike when the
+    migration made it): the proof's schema comparison names it and nothing is committed."""
+    pg_cluster.admin("""CREATE FUNCTION lose_index() RETURNS event_trigger LANGUAGE plpgsql AS $$
+        DECLARE made record;
+        BEGIN
+          FOR made IN SELECT * FROM pg_event_trigger_ddl_commands() LOOP
+            IF made.object_identity = 'public."IX_ChatMessages_CreatedAt"' THEN
+              IF EXISTS (SELECT 1 FROM public."ChatMessages") THEN
+                EXECUTE 'DROP INDEX ' || made.object_identity;
+              END IF;
+            END IF;
+          END LOOP;
+        END $$;
+        CREATE EVENT TRIGGER lose_index ON ddl_command_end WHEN TAG IN ('CREATE INDEX')
+            EXECUTE FUNCTION lose_index()""", dbname=pgdb.name)
+    result = copy(orchestra_db(tmp_path / "orchestra.db"), pgdb)
+    assert result.exit_code == 4, result.stderr
+    assert "after the load the schema differs from the migrations'" in result.stderr
+    assert "IX_ChatMessages_CreatedAt" in result.stderr and "nothing committed" in result.stderr
+    assert_untouched(pgdb)
+
+
 def test_guids_equal_but_for_case_are_refused_by_the_key(tmp_path, pgdb):
     source = orchestra_db(tmp_path / "orchestra.db")
     with connect(source) as c:

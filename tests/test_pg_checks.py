@@ -97,9 +97,13 @@ def test_verify_passes_and_says_why_amcheck_is_na(applied):
     assert "hangfire" not in " ".join(data["unmanaged_tables"])
 
 
-def test_verify_with_amcheck_installed(pg_cluster, applied):
+def install_amcheck(pg_cluster, database) -> None:
     pg_cluster.admin("CREATE EXTENSION amcheck; GRANT EXECUTE ON FUNCTION verify_heapam, "
-                     "bt_index_check(regclass, boolean) TO orchestra", dbname=applied.name)
+                     "bt_index_check(regclass, boolean) TO orchestra", dbname=database.name)
+
+
+def test_verify_with_amcheck_installed(pg_cluster, applied):
+    install_amcheck(pg_cluster, applied)
     result, checks, data = verify(applied)
     assert result.exit_code == 0 and data["integrity_pragma"] == "amcheck"
     result = pg(applied, "--json", "verify", "--full")
@@ -213,3 +217,98 @@ def app_holding_and_reading(database):
         reader.join()
         holder.execute("ROLLBACK")
         holder.close()
+
+
+def test_unmanaged_tables_are_exactly_those_of_the_app_schema(applied):
+    """Hangfire.PostgreSql keeps its tables in schema hangfire: not ours, not unmanaged here."""
+    applied.run_sql("""CREATE SCHEMA hangfire; CREATE TABLE hangfire.job (id bigserial PRIMARY KEY);
+                       CREATE TABLE hangfire."Agents" (id integer);
+                       CREATE TABLE "Notes" (id integer)""")
+    result, checks, data = verify(applied)
+    assert result.exit_code == 0, result.stdout
+    assert data["unmanaged_tables"] == ["Notes"]
+
+
+def test_verify_finds_a_foreign_key_whose_triggers_were_disabled(pg_cluster, applied):
+    pg_cluster.admin("""ALTER TABLE "ChatMessages" DISABLE TRIGGER ALL;
+        INSERT INTO "ChatMessages" VALUES (gen_random_uuid(), gen_random_uuid(), 'user', 'x', 0,
+            now(), NULL)""", dbname=applied.name)  # system triggers: a superuser's to disable
+    result, checks, _ = verify(applied)
+    assert result.exit_code == 1
+    assert [c for c, problems in checks.items() if problems] == ["foreign_keys"]
+    assert checks["foreign_keys"] == [
+        'ChatMessages: foreign key FK_ChatMessages_ChatSessions_SessionId has its triggers '
+        'disabled: rows written meanwhile were never checked; 1 row(s) reference missing rows; '
+        'fix the rows, then ALTER TABLE ... ENABLE TRIGGER ALL']
+
+
+def test_verify_finds_a_dropped_not_null_and_a_changed_on_delete(applied):
+    applied.run_sql("""
+        ALTER TABLE "ChatMessages" ALTER COLUMN "Content" DROP NOT NULL;
+        ALTER TABLE "ChatMessages" DROP CONSTRAINT "FK_ChatMessages_ChatSessions_SessionId";
+        ALTER TABLE "ChatMessages" ADD CONSTRAINT "FK_ChatMessages_ChatSessions_SessionId"
+            FOREIGN KEY ("SessionId") REFERENCES "ChatSessions" ("Id") ON DELETE RESTRICT""")
+    result, checks, _ = verify(applied)
+    assert result.exit_code == 1
+    assert [c for c, problems in checks.items() if problems] == ["drift"]
+    assert sorted(checks["drift"]) == [
+        "column ChatMessages.Content: notnull True expected, False found",
+        "foreign key ChatMessages(SessionId) -> ChatSessions(Id) ON DELETE CASCADE: missing or "
+        "different",
+        "foreign key ChatMessages(SessionId) -> ChatSessions(Id) ON DELETE RESTRICT: not "
+        "expected (extra)"]
+
+
+# ---- amcheck on indexes damaged as disks and bugs damage them (the server stopped cleanly,
+# its files edited, started again)
+
+PAGE = 8192  # the server's block size
+LINE_POINTERS = 24  # a page's ItemIdData array starts after its 24-byte header
+
+
+def index_file(pg_cluster, database, index: str):
+    return pg_cluster.data / database.rows("SELECT pg_relation_filepath(%s::regclass)",
+                                           (f'"{index}"',))[0][0]
+
+
+def integrity_problems(database, *options) -> tuple[int, list[str]]:
+    result = pg(database, "--json", "verify", *options)
+    data = json.loads(result.stdout)
+    assert data["integrity_pragma"].startswith("amcheck"), data["notes"]
+    return result.exit_code, next(c["problems"] for c in data["checks"] if c["name"] == "integrity")
+
+
+def test_verify_names_a_btree_index_whose_keys_are_out_of_order(pg_cluster, applied):
+    """The first two line pointers of PK_ChatMessages's one leaf page (block 1) swapped."""
+    install_amcheck(pg_cluster, applied)
+    path = index_file(pg_cluster, applied, "PK_ChatMessages")
+    with pg_cluster.stopped():
+        with open(path, "r+b") as f:
+            f.seek(PAGE + LINE_POINTERS)
+            first, second = f.read(4), f.read(4)
+            f.seek(PAGE + LINE_POINTERS)
+            f.write(second + first)
+    code, problems = integrity_problems(applied)
+    assert code == 1
+    assert len(problems) == 1 and problems[0].startswith(
+        'index public."PK_ChatMessages" on ChatMessages: item order invariant violated')
+    assert problems[0].endswith("; REINDEX it")
+
+
+def test_only_verify_full_names_an_index_missing_the_newest_rows(pg_cluster, applied):
+    """PK_ChatMessages's file as it was before three more rows were inserted: a sound
+    B-tree that lacks their keys, which only heapallindexed (--full) finds."""
+    install_amcheck(pg_cluster, applied)
+    path = index_file(pg_cluster, applied, "PK_ChatMessages")
+    with pg_cluster.stopped():
+        older = path.read_bytes()
+    applied.run_sql("""INSERT INTO "ChatMessages" SELECT gen_random_uuid(),
+        '51462f0a-ef08-4c51-aaf2-89fc4e821db8', 'user', 'later', 0, now(), NULL
+        FROM generate_series(1, 3)""")
+    with pg_cluster.stopped():
+        path.write_bytes(older)
+    assert integrity_problems(applied) == (0, [])
+    code, problems = integrity_problems(applied, "--full")
+    assert code == 1 and len(problems) == 1
+    assert problems[0].startswith('index public."PK_ChatMessages" on ChatMessages: heap tuple')
+    assert "lacks matching index tuple" in problems[0]

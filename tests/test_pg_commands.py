@@ -307,3 +307,23 @@ def test_a_refused_history_write_rolls_the_migration_back(pgdb, table):
     assert f"{table} is frozen" in result.stderr and "rolled back" in result.stderr
     assert not CHAT_TABLES & pgdb.tables()
     assert history(pgdb) == {CORE} and ef_rows(pgdb) == {}
+
+
+@pytest.mark.parametrize("command", [["apply"], ["rollback", "--to", "0", "--yes", "--no-backup"],
+                                     ["adopt", "--no-backup"],
+                                     ["history", "forget", AGENT, "--from", "yoyo", "--yes",
+                                      "--no-backup"]], ids=lambda c: c[0])
+def test_a_read_only_database_is_exit_6_saying_so(pgdb, pg_cluster, command):
+    """A standby, or default_transaction_read_only: what to do, not "fix the SQL"."""
+    if command[0] == "adopt":
+        ef_made(pgdb)
+    elif command[0] != "apply":
+        assert pg(pgdb, "apply").exit_code == 0
+    before = pgdb.tables()
+    pg_cluster.admin(f"ALTER DATABASE {pgdb.name} SET default_transaction_read_only = on")
+    result = pg(pgdb, "-q", *command)
+    assert result.exit_code == 6 and result.stdout == "", result.stderr
+    assert result.stderr.count("\n") == 1
+    assert "cannot write the database" in result.stderr and "it is read-only" in result.stderr
+    assert "run it on the primary, read-write" in result.stderr
+    assert pgdb.tables() == before

@@ -99,6 +99,11 @@ class PgDriver(Driver):
         except psycopg.OperationalError as err:
             raise DatabaseUnavailable(f"{self.display}: lost the database while {doing}: "
                                       f"{_first_line(err)}; nothing more changed") from None
+        except pgerrors.ReadOnlySqlTransaction as err:
+            raise DatabaseUnavailable(f"{self.display}: cannot write the database while {doing}: "
+                                      f"it is read-only ({_first_line(err)}: a standby, or "
+                                      "default_transaction_read_only is on); nothing changed; "
+                                      "run it on the primary, read-write") from None
         except psycopg.Error as err:  # e.g. no privilege on a history table
             raise DatabaseUnavailable(f"{self.display}: cannot use the database while {doing}: "
                                       f"{_first_line(err)}; nothing changed; check the user's "

@@ -19,7 +19,7 @@ from pathlib import Path
 import apsw
 
 from ..applied import applied_migrations
-from ..database import Database, quote, translated
+from ..database import Database, database_error, quote, translated
 from ..errors import Busy, MigrationFailed
 from ..schema import snapshot
 from .base import CHECKSUM_TABLE, CREATE_CHECKSUM_TABLE, AppliedRecord, Driver, Integrity
@@ -174,6 +174,8 @@ class SqliteDriver(Driver):
             self.db.execute(sql)
         except (apsw.BusyError, apsw.LockedError):
             raise
+        except apsw.ReadOnlyError as err:  # the file, not the SQL: exit 6, not "fix the SQL"
+            raise database_error(err, self.db.path, f"running {migration_id}") from err
         except apsw.Error as err:
             first_line = sql.strip().splitlines()[0][:80]
             raise MigrationFailed(
