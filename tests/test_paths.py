@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import cli, connect, count, file_state, run
+from helpers import cli, connect, count, file_state, run, unavailable
 
 ONE_LINE = "orchestra-schema: error: "
 
@@ -161,7 +161,7 @@ def device(tmp_path, name, minor):
     try:
         os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, minor))
     except PermissionError:
-        pytest.skip("needs root (CAP_MKNOD) to make a device node")
+        unavailable("needs root (CAP_MKNOD) to make a device node")
     return path
 
 
