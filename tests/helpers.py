@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -37,6 +38,29 @@ def unavailable(reason: str):
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"{reason}; CI must run this test (.ci/run installs what it needs)", pytrace=False)
     pytest.skip(reason)
+
+
+def device(tmp_path, name, minor):
+    """A node of the memory device (1, minor) like /dev/null or /dev/zero, made in tmp_path.
+
+    Never the system's own: run against code that replaces what --database names
+    (as recover did), a test on /dev/null would rename it and leave a regular file there.
+    """
+    path = Path(tmp_path) / name
+    try:
+        os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, minor))
+    except PermissionError:
+        unavailable("needs root (CAP_MKNOD) to make a device node")
+    return path
+
+
+def assert_refused(result, code, *words):
+    """A process (run) that exited `code` with one error line holding every word."""
+    assert result.returncode == code, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("orchestra-schema: error: "), result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
 
 
 def cli(*args, input=None, env=None):
