@@ -7,11 +7,14 @@ its first commit, during the copy), a hook starts the holder just then.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import apsw
 import pytest
 
 from backup_helpers import LOCK_HOLDER, READ_HOLDER, spawn
-from helpers import CHAT, CORE, add_rows, assert_refused, cli, connect, file_state, history, run
+from helpers import CHAT, CORE, add_rows, assert_refused, cli, connect, count, file_state, history, run
 
 # Holds an exclusive lock readers cannot pass, in either journal mode: in WAL mode only a
 # connection in locking_mode EXCLUSIVE keeps readers out.
@@ -111,24 +114,34 @@ def test_a_lock_taken_after_a_rollback_committed_is_exit_3(db, monkeypatch):
     assert history(db) == {CORE}  # the rollback itself committed before the lock came
 
 
-def test_a_lock_met_during_a_backup_copy_is_exit_3(db, tmp_path, monkeypatch):
-    """The copy's own connections (rawcopy, then the backup API) meet the lock after the
-    command opened the database."""
-    from orchestra_schema import rawcopy
-    real, holders = rawcopy.still_file, []
+@pytest.mark.parametrize("step", ["raw", "backup-api"])
+def test_a_lock_met_during_a_backup_copy_is_exit_3(db, tmp_path, monkeypatch, step):
+    """The lock comes after the command opened the database: as the raw copy's own
+    connections begin, or (raw copy given up) between the backup API's steps."""
+    from orchestra_schema import copying, rawcopy
+    holders = []
 
-    def still_file(path, *args, **kwargs):
-        holders.append(held(db))
-        return real(path, *args, **kwargs)
+    def lock_first(real):
+        def locked(*args, **kwargs):
+            holders.append(held(db))
+            return real(*args, **kwargs)
+        return locked
 
-    monkeypatch.setattr(rawcopy, "still_file", still_file)
+    if step == "raw":
+        monkeypatch.setattr(rawcopy, "still_file", lock_first(rawcopy.still_file))
+    else:
+        def unstable(*args, **kwargs):
+            raise rawcopy.Unstable("given up for this test")
+        monkeypatch.setattr(rawcopy, "still_file", unstable)
+        monkeypatch.setattr(copying, "_steps", lock_first(copying._steps))
     (tmp_path / "out").mkdir()
     try:
         result = cli("-d", db, "--timeout", "0.3", "backup", "--dir", tmp_path / "out")
     finally:
         for holder in holders:
             release(holder)
-    assert result.exit_code == 3, result.stderr
+    assert holders and result.exit_code == 3, result.stderr
+    assert "locked" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert list((tmp_path / "out").iterdir()) == []  # no backup, no temporary file left
 
 
@@ -145,3 +158,39 @@ def test_an_untranslated_busy_error_is_still_exit_3(db, monkeypatch):
     assert result.stderr.strip() == (f"orchestra-schema: error: {db}: database is locked by "
                                      "another process while running status; retry later or "
                                      "raise --timeout")
+
+
+def test_a_reader_arriving_as_restore_switches_the_journal_mode_back_loses_nothing(db, tmp_path,
+                                                                                   monkeypatch):
+    """A WAL backup restored into a rollback-journal database makes it WAL; switching it back
+    needs every other connection gone. A reader arriving just then must not turn the finished
+    restore into "locked, retry" with its pre-restore copy deleted (the only copy of the data
+    the restore replaced): the restore stands, the copy is kept, a warning says what to run."""
+    from orchestra_schema import restore
+    wal_copy = tmp_path / "wal.db"
+    assert cli("-d", db, "backup", "-o", wal_copy).exit_code == 0
+    with connect(wal_copy) as c:
+        c.execute("PRAGMA journal_mode = WAL").fetchall()
+        c.execute("DELETE FROM ChatMessages")
+    saved = tmp_path / "saved" / "wal.db.backup"
+    saved.parent.mkdir()
+    assert cli("-d", wal_copy, "backup", "-o", saved).exit_code == 0
+    real, holders = restore._keep_journal_mode, []
+
+    def keep_journal_mode(live, mode, result):
+        holders.append(spawn(READ_HOLDER, db))
+        assert holders[-1].first_line == "reading"
+        return real(live, mode, result)
+
+    monkeypatch.setattr(restore, "_keep_journal_mode", keep_journal_mode)
+    try:
+        result = cli("-d", db, "--timeout", "0.3", "--json", "restore", saved, "--yes")
+    finally:
+        for holder in holders:
+            release(holder)
+    assert holders and result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert count(db, "ChatMessages") == 0  # restored
+    pre_restore = Path(report["backup"])
+    assert pre_restore.exists() and count(pre_restore, "ChatMessages") > 0  # kept
+    assert any("PRAGMA journal_mode = delete" in w for w in report["warnings"]), report["warnings"]
