@@ -22,9 +22,10 @@ from .database import open_immutable
 from .context import Context
 from .copying import Progress, chain, integrity_of, integrity_pragma, new_backup
 from .errors import DatabaseCorrupt, DatabaseUnavailable, Refused, UsageError
-from .paths import require_sqlite
+from .paths import read_regular, require_regular, require_sqlite
 
 MANIFEST_VERSION = 2  # 2: "digest" {algorithm, value}; 1 had "sha256"
+_NOT_OURS = "move it out of the way (this tool writes manifests as regular files)"
 
 
 @dataclass
@@ -76,6 +77,8 @@ def backup(ctx: Context, output: Path | None = None, directory: Path | None = No
     if output is not None and Path(output).exists():
         raise Refused(f"{output}: already exists; nothing changed; choose another --output")
     require_sqlite(ctx.database)  # a copy of an empty file would be a 0-byte "backup, quick_check ok"
+    if keep is not None:  # what --keep will read (a manifest that is a FIFO: exit 6), before any copy
+        backups_of(ctx.database, target)
     now = datetime.now(timezone.utc)
     names = ([Path(output)] if output is not None
              else staging.unique_names(target / f"{ctx.database.name}.backup_{staging.stamp(now)}"))
@@ -161,12 +164,13 @@ def write_manifest(backup_path: Path, data: dict) -> None:
 
 
 def read_manifest(backup_path: Path) -> dict | None:
-    """The manifest beside a backup; None if there is none. Raises ValueError if unreadable."""
+    """The manifest beside a backup; None if there is none. Raises ValueError if unreadable,
+    DatabaseUnavailable (exit 6) if not a regular file."""
     path = manifest_path(backup_path)
-    if not path.exists():
+    try:  # a FIFO in its place is refused (exit 6), never waited on
+        data = json.loads(read_regular(path, "a backup manifest", _NOT_OURS))
+    except FileNotFoundError:
         return None
-    try:
-        data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"manifest {path.name} is unreadable ({err})") from err
     if not isinstance(data, dict):
@@ -247,6 +251,7 @@ def check_backup(path: Path, full: bool = True) -> BackupCheck:
 def trusted_backup(path: Path, database: Path, doing: str) -> BackupCheck:
     """check_backup for restore and recover: refuse (exit 2 or 5) unless it is ok."""
     path = Path(path)
+    require_regular(path, "a backup", "give the path of a backup file")
     if not path.exists():
         raise UsageError(f"{path}: no such backup; check the path "
                          f"(backups are named {database.name}.backup_YYYYmmdd_HHMMSS)")

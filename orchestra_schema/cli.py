@@ -103,8 +103,22 @@ class OrchestraGroup(click.Group):
         except KeyboardInterrupt:
             _fail(ctx, None, 130, "interrupted")
         except Exception as err:  # a bug: still one line, traceback with -v
+            busy = _untranslated_busy(ctx, err)
+            if busy:
+                _fail(ctx, err, busy.exit_code, str(busy))
             _fail(ctx, err, INTERNAL_ERROR,
                   f"internal error: {type(err).__name__}: {err} (rerun with -v for the traceback)")
+
+
+def _untranslated_busy(ctx: click.Context, err: Exception):
+    """SQLite's "database is locked" that no command translated: still exit 3 (busy), never 70."""
+    apsw = sys.modules.get("apsw")  # not imported: the error is not SQLite's
+    if apsw is None or not isinstance(err, (apsw.BusyError, apsw.LockedError)):
+        return None
+    from .database import database_error
+    settings = ctx.find_object(Settings)
+    where = settings.given.get("database") if settings else "the database"
+    return database_error(err, where, f"running {ctx.invoked_subcommand or 'the command'}")
 
 
 def _collect_again() -> None:

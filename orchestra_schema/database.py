@@ -19,6 +19,7 @@ import apsw
 
 from .context import DEFAULT_TIMEOUT
 from .errors import Busy, DatabaseCorrupt, DatabaseUnavailable
+from .paths import refuse_odd_sidecars
 
 _READONLY_ROLLBACK = 776  # SQLITE_READONLY_ROLLBACK: hot journal, read-only connection
 
@@ -71,6 +72,8 @@ def translated(path: Path, doing: str):
 def connect(path: Path, *, flags: int = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE,
             timeout: float = DEFAULT_TIMEOUT, vfs: str | None = None) -> apsw.Connection:
     """A bare connection; the path is taken literally, never as a URI."""
+    if str(path) != ":memory:":  # SQLite would block opening a FIFO -journal, -wal or -shm
+        refuse_odd_sidecars(Path(path))
     conn = apsw.Connection(str(path), flags=flags, vfs=vfs)
     conn.setbusytimeout(int(timeout * 1000))
     return conn

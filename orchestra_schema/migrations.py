@@ -21,6 +21,9 @@ from functools import cached_property
 from pathlib import Path
 
 from .errors import DatabaseUnavailable, UsageError
+from .paths import read_regular, require_regular
+
+_SQL_FILE = ("a migration file", "remove it from the sql directory")  # what a FIFO there is not
 
 ROLLBACK_SUFFIX = ".rollback.sql"
 
@@ -115,8 +118,10 @@ def load(sql_dir: Path | None = None) -> list[MigrationFile]:
     sql_dir = Path(sql_dir) if sql_dir is not None else default_sql_dir()
     if not sql_dir.is_dir():
         raise UsageError(f"{sql_dir}: sql directory not found; check --sql-dir")
-    forwards = sorted(p for p in sql_dir.iterdir()
-                      if p.suffix == ".sql" and not p.name.endswith(ROLLBACK_SUFFIX) and p.is_file())
+    named = sorted(p for p in sql_dir.iterdir() if p.suffix == ".sql")
+    for p in named:  # a FIFO would block the read, a directory would quietly drop a migration
+        require_regular(p, *_SQL_FILE)
+    forwards = [p for p in named if not p.name.endswith(ROLLBACK_SUFFIX)]
     _check_orphan_rollbacks(sql_dir, {p.stem for p in forwards})
     _check_case_duplicates(forwards)
     if not forwards:
@@ -149,8 +154,8 @@ def _read_pair(path: Path) -> MigrationFile:
     rollback = path.with_name(path.stem + ROLLBACK_SUFFIX)
     rollback = rollback if rollback.is_file() else None
     try:
-        data = path.read_bytes()
-        rollback_data = rollback.read_bytes() if rollback else None
+        data = read_regular(path, *_SQL_FILE)
+        rollback_data = read_regular(rollback, *_SQL_FILE) if rollback else None
         text = data.decode("utf-8")
         rollback_text = rollback_data.decode("utf-8") if rollback_data is not None else None
     except (UnicodeDecodeError, OSError) as err:

@@ -4,7 +4,10 @@ A symlink is followed to the file itself, so that every replacement (restore,
 recover) happens beside the real file, with its -wal/-shm, and the symlink
 stays a symlink. Anything but a regular file is refused from os.stat alone,
 before any open: opening a FIFO blocks until a writer comes, and a device or a
-socket is nobody's database.
+socket is nobody's database. The same goes for every file the tool or SQLite
+opens beside it (-journal, -wal, -shm, a backup and its manifest, the SQL files):
+each is stat'ed first, and the tool's own reads open it non-blocking and check
+again (read_regular), so no open waits on a FIFO, whatever --timeout says.
 """
 
 from __future__ import annotations
@@ -35,13 +38,71 @@ def database_file(given: Path) -> Path:
     except OSError as err:  # a symlink loop, a parent that cannot be searched
         raise DatabaseUnavailable(f"{given}: cannot be examined ({err.strerror}); nothing was "
                                   "opened; check --database and its directories' permissions")
-    for is_kind, kind in _KINDS:
-        if mode is not None and is_kind(mode):
-            raise DatabaseUnavailable(
-                f"{given}: is {kind}, not a database file; nothing was opened or changed; "
-                "give --database the path of the SQLite file")
+    if mode is not None and odd_kind(mode):
+        raise DatabaseUnavailable(
+            f"{given}: is {odd_kind(mode)}, not a database file; nothing was opened or changed; "
+            "give --database the path of the SQLite file")
+    refuse_odd_sidecars(real)
     # No symlink on the way: keep the user's spelling (relative paths stay relative).
     return given if os.path.abspath(given) == str(real) else real
+
+
+def odd_kind(mode: int) -> str | None:
+    """What a file is if not a regular file ("a FIFO (named pipe)", ...); None for a regular one."""
+    return next((kind for is_kind, kind in _KINDS if is_kind(mode)), None)
+
+
+_SIDECAR_ROLES = (("-journal", "rollback journal"), ("-wal", "write-ahead log"),
+                  ("-shm", "WAL index"))
+
+
+def refuse_odd_sidecars(database: Path) -> None:
+    """Exit 6 if DB-journal, -wal or -shm exists and is not a regular file.
+
+    SQLite opens them itself, and would block on a FIFO past any busy timeout:
+    they are checked before SQLite opens the database.
+    """
+    for suffix, role in _SIDECAR_ROLES:
+        require_regular(Path(f"{database}{suffix}"), f"SQLite's {role} of {Path(database).name}",
+                        "SQLite makes this file itself: move this one out of the way")
+
+
+def require_regular(path: Path, what: str, remedy: str) -> None:
+    """Exit 6, naming path, if it exists and is not a regular file (a symlink is followed)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as err:
+        raise DatabaseUnavailable(f"{path}: cannot be examined ({err.strerror}); nothing was "
+                                  "opened or changed; check its directories' permissions")
+    _refuse_kind(path, mode, what, remedy)
+
+
+def read_regular(path: Path, what: str, remedy: str) -> bytes:
+    """The bytes of a regular file; exit 6 for anything else, without ever blocking.
+
+    Stat'ed first, then opened non-blocking (a FIFO put in its place meanwhile
+    opens at once) and checked again on the open descriptor.
+    Raises FileNotFoundError if it is missing, OSError if it cannot be read.
+    """
+    require_regular(path, what, remedy)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        _refuse_kind(path, os.fstat(fd).st_mode, what, remedy)
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _refuse_kind(path: Path, mode: int, what: str, remedy: str) -> None:
+    kind = odd_kind(mode)
+    if kind:
+        raise DatabaseUnavailable(f"{path}: is {kind}, not {what}; nothing was opened or "
+                                  f"changed; {remedy}")
 
 
 def require_sqlite(path: Path) -> None:

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import apsw
+
 from . import sqlitefile, staging
 from .backup import discard, health, safety_copy, trusted_backup
 from .copying import Progress, copy_pages, integrity_of, replace_live
@@ -90,13 +92,15 @@ def _restore_into_live(ctx: Context, result: RestoreResult, yes: bool, make_back
         if make_backup:
             kind = "pre-restore" if healthy else "corrupted"
             result.backup = safety_copy(ctx, kind, progress, damaged=not healthy).path
+        copied = False
         try:
             with ctx.open() as live, translated(ctx.database, "restoring"):
                 mode = live.scalar("PRAGMA journal_mode")
                 copy_pages(source, live.connection, progress, ctx.timeout, incremental=False)
+                copied = True
                 _keep_journal_mode(live, mode, result)
         except Busy:
-            if result.backup is not None:  # nothing changed: the copy is not needed
+            if result.backup is not None and not copied:  # nothing changed: the copy is not needed
                 discard(result.backup)
                 result.backup = None
             raise
@@ -107,10 +111,19 @@ def _restore_into_live(ctx: Context, result: RestoreResult, yes: bool, make_back
 def _keep_journal_mode(live: Database, mode: str, result: RestoreResult) -> None:
     """A backup of a WAL database carries WAL in its header; the live file keeps its own mode."""
     now = live.scalar("PRAGMA journal_mode")
-    if now != mode and live.scalar(f"PRAGMA journal_mode = {mode}") != mode:
+    if now != mode and _switch(live, mode) != mode:
         result.warnings.append(
             f"{result.database} is now in {now} mode, like the backup; it was {mode} and could "
             f"not be switched back while in use: run PRAGMA journal_mode = {mode} when it is idle")
+
+
+def _switch(live: Database, mode: str) -> str | None:
+    """PRAGMA journal_mode = mode; None if another connection's lock stops it (out of WAL,
+    SQLite needs the database to itself): the restore is done, only the mode is left."""
+    try:
+        return live.scalar(f"PRAGMA journal_mode = {mode}")
+    except (apsw.BusyError, apsw.LockedError):
+        return None
 
 
 def _size(path: Path) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -17,6 +18,7 @@ from helpers import cli, connect
 # then prints "<commits> <busy errors>". A backup must never hold half a pair.
 # Arguments: database, stop file, busy timeout (ms), pause between commits (ms),
 # optionally the WAL autocheckpoint (pages; 1 checkpoints after every commit).
+# While STOP.hold exists it commits nothing, and says so by creating STOP.held (see quiet).
 WRITER = r"""
 import apsw, os, sys, time
 path, stop, timeout_ms, pause_ms = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
@@ -27,6 +29,10 @@ if len(sys.argv) > 5:
 commits = busy = 0
 print("started", flush=True)
 while not os.path.exists(stop):
+    if os.path.exists(stop + ".hold"):
+        open(stop + ".held", "w").close()
+        time.sleep(0.001)
+        continue
     try:
         with c:
             c.execute("INSERT INTO pairs (half, pad) VALUES (1, randomblob(100))")
@@ -137,6 +143,20 @@ def overwrite_pages(path: Path, pages, fill: bytes | None = None) -> None:
         for page in pages:
             f.seek((page - 1) * page_size)
             f.write(fill * page_size if fill else os.urandom(page_size))
+
+
+@contextlib.contextmanager
+def quiet(stop: Path):
+    """The WRITER given `stop` commits nothing inside this block (it may be between commits
+    when the block begins; it has finished that commit when the block is entered)."""
+    hold, held = Path(f"{stop}.hold"), Path(f"{stop}.held")
+    held.unlink(missing_ok=True)  # only a writer that has seen this hold may say it holds
+    hold.touch()
+    try:
+        wait_for(held.exists)
+        yield
+    finally:
+        hold.unlink()
 
 
 def wait_for(condition, timeout: float = 30.0, interval: float = 0.001):

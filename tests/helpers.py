@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +31,36 @@ EF_SCRIPT = DATA / "ef-core-9-initial-script.sql"
 CHAT_TABLES = {"ChatSessions", "ChatMessages"}
 CORE_TABLES = {"Repositories", "TaskTemplates", "WorkflowDefinitions", "Agents",
                "UserPreferences", "PerformanceMetrics", "Tasks", "OrchestrationLogs"}
+
+
+def unavailable(reason: str):
+    """Skip a test this machine cannot run; under CI=true fail it instead: CI must run them all."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason}; CI must run this test (.ci/run installs what it needs)", pytrace=False)
+    pytest.skip(reason)
+
+
+def device(tmp_path, name, minor):
+    """A node of the memory device (1, minor) like /dev/null or /dev/zero, made in tmp_path.
+
+    Never the system's own: run against code that replaces what --database names
+    (as recover did), a test on /dev/null would rename it and leave a regular file there.
+    """
+    path = Path(tmp_path) / name
+    try:
+        os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, minor))
+    except PermissionError:
+        unavailable("needs root (CAP_MKNOD) to make a device node")
+    return path
+
+
+def assert_refused(result, code, *words):
+    """A process (run) that exited `code` with one error line holding every word."""
+    assert result.returncode == code, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("orchestra-schema: error: "), result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
 
 
 def cli(*args, input=None, env=None):
@@ -113,15 +144,19 @@ def add_rows(c: apsw.Connection, sessions=3, messages=5) -> None:
 
 @contextlib.contextmanager
 def mounted_tmpfs(where: Path, size: str, read_only: bool = False):
-    """A real small file system (a tmpfs of `size`) at `where`; skips where mounting is refused.
+    """A real small file system (a tmpfs of `size`) at `where`; skips where mounting is refused
+    (fails under CI=true: see unavailable).
 
     read_only: mounted ro, so unwritable even for root (which ignores permission bits).
     """
     where.mkdir()
     options = f"{'ro,' if read_only else ''}size={size}"
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs",
-                                            where], capture_output=True).returncode:
-        pytest.skip("needs root, allowed to mount a tmpfs")
+    if os.geteuid() != 0:
+        unavailable("needs root, allowed to mount a tmpfs")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", where],
+                             capture_output=True, text=True)
+    if mounted.returncode:
+        unavailable(f"mounting a tmpfs was refused: {mounted.stderr.strip()}")
     try:
         yield where
     finally:

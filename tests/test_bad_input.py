@@ -147,7 +147,9 @@ def test_new_that_cannot_write_its_rollback_file_leaves_neither(tmp_path):
     sql = tmp_path / "sql"
     sql.mkdir()
     (sql / "0001_a.sql").write_text("CREATE TABLE a(x);\n")
-    (sql / "20300101000000_more.rollback.sql").mkdir()  # in the way of the rollback file
+    # In the way of the rollback file (open "x" refuses a symlink); not a directory, which
+    # loading the sql dir refuses before anything is written (test_odd_files)
+    (sql / "20300101000000_more.rollback.sql").symlink_to("nowhere")
     with pytest.raises(DatabaseUnavailable, match="nothing was created"):
         migrations.new_pair(sql, "more", now=datetime(2030, 1, 1, tzinfo=timezone.utc))
     assert sorted(p.name for p in sql.iterdir()) == ["0001_a.sql", "20300101000000_more.rollback.sql"]

@@ -274,6 +274,14 @@ BAD = {
     "malformed date": (
         "UPDATE Tasks SET CreatedAt = '2025-02-30 10:00:00' WHERE Id = 't1'",
         ["Tasks.CreatedAt", "'t1'", "malformed date", "timestamp with time zone"]),
+    # EF Core's own shape (7 fractional digits) is converted by SQLite arithmetic, apart
+    # from the other shapes: unixepoch() reads month 00 or 13 as NULL, sent as 2000-01-01
+    "month 13 in EF's shape": (
+        "UPDATE Tasks SET CreatedAt = '2025-13-05 10:00:00.1234567' WHERE Id = 't1'",
+        ["Tasks.CreatedAt", "'t1'", "malformed date", "timestamp with time zone"]),
+    "month 00 in EF's shape": (
+        "UPDATE Tasks SET UpdatedAt = '2025-00-05 10:00:00.1234567' WHERE Id = 't2'",
+        ["Tasks.UpdatedAt", "'t2'", "malformed date", "timestamp with time zone"]),
     "eight fractional digits": (
         "UPDATE Tasks SET UpdatedAt = '2025-09-23 13:26:48.12345678' WHERE Id = 't2'",
         ["Tasks.UpdatedAt", "'t2'", "malformed date"]),
@@ -882,6 +890,7 @@ def test_every_date_postgresql_would_misread_is_named_not_sent():
     invalid = pg_values.invalid_field("timestamptz")
     for text in ["2025-02-30 10:00:00.1234567", "2023-02-29 10:00:00.1", "2025-04-31 10:00:00.5",
                  "2025-01-01 24:00:00.0000000", "2025-13-01 10:00:00.1", "2025-00-10 10:00:00.1",
+                 "2025-13-05 10:00:00.1234567", "2025-00-05 10:00:00.1234567",
                  "2025-01-00 10:00:00.1", "2025-01-01 10:60:00.1", "2025-01-01 10:00:60.1",
                  "0000-01-01 10:00:00.1", "9999-12-31 23:59:59.9999995", "2025-01-01 10:00:00.",
                  "2025-01-01 10:00:00.12345678", "2025-01-01 10:00:00.12a", "2025-02-30",

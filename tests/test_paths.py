@@ -12,18 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import cli, connect, count, file_state, run
-
-ONE_LINE = "orchestra-schema: error: "
-
-
-def assert_refused(result, code, *words):
-    assert result.returncode == code, (result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(ONE_LINE), result.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
-
+from helpers import assert_refused, cli, connect, count, device, file_state, run
 
 @pytest.fixture
 def linked(db, tmp_path):
@@ -149,20 +138,6 @@ def test_a_fifo_is_refused_at_once(tmp_path, db, command):
     assert stat.S_ISFIFO(fifo.lstat().st_mode)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["orchestra.db", "orchestra.fifo", "saved.db", "saved.db.json"])
-
-
-def device(tmp_path, name, minor):
-    """A node of the memory device (1, minor) like /dev/null or /dev/zero, made in tmp_path.
-
-    Never the system's own: run against code that replaces what --database names
-    (as recover did), a test on /dev/null would rename it and leave a regular file there.
-    """
-    path = tmp_path / name
-    try:
-        os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, minor))
-    except PermissionError:
-        pytest.skip("needs root (CAP_MKNOD) to make a device node")
-    return path
 
 
 @pytest.mark.parametrize("command", COMMANDS)

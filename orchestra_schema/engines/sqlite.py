@@ -58,9 +58,9 @@ class SqliteDriver(Driver):
         return applied_migrations(self.db)
 
     def ef_rows(self):
-        if EF_TABLE not in self.db.table_names():
-            return None
         with translated(self.db.path, f"reading {EF_TABLE}"):
+            if EF_TABLE not in self.db.table_names():
+                return None
             return [tuple(r) for r in self.db.rows(
                 f'SELECT "MigrationId", "ProductVersion" FROM {quote(EF_TABLE)} '
                 'ORDER BY "MigrationId"')]
