@@ -590,6 +590,8 @@ def recover_command(s: Settings, source, yes):
         result = recovering.recover(s.ctx, source, yes=yes, progress=progress)
     for path in result.moved_aside:
         s.say(f"moved aside: {path}")
+    if result.wal_ignored:
+        s.say(f"read from the -wal, where SQLite ignored them: {result.wal_ignored}")
     for warning in result.warnings:
         s.warn(warning)
     lines = [f"{'table':32} {'copied':>9} {'lost':>9}  note"] + [
