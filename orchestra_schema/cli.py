@@ -539,6 +539,10 @@ def backup_command(s: Settings, output, directory, keep, full_check):
         s.say(f"deleted {path} (--keep {keep})")
     s.say(f"backup: {result.path} ({_size(result.size)}, {result.integrity_check} {result.integrity}, "
           f"{result.digest.algorithm} {result.digest.value[:12]}...)")
+    if result.original_wal:
+        s.warn(f"SQLite ignores {result.wal_ignored} in the live -wal, so the backup lacks them; "
+               f"the -wal is kept as {result.original_wal}; run `orchestra-schema recover` on the "
+               "database to bring them back")
     s.emit(result, None)
 
 

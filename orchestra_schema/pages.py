@@ -196,6 +196,8 @@ class Wal:
             self.file.close()
 
     def read(self, offset: int, size: int) -> bytes:
+        if offset in self.walk.fixed:
+            return self.walk.fixed[offset]
         self.file.seek(offset)
         return self.file.read(size)
 

@@ -33,6 +33,7 @@ class Walk:
     ignored: dict[int, int] = field(default_factory=dict)  # page -> newest vouched frame past `stop`
     transactions: int = 0  # committed transactions past `stop`
     damaged: dict[int, int] = field(default_factory=dict)  # frame -> page its header names, inside them
+    fixed: dict[int, bytes] = field(default_factory=dict)  # data offset -> page corrected (_one_bit)
 
     @property
     def committed(self) -> dict[int, int]:
@@ -49,8 +50,9 @@ class Walk:
         return 0 if offset is None else (offset - HEADER) // (FRAME_HEADER + self.page_size) + 1
 
     def summary(self) -> str:
+        fixed = f", {len(self.fixed)} frame(s) with one flipped bit corrected" if self.fixed else ""
         return (f"{self.transactions} committed transaction(s) ({len(self.ignored)} page(s)) "
-                f"after frame {self.stop} ({self.why})")
+                f"after frame {self.stop} ({self.why}{fixed})")
 
 
 def walk(path: Path, page_size: int | None = None) -> Walk:
@@ -108,17 +110,20 @@ class Frame:
     linked: bool  # its checksum holds from the frame before (as SQLite checks)
     sound: bool = False
     current: bool = False
+    fixed: bytes | None = None  # its page, one flipped bit corrected (the file still has it)
 
 
 # A frame is sound when its checksum holds seeded from the checksum stored in
 # the frame before it (the WAL header's for frame 1): the writer wrote it right
 # after that frame, and its page number, commit mark and page are as written.
-# A frame whose stored checksum alone is damaged is sound too when the next
-# frame holds seeded from the checksum computed for it. Sound frames count only
-# in the current generation: with the current salts, or chained to a sound
-# frame that has them (a damaged salt); never old frames past a restart by a
-# checkpoint, which carry older salts and chain only among themselves. A sound
-# commit frame vouches for the sound frames since the commit before it; damaged
+# Also sound: a frame whose stored checksum alone is damaged, when the next
+# frame holds seeded from the checksum computed for it; and a frame whose
+# checksum holds once one bit of its page number, commit mark or page is
+# flipped back (corrected: _one_bit). Sound frames count only in the current
+# generation: with the current salts, or chained to a sound frame that has
+# them (a damaged salt); never old frames past a restart by a checkpoint,
+# which carry older salts and chain only among themselves. A sound commit
+# frame vouches for the sound frames since the commit before it; damaged
 # frames among them are skipped (their pages are read as they were before).
 # Limit: if the application wrote over the end SQLite saw, the older frames
 # after its new ones keep the current salts and look the same as frames past
@@ -138,11 +143,55 @@ def _frames(f, size: int, seed: tuple[int, int], order: str):
         if not frame.linked and alternative is not None and page != 0 \
                 and checksum(raw[:8] + raw[FRAME_HEADER:], alternative, order) == stored:
             frame.sound = before.sound = True  # the frame before: only its checksum was damaged
+        if not frame.sound:
+            _correct(frame, raw, seed, order)
         if before is not None:
             yield before
-        before, alternative, seed = frame, None if frame.linked else computed, stored
+        alternative = None if frame.linked or frame.fixed else computed
+        before, seed = frame, stored
     if before is not None:
         yield before
+
+
+def _correct(frame: Frame, raw: bytes, seed: tuple[int, int], order: str) -> None:
+    fixed = _one_bit(raw[:8] + raw[FRAME_HEADER:], seed, _stored(raw, 16), order)
+    if fixed is not None and fixed[:4] != bytes(4):
+        page, commit = struct.unpack_from(">II", fixed)
+        frame.sound, frame.fixed, frame.page, frame.commit = True, fixed[8:], page, commit != 0
+
+
+def _one_bit(data: bytes, seed: tuple[int, int], stored: tuple[int, int], order: str) -> bytes | None:
+    """data with the one bit flipped that makes its checksum `stored` from `seed`, if exactly one.
+
+    The checksum runs over pairs of words and each step can be undone: the
+    states before each pair going forward from the seed, and going back from
+    the stored checksum, must meet across the pair that holds the flipped bit.
+    """
+    words = list(struct.unpack(f"{order}{len(data) // 4}I", data))
+    mask, pairs = 0xFFFFFFFF, len(words) // 2
+    forward, (s0, s1) = [seed], seed
+    for k in range(pairs):
+        s0 = (s0 + words[2 * k] + s1) & mask
+        s1 = (s1 + words[2 * k + 1] + s0) & mask
+        forward.append((s0, s1))
+    back, (s0, s1) = [stored] * (pairs + 1), stored
+    for k in range(pairs - 1, -1, -1):
+        s1 = (s1 - words[2 * k + 1] - s0) & mask
+        s0 = (s0 - words[2 * k] - s1) & mask
+        back[k] = (s0, s1)
+    found = []
+    for k in range(pairs):
+        (p0, p1), (t0, t1), (a, b) = forward[k], back[k + 1], words[2 * k:2 * k + 2]
+        need_a, need_b = (t0 - p0 - p1) & mask, (t1 - p1 - t0) & mask
+        if need_b == b and (need_a ^ a).bit_count() == 1:
+            found.append((2 * k, need_a))
+        if need_a == a and (need_b ^ b).bit_count() == 1:
+            found.append((2 * k + 1, need_b))
+    if len(found) != 1:
+        return None
+    at, value = found[0]
+    words[at] = value
+    return struct.pack(f"{order}{len(words)}I", *words)
 
 
 def _currency(frames: list[Frame], salts: bytes) -> None:
@@ -180,6 +229,8 @@ def _ignored(out: Walk, frames: list[Frame], salts: bytes) -> None:
                 damaged[frame.index] = frame.page
             continue
         pending[frame.page] = frame.offset
+        if frame.fixed:
+            out.fixed[frame.offset] = frame.fixed
         if frame.commit:
             out.ignored.update(pending)
             out.damaged.update(damaged)
