@@ -595,7 +595,7 @@ def recover_command(s: Settings, source, yes):
     for path in result.moved_aside:
         s.say(f"moved aside: {path}")
     if result.wal_ignored:
-        s.say(f"read from the -wal, where SQLite ignored them: {result.wal_ignored}")
+        s.say(f"read from the -wal, where SQLite ignored them: {result.wal_ignored['summary']}")
     for warning in result.warnings:
         s.warn(warning)
     lines = [f"{'table':32} {'copied':>9} {'lost':>9}  note"] + [

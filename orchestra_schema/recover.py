@@ -64,9 +64,8 @@ class RecoverResult:
     warnings: list[str] = field(default_factory=list)
     rows_in_lost_and_found: int = 0  # read from the damaged file, kept in table lost_and_found
     incomplete: list[str] = field(default_factory=list)  # why this is not everything (exit 1)
-    wal_ignored: str = ""  # committed -wal frames SQLite ignores, read from the file (wal.py)
-    wal_transactions: int = 0
-    wal_pages: int = 0
+    # committed -wal frames SQLite ignores, read from the file (wal.py): transactions, pages, summary
+    wal_ignored: dict | None = None
 
 
 def recover(ctx: Context, source: Path | None = None, yes: bool = False,
@@ -91,7 +90,7 @@ def recover(ctx: Context, source: Path | None = None, yes: bool = False,
     staging.check_writable_dir(database.parent, "recovered database")
     sqlitefile.refuse_in_use(database, "recover")
     result = RecoverResult(database, Path(source or database), source is not None, live)
-    result.wal_ignored = ignored.summary() if ignored.transactions else ""
+    result.wal_ignored = _wal_ignored(ignored)
     staging.clean_stale(database.parent)  # what killed runs left there
     with staging.Staged(database) as staged:
         with staging.writing(database.parent, "rebuilding the database"):
@@ -226,15 +225,19 @@ def _page_warnings(found: salvage.Scan, result: RecoverResult) -> None:
 
 def _wal_read(walk: wal.Walk, path: Path, result: RecoverResult) -> None:
     """Say which committed -wal frames SQLite ignores were read, and what stays lost."""
-    result.wal_transactions, result.wal_pages = walk.transactions, len(walk.ignored)
-    if walk.transactions:
-        result.wal_ignored = walk.summary()
+    result.wal_ignored = _wal_ignored(walk)
     lost = walk.lost_pages
     if lost:
         result.incomplete.append(
             f"{path}-wal: damaged frame(s) of page(s) {', '.join(map(str, lost))} (as their "
             "headers say) inside committed transactions, not replaced later: those pages were "
             "read as they were before, rows only the damaged frames held are lost")
+
+
+def _wal_ignored(walk: wal.Walk) -> dict | None:
+    if not walk.transactions:
+        return None
+    return {"transactions": walk.transactions, "pages": len(walk.ignored), "summary": walk.summary()}
 
 
 def _page_history(found: salvage.Scan, result: RecoverResult) -> set[str] | None:

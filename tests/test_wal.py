@@ -124,7 +124,7 @@ def test_recover_brings_back_every_committed_row(original, tmp_path, kind):
     result = cli("--json", "--database", db, "recover")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["wal_transactions"] == after
+    assert report["wal_ignored"]["transactions"] == after
     assert "read from the -wal, where SQLite ignored them" in result.stderr
     for table in TABLES:
         assert rows(db, table) == original[1][table], table
@@ -218,3 +218,30 @@ def test_an_uncommitted_tail_is_not_data_loss(original, tmp_path):
     Path(f"{db}-wal").write_bytes(data[:32 + (last_commit - 1) * FRAME])
     assert wal.walk(Path(f"{db}-wal")).transactions == 0
     assert cli("--database", db, "verify").exit_code == 0
+
+
+@pytest.mark.parametrize("command", [["apply"], ["rollback", "--to", "0", "--yes"]])
+def test_commands_that_write_refuse_while_the_wal_holds_ignored_commits(original, tmp_path, command):
+    """A writing connection checkpoints (and, closing last, deletes the -wal): the frames would go."""
+    db, wal_bytes, _ = damage(original, tmp_path, "page data")
+    result = cli("--database", db, *command)
+    assert result.exit_code == 5, result.output
+    assert "writing now would let SQLite overwrite them; nothing changed" in result.stderr
+    assert Path(f"{db}-wal").read_bytes() == wal_bytes
+    assert not list(tmp_path.glob("orchestra.db.*"))  # no backup either: nothing began
+
+
+def test_restore_refuses_before_its_pre_restore_copy(original, tmp_path):
+    source, _ = original
+    (tmp_path / "b").mkdir()
+    backup = tmp_path / "b" / "orchestra.db.backup_20260101_000000"
+    shutil.copy(source, backup)
+    shutil.copy(f"{source}-wal", f"{backup}-wal")
+    with no_checkpoint(backup) as c:  # fold its -wal in: a backup is one file
+        c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    Path(f"{backup}-wal").unlink(missing_ok=True)
+    db, wal_bytes, _ = damage(original, tmp_path, "salt")
+    result = cli("--database", db, "restore", backup)
+    assert result.exit_code == 5, result.output
+    assert "run `orchestra-schema recover` first" in result.stderr
+    assert Path(f"{db}-wal").read_bytes() == wal_bytes and not list(tmp_path.glob("orchestra.db.*"))
