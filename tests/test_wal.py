@@ -65,7 +65,7 @@ def mid_wal_frame(wal_bytes: bytes, superseded: bool = True) -> tuple[int, int]:
 
 
 DAMAGE = {  # where in the frame one bit flips (None: in the WAL header's salt)
-    "page data": [24 + 1000],
+    "page data": [24 + PAGE - 100],  # in the first row written on the page
     "salt": [9],
     "page number": [2],
     "checksum": [17],
@@ -82,9 +82,10 @@ def damaged_copy(original, tmp_path: Path, where: list[int] | None,
     db = tmp_path / "orchestra.db"
     shutil.copy(source, db)
     data = bytearray(Path(f"{source}-wal").read_bytes())
-    if where is None:
-        frame, where = 0, [17 - 32]
-    frame = frame or mid_wal_frame(bytes(data), superseded=False)[0]
+    if where is None:  # the WAL header's second salt, at byte 17
+        frame, where = 0, [17 - 32 + FRAME]
+    elif frame is None:
+        frame = mid_wal_frame(bytes(data), superseded=False)[0]
     for at in where:
         data[32 + (frame - 1) * FRAME + at] ^= 0x10
     Path(f"{db}-wal").write_bytes(bytes(data))
@@ -97,7 +98,7 @@ def counts(db: Path) -> dict[str, int]:
 
 
 KINDS = list(DAMAGE)
-TWO_BITS = [24 + 1000, 24 + 2000]  # one flipped bit is corrected; two are not
+TWO_BITS = [24 + PAGE - 100, 24 + PAGE - 300]  # one flipped bit is corrected; two are not
 
 
 def damage(original, tmp_path, kind):
