@@ -79,6 +79,6 @@ class Context:
         self.require_sqlite()
         if not readonly:
             from . import wal
-            wal.refuse_writing(self.database)
+            wal.refuse(self.database)
         return Database.open(self.database, timeout=self.timeout, readonly=readonly,
                              create=create)

@@ -51,7 +51,7 @@ def restore(ctx: Context, backup_path: Path, yes: bool = False, make_backup: boo
         from .pgarchive import restore_database  # pg_restore, one transaction: see pgarchive.py
         return restore_database(ctx, backup_path, make_backup=make_backup)
     check = trusted_backup(backup_path, ctx.database, "restore")
-    wal.refuse_writing(ctx.database)  # before the pre-restore copy: nothing begins
+    wal.refuse(ctx.database)  # before the pre-restore copy: nothing begins
     live = health(ctx)
     # SQLite reads an empty file as an empty database: nothing to keep, no schema to compare.
     empty = live == "ok" and ctx.database.stat().st_size == 0

@@ -261,15 +261,16 @@ def ignored(database: Path) -> Walk:
     return walk(Path(f"{database}-wal"))
 
 
-def refuse_writing(database: Path) -> None:
-    """Refused (exit 5): a connection that writes, or closes last, checkpoints the WAL up to
-    where SQLite stops, after which the next commit overwrites the frames it ignores."""
+WRITING = "writing now would let SQLite overwrite them"  # its checkpoint, then the next commit
+
+
+def refuse(database: Path, because: str = WRITING) -> None:
+    """Refused (exit 5) while SQLite ignores commits in the -wal, `because` says why."""
     found = ignored(database)
     if found.transactions:
         from .errors import Refused
-        raise Refused(f"{database}-wal: SQLite ignores {found.summary()}; writing now would "
-                      "let SQLite overwrite them; nothing changed; run `orchestra-schema recover` "
-                      "first, which brings them back")
+        raise Refused(f"{database}-wal: SQLite ignores {found.summary()}; {because}; nothing "
+                      "changed; run `orchestra-schema recover` first, which brings them back")
 
 
 def problems(database: Path) -> list[str]:

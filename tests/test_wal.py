@@ -221,13 +221,19 @@ def test_an_uncommitted_tail_is_not_data_loss(original, tmp_path):
     assert cli("--database", db, "verify").exit_code == 0
 
 
-@pytest.mark.parametrize("command", [["apply"], ["rollback", "--to", "0", "--yes"]])
-def test_commands_that_write_refuse_while_the_wal_holds_ignored_commits(original, tmp_path, command):
-    """A writing connection checkpoints (and, closing last, deletes the -wal): the frames would go."""
+@pytest.mark.parametrize("command, because", [
+    (["apply"], "writing now would let SQLite overwrite them"),
+    (["rollback", "--to", "0", "--yes"], "writing now would let SQLite overwrite them"),
+    (["copy-to", "postgresql://nobody@127.0.0.1:9/none"], "copying now would leave them behind"),
+])
+def test_commands_that_write_or_copy_refuse_while_the_wal_holds_ignored_commits(
+        original, tmp_path, command, because):
+    """A writing connection checkpoints (and, closing last, deletes the -wal): the frames would
+    go; a copy would silently lack them."""
     db, wal_bytes, _ = damage(original, tmp_path, "page data")
     result = cli("--database", db, *command)
     assert result.exit_code == 5, result.output
-    assert "writing now would let SQLite overwrite them; nothing changed" in result.stderr
+    assert f"{because}; nothing changed" in result.stderr
     assert Path(f"{db}-wal").read_bytes() == wal_bytes
     assert not list(tmp_path.glob("orchestra.db.*"))  # no backup either: nothing began
 
