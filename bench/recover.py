@@ -206,8 +206,9 @@ def run(size_mb: int, reps: int, say=print, only=None) -> str:
                 for rep in range(reps):
                     (WORK / "trial").mkdir()
                     db = fresh_copy(original, WORK / "trial" / "orchestra.db")
-                    if case in WAL_CASES:
+                    if reference != original:  # the commits left in its -wal too
                         shutil.copyfile(f"{original}-wal", f"{db}-wal")
+                    if case in WAL_CASES:
                         damage_wal(db, case)
                     else:
                         damage(db, case, random.Random(rep))

@@ -248,11 +248,11 @@ def _why(frame: Frame, salts: bytes) -> str:
 def checksum(data: bytes, seed: tuple[int, int], order: str) -> tuple[int, int]:
     """SQLite's WAL checksum of data (a multiple of 8 bytes), continuing from seed."""
     s0, s1 = seed
-    words = struct.unpack(f"{order}{len(data) // 4}I", data)
+    words = iter(struct.unpack(f"{order}{len(data) // 4}I", data))
     mask = 0xFFFFFFFF
-    for i in range(0, len(words), 2):
-        s0 = (s0 + words[i] + s1) & mask
-        s1 = (s1 + words[i + 1] + s0) & mask
+    for a, b in zip(words, words):  # pairs of words
+        s0 = (s0 + a + s1) & mask
+        s1 = (s1 + b + s0) & mask
     return s0, s1
 
 
