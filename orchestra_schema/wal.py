@@ -56,7 +56,8 @@ class Walk:
 
 
 def walk(path: Path, page_size: int | None = None) -> Walk:
-    """Walk the -wal at `path` (a missing or short file holds nothing).
+    """Walk the -wal at `path` (a missing, unreadable or short file holds nothing we can read;
+    SQLite names an unreadable one when it opens the database).
 
     A writer that restarts the WAL meanwhile rewrites its header: walk again.
     """
@@ -68,7 +69,7 @@ def walk(path: Path, page_size: int | None = None) -> Walk:
                 f.seek(0)
                 if f.read(HEADER) == head:
                     return found
-        except FileNotFoundError:
+        except OSError:
             return Walk()
     return found
 
