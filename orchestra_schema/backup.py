@@ -8,16 +8,18 @@ integrity result. restore trusts a backup only when it matches its manifest.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import apsw
 
-from . import digest as digests, sqlitefile, staging
+from . import digest as digests, sqlitefile, staging, wal
 from .database import open_immutable
 from .context import Context
 from .copying import Progress, chain, integrity_of, integrity_pragma, new_backup
@@ -48,6 +50,8 @@ class BackupResult:
     deleted: list[Path] = field(default_factory=list)  # older backups removed by --keep
     cleaned: list[Path] = field(default_factory=list)  # temporary files of killed runs removed
     warnings: list[str] = field(default_factory=list)  # e.g. the live disk is full
+    original_wal: Path | None = None  # the live -wal as it was, kept when SQLite ignores commits in it
+    wal_ignored: str = ""  # what SQLite ignores there (wal.Walk.summary)
 
 
 @dataclass
@@ -109,23 +113,46 @@ def _take(ctx: Context, names, now: datetime, progress, *, doing: str, what: str
     with ctx.open(readonly=True) as db:
         staging.check_writable_dir(first.parent, what)
         staging.check_free_space(first.parent, sqlitefile.database_size(ctx.database))
-        copy = new_backup(db.connection, ctx.database, chain(first, names), progress=progress,
-                          timeout=ctx.timeout, doing=doing, full_check=full_check,
-                          require_ok=require_ok)
+        with _original_wal(ctx.database, first) as (kept, found):
+            copy = new_backup(db.connection, ctx.database, chain(first, names), progress=progress,
+                              timeout=ctx.timeout, doing=doing, full_check=full_check,
+                              require_ok=require_ok)
+            original_wal = kept.publish([original_wal_path(copy.path)]) if kept else None
     result = BackupResult(
         database=ctx.database, path=copy.path, manifest=manifest_path(copy.path),
         created_at=now.isoformat(timespec="microseconds"), size=copy.size, digest=copy.digest,
         page_count=copy.page_count, integrity=copy.integrity, integrity_check=copy.integrity_check,
         applied_migrations=copy.applied_migrations, journal_mode=copy.journal_mode,
         copy_mode=copy.copy_mode, restarts=copy.restarts, cleaned=copy.cleaned,
-        warnings=copy.warnings)
+        warnings=copy.warnings, original_wal=original_wal,
+        wal_ignored=found.summary() if original_wal else "")
     _write_manifest(result)
     return result
+
+
+@contextlib.contextmanager
+def _original_wal(database: Path, first: Path):
+    """(staged copy, its walk) of the live -wal when SQLite ignores committed frames in it, else
+    (None, nothing): copied before the backup checkpoints, after which a writer may overwrite them."""
+    if not wal.ignored(database).transactions:
+        yield None, wal.Walk()
+        return
+    with staging.Staged(first) as staged:
+        with open(f"{database}-wal", "rb") as live, open(staged.path, "r+b") as out:
+            shutil.copyfileobj(live, out, 1 << 20)
+        found = wal.walk(staged.path)
+        yield (staged if found.transactions else None), found
+
+
+def original_wal_path(backup_path: Path) -> Path:
+    """Where the live -wal is kept beside a backup: not NAME-wal, which SQLite would replay."""
+    return Path(f"{backup_path}.original-wal")
 
 
 def discard(backup_path: Path) -> None:
     """Remove a backup this run made and no longer needs, with its manifest."""
     manifest_path(backup_path).unlink(missing_ok=True)
+    original_wal_path(backup_path).unlink(missing_ok=True)
     Path(backup_path).unlink(missing_ok=True)
 
 
@@ -148,6 +175,11 @@ def _write_manifest(result: BackupResult) -> None:
         "integrity": result.integrity,
         "sqlite_version": apsw.sqlite_lib_version(),
     }
+    if result.original_wal:
+        kept = digests.of_file(result.original_wal)
+        data["original_wal"] = {"file": result.original_wal.name, "size": result.original_wal.stat().st_size,
+                                "digest": {"algorithm": kept.algorithm, "value": kept.value},
+                                "ignored_by_sqlite": result.wal_ignored}
     write_manifest(result.path, data)
 
 
@@ -158,6 +190,7 @@ def write_manifest(backup_path: Path, data: dict) -> None:
         staging.write_atomically(manifest, json.dumps(data, indent=2) + "\n")
     except OSError as err:
         Path(backup_path).unlink(missing_ok=True)  # a backup is promised with its manifest
+        original_wal_path(backup_path).unlink(missing_ok=True)
         raise DatabaseUnavailable(
             f"{manifest}: cannot write the manifest ({err.strerror}); the backup was "
             "removed and the database is unchanged; free space or choose --dir") from err
@@ -296,6 +329,20 @@ def _manifest_problems(path: Path, check: BackupCheck) -> list[str]:
     if found.value != recorded.value:
         return [f"{recorded.algorithm} digest differs from its manifest "
                 "(changed or damaged since the backup)"]
+    return _original_wal_problems(path, check.manifest.get("original_wal"))
+
+
+def _original_wal_problems(path: Path, kept) -> list[str]:
+    """The -wal kept beside it holds commits the backup lacks: it must be there, unchanged."""
+    if not isinstance(kept, dict):
+        return []
+    recorded = digests.in_manifest(kept)
+    try:
+        found = digests.of_file(original_wal_path(path), recorded.algorithm) if recorded else None
+    except (OSError, ValueError) as err:
+        return [f"{original_wal_path(path).name}, the -wal kept with it, is unreadable ({err})"]
+    if found is None or found.value != recorded.value:
+        return [f"{original_wal_path(path).name}, the -wal kept with it, differs from its manifest"]
     return []
 
 

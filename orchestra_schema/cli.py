@@ -562,6 +562,10 @@ def backup_command(s: Settings, output, directory, keep, full_check):
         s.say(f"deleted {path} (--keep {keep})")
     s.say(f"backup: {result.path} ({_size(result.size)}, {result.integrity_check} {result.integrity}, "
           f"{result.digest.algorithm} {result.digest.value[:12]}...)")
+    if result.original_wal:
+        s.warn(f"SQLite ignores {result.wal_ignored} in the live -wal, so the backup lacks them; "
+               f"the -wal is kept as {result.original_wal}; run `orchestra-schema recover` on the "
+               "database to bring them back")
     s.emit(result, None)
 
 
@@ -613,6 +617,8 @@ def recover_command(s: Settings, source, yes):
         result = recovering.recover(s.ctx, source, yes=yes, progress=progress)
     for path in result.moved_aside:
         s.say(f"moved aside: {path}")
+    if result.wal_ignored:
+        s.say(f"read from the -wal, where SQLite ignored them: {result.wal_ignored['summary']}")
     for warning in result.warnings:
         s.warn(warning)
     lines = [f"{'table':32} {'copied':>9} {'lost':>9}  note"] + [

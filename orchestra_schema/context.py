@@ -77,5 +77,8 @@ class Context:
         """The SQLite file itself, for the commands that are SQLite's alone so far."""
         from .database import Database
         self.require_sqlite()
+        if not readonly:
+            from . import wal
+            wal.refuse(self.database)
         return Database.open(self.database, timeout=self.timeout, readonly=readonly,
                              create=create)

@@ -42,7 +42,7 @@ from typing import Callable
 import psycopg
 from psycopg import sql
 
-from . import copy_lines, copy_workers, ef, pg_values
+from . import copy_lines, copy_workers, ef, pg_values, wal
 from .address import PgAddress
 from .database import Database, quote, translated
 from .engine import HISTORY_TABLES, apply_one, applied_migrations, replay
@@ -117,6 +117,7 @@ def copy_to(source: Path, target: PgAddress, timeout: float, truncate: bool = Fa
     pg_migrations = load(default_sql_dir("postgresql"))
     if jobs is None:
         jobs = auto_jobs(source)
+    wal.refuse(source, "copying now would leave them behind")
     with (Database.open(source, timeout=timeout, readonly=True) as src,
           translated(source, "reading the source"),
           copy_workers.reading(src, jobs, timeout) as workers):

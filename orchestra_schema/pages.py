@@ -4,7 +4,8 @@ For salvaging a file SQLite itself refuses: nothing here trusts page 1 more
 than any other page. The page size comes from the header when it is sane and
 the pages agree, else from the size at which most pages parse as b-tree pages.
 Committed frames of a -wal beside the file are read in place of the pages they
-replace (the newest committed frame of each page), as SQLite would.
+replace (the newest committed frame of each page), as SQLite would, and so are
+committed frames SQLite ignores past a damaged one (wal.py).
 Layouts: https://www.sqlite.org/fileformat2.html (sections 1.3, 1.6, 2.1, 4).
 """
 
@@ -14,6 +15,8 @@ import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from . import wal
 
 MAGIC = b"SQLite format 3\x00"
 SIZES = [512 << i for i in range(8)]  # 512 .. 65536
@@ -178,12 +181,12 @@ class Wal:
     """The committed frames of a -wal file: page number -> file offset of its newest frame."""
 
     def __init__(self, path: Path):
+        self.path = path
+        self.walk = wal.Walk()
         self.file = open(path, "rb") if path.is_file() else None
         head = self.file.read(32) if self.file else b""
         magic = int.from_bytes(head[:4], "big") if len(head) == 32 else 0
-        self.ok = magic in (0x377F0682, 0x377F0683)
-        self.order = ">" if magic == 0x377F0683 else "<"
-        self.head = head
+        self.ok = magic in wal.MAGIC
         self.page_size = int.from_bytes(head[8:12], "big") if self.ok else None
         if self.page_size not in SIZES:
             self.ok, self.page_size = False, None
@@ -193,43 +196,17 @@ class Wal:
             self.file.close()
 
     def read(self, offset: int, size: int) -> bytes:
+        if offset in self.walk.fixed:
+            return self.walk.fixed[offset]
         self.file.seek(offset)
         return self.file.read(size)
 
     def frames(self, page_size: int) -> dict[int, int]:
+        """Committed frames, with those SQLite ignores past a damaged frame (wal.py)."""
         if not self.ok or page_size != self.page_size:
             return {}
-        salt = self.head[16:24]
-        s = _checksum(self.head[:24], 0, 0, self.order)
-        if s != struct.unpack(">II", self.head[24:32]):
-            return {}
-        committed: dict[int, int] = {}
-        pending: dict[int, int] = {}
-        offset = 32
-        while True:
-            self.file.seek(offset)
-            frame = self.file.read(24 + page_size)
-            if len(frame) < 24 + page_size or frame[8:16] != salt:
-                break
-            s = _checksum(frame[24:], *_checksum(frame[:8], *s, self.order), self.order)
-            if s != struct.unpack(">II", frame[16:24]):
-                break
-            number, commit = struct.unpack(">II", frame[:8])
-            pending[number] = offset + 24
-            if commit:
-                committed.update(pending)
-                pending.clear()
-            offset += 24 + page_size
-        return committed
-
-
-def _checksum(data: bytes, s0: int, s1: int, order: str) -> tuple[int, int]:
-    words = struct.unpack(f"{order}{len(data) // 4}I", data)
-    mask = 0xFFFFFFFF
-    for i in range(0, len(words), 2):
-        s0 = (s0 + words[i] + s1) & mask
-        s1 = (s1 + words[i + 1] + s0) & mask
-    return s0, s1
+        self.walk = wal.walk(self.path, page_size)
+        return self.walk.committed
 
 
 @dataclass

@@ -21,7 +21,7 @@ from pathlib import Path
 import apsw
 from yoyo.migrations import default_migration_table
 
-from . import pages, salvage, sqlitefile, staging
+from . import pages, salvage, sqlitefile, staging, wal
 from .backup import health, trusted_backup
 from .copying import Progress, integrity_of
 from .context import Context
@@ -64,6 +64,8 @@ class RecoverResult:
     warnings: list[str] = field(default_factory=list)
     rows_in_lost_and_found: int = 0  # read from the damaged file, kept in table lost_and_found
     incomplete: list[str] = field(default_factory=list)  # why this is not everything (exit 1)
+    # committed -wal frames SQLite ignores, read from the file (wal.py): transactions, pages, summary
+    wal_ignored: dict | None = None
 
 
 def recover(ctx: Context, source: Path | None = None, yes: bool = False,
@@ -79,7 +81,8 @@ def recover(ctx: Context, source: Path | None = None, yes: bool = False,
         raise DatabaseUnavailable(f"{database}: not found, nothing to salvage; "
                                   "use --from BACKUP to rebuild it from a backup")
     live = health(ctx)
-    if live == "ok" and not yes:
+    ignored = wal.ignored(database) if source is None else wal.Walk()
+    if live == "ok" and not ignored.transactions and not yes:
         raise Refused(f"{database}: passes its quick_check, nothing to recover; nothing changed; "
                       "use `restore BACKUP` to go back to a backup, or --yes to rebuild it anyway")
     if source is not None:
@@ -87,6 +90,7 @@ def recover(ctx: Context, source: Path | None = None, yes: bool = False,
     staging.check_writable_dir(database.parent, "recovered database")
     sqlitefile.refuse_in_use(database, "recover")
     result = RecoverResult(database, Path(source or database), source is not None, live)
+    result.wal_ignored = _wal_ignored(ignored)
     staging.clean_stale(database.parent)  # what killed runs left there
     with staging.Staged(database) as staged:
         with staging.writing(database.parent, "rebuilding the database"):
@@ -104,7 +108,7 @@ def recover(ctx: Context, source: Path | None = None, yes: bool = False,
 
 def _swap_in(database: Path, staged: staging.Staged, result: RecoverResult) -> None:
     staging.copy_owner_and_mode(database, staged.path)  # the application's user must open it
-    kind = "pre-recover" if result.live_integrity == "ok" else "corrupted"
+    kind = "pre-recover" if result.live_integrity == "ok" and not result.wal_ignored else "corrupted"
     aside = staging.aside_name(database, kind, datetime.now(timezone.utc))
     result.moved_aside = staged.swap_in(database, aside)
     result.backup = result.moved_aside[0]
@@ -116,9 +120,9 @@ def _rebuild(ctx: Context, path: Path, migrations, result: RecoverResult, progre
     fresh = Database.open(path, timeout=ctx.timeout)
     try:
         fresh.execute("PRAGMA synchronous = OFF")  # one fsync when it is published
-        if result.from_backup or result.live_integrity == "ok":
+        if result.from_backup or (result.live_integrity == "ok" and not result.wal_ignored):
             _rebuild_from_sqlite(ctx, fresh, migrations, result, progress)
-        else:  # damaged: read page by page, SQLite never opens it
+        else:  # damaged, or the -wal holds commits SQLite ignores: read page by page
             _rebuild_from_pages(ctx, fresh, migrations, result, progress)
         _summarize(fresh, result)
         # The application chose the live file's journal mode; a backup's header may differ.
@@ -204,6 +208,7 @@ def _open_source(ctx: Context, result: RecoverResult) -> Database:
 
 def _page_warnings(found: salvage.Scan, result: RecoverResult) -> None:
     pf = found.pf
+    _wal_read(pf.wal.walk, pf.path, result)
     if not pf.header.magic_ok:
         result.warnings.append(f"{pf.path}: its header does not say SQLite; read it as pages of "
                                f"{pf.page_size} bytes")
@@ -216,6 +221,23 @@ def _page_warnings(found: salvage.Scan, result: RecoverResult) -> None:
     if not found.freelist_known:
         result.warnings.append("the list of free pages is unreadable: rows of deleted pages may "
                                "be among the rows kept in lost_and_found")
+
+
+def _wal_read(walk: wal.Walk, path: Path, result: RecoverResult) -> None:
+    """Say which committed -wal frames SQLite ignores were read, and what stays lost."""
+    result.wal_ignored = _wal_ignored(walk)
+    lost = walk.lost_pages
+    if lost:
+        result.incomplete.append(
+            f"{path}-wal: damaged frame(s) of page(s) {', '.join(map(str, lost))} (as their "
+            "headers say) inside committed transactions, not replaced later: those pages were "
+            "read as they were before, rows only the damaged frames held are lost")
+
+
+def _wal_ignored(walk: wal.Walk) -> dict | None:
+    if not walk.transactions:
+        return None
+    return {"transactions": walk.transactions, "pages": len(walk.ignored), "summary": walk.summary()}
 
 
 def _page_history(found: salvage.Scan, result: RecoverResult) -> set[str] | None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import apsw
 
-from . import sqlitefile, staging
+from . import sqlitefile, staging, wal
 from .backup import discard, health, safety_copy, trusted_backup
 from .copying import Progress, copy_pages, integrity_of, replace_live
 from .context import Context
@@ -53,6 +53,7 @@ def restore(ctx: Context, backup_path: Path, yes: bool = False, make_backup: boo
         from .pgarchive import restore_database  # pg_restore, one transaction: see pgarchive.py
         return restore_database(ctx, backup_path, make_backup=make_backup, yes=yes)
     check = trusted_backup(backup_path, ctx.database, "restore")
+    wal.refuse(ctx.database)  # before the pre-restore copy: nothing begins
     live = health(ctx)
     # SQLite reads an empty file as an empty database: nothing to keep, no schema to compare.
     empty = live == "ok" and ctx.database.stat().st_size == 0

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 
 import apsw
 
-from . import ef
+from . import ef, wal
 from .backup import backups_of, check_backup, read_manifest
 from .commands import migration_statuses
 from .context import Context
@@ -85,6 +85,8 @@ def verify(ctx: Context, full: bool = False) -> VerifyReport:
             _check("ef_history",
                    lambda: ef.disagreements(ef_history, set(applied), ef.rules(db))),
         ]
+    if ctx.engine == "sqlite":  # what the -wal holds that SQLite does not read
+        checks.append(_check("wal", lambda: wal.problems(ctx.database)))
     problems = [f"{c.name}: {p}" for c in checks for p in c.problems]
     notes = [f"integrity: n/a: {integrity.note}"] if integrity.note else []
     return VerifyReport(

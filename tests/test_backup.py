@@ -56,7 +56,7 @@ def test_backup_json_keys(db):
     assert set(backup_json(db)) == {
         "database", "path", "manifest", "created_at", "size", "digest", "page_count", "integrity",
         "integrity_check", "applied_migrations", "journal_mode", "copy_mode", "restarts",
-        "deleted", "cleaned", "warnings"}
+        "deleted", "cleaned", "warnings", "original_wal", "wal_ignored"}
 
 
 def test_full_check_is_recorded_in_the_manifest(db):

@@ -73,7 +73,7 @@ def test_recover_salvages_every_row_outside_the_damaged_pages(db):
     assert set(out) == {"database", "source", "from_backup", "live_integrity", "backup",
                         "moved_aside", "applied_migrations", "tables", "rows_copied", "rows_lost",
                         "rows_lost_at_most", "foreign_key_violations", "integrity", "warnings",
-                        "rows_in_lost_and_found", "incomplete"}
+                        "rows_in_lost_and_found", "incomplete", "wal_ignored"}
     assert set(out["tables"][0]) == {"table", "copied", "lost", "lost_exact", "lost_at_most", "note",
                                      "lost_and_found"}
 

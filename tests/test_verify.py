@@ -11,7 +11,7 @@ from orchestra_schema.migrations import default_sql_dir
 
 REPORT_KEYS = ["database", "ok", "integrity_pragma", "checks", "problems", "notes", "yoyo_history",
                "ef_history", "managed_tables", "unmanaged_tables"]
-CHECKS = ["integrity", "foreign_keys", "migration_files", "drift", "ef_history"]
+CHECKS = ["integrity", "foreign_keys", "migration_files", "drift", "ef_history", "wal"]
 
 
 def verify(path, *args):
