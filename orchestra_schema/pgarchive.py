@@ -539,6 +539,8 @@ def backed_up_database(manifest: dict | None) -> str | None:
 
 
 def _refuse_another_database(address, archive: Path, manifest, yes: bool) -> None:
+    """Another database's archive replaces what this one holds only with --yes (an empty
+    database, a new server's, has nothing to lose: it needs none)."""
     theirs, ours = backed_up_database(manifest), database_name(address)
     if theirs and theirs != ours and not yes:
         raise Refused(f"{archive}: its manifest says it is a backup of database {theirs}, not "
@@ -556,7 +558,6 @@ def restore_database(ctx, archive: Path, make_backup: bool = True, yes: bool = F
     if not check.ok:
         raise Refused(f"{archive}: {'; '.join(check.problems)}; refused to restore from it, "
                       f"{address.display} is unchanged; choose another backup")
-    _refuse_another_database(address, archive, check.manifest, yes)
     result = RestoreResult(address.display, archive, None, "ok", check.has_manifest, [],
                            "pg_restore")
     with connect(address, ctx.timeout) as driver:
@@ -567,7 +568,9 @@ def restore_database(ctx, archive: Path, make_backup: bool = True, yes: bool = F
                 f"{address.display}: holds table(s) the backup lacks ({', '.join(extra)}), which "
                 "a restore would leave beside the restored ones; nothing changed; roll back "
                 "what created them first, or restore into an empty database")
-        if make_backup and conn.execute(LIVE_TABLES).fetchone() is not None:
+        holds_tables = conn.execute(LIVE_TABLES).fetchone() is not None
+        _refuse_another_database(address, archive, check.manifest, yes or not holds_tables)
+        if make_backup and holds_tables:
             result.backup = backup_database(ctx, kind="pre-restore").path
         pg_restore(address, archive, conn, ctx.timeout)
         result.integrity = "ok"  # pg_restore committed every object and row of the archive

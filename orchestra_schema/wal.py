@@ -11,6 +11,7 @@ can keep them. Plain file reads only: nothing here writes the -wal.
 from __future__ import annotations
 
 import struct
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +19,8 @@ HEADER = 32  # bytes of the WAL header
 FRAME_HEADER = 24
 MAGIC = {0x377F0682: "<", 0x377F0683: ">"}  # the checksum's byte order
 SIZES = {512 << i for i in range(8)}
-ATTEMPTS = 3  # walks of a -wal that a writer restarts meanwhile
+ATTEMPTS = 3  # walks of a -wal that a writer restarts or appends to meanwhile
+SETTLE = 0.02  # seconds between two walks that must agree
 
 
 @dataclass
@@ -59,19 +61,35 @@ def walk(path: Path, page_size: int | None = None) -> Walk:
     """Walk the -wal at `path` (a missing, unreadable or short file holds nothing we can read;
     SQLite names an unreadable one when it opens the database).
 
-    A writer that restarts the WAL meanwhile rewrites its header: walk again.
+    A writer that restarts the WAL meanwhile rewrites its header: walk again. A frame read
+    while the application was writing it looks damaged, with the commits it wrote after it
+    behind: damage stays where it is, so ignored commits count only when two walks agree
+    on the frame SQLite stops at and on why.
     """
-    for _ in range(ATTEMPTS):
-        try:
-            with open(path, "rb") as f:
-                head = f.read(HEADER)
-                found = _walk(f, head, page_size)
-                f.seek(0)
-                if f.read(HEADER) == head:
-                    return found
-        except OSError:
-            return Walk()
-    return found
+    previous = None
+    for _ in range(2 * ATTEMPTS):
+        found = _walk_once(path, page_size)
+        if found is None:
+            continue  # restarted meanwhile
+        if not found.transactions or (previous is not None
+                                      and (previous.stop, previous.why) == (found.stop, found.why)):
+            return found
+        previous = found
+        time.sleep(SETTLE)
+    return Walk(page_size=found.page_size if found else None, frames=found.frames if found else 0,
+                read=found.read if found else {})  # never still: a writer at work, not damage
+
+
+def _walk_once(path: Path, page_size: int | None) -> Walk | None:
+    """One walk; None when the header changed under it."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(HEADER)
+            found = _walk(f, head, page_size)
+            f.seek(0)
+            return found if f.read(HEADER) == head else None
+    except OSError:
+        return Walk()
 
 
 def _walk(f, head: bytes, page_size: int | None) -> Walk:

@@ -147,9 +147,9 @@ def test_restore_brings_a_backup_up_on_an_empty_database(pg_cluster, applied, tm
     made = json.loads(pg(applied, "--json", "backup", "--dir", tmp_path).stdout)
     empty = pg_cluster.new_database("new")
     try:
-        # As a new server would be addressed: the app's own variable, Npgsql's syntax;
-        # --yes: the archive's manifest names another database.
-        result = cli("--json", "restore", "--yes", made["path"],
+        # As a new server would be addressed: the app's own variable, Npgsql's syntax; the
+        # archive's manifest names another database, but this one is empty: no --yes needed.
+        result = cli("--json", "restore", made["path"],
                      env={"EFCORE_CONNECTION": empty.npgsql})
         assert result.exit_code == 0, result.stderr
         assert PASSWORD not in result.stdout + result.stderr
