@@ -26,6 +26,11 @@ class Damaged(Exception):
     """A cell, record or overflow chain that does not hold together."""
 
 
+class RawText(bytes):
+    """A text value whose bytes are not valid in the database's encoding, kept as stored:
+    SQLite stores and returns such text as it is, so it is the user's data."""
+
+
 def varint(buf: bytes, at: int) -> tuple[int, int]:
     """(value, offset after it) of the varint at `at` (1 to 9 bytes, big-endian)."""
     if at < len(buf) and buf[at] < 0x80:  # the common case: one byte
@@ -88,6 +93,7 @@ class Header:
     freelist_trunk: int
     freelist_count: int
     encoding: str
+    pages: int  # the in-header database size; 0 when stale (fileformat2.html 1.3.7)
 
 
 def read_header(raw: bytes) -> Header:
@@ -97,7 +103,10 @@ def read_header(raw: bytes) -> Header:
     encoding = {1: "utf-8", 2: "utf-16-le", 3: "utf-16-be"}.get(int.from_bytes(raw[56:60], "big"), "utf-8")
     reserved = raw[20] if raw[20] < 64 else 0
     trunk, count = struct.unpack_from(">II", raw, 32)
-    return Header(raw[:16] == MAGIC, size if size in SIZES else None, reserved, trunk, count, encoding)
+    valid = raw[24:28] == raw[92:96]  # version-valid-for equals the change counter
+    pages = int.from_bytes(raw[28:32], "big") if valid else 0
+    return Header(raw[:16] == MAGIC, size if size in SIZES else None, reserved, trunk, count, encoding,
+                  pages)
 
 
 class PageFile:
@@ -116,6 +125,7 @@ class PageFile:
         pages_in_file = -(-self.size // self.page_size)
         self.page_count = max([pages_in_file, *self.wal_frames.keys()], default=0)
         self.size_detected = self.header.page_size != self.page_size
+        self.page_count = max(self.page_count, self.pages_in_header())
 
     def close(self) -> None:
         self.file.close()
@@ -126,6 +136,13 @@ class PageFile:
 
     def __exit__(self, *exc):
         self.close()
+
+    def pages_in_header(self) -> int:
+        """How many pages the newest page 1 says the database has (0: unknown); pages past
+        the end of a truncated file then read as zeros, damaged pages like any other."""
+        head = read_header(self.page(1)[:100])
+        sane = max(16 * self.page_count, 1 << 20)  # a garbled count must not size the scan's arrays
+        return head.pages if head.magic_ok and not self.size_detected and head.pages <= sane else 0
 
     def page(self, number: int) -> bytes:
         frame = self.wal_frames.get(number)
@@ -272,6 +289,8 @@ class Reader:
                 yield None
 
     def cell(self, page: BTreePage, data: bytes, i: int, offset: int) -> Cell:
+        if page.kind == INDEX_INTERIOR:  # its cells are index entries too, after a child pointer
+            offset += 4
         size, at = varint(data, offset)
         rowid = None
         if page.kind == TABLE_LEAF:
@@ -330,7 +349,10 @@ class Reader:
         for serial in types:
             if serial >= 13 and serial % 2:  # text, the common case
                 n = (serial - 13) >> 1
-                value = payload[body:body + n].decode(self.pf.encoding, "replace")
+                try:
+                    value = payload[body:body + n].decode(self.pf.encoding)
+                except UnicodeDecodeError:
+                    value = self.text(payload[body:body + n])
                 body += n
             else:
                 value, body = self._value(payload, body, serial)
@@ -357,4 +379,10 @@ class Reader:
         raw = buf[at:at + n]
         if serial % 2 == 0:
             return raw, at + n
-        return raw.decode(self.pf.encoding, "replace"), at + n
+        return self.text(raw), at + n
+
+    def text(self, raw: bytes) -> str | RawText:
+        try:
+            return raw.decode(self.pf.encoding)
+        except UnicodeDecodeError:  # UTF-16 text goes into a UTF-8 database: converted, as SQLite would
+            return RawText(raw) if self.pf.encoding == "utf-8" else raw.decode(self.pf.encoding, "replace")
