@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -10,6 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from helpers import cli, connect
+from orchestra_schema import pages as page_reader
+from orchestra_schema import salvage
 from salvage_helpers import (HANGFIRE, TABLES, build, damage, overflow_owners, pages_of, rows, snapshot,
                              table_leaf_rows, wal_pages)
 
@@ -108,6 +111,91 @@ def test_a_table_whose_only_page_is_gone_exits_1(tmp_path):
     result, out = recover(db)
     assert result.exit_code == 1 and "Agents: no row could be read" in result.stderr
     assert out["backup"] and ".corrupted_" in out["backup"]
+
+
+def by_table(out) -> dict[str, dict]:
+    return {t["table"]: t for t in out["tables"]}
+
+
+@pytest.mark.parametrize("share", [0.3, 0.6, 0.9])
+def test_a_truncated_file_names_every_table_that_lost_rows(db, share):
+    """A file cut short (a copy that stopped, a full disk): verify names it, and recover exits 1
+    naming each table that lost rows, with the loss the surviving pages prove."""
+    before = snapshot(db)
+    os.truncate(db, int(db.stat().st_size * share) // 4096 * 4096)
+    checked = cli("--database", db, "verify")
+    assert checked.exit_code == 6 and "truncated" in checked.stderr and "header says" in checked.stderr
+    result, out = recover(db)
+    assert result.exit_code == 1 and "the file is truncated" in result.stderr
+    after = snapshot(db)
+    for table in TABLES:
+        gone, told = len(before[table] - after[table]), by_table(out)[table]
+        assert after[table] <= before[table] and told["lost"] <= gone, (table, told)
+        if gone:
+            assert f"{table}: " in result.stderr and not told["lost_exact"] or told["lost"] == gone, told
+            assert told["lost"] > 0 or told["lost_at_most"] is None, (table, told)
+    assert by_table(out)["ChatMessages"]["lost"] > 0  # its root and interior pages survive: evidence
+
+
+def test_unreadable_leaves_of_a_foreign_table_exit_1(db):
+    """Hangfire's table (no index, rowids from AUTOINCREMENT): its leaves zeroed, its root intact."""
+    before = snapshot(db)
+    leaves = [p for p, _, _ in pages_of(db, HANGFIRE, "leaf") if p not in wal_pages(db)]
+    for page in leaves[:-1]:
+        damage(db, page, fill=b"\x00")
+    result, out = recover(db)
+    assert result.exit_code == 1 and f"{HANGFIRE}: " in result.stderr
+    jobs = by_table(out)[HANGFIRE]
+    gone = len(before[HANGFIRE] - snapshot(db)[HANGFIRE])
+    assert 0 < jobs["lost"] <= gone and not jobs["lost_exact"]
+
+
+def _leaf_of_a_row_indexed_on_an_interior_page(db) -> tuple[int, int]:
+    """(page, cells) of a ChatMessages leaf holding a row whose entry in the table's first index
+    sits on an interior page of that index (SQLite keeps entries there too)."""
+    hidden = wal_pages(db)
+    with page_reader.PageFile(db) as pf:
+        found = salvage.scan(pf)
+
+        def cells(page):
+            data = pf.page(page)
+            return found.reader.cells(page_reader.parse_btree(data, page, pf.usable), data)
+
+        first = next(r for r in found.schema if r.type == "index" and r.tbl_name == "ChatMessages")
+        inner = {c.values[-1] for page in range(1, pf.page_count + 1)
+                 if found.kind[page] == page_reader.INDEX_INTERIOR and found.root_of(page) == first.rootpage
+                 for c in cells(page)}
+        assert inner, "the index should have entries on interior pages"
+        for page, n, _ in pages_of(db, "ChatMessages", "leaf"):
+            if page not in hidden and {c.rowid for c in cells(page)} & inner:
+                return page, n
+    raise AssertionError("no leaf holds such a row")
+
+
+def test_an_exact_loss_adds_up_when_index_entries_sit_on_interior_pages(db):
+    """copied + lost = the rows before, where recover calls the loss exact (it was one short)."""
+    before = snapshot(db)
+    page, cells = _leaf_of_a_row_indexed_on_an_interior_page(db)
+    damage(db, page, fill=b"\x00")
+    result, out = recover(db)
+    messages = by_table(out)["ChatMessages"]
+    assert messages["lost_exact"] and "intact index" in messages["note"]
+    assert (messages["copied"], messages["lost"]) == (len(before["ChatMessages"]) - cells, cells)
+    assert result.exit_code == 1 and f"ChatMessages: {cells} row(s) lost" in result.stderr
+
+
+@pytest.mark.parametrize("where", ["Tasks root", "ChatMessages root"])
+def test_text_that_is_not_utf8_comes_back_byte_for_byte(db, where):
+    """SQLite stores such text and hands it back as it is: the user's data, not U+FFFD."""
+    with connect(db) as c:
+        c.execute("UPDATE ChatMessages SET Content = CAST(x'41ff42' AS TEXT) WHERE rowid = 5")
+        root = c.execute("SELECT rootpage FROM sqlite_schema WHERE name = ?", (where.split()[0],)).fetchone()[0]
+    damage(db, root)
+    result = cli("--database", db, "--json", "recover", "--yes")
+    assert result.exit_code in (0, 1), result.stderr
+    with connect(db) as c:
+        assert c.execute("SELECT hex(Content), typeof(Content) FROM ChatMessages WHERE rowid = 5"
+                         ).fetchall() == [("41FF42", "text")]
 
 
 def property_case(db, data):
