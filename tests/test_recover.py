@@ -337,3 +337,22 @@ def test_a_rebuilt_database_that_fails_its_check_is_not_swapped_in(db, monkeypat
     assert result.exit_code == 1, result.output
     assert "integrity" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert file_state(db) == before and files_in(db.parent) == names  # not moved aside, no leftovers
+
+
+@pytest.mark.parametrize("source", ["the file itself", "a backup"])
+def test_text_that_is_not_utf8_is_copied_as_stored(ef_db, source):
+    """SQLite stores text that is not UTF-8 and returns it as it is: recover copies its bytes
+    (it exited 70 on UnicodeDecodeError from a backup, and from a file that passes its check)."""
+    with connect(ef_db) as c:
+        rowid = c.execute("SELECT min(rowid) FROM ChatMessages").fetchone()[0]
+        c.execute("UPDATE ChatMessages SET Content = CAST(x'41ff42' AS TEXT) WHERE rowid = ?", (rowid,))
+    before = counts(ef_db)
+    args = ["--yes"]
+    if source == "a backup":
+        args += ["--from", json.loads(cli("--database", ef_db, "--json", "backup").stdout)["path"]]
+    result = recover(ef_db, *args)
+    assert result.exit_code == 0, result.stderr
+    assert counts(ef_db) == before
+    with connect(ef_db) as c:
+        assert c.execute("SELECT hex(Content), typeof(Content) FROM ChatMessages WHERE rowid = ?",
+                         (rowid,)).fetchall() == [("41FF42", "text")]

@@ -226,6 +226,26 @@ def property_case(db, data):
         assert missing <= may_lose and kept == 0
     else:
         assert "recovered with gaps" in result.stderr
+    _losses_add_up(before, after, out, result, kept)
+
+
+def _losses_add_up(before, after, out, result, kept):
+    """Against the rows read before the damage: an exact loss adds up, "at least" never says
+    more than is gone, "at most" never less (but for rows kept with no table), and any
+    table with a row gone is named and exits 1."""
+    with connect(out["database"]) as c:
+        unplaced = c.execute("SELECT count(*) FROM lost_and_found WHERE guess IS NULL").fetchone()[0] \
+            if kept else 0
+    for table in TABLES:
+        told, gone = by_table(out)[table], len(before[table] - after[table])
+        assert told["copied"] == len(after[table]), (table, told)
+        assert told["lost"] <= gone - told["lost_and_found"], (table, told)
+        if told["lost_exact"]:
+            assert told["copied"] + told["lost"] + told["lost_and_found"] == len(before[table]), (table, told)
+        elif told["lost_at_most"] is not None:
+            assert gone - told["lost_and_found"] - unplaced <= told["lost_at_most"], (table, told)
+        if gone:
+            assert result.exit_code == 1 and f"{table}: " in result.stderr or told["lost_and_found"], told
 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))
