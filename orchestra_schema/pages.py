@@ -93,7 +93,6 @@ class Header:
     freelist_trunk: int
     freelist_count: int
     encoding: str
-    pages: int  # the in-header database size; 0 when stale (fileformat2.html 1.3.7)
 
 
 def read_header(raw: bytes) -> Header:
@@ -103,10 +102,7 @@ def read_header(raw: bytes) -> Header:
     encoding = {1: "utf-8", 2: "utf-16-le", 3: "utf-16-be"}.get(int.from_bytes(raw[56:60], "big"), "utf-8")
     reserved = raw[20] if raw[20] < 64 else 0
     trunk, count = struct.unpack_from(">II", raw, 32)
-    valid = raw[24:28] == raw[92:96]  # version-valid-for equals the change counter
-    pages = int.from_bytes(raw[28:32], "big") if valid else 0
-    return Header(raw[:16] == MAGIC, size if size in SIZES else None, reserved, trunk, count, encoding,
-                  pages)
+    return Header(raw[:16] == MAGIC, size if size in SIZES else None, reserved, trunk, count, encoding)
 
 
 class PageFile:
@@ -125,7 +121,6 @@ class PageFile:
         pages_in_file = -(-self.size // self.page_size)
         self.page_count = max([pages_in_file, *self.wal_frames.keys()], default=0)
         self.size_detected = self.header.page_size != self.page_size
-        self.page_count = max(self.page_count, self.pages_in_header())
 
     def close(self) -> None:
         self.file.close()
@@ -136,13 +131,6 @@ class PageFile:
 
     def __exit__(self, *exc):
         self.close()
-
-    def pages_in_header(self) -> int:
-        """How many pages the newest page 1 says the database has (0: unknown); pages past
-        the end of a truncated file then read as zeros, damaged pages like any other."""
-        head = read_header(self.page(1)[:100])
-        sane = max(16 * self.page_count, 1 << 20)  # a garbled count must not size the scan's arrays
-        return head.pages if head.magic_ok and not self.size_detected and head.pages <= sane else 0
 
     def page(self, number: int) -> bytes:
         frame = self.wal_frames.get(number)

@@ -223,7 +223,7 @@ def _page_warnings(found: salvage.Scan, result: RecoverResult) -> None:
                                f"{len(found.schema)} surviving record(s)")
     cut = sqlitefile.truncation(pf.path) if pf.header.magic_ok and not pf.size_detected else None
     if cut:  # the header's page count or page size says pages are missing
-        result.warnings.append(f"{pf.path}: {cut}; the missing pages read as damaged ones")
+        result.warnings.append(f"{pf.path}: {cut}; the pages past its end are read as damaged ones")
         result.incomplete.append(f"the file is {cut}")
     if not found.freelist_known:
         result.warnings.append("the list of free pages is unreadable: rows of deleted pages may "
