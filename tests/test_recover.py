@@ -356,3 +356,18 @@ def test_text_that_is_not_utf8_is_copied_as_stored(ef_db, source):
     with connect(ef_db) as c:
         assert c.execute("SELECT hex(Content), typeof(Content) FROM ChatMessages WHERE rowid = ?",
                          (rowid,)).fetchall() == [("41FF42", "text")]
+
+
+def test_a_utf16_database_keeps_its_text(tmp_path):
+    """Text goes across as its stored bytes, so the new file keeps the source's encoding."""
+    db = tmp_path / "orchestra.db"
+    with connect(db) as c:  # the encoding is fixed when the first table is written
+        c.execute("PRAGMA encoding = 'UTF-16le'")
+        c.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+        c.execute("INSERT INTO notes (body) VALUES ('café 漢字 🚀')")
+    assert cli("--database", db, "apply").exit_code == 0
+    result = recover(db, "--yes")
+    assert result.exit_code == 0, result.stderr
+    with connect(db) as c:
+        assert c.execute("SELECT body FROM notes").fetchall() == [("café 漢字 🚀",)]
+        assert c.execute("PRAGMA encoding").fetchone()[0] == "UTF-16le"
