@@ -368,7 +368,7 @@ def _source_history(src: Database | None, result: RecoverResult) -> set[str] | N
         return None
     try:
         return set(applied_migrations(src))
-    except (apsw.Error, OrchestraError) as err:
+    except (apsw.Error, OrchestraError, UnicodeDecodeError) as err:
         result.warnings.append(f"migration history unreadable ({err}); applied every migration")
         return None
 
@@ -396,11 +396,22 @@ def _apply(fresh: Database, migrations, wanted: set[str] | None, result: Recover
 def _source_schema(src: Database | None, result: RecoverResult) -> list[tuple]:
     if src is None:
         return []
-    try:
-        return src.rows("SELECT type, name, tbl_name, sql FROM sqlite_schema ORDER BY rowid")
+    try:  # as bytes: SQLite keeps a statement whose text is not UTF-8 (a flipped bit)
+        rows = src.rows("SELECT CAST(type AS BLOB), CAST(name AS BLOB), CAST(tbl_name AS BLOB), "
+                        "CAST(sql AS BLOB) FROM sqlite_schema ORDER BY rowid")
     except apsw.Error as err:
         result.warnings.append(f"source schema unreadable ({err}); no rows could be copied")
+        result.incomplete.append("the source's schema is unreadable: no rows were copied")
         return []
+    schema = []
+    for row in rows:
+        try:
+            schema.append(tuple(None if v is None else bytes(v).decode() for v in row))
+        except UnicodeDecodeError:
+            name = bytes(row[1] or b"").decode(errors="replace")
+            result.incomplete.append(f"{name}: its schema record is not UTF-8, so it was not "
+                                     "rebuilt from it and its rows were not copied")
+    return schema
 
 
 @contextlib.contextmanager
@@ -495,7 +506,7 @@ def _create_others(fresh: Database, schema: list[tuple], result: RecoverResult) 
 def _sequences(src: Database) -> list:
     try:
         return src.rows("SELECT name, seq FROM sqlite_sequence")
-    except apsw.Error:
+    except (apsw.Error, UnicodeDecodeError):  # a name that is not UTF-8 names no table
         return []
 
 

@@ -371,3 +371,17 @@ def test_a_utf16_database_keeps_its_text(tmp_path):
     with connect(db) as c:
         assert c.execute("SELECT body FROM notes").fetchall() == [("café 漢字 🚀",)]
         assert c.execute("PRAGMA encoding").fetchone()[0] == "UTF-16le"
+
+
+def test_a_schema_statement_that_is_not_utf8_is_named_not_a_crash(db):
+    """A flipped bit in sqlite_master's text: SQLite still opens the file and passes its check,
+    but the statement is not UTF-8 (recover exited 70 on UnicodeDecodeError)."""
+    data = bytearray(db.read_bytes())
+    at = data.find(b'"Content" TEXT')
+    assert at > 0 and data.find(b'"Content" TEXT', at + 1) < 0
+    data[at + 2] ^= 0x80
+    db.write_bytes(bytes(data))
+    result = recover(db, "--yes")
+    assert result.exit_code == 1, result.stderr
+    assert "ChatMessages: its schema record is not UTF-8" in result.stderr
+    assert json.loads(result.stdout)["integrity"] == "ok"
