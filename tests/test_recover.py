@@ -367,9 +367,11 @@ def test_a_utf16_database_keeps_its_text(tmp_path):
         c.execute("INSERT INTO notes (body) VALUES ('café 漢字 🚀')")
     assert cli("--database", db, "apply").exit_code == 0
     result = recover(db, "--yes")
-    assert result.exit_code == 0, result.stderr
+    assert result.exit_code == 0 and json.loads(result.stdout)["warnings"] == [], result.output
     with connect(db) as c:
         assert c.execute("SELECT body FROM notes").fetchall() == [("café 漢字 🚀",)]
+        assert c.execute("SELECT sql FROM sqlite_schema WHERE name = 'notes'").fetchall() == [
+            ("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)",)]
         assert c.execute("PRAGMA encoding").fetchone()[0] == "UTF-16le"
 
 
