@@ -41,7 +41,6 @@ class TableRecovery:
     note: str = ""
     lost_and_found: int = 0  # rows of this table read but kept in lost_and_found (not lost)
 
-
     def lost_text(self) -> str:
         if self.lost_exact:
             return str(self.lost)
@@ -282,16 +281,19 @@ def _listed_missing(found: salvage.Scan, fresh: Database, table: str, held: int)
     every row, so the `held` rows (copied or kept) and the lost add up to its entries."""
     fresh.execute("CREATE TEMP TABLE IF NOT EXISTS listed (id INTEGER PRIMARY KEY)")
     fresh.execute("DELETE FROM temp.listed")
+    def whole(ix) -> bool:
+        return found.whole(ix.rootpage, table=False) and not (ix.sql and " WHERE " in ix.sql.upper())
+
     complete = False
-    for ix in found.schema:
-        if ix.type != "index" or ix.tbl_name != table:
-            continue
+    for ix in sorted((ix for ix in found.schema if ix.type == "index" and ix.tbl_name == table),
+                     key=whole, reverse=True):  # an intact one first: it lists every row
         unread: list = []
         with fresh.connection:
             fresh.connection.executemany("INSERT OR IGNORE INTO temp.listed VALUES (?)",
                                          ((r,) for r in salvage.index_rowids(found, ix.rootpage, unread)))
-        complete = complete or (not unread and found.whole(ix.rootpage, table=False)
-                                and not (ix.sql and " WHERE " in ix.sql.upper()))
+        complete = not unread and whole(ix)
+        if complete:
+            break
     missing = fresh.scalar(
         f"SELECT count(*) FROM temp.listed WHERE id NOT IN (SELECT rowid FROM {quote(table)}) "
         f"AND id NOT IN (SELECT original_rowid FROM {salvage.LOST_AND_FOUND} WHERE (guess = ? "
@@ -403,10 +405,11 @@ def _source_schema(src: Database | None, result: RecoverResult) -> list[tuple]:
         result.warnings.append(f"source schema unreadable ({err}); no rows could be copied")
         result.incomplete.append("the source's schema is unreadable: no rows were copied")
         return []
+    codec = {"UTF-16le": "utf-16-le", "UTF-16be": "utf-16-be"}.get(src.scalar("PRAGMA encoding"), "utf-8")
     schema = []
     for row in rows:
         try:
-            schema.append(tuple(None if v is None else bytes(v).decode() for v in row))
+            schema.append(tuple(None if v is None else bytes(v).decode(codec) for v in row))
         except UnicodeDecodeError:
             name = bytes(row[1] or b"").decode(errors="replace")
             result.incomplete.append(f"{name}: its schema record is not UTF-8, so it was not "
