@@ -524,12 +524,6 @@ def _backup_first(s: Settings):
     return make
 
 
-def _lost(t) -> str:  # recover.TableRecovery
-    if t.lost_exact:
-        return str(t.lost)
-    return f"{t.lost}..{'?' if t.lost_at_most is None else t.lost_at_most}"
-
-
 def _size(n: int) -> str:
     return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
 
@@ -622,10 +616,11 @@ def recover_command(s: Settings, source, yes):
     for warning in result.warnings:
         s.warn(warning)
     lines = [f"{'table':32} {'copied':>9} {'lost':>9}  note"] + [
-        f"{t.table:32} {t.copied:>9} {_lost(t):>9}  {t.note}"
+        f"{t.table:32} {t.copied:>9} {t.lost_text():>9}  {t.note}"
         for t in result.tables]
     lost = (str(result.rows_lost) if result.rows_lost == result.rows_lost_at_most
-            else f"at least {result.rows_lost}" if result.rows_lost_at_most is None
+            else f"at least {result.rows_lost}" if result.rows_lost_at_most is None and result.rows_lost
+            else "an unknown number of rows" if result.rows_lost_at_most is None
             else f"{result.rows_lost} to {result.rows_lost_at_most}")
     kept = (f", {result.rows_in_lost_and_found} kept in table lost_and_found"
             if result.rows_in_lost_and_found else "")

@@ -29,6 +29,11 @@ class Damaged(Exception):
     """A cell, record or overflow chain that does not hold together."""
 
 
+class RawText(bytes):
+    """A text value whose bytes are not valid in the database's encoding, kept as stored:
+    SQLite stores and returns such text as it is, so it is the user's data."""
+
+
 def varint(buf: bytes, at: int) -> tuple[int, int]:
     """(value, offset after it) of the varint at `at` (1 to 9 bytes, big-endian)."""
     if at < len(buf) and buf[at] < 0x80:  # the common case: one byte
@@ -249,6 +254,8 @@ class Reader:
                 yield None
 
     def cell(self, page: BTreePage, data: bytes, i: int, offset: int) -> Cell:
+        if page.kind == INDEX_INTERIOR:  # its cells are index entries too, after a child pointer
+            offset += 4
         size, at = varint(data, offset)
         rowid = None
         if page.kind == TABLE_LEAF:
@@ -307,7 +314,10 @@ class Reader:
         for serial in types:
             if serial >= 13 and serial % 2:  # text, the common case
                 n = (serial - 13) >> 1
-                value = payload[body:body + n].decode(self.pf.encoding, "replace")
+                try:
+                    value = payload[body:body + n].decode(self.pf.encoding)
+                except UnicodeDecodeError:
+                    value = self.text(payload[body:body + n])
                 body += n
             else:
                 value, body = self._value(payload, body, serial)
@@ -334,4 +344,10 @@ class Reader:
         raw = buf[at:at + n]
         if serial % 2 == 0:
             return raw, at + n
-        return raw.decode(self.pf.encoding, "replace"), at + n
+        return self.text(raw), at + n
+
+    def text(self, raw: bytes) -> str | RawText:
+        try:
+            return raw.decode(self.pf.encoding)
+        except UnicodeDecodeError:  # UTF-16 text goes into a UTF-8 database: converted, as SQLite would
+            return RawText(raw) if self.pf.encoding == "utf-8" else raw.decode(self.pf.encoding, "replace")

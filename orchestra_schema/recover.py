@@ -41,6 +41,13 @@ class TableRecovery:
     note: str = ""
     lost_and_found: int = 0  # rows of this table read but kept in lost_and_found (not lost)
 
+    def lost_text(self) -> str:
+        if self.lost_exact:
+            return str(self.lost)
+        if self.lost_at_most is not None:
+            return f"{self.lost} to {self.lost_at_most}"
+        return f"at least {self.lost}" if self.lost else "unknown"
+
 
 def _unknown(table: str, note: str) -> TableRecovery:
     return TableRecovery(table, 0, 0, False, None, note)
@@ -218,6 +225,10 @@ def _page_warnings(found: salvage.Scan, result: RecoverResult) -> None:
     if not found.schema_whole:
         result.warnings.append(f"sqlite_master is damaged; its schema was rebuilt from "
                                f"{len(found.schema)} surviving record(s)")
+    cut = sqlitefile.truncation(pf.path) if pf.header.magic_ok and not pf.size_detected else None
+    if cut:  # the header's page count or page size says pages are missing
+        result.warnings.append(f"{pf.path}: {cut}; the pages past its end are read as damaged ones")
+        result.incomplete.append(f"the file is {cut}")
     if not found.freelist_known:
         result.warnings.append("the list of free pages is unreadable: rows of deleted pages may "
                                "be among the rows kept in lost_and_found")
@@ -269,54 +280,85 @@ def _page_account(found: salvage.Scan, fresh: Database, table: str, root: int | 
         t.lost_exact, t.lost_at_most = False, None
         notes.append("no schema record: rows placed by their shape")
     elif not found.whole(root, table=True):
-        listed = _listed_missing(found, fresh, table)
-        if listed is not None:
+        listed, exact = _listed_missing(found, fresh, table, copied + kept)
+        if exact:
             t.lost, t.lost_at_most = listed, listed
             notes.append("loss counted from an intact index")
         else:
-            t.lost_exact, t.lost_at_most = False, _bound(found, fresh, table, root, bad)
+            least, most = _bound(found, fresh, table, root, bad)
+            t.lost = max(least, listed)  # the evidence overlaps: the larger is certain
+            t.lost_at_most = most if most is not None and most >= t.lost else None
+            t.lost_exact = t.lost == t.lost_at_most
             notes.append("tree damaged: " + ("no bound on the loss" if t.lost_at_most is None
                                              else "upper bound from rowid keys"))
-        if found.kind[root] == 0 and copied + kept == 0 and t.lost_at_most != 0:
+        if not _kind(found, root) and copied + kept == 0 and t.lost_at_most != 0:
             result.incomplete.append(f"{table}: no row could be read")
     t.note = "; ".join(notes)
     return t
 
 
-def _listed_missing(found: salvage.Scan, fresh: Database, table: str) -> int | None:
-    """Rowids an intact index of `table` lists that are neither in it nor in lost_and_found."""
-    for ix in found.schema:
-        if ix.type != "index" or ix.tbl_name != table or (ix.sql and " WHERE " in ix.sql.upper()) \
-                or not found.whole(ix.rootpage, table=False):
-            continue
-        fresh.execute("CREATE TEMP TABLE IF NOT EXISTS listed (id INTEGER PRIMARY KEY)")
-        fresh.execute("DELETE FROM temp.listed")
-        try:
-            with fresh.connection:
-                fresh.connection.executemany("INSERT OR IGNORE INTO temp.listed VALUES (?)",
-                                             ((r,) for r in salvage.index_rowids(found, ix.rootpage)))
-        except pages.Damaged:
-            continue
-        return fresh.scalar(
-            f"SELECT count(*) FROM temp.listed WHERE id NOT IN (SELECT rowid FROM {quote(table)}) "
-            f"AND id NOT IN (SELECT original_rowid FROM {salvage.LOST_AND_FOUND} WHERE guess = ? "
-            "AND original_rowid IS NOT NULL)", (table,))
-    return None
+def _listed_missing(found: salvage.Scan, fresh: Database, table: str, held: int) -> tuple[int, bool]:
+    """Rowids the surviving entries of `table`'s indexes list that are neither in it nor in
+    lost_and_found (rows certainly lost), and whether that is exact: an intact index lists
+    every row, so the `held` rows (copied or kept) and the lost add up to its entries."""
+    fresh.execute("CREATE TEMP TABLE IF NOT EXISTS listed (id INTEGER PRIMARY KEY)")
+    fresh.execute("DELETE FROM temp.listed")
+    def whole(ix) -> bool:
+        return found.whole(ix.rootpage, table=False) and not (ix.sql and " WHERE " in ix.sql.upper())
+
+    complete = False
+    for ix in sorted((ix for ix in found.schema if ix.type == "index" and ix.tbl_name == table),
+                     key=whole, reverse=True):  # an intact one first: it lists every row
+        unread: list = []
+        with fresh.connection:
+            fresh.connection.executemany("INSERT OR IGNORE INTO temp.listed VALUES (?)",
+                                         ((r,) for r in salvage.index_rowids(found, ix.rootpage, unread)))
+        complete = not unread and whole(ix)
+        if complete:
+            break
+    missing = fresh.scalar(
+        f"SELECT count(*) FROM temp.listed WHERE id NOT IN (SELECT rowid FROM {quote(table)}) "
+        f"AND id NOT IN (SELECT original_rowid FROM {salvage.LOST_AND_FOUND} WHERE (guess = ? "
+        "OR guess IS NULL) AND original_rowid IS NOT NULL)", (table,))
+    return missing, complete and held + missing == fresh.scalar("SELECT count(*) FROM temp.listed")
 
 
-def _bound(found: salvage.Scan, fresh: Database, table: str, root: int, bad: int) -> int | None:
-    """At most how many rows the damaged pages of a table tree held (None: unknown)."""
-    if found.kind[root] == 0:
-        return None
-    total = bad
+def _bound(found: salvage.Scan, fresh: Database, table: str, root: int,
+           bad: int) -> tuple[int, int | None]:
+    """(at least, at most) how many rows the damaged pages of a table tree held (None: unknown).
+
+    Each page the tree points at but cannot read held a row or more (SQLite frees a page
+    it empties): one lost where no row of its rowid range came back; at most every rowid
+    of its range that did not come back.
+    """
+    if not _kind(found, root):
+        return bad, None
+    least, most = bad, bad
     for up, child in salvage.bad_children(found, root):
         low, high = found.key_range(child, up)
-        if low is None or high is None:
-            return None
-        held = fresh.scalar(f"SELECT count(*) FROM {quote(table)} WHERE rowid > ? AND rowid <= ?",
-                            (low, high))
-        total += max(high - low - held, 0)
-    return total
+        if low is None:
+            most = None
+            continue
+        held = _held(fresh, table, low, high)
+        least += held == 0
+        if high is None or most is None:
+            most = None
+        else:
+            most += max(high - low - held, 0)
+    return least, most
+
+
+def _held(fresh: Database, table: str, low: int, high: int | None) -> int:
+    """Rows with a rowid in (low, high] in the table or kept for it (or for no table)."""
+    high = (1 << 63) - 1 if high is None else high
+    return fresh.scalar(
+        f"SELECT (SELECT count(*) FROM {quote(table)} WHERE rowid > ?1 AND rowid <= ?2) + "
+        f"(SELECT count(*) FROM {salvage.LOST_AND_FOUND} WHERE (guess = ?3 OR guess IS NULL) "
+        "AND original_rowid > ?1 AND original_rowid <= ?2)", (low, high, table))
+
+
+def _kind(found: salvage.Scan, page: int) -> int:
+    return found.kind[page] if 0 < page <= found.pf.page_count else 0
 
 
 def _lost_and_found(fresh: Database, out: salvage.Salvaged, result: RecoverResult) -> None:
@@ -340,6 +382,9 @@ def _copy_settings(src: Database, fresh: Database) -> None:
     for pragma in ("page_size", "auto_vacuum", "user_version"):
         with contextlib.suppress(apsw.Error):
             fresh.execute(f"PRAGMA {pragma} = {int(src.scalar(f'PRAGMA {pragma}'))}")
+    encoding = src.scalar("PRAGMA encoding")  # text is copied as its stored bytes (_copy_table)
+    if encoding in ("UTF-8", "UTF-16le", "UTF-16be"):
+        fresh.execute(f"PRAGMA encoding = '{encoding}'")
 
 
 def _source_history(src: Database | None, result: RecoverResult) -> set[str] | None:
@@ -347,7 +392,7 @@ def _source_history(src: Database | None, result: RecoverResult) -> set[str] | N
         return None
     try:
         return set(applied_migrations(src))
-    except (apsw.Error, OrchestraError) as err:
+    except (apsw.Error, OrchestraError, UnicodeDecodeError) as err:
         result.warnings.append(f"migration history unreadable ({err}); applied every migration")
         return None
 
@@ -375,11 +420,23 @@ def _apply(fresh: Database, migrations, wanted: set[str] | None, result: Recover
 def _source_schema(src: Database | None, result: RecoverResult) -> list[tuple]:
     if src is None:
         return []
-    try:
-        return src.rows("SELECT type, name, tbl_name, sql FROM sqlite_schema ORDER BY rowid")
+    try:  # as bytes: SQLite keeps a statement whose text is not UTF-8 (a flipped bit)
+        rows = src.rows("SELECT CAST(type AS BLOB), CAST(name AS BLOB), CAST(tbl_name AS BLOB), "
+                        "CAST(sql AS BLOB) FROM sqlite_schema ORDER BY rowid")
     except apsw.Error as err:
         result.warnings.append(f"source schema unreadable ({err}); no rows could be copied")
+        result.incomplete.append("the source's schema is unreadable: no rows were copied")
         return []
+    codec = {"UTF-16le": "utf-16-le", "UTF-16be": "utf-16-be"}.get(src.scalar("PRAGMA encoding"), "utf-8")
+    schema = []
+    for row in rows:
+        try:
+            schema.append(tuple(None if v is None else bytes(v).decode(codec) for v in row))
+        except UnicodeDecodeError:
+            name = bytes(row[1] or b"").decode(errors="replace")
+            result.incomplete.append(f"{name}: its schema record is not UTF-8, so it was not "
+                                     "rebuilt from it and its rows were not copied")
+    return schema
 
 
 @contextlib.contextmanager
@@ -429,9 +486,12 @@ def _copy_table(src: Database, fresh: Database, name: str, sql: str,
         return _unknown(name, "not created")
     wanted = set(_columns(src, name))
     columns = [c for c in _columns(fresh, name) if c in wanted]
-    selected = ", ".join(map(quote, columns)) or "NULL"
+    # Text as its stored bytes (apsw refuses to decode text that is not UTF-8), text again
+    # on the way in; every other value as it is.
+    selected = ", ".join(f"iif(typeof({c}) = 'text', CAST({c} AS BLOB), NULL), "
+                         f"iif(typeof({c}) = 'text', NULL, {c})" for c in map(quote, columns)) or "NULL"
     insert = (f"INSERT OR IGNORE INTO {quote(name)} ({', '.join(map(quote, columns))}) "
-              f"VALUES ({', '.join('?' * len(columns))})")
+              f"VALUES ({', '.join(['coalesce(CAST(? AS TEXT), ?)'] * len(columns))})")
     with fresh.connection, translated(result.source, f"reading {name}"):
         read = src.rows(f"SELECT {selected} FROM {quote(name)}")
         # The source's rows replace what the migrations inserted: a seeded row
@@ -471,7 +531,7 @@ def _create_others(fresh: Database, schema: list[tuple], result: RecoverResult) 
 def _sequences(src: Database) -> list:
     try:
         return src.rows("SELECT name, seq FROM sqlite_sequence")
-    except apsw.Error:
+    except (apsw.Error, UnicodeDecodeError):  # a name that is not UTF-8 names no table
         return []
 
 
@@ -492,6 +552,10 @@ def _summarize(fresh: Database, result: RecoverResult) -> None:
     result.rows_lost = sum(t.lost for t in result.tables)
     bounds = [t.lost_at_most for t in result.tables]
     result.rows_lost_at_most = None if None in bounds else sum(bounds)
+    named = list(result.incomplete)  # a table already named there is not named twice
+    result.incomplete += [f"{t.table}: {t.lost_text()} row(s) lost" for t in result.tables
+                          if (t.lost or not t.lost_exact)
+                          and not any(line.startswith(f"{t.table}: ") for line in named)]
     result.foreign_key_violations = len(fresh.rows("PRAGMA foreign_key_check"))
     if result.foreign_key_violations:
         result.warnings.append(f"{result.foreign_key_violations} foreign key violation(s) where "

@@ -84,7 +84,29 @@ _ACCEPTS = {"INTEGER": {"int"}, "TEXT": {"text"}, "REAL": {"int", "real"},
 
 def signature(values: list) -> tuple:
     return tuple("null" if v is None else "int" if isinstance(v, int) else "real"
-                 if isinstance(v, float) else "text" if isinstance(v, str) else "blob" for v in values)
+                 if isinstance(v, float) else "text" if isinstance(v, (str, pages.RawText))
+                 else "blob" for v in values)
+
+
+def placeholders(values: list, first: int = 0) -> str:
+    """?, one per value; text that is not UTF-8 goes in as its bytes, made text by SQLite."""
+    return ", ".join(["?"] * first + ["CAST(? AS TEXT)" if isinstance(v, pages.RawText) else "?"
+                                      for v in values])
+
+
+def stored(column: str) -> str:
+    """SQL reading a column without decoding its text (apsw refuses text that is not UTF-8):
+    its type, then text as its bytes; as_stored() turns the pair back into the value."""
+    return f"typeof({column}), iif(typeof({column}) = 'text', CAST({column} AS BLOB), {column})"
+
+
+def as_stored(kind: str, value):
+    if kind != "text":
+        return value
+    try:
+        return value.decode()
+    except UnicodeDecodeError:
+        return pages.RawText(value)
 
 
 def affinity(declared: str) -> str:
@@ -178,9 +200,11 @@ class Scan:
         return low, high
 
     def tree_cells(self, root: int):
-        """The leaf cells of the tree at `root` (None for a cell that cannot be read)."""
+        """The rows or entries of the tree at `root` (None for a cell that cannot be read)."""
         for page in range(1, self.pf.page_count + 1):
-            if self.kind[page] in (pages.TABLE_LEAF, pages.INDEX_LEAF) and self.root_of(page) == root:
+            # an index's interior pages hold entries too; a table's hold only keys
+            if self.kind[page] in (pages.TABLE_LEAF, pages.INDEX_LEAF, pages.INDEX_INTERIOR) \
+                    and self.root_of(page) == root:
                 data = self.pf.page(page)
                 yield from self.reader.cells(pages.parse_btree(data, page, self.pf.usable), data)
 
@@ -318,7 +342,7 @@ class Writer:
     def insert(self, table: str, rowid: int, values: list) -> str | None:
         """None if the row went in, else why not."""
         try:
-            self.fresh.execute(self._sql(table, len(values)), (rowid, *self.shapes[table].row(rowid, values)))
+            self.fresh.execute(self._sql(table, values), (rowid, *self.shapes[table].row(rowid, values)))
             return None
         except apsw.ConstraintError as err:
             return f"refused by {table}: {err}"
@@ -328,22 +352,23 @@ class Writer:
     def insert_rows(self, table: str, rows: list[tuple[int, list]]) -> bool:
         """(rowid, values) rows all in one go (the common case); False: none went in."""
         shape = self.shapes[table]
-        if not rows or len({len(values) for _, values in rows}) != 1:
-            return False
+        if not rows or len({len(values) for _, values in rows}) != 1 \
+                or any(isinstance(v, pages.RawText) for _, values in rows for v in values):
+            return False  # one at a time: text that is not UTF-8 needs its own statement
         try:
             with self.fresh:  # a savepoint: all or none
-                self.fresh.executemany(self._sql(table, len(rows[0][1])),
+                self.fresh.executemany(self._sql(table, rows[0][1]),
                                        [(rowid, *shape.row(rowid, values)) for rowid, values in rows])
             return True
         except apsw.Error:
             return False
 
-    def _sql(self, table: str, n: int) -> str:
-        key = (table, n)
+    def _sql(self, table: str, values: list) -> str:
+        key = (table, len(values), *(isinstance(v, pages.RawText) for v in values))
         if key not in self._statements:
-            cols = ", ".join(["rowid", *map(quote, self.shapes[table].columns[:n])])
+            cols = ", ".join(["rowid", *map(quote, self.shapes[table].columns[:len(values)])])
             self._statements[key] = (f"INSERT INTO {quote(table)} ({cols}) VALUES "
-                                     f"({', '.join('?' * (n + 1))})")
+                                     f"({placeholders(values, first=1)})")
         return self._statements[key]
 
     def keep(self, cell: pages.Cell, tree: int, guess: str | None, reason: str) -> None:
@@ -354,7 +379,7 @@ class Writer:
         cols = ", ".join(f"c{i}" for i in range(len(values)))
         self.fresh.execute(
             f"INSERT INTO {LOST_AND_FOUND} (guess, reason, page, cell, tree, original_rowid, nfield"
-            f"{', ' if values else ''}{cols}) VALUES ({', '.join('?' * (7 + len(values)))})",
+            f"{', ' if values else ''}{cols}) VALUES ({placeholders(values, first=7)})",
             (guess, reason, cell.page, cell.index, tree, cell.rowid, len(values), *values))
 
 
@@ -455,14 +480,17 @@ def _move_group(writer: Writer, out: Salvaged, root: int, table: str, batch: int
     """The group's rows from lost_and_found into `table`, a batch at a time (memory stays flat)."""
     fresh, shape, last = writer.fresh, writer.shapes[table], 0
     while True:
-        rows = fresh.execute(f"SELECT * FROM {LOST_AND_FOUND} WHERE tree = ? AND guess IS NULL "
-                             "AND id > ? ORDER BY id LIMIT ?", (root, last, batch)).fetchall()
+        values = ", ".join(stored(f"c{i}") for i in range(writer.width)) or "NULL"
+        rows = fresh.execute(f"SELECT id, original_rowid, nfield, {values} FROM {LOST_AND_FOUND} "
+                             "WHERE tree = ? AND guess IS NULL AND id > ? ORDER BY id LIMIT ?",
+                             (root, last, batch)).fetchall()
         if not rows:
             return
         last = rows[-1][0]
         misfit = f"its page's other rows are {table}'s; this one does not fit"
         good, bad = [], []
-        for key, rowid, nfield, values in ((r[0], r[6], r[7], list(r[8:8 + r[7]])) for r in rows):
+        for key, rowid, nfield, values in ((r[0], r[1], r[2], [as_stored(*r[i:i + 2])
+                                            for i in range(3, 3 + 2 * r[2], 2)]) for r in rows):
             (good if shape.fits(signature(values)) else bad).append((key, rowid, values))
         fresh.executemany(f"UPDATE {LOST_AND_FOUND} SET guess = ?, reason = ? WHERE id = ?",
                           [(table, misfit, key) for key, _, _ in bad])
@@ -484,12 +512,14 @@ def _insert_or_keep(writer: Writer, out: Salvaged, table: str, key: int, rowid: 
     return reason is None
 
 
-def index_rowids(found: Scan, index_root: int):
-    """The rowids an intact index lists (the last value of each of its records)."""
+def index_rowids(found: Scan, index_root: int, unread: list):
+    """The rowids an index lists (the last value of each entry read); each entry that cannot
+    be read is appended to `unread`."""
     for cell in found.tree_cells(index_root):
-        if cell is None or not cell.complete or not cell.values:
-            raise pages.Damaged(f"a cell of the index at page {index_root}")
-        yield cell.values[-1]
+        if cell is None or not cell.complete or not cell.values or type(cell.values[-1]) is not int:
+            unread.append(cell)
+        else:
+            yield cell.values[-1]
 
 
 def bad_children(found: Scan, root: int) -> list[tuple[int, int]]:

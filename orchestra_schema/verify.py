@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 
 import apsw
 
-from . import ef, wal
+from . import ef, sqlitefile, wal
 from .backup import backups_of, check_backup, read_manifest
 from .commands import migration_statuses
 from .context import Context
@@ -23,7 +23,7 @@ from .database import Database, quote, translated
 from .engine import HISTORY_TABLES, AppliedRecord, applied_migrations, replay
 from .engines import driver_of
 from .engines.base import Integrity
-from .errors import DatabaseUnavailable, MigrationFailed, UsageError
+from .errors import DatabaseCorrupt, DatabaseUnavailable, MigrationFailed, UsageError
 from .paths import require_sqlite
 from .schema import diff
 
@@ -62,6 +62,7 @@ def verify(ctx: Context, full: bool = False) -> VerifyReport:
     migrations = ctx.migrations()
     if ctx.engine == "sqlite":
         require_sqlite(ctx.database)  # an empty file would pass every check
+        _refuse_truncated(ctx.database)
     with (ctx.connect(readonly=True) as db, translated(ctx.database, "verifying"),
           db.check_transaction("verifying")):
         applied = applied_migrations(db)
@@ -97,6 +98,14 @@ def verify(ctx: Context, full: bool = False) -> VerifyReport:
         yoyo_history=list(applied), ef_history=ef_history,
         managed_tables=found.managed_tables, unmanaged_tables=found.unmanaged_tables,
     )
+
+
+def _refuse_truncated(path) -> None:
+    """A file shorter than its header says has lost its last pages: named, not half-checked."""
+    cut = sqlitefile.truncation(path)
+    if cut:
+        raise DatabaseCorrupt(f"{path}: {cut}: its last pages are missing; run "
+                              "`orchestra-schema recover` (or restore a backup)", cut)
 
 
 def _answer(run, failed):
@@ -209,6 +218,7 @@ def checklist(ctx: Context, full: bool = False) -> ChecklistReport:
     migrations = ctx.migrations()
     if ctx.engine == "sqlite":
         require_sqlite(ctx.database)  # an empty file would pass every check
+        _refuse_truncated(ctx.database)
     with (ctx.connect(readonly=True) as db, translated(ctx.database, "running the checklist"),
           db.check_transaction("running the checklist")):
         chat = ef.rules(db).chat

@@ -339,11 +339,12 @@ def wal_frames(database: Path) -> tuple[int, int]:
     return frames, since_commit
 
 
-def run_to_end(argv, timeout: float = 300) -> subprocess.CompletedProcess:
-    """A run that must succeed (the next run after a kill, without manual repair)."""
+def run_to_end(argv, timeout: float = 300, code: int = 0) -> subprocess.CompletedProcess:
+    """A run that must succeed (the next run after a kill, without manual repair);
+    code: its exit code (recover exits 1 when it rebuilt a database that lost rows)."""
     proc = start(*argv)
     out, err = proc.communicate(timeout=timeout)
-    assert proc.returncode == 0, f"{' '.join(map(str, argv[-4:]))}: exit {proc.returncode}: {err.strip()}"
+    assert proc.returncode == code, f"{' '.join(map(str, argv[-4:]))}: exit {proc.returncode}: {err.strip()}"
     assert "Traceback" not in err
     return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 

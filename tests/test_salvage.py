@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -10,6 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from helpers import cli, connect
+from orchestra_schema import pages as page_reader
+from orchestra_schema import salvage
 from salvage_helpers import (HANGFIRE, TABLES, build, damage, overflow_owners, pages_of, rows, snapshot,
                              table_leaf_rows, wal_pages)
 
@@ -74,7 +77,7 @@ def test_a_damaged_leaf_loses_exactly_its_rows(db):
     page, cells, _ = chat_page(db, "leaf")
     damage(db, page)
     result, out = recover(db)
-    assert result.exit_code == 0, result.stderr
+    assert result.exit_code == 1 and f"ChatMessages: {cells} row(s) lost" in result.stderr
     after = snapshot(db)
     assert after["ChatMessages"] <= before["ChatMessages"]
     assert len(before["ChatMessages"] - after["ChatMessages"]) == cells
@@ -110,6 +113,97 @@ def test_a_table_whose_only_page_is_gone_exits_1(tmp_path):
     assert out["backup"] and ".corrupted_" in out["backup"]
 
 
+def by_table(out) -> dict[str, dict]:
+    return {t["table"]: t for t in out["tables"]}
+
+
+@pytest.mark.parametrize("share", [0.3, 0.6, 0.9])
+def test_a_truncated_file_names_every_table_that_lost_rows(db, share):
+    """A file cut short (a copy that stopped, a full disk): verify names it, and recover exits 1
+    naming each table that lost rows, with the loss the surviving pages prove."""
+    before = snapshot(db)
+    os.truncate(db, int(db.stat().st_size * share) // 4096 * 4096)
+    checked = cli("--database", db, "verify")
+    assert checked.exit_code == 6 and "truncated" in checked.stderr and "header says" in checked.stderr
+    result, out = recover(db)
+    assert result.exit_code == 1 and "the file is truncated" in result.stderr
+    after = snapshot(db)
+    for table in TABLES:
+        gone, told = len(before[table] - after[table]), by_table(out)[table]
+        assert after[table] <= before[table] and told["lost"] <= gone, (table, told)
+        if gone:
+            assert f"{table}: " in result.stderr and not told["lost_exact"] or told["lost"] == gone, told
+            assert told["lost"] > 0 or told["lost_at_most"] is None, (table, told)
+    assert by_table(out)["ChatMessages"]["lost"] > 0  # its root and interior pages survive: evidence
+
+
+def test_unreadable_leaves_of_a_foreign_table_exit_1(db):
+    """Hangfire's table (no index, rowids from AUTOINCREMENT): its leaves zeroed, its root intact."""
+    before = snapshot(db)
+    leaves = [p for p, _, _ in pages_of(db, HANGFIRE, "leaf") if p not in wal_pages(db)]
+    for page in leaves[:-1]:
+        damage(db, page, fill=b"\x00")
+    result, out = recover(db)
+    assert result.exit_code == 1 and f"{HANGFIRE}: " in result.stderr
+    jobs = by_table(out)[HANGFIRE]
+    gone = len(before[HANGFIRE] - snapshot(db)[HANGFIRE])
+    assert 0 < jobs["lost"] <= gone and not jobs["lost_exact"]
+
+
+def _leaf_of_a_row_indexed_on_an_interior_page(db) -> tuple[int, int]:
+    """(page, cells) of a ChatMessages leaf holding a row whose entry in the table's first index
+    sits on an interior page of that index (SQLite keeps entries there too)."""
+    hidden = wal_pages(db)
+    with page_reader.PageFile(db) as pf:
+        found = salvage.scan(pf)
+
+        def cells(page):
+            data = pf.page(page)
+            return found.reader.cells(page_reader.parse_btree(data, page, pf.usable), data)
+
+        first = next(r for r in found.schema if r.type == "index" and r.tbl_name == "ChatMessages")
+        inner = {c.values[-1] for page in range(1, pf.page_count + 1)
+                 if found.kind[page] == page_reader.INDEX_INTERIOR and found.root_of(page) == first.rootpage
+                 for c in cells(page)}
+        assert inner, "the index should have entries on interior pages"
+        for page, n, _ in pages_of(db, "ChatMessages", "leaf"):
+            if page not in hidden and {c.rowid for c in cells(page)} & inner:
+                return page, n
+    raise AssertionError("no leaf holds such a row")
+
+
+@pytest.mark.parametrize("indexes", ["all", "primary key only"])
+def test_an_exact_loss_adds_up_when_index_entries_sit_on_interior_pages(db, indexes):
+    """copied + lost = the rows before, where recover calls the loss exact (it was one short)."""
+    if indexes != "all":  # no other index lists the rows whose entries sit on interior pages
+        with connect(db) as c:
+            for (name,) in c.execute("SELECT name FROM sqlite_schema WHERE type = 'index' AND "
+                                     "tbl_name = 'ChatMessages' AND sql IS NOT NULL").fetchall():
+                c.execute(f"DROP INDEX [{name}]")
+    before = snapshot(db)
+    page, cells = _leaf_of_a_row_indexed_on_an_interior_page(db)
+    damage(db, page, fill=b"\x00")
+    result, out = recover(db)
+    messages = by_table(out)["ChatMessages"]
+    assert messages["lost_exact"] and "intact index" in messages["note"]
+    assert (messages["copied"], messages["lost"]) == (len(before["ChatMessages"]) - cells, cells)
+    assert result.exit_code == 1 and f"ChatMessages: {cells} row(s) lost" in result.stderr
+
+
+@pytest.mark.parametrize("where", ["Tasks root", "ChatMessages root"])
+def test_text_that_is_not_utf8_comes_back_byte_for_byte(db, where):
+    """SQLite stores such text and hands it back as it is: the user's data, not U+FFFD."""
+    with connect(db) as c:
+        c.execute("UPDATE ChatMessages SET Content = CAST(x'41ff42' AS TEXT) WHERE rowid = 5")
+        root = c.execute("SELECT rootpage FROM sqlite_schema WHERE name = ?", (where.split()[0],)).fetchone()[0]
+    damage(db, root)
+    result = cli("--database", db, "--json", "recover", "--yes")
+    assert result.exit_code in (0, 1), result.stderr
+    with connect(db) as c:
+        assert c.execute("SELECT hex(Content), typeof(Content) FROM ChatMessages WHERE rowid = 5"
+                         ).fetchall() == [("41FF42", "text")]
+
+
 def property_case(db, data):
     """Random damage to 1-3 pages; every row not on a damaged leaf is back in its table, or kept
     in lost_and_found with exit 1; no row lands in a wrong table."""
@@ -138,6 +232,26 @@ def property_case(db, data):
         assert missing <= may_lose and kept == 0
     else:
         assert "recovered with gaps" in result.stderr
+    _losses_add_up(before, after, out, result, kept)
+
+
+def _losses_add_up(before, after, out, result, kept):
+    """Against the rows read before the damage: an exact loss adds up, "at least" never says
+    more than is gone, "at most" never less (but for rows kept with no table), and any
+    table with a row gone is named and exits 1."""
+    with connect(out["database"]) as c:
+        unplaced = c.execute("SELECT count(*) FROM lost_and_found WHERE guess IS NULL").fetchone()[0] \
+            if kept else 0
+    for table in TABLES:
+        told, gone = by_table(out)[table], len(before[table] - after[table])
+        assert told["copied"] == len(after[table]), (table, told)
+        assert told["lost"] <= gone - told["lost_and_found"], (table, told)
+        if told["lost_exact"]:
+            assert told["copied"] + told["lost"] + told["lost_and_found"] == len(before[table]), (table, told)
+        elif told["lost_at_most"] is not None:
+            assert gone - told["lost_and_found"] - unplaced <= told["lost_at_most"], (table, told)
+        if gone:
+            assert result.exit_code == 1 and f"{table}: " in result.stderr or told["lost_and_found"], told
 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))
