@@ -37,8 +37,8 @@ _TRAILING = re.compile(r"(?:[^\S\r\n]|(?:--|\# )(?!\+).*?(?:\r\n|\r|\n|$))*",
 
 
 class Split:
-    """Statements of one text, as (offset of the statement's first character, its text
-    stripped), and how much of the text each way of reading it took."""
+    """Statements of one text, as (offset where the statement starts, blanks before it
+    included; its text stripped), and how much of the text each way of reading it took."""
 
     def __init__(self, text: str):
         self.text = text
@@ -56,9 +56,9 @@ class Split:
                 self.sqlparse_chars += end - pos
             else:
                 self.plain_chars += end - pos
-            body = text[pos:end]
-            if body.strip():
-                yield pos + len(body) - len(body.lstrip()), body.strip()
+            body = text[pos:end].strip()
+            if body:
+                yield pos, body
             pos = end
 
     def _sqlparse_end(self, pos: int) -> int:

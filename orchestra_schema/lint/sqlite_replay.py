@@ -14,7 +14,7 @@ from ..schema import Schema, Sides, Table, differences, render, snapshot
 from . import replay
 from .findings import ERROR, WARNING, Finding, finding
 from .sqlite_rules import dropped_table, not_transactional, rebuilds
-from .sqltext import READ, SqlFile, first_word, tokens
+from .sqltext import READ, SqlFile, tokens
 
 _CASCADING = {"CASCADE", "SET NULL", "SET DEFAULT"}
 _ROUND_TRIP = Sides(missing="missing", extra="left over", expected="before", found="after")
@@ -83,7 +83,7 @@ def _table(schema: Schema, name: str) -> Table | None:
 
 def _drops(f: SqlFile):
     for st in f.statements:
-        if first_word(st.sql) == "DROP" and (table := dropped_table(tokens(st.sql))):
+        if st.word == "DROP" and (table := dropped_table(tokens(st.sql))):
             yield st, table
 
 

@@ -151,7 +151,7 @@ def rebuilds(statements: list[Statement]) -> list[Rebuild]:
     EF Core's) and RENAME T TO old, new T, copy, DROP old."""
     dropped, renamed_from, created, found = {}, {}, set(), []
     for st in statements:
-        if first_word(st.sql) not in SCHEMA_WORDS:
+        if st.word not in SCHEMA_WORDS:
             continue
         toks = tokens(st.sql)
         if (table := dropped_table(toks)):
@@ -173,7 +173,7 @@ def check_file(f: SqlFile) -> list[Finding]:
     out: list[Finding] = []
     rebuilt = {r.dropped.lower() for r in rebuilds(f.statements)}
     for st in f.statements:
-        if first_word(st.sql) not in RULE_WORDS:
+        if st.word not in RULE_WORDS:
             continue
         toks = tokens(st.sql)
         out += _pragma(f, st, toks) + _transaction(f, st, toks)

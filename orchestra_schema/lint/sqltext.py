@@ -53,6 +53,7 @@ class Lines:
 class Statement:
     sql: str
     line: int  # where the statement starts in its file
+    word: str = ""  # its first word, upper-cased (first_word)
 
 
 @dataclass
@@ -92,7 +93,9 @@ def split(text: str, first=lambda sql: sql) -> list[Statement]:
     for i, (pos, sql) in enumerate(parts.statements):
         sql = first(sql) if i == 0 else sql
         if sql.strip():
-            found.append(Statement(sql, lines.at(skip_blank(text, pos))))
+            m = _FIRST.match(text, pos)  # the blanks before its first token, that token if a word
+            start = m.start(1) if m.group(1) else m.end()
+            found.append(Statement(sql, lines.at(start), (m.group(1) or "").upper()))
     return found
 
 
@@ -136,7 +139,7 @@ _TOKEN = re.compile(r"""
 """, re.S | re.X)
 
 
-_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
+_FIRST = re.compile(_BLANK.pattern + r"([A-Za-z_][A-Za-z0-9_$]*)?", re.S)  # as in _TOKEN
 
 
 @dataclass(frozen=True)
@@ -156,8 +159,7 @@ class Token:
 
 def first_word(sql: str) -> str:
     """tokens(sql)[0].word, without reading the rest of the statement."""
-    m = _WORD.match(sql, skip_blank(sql, 0))
-    return m.group().upper() if m else ""
+    return (_FIRST.match(sql).group(1) or "").upper()
 
 
 def tokens(sql: str) -> list[Token]:
