@@ -13,6 +13,7 @@ for (a BEGIN ... END body, GO, $$ quotes, operators sqlparse reads other than SQ
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 # What sqlparse lexes into tokens that cannot end or nest a statement, each alternative with
 # sqlparse's own pattern where it has one (same flags), so each ends where sqlparse's token does.
@@ -96,10 +97,11 @@ def _plain_end(text: str, pos: int) -> int | None:
 
 
 def _tokens(text: str, pos: int, spans):
-    """sqlparse's lexer (sqlparse.lexer.Lexer.get_tokens) from pos instead of 0."""
-    from sqlparse import keywords, tokens
-    from sqlparse.lexer import Lexer
-    lexer = Lexer.get_default_instance()
+    """sqlparse's lexer (sqlparse.lexer.Lexer.get_tokens) from pos instead of 0, its regular
+    expressions tried in one match: the first alternative that matches is the one its loop
+    would take."""
+    from sqlparse import tokens
+    combined, actions, is_keyword = _lexer()
     n = len(text)
     while pos < n:
         if pos in spans.openers and (resolved := spans.resolve(pos)) is not None:
@@ -107,16 +109,26 @@ def _tokens(text: str, pos: int, spans):
             yield ttype, text[pos:end]
             pos = end
             continue
-        for rexmatch, action in lexer._SQL_REGEX:
-            m = rexmatch(text, pos)
-            if not m:
-                continue
-            if isinstance(action, tokens._TokenType):
-                yield action, m.group()
-            elif action is keywords.PROCESS_AS_KEYWORD:
-                yield lexer.is_keyword(m.group())
-            pos = max(m.end(), pos + 1)
-            break
-        else:
+        m = combined.match(text, pos)
+        if m is None:
             yield tokens.Error, text[pos]
             pos += 1
+            continue
+        action = actions[m.lastgroup]
+        yield (action, m.group()) if action is not None else is_keyword(m.group())
+        pos = max(m.end(), pos + 1)
+
+
+@lru_cache(maxsize=1)
+def _lexer():
+    """sqlparse's expressions as one (each its own named group, in its order), what each
+    yields (None: a word looked up in the keywords), and the keyword lookup."""
+    from sqlparse import keywords, tokens
+    from sqlparse.lexer import Lexer
+    lexer = Lexer.get_default_instance()
+    parts, actions = [], {}
+    for i, (rexmatch, action) in enumerate(lexer._SQL_REGEX):
+        parts.append(f"(?P<t{i}>{rexmatch.__self__.pattern})")
+        actions[f"t{i}"] = action if isinstance(action, tokens._TokenType) else None
+        assert action is keywords.PROCESS_AS_KEYWORD or actions[f"t{i}"] is not None
+    return re.compile("|".join(parts), re.IGNORECASE | re.UNICODE), actions, lexer.is_keyword
