@@ -58,15 +58,22 @@ class MigrationFile:
 def _statements(text: str, path: Path, depends: tuple[str, ...] | None) -> tuple[str, ...]:
     """yoyo's split of a file read at load (not read again: it may have changed since)."""
     import sqlparse  # yoyo's SQL splitter, a dependency of yoyo-migrations
-    from yoyo.migrations import parse_metadata_from_sql_comments
 
     statements = sqlparse.split(text)
     if statements:
-        directives, _, statements[0] = parse_metadata_from_sql_comments(statements[0])
-        if depends is not None and _depends(directives) != depends:  # cannot happen; never guess
-            raise UsageError(f"{path}: its -- depends: line reads differently to yoyo "
-                             f"({_depends(directives)} vs {depends}); write it on one line")
+        statements[0] = without_directives(statements[0], path, depends)
     return tuple(s for s in statements if s.strip())
+
+
+def without_directives(first: str, path: Path, depends: tuple[str, ...] | None) -> str:
+    """yoyo's first statement of a file: its leading comment and directives taken off."""
+    from yoyo.migrations import parse_metadata_from_sql_comments
+
+    directives, _, first = parse_metadata_from_sql_comments(first)
+    if depends is not None and _depends(directives) != depends:  # cannot happen; never guess
+        raise UsageError(f"{path}: its -- depends: line reads differently to yoyo "
+                         f"({_depends(directives)} vs {depends}); write it on one line")
+    return first
 
 
 _DIRECTIVE = re.compile(r"^\s*--\s*(transactional|depends)\s*:\s*(.*)$")

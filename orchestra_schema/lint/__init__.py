@@ -75,10 +75,9 @@ def _add(report: LintReport, part: LintReport) -> None:
 def _read(chosen) -> dict[tuple[str, str], SqlFile]:
     files = {}
     for m in chosen:
-        files[(m.id, "forward")] = SqlFile.read(m.path, "forward", m.id, m.statements)
+        files[(m.id, "forward")] = SqlFile.forward(m)
         if m.rollback_path:
-            files[(m.id, "rollback")] = SqlFile.read(m.rollback_path, "rollback", m.id,
-                                                     m.rollback_statements)
+            files[(m.id, "rollback")] = SqlFile.rollback(m)
     return files
 
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 from .. import pg_schema
 from . import replay
 from .findings import Finding
-from .sqlite_rules import is_not_transactional
-from .sqltext import SqlFile, tokens
+from .sqlite_rules import not_transactional
+from .sqltext import READ, SqlFile, tokens
 
 
 class PgScratch:
@@ -30,8 +30,9 @@ class PgScratch:
 
 def _transactional(sql: str) -> bool:
     """Statements the not-transactional rule reports are left out, as in SQLite's replay."""
-    toks = tokens(sql)
-    return not (is_not_transactional(toks) or any(t.word == "CONCURRENTLY" for t in toks))
+    READ["replayed"] += 1
+    concurrently = "CONCURRENTLY" in sql.upper() and any(t.word == "CONCURRENTLY" for t in tokens(sql))
+    return not (not_transactional(sql) or concurrently)
 
 
 def check(server: str, migrations, files: dict[tuple[str, str], SqlFile]) -> list[Finding]:

@@ -14,7 +14,7 @@ from pglast.enums import AlterTableType as AT
 from pglast.enums import ConstrType, ObjectType
 
 from .findings import ERROR, Finding, finding, loss
-from .sqltext import SqlFile, line_at, skip_blank
+from .sqltext import Lines, SqlFile, line_at, skip_blank
 
 # Functions whose default makes ADD COLUMN write every row (volatile); now() and
 # constants are stored once in the catalog since PostgreSQL 11.
@@ -50,8 +50,9 @@ def check_file(f: SqlFile) -> list[Finding]:
         where = err.args[1] if len(err.args) > 1 else 0
         return [finding(f, line_at(f.text, where), "syntax", ERROR,
                         f"PostgreSQL cannot parse this file: {err.args[0]}; fix the statement")]
+    lines = Lines(f.text)
     for raw in statements:
-        line = line_at(f.text, skip_blank(f.text, raw.stmt_location))
+        line = lines.at(skip_blank(f.text, raw.stmt_location))
         _statement(state, raw.stmt, line)
     return state.out
 

@@ -13,8 +13,8 @@ from ..database import Database
 from ..schema import Schema, Sides, Table, differences, render, snapshot
 from . import replay
 from .findings import ERROR, WARNING, Finding, finding
-from .sqlite_rules import dropped_table, is_not_transactional, rebuilds
-from .sqltext import SqlFile, tokens
+from .sqlite_rules import dropped_table, not_transactional, rebuilds
+from .sqltext import READ, SqlFile, tokens
 
 _CASCADING = {"CASCADE", "SET NULL", "SET DEFAULT"}
 _ROUND_TRIP = Sides(missing="missing", extra="left over", expected="before", found="after")
@@ -29,7 +29,8 @@ class SqliteScratch:
     def run(self, statements) -> tuple[int, str] | None:
         self.db.execute("BEGIN")
         for i, sql in enumerate(statements):
-            if is_not_transactional(tokens(sql)):
+            READ["replayed"] += 1
+            if not_transactional(sql):
                 continue  # its own rule reports it; here it would only end the replay early
             try:
                 self.db.execute(sql)
@@ -82,7 +83,7 @@ def _table(schema: Schema, name: str) -> Table | None:
 
 def _drops(f: SqlFile):
     for st in f.statements:
-        if (table := dropped_table(tokens(st.sql))):
+        if st.word == "DROP" and (table := dropped_table(tokens(st.sql))):
             yield st, table
 
 

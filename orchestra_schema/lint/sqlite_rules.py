@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .findings import ERROR, Finding, finding, loss
-from .sqltext import SqlFile, Statement, Token, tokens
+from .sqltext import SqlFile, Statement, Token, first_word, tokens
 
 _PRAGMAS = {
     "foreign_keys": "does nothing inside the migration's transaction (orchestra-schema already "
@@ -22,15 +22,23 @@ _PRAGMAS = {
                           "beyond this migration; rebuild the dependent objects explicitly instead",
 }
 NOT_TRANSACTIONAL = {"VACUUM", "ATTACH", "DETACH", "BEGIN", "COMMIT", "END", "ROLLBACK"}
+# The first words of the statements a rule reads further: no rule reports an INSERT, so a data
+# migration's rows are not tokenized.
+RULE_WORDS = NOT_TRANSACTIONAL | {"PRAGMA", "DROP", "ALTER", "CREATE", "WITH", "DELETE", "UPDATE"}
+SCHEMA_WORDS = {"DROP", "ALTER", "CREATE"}  # rebuilds
 
 
-def first_word(toks: list[Token]) -> str:
+def _first(toks: list[Token]) -> str:
     return toks[0].word if toks else ""
+
+
+def not_transactional(sql: str) -> bool:
+    return first_word(sql) in NOT_TRANSACTIONAL and is_not_transactional(tokens(sql))
 
 
 def is_not_transactional(toks: list[Token]) -> bool:
     """VACUUM, ATTACH, BEGIN/COMMIT...: cannot run inside the migration's transaction."""
-    word = first_word(toks)
+    word = _first(toks)
     if word == "ROLLBACK":  # ROLLBACK [TRANSACTION] TO savepoint is fine
         return not any(t.word == "TO" for t in toks[1:3])
     return word in NOT_TRANSACTIONAL
@@ -98,7 +106,7 @@ def _top_level(toks: list[Token]):
 
 def _dml_start(toks: list[Token]) -> int:
     """Past a leading WITH clause: where DELETE/UPDATE/INSERT/SELECT begins."""
-    if first_word(toks) != "WITH":
+    if _first(toks) != "WITH":
         return 0
     for i, t in _top_level(toks):
         if i and t.word in ("DELETE", "UPDATE", "INSERT", "REPLACE", "SELECT"):
@@ -119,10 +127,10 @@ def losses(toks: list[Token], rebuilt: set[str]) -> list[tuple[str, str]]:
         return [(table, f"DROP COLUMN {column} deletes its value in every row of {table}")]
     start = _dml_start(toks)
     dml, where = toks[start:], any(t.word == "WHERE" for _, t in _top_level(toks[start:]))
-    if first_word(dml) == "DELETE" and not where:
+    if _first(dml) == "DELETE" and not where:
         table = _name_at(dml, _after(dml, 1, "FROM"))
         return [(table, f"DELETE without WHERE deletes every row of {table}")]
-    if first_word(dml) == "UPDATE" and not where:
+    if _first(dml) == "UPDATE" and not where:
         i = 1 + (2 if len(dml) > 2 and dml[1].word == "OR" else 0)
         table = _name_at(dml, i)
         return [(table, f"UPDATE without WHERE overwrites every row of {table}")]
@@ -143,6 +151,8 @@ def rebuilds(statements: list[Statement]) -> list[Rebuild]:
     EF Core's) and RENAME T TO old, new T, copy, DROP old."""
     dropped, renamed_from, created, found = {}, {}, set(), []
     for st in statements:
+        if st.word not in SCHEMA_WORDS:
+            continue
         toks = tokens(st.sql)
         if (table := dropped_table(toks)):
             origin = renamed_from.get(table.lower())
@@ -163,6 +173,8 @@ def check_file(f: SqlFile) -> list[Finding]:
     out: list[Finding] = []
     rebuilt = {r.dropped.lower() for r in rebuilds(f.statements)}
     for st in f.statements:
+        if st.word not in RULE_WORDS:
+            continue
         toks = tokens(st.sql)
         out += _pragma(f, st, toks) + _transaction(f, st, toks)
         out += [x for table, what in losses(toks, rebuilt) if (x := loss(f, st.line, table, what))]
@@ -170,7 +182,7 @@ def check_file(f: SqlFile) -> list[Finding]:
 
 
 def _pragma(f: SqlFile, st: Statement, toks: list[Token]) -> list[Finding]:
-    name = (_name_at(toks, 1) or "").lower() if first_word(toks) == "PRAGMA" else ""
+    name = (_name_at(toks, 1) or "").lower() if _first(toks) == "PRAGMA" else ""
     if name not in _PRAGMAS:
         return []
     return [finding(f, st.line, "pragma-in-transaction", ERROR,
@@ -180,7 +192,7 @@ def _pragma(f: SqlFile, st: Statement, toks: list[Token]) -> list[Finding]:
 def _transaction(f: SqlFile, st: Statement, toks: list[Token]) -> list[Finding]:
     if not is_not_transactional(toks):
         return []
-    word = first_word(toks)
+    word = _first(toks)
     vacuum = "; VACUUM the database outside migrations" if word == "VACUUM" else ""
     return [finding(f, st.line, "not-transactional", ERROR,
                     f"{word} cannot run inside the transaction orchestra-schema runs each migration "
