@@ -11,6 +11,11 @@ build.py) in one journal mode; both tools run as real processes, timed from
 spawn to exit. Counted afterwards, untimed: rows placed (rows identical, rowid
 and every value, to a row of the same table in the undamaged database) and
 rows left in lost_and_found. The table goes to stdout and bench/.cache/recover.md.
+
+In WAL mode the database also holds WAL_COMMITS transactions committed only in its
+-wal (as when the API was killed), so the WAL cases have frames to lose: one bit
+flipped in an early frame (SQLite then ignores every later frame), and the -wal
+cut in the middle of its last transaction.
 """
 
 from __future__ import annotations
@@ -37,7 +42,36 @@ from contenders import Tool, run_timed  # noqa: E402
 SHELL_DIR = CACHE / "sqlite3-shell"
 WORK = CACHE / "recover-work"
 CASES = ["page 1 zeroed", "page 1 random bytes", "magic header", "ChatMessages root page", "ChatMessages interior page",
-         "ChatMessages leaf page", "overflow page of a long message"]
+         "ChatMessages leaf page", "overflow page of a long message", "file cut to 2/3"]
+WAL_CASES = ["one bit flipped in WAL frame 3"]
+WAL_COMMITS, WAL_ROWS = 6, 200  # transactions (of chat messages) committed only in the -wal
+
+
+def connect(db: Path) -> apsw.Connection:
+    """A connection whose close leaves the -wal as it is (a checkpoint would change the case)."""
+    c = apsw.Connection(str(db))
+    c.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
+    return c
+
+
+def add_wal_commits(db: Path) -> None:
+    c = connect(db)
+    try:
+        c.execute("PRAGMA wal_autocheckpoint = 0")
+        for k in range(WAL_COMMITS):
+            with c:
+                c.execute("INSERT INTO ChatMessages SELECT printf('%08X-2222-4000-8000-%012X', rowid, ?), "
+                          "SessionId, Author, Content, MessageType, CreatedAt, Metadata FROM ChatMessages "
+                          "WHERE rowid BETWEEN ? AND ?", (k, k * WAL_ROWS + 1, (k + 1) * WAL_ROWS))
+    finally:
+        c.close()
+
+
+def copy_with_wal(source: Path, target: Path) -> Path:
+    fresh_copy(source, target)
+    if Path(f"{source}-wal").exists():
+        shutil.copyfile(f"{source}-wal", f"{target}-wal")
+    return target
 
 
 def build_shell(say=print) -> Path:
@@ -66,7 +100,7 @@ def shell_version(shell: Path) -> str:
 
 
 def pages(db: Path, sql: str, *args) -> list[int]:
-    c = apsw.Connection(str(db))
+    c = connect(db)
     try:
         return [r[0] for r in c.execute(sql, args)]
     finally:
@@ -75,6 +109,19 @@ def pages(db: Path, sql: str, *args) -> list[int]:
 
 def damage(db: Path, case: str, rng: random.Random) -> None:
     chat = "SELECT pageno FROM dbstat WHERE name = 'ChatMessages' AND pagetype = ? ORDER BY pageno"
+    if case == "file cut to 2/3":
+        os.truncate(db, db.stat().st_size * 2 // 3)
+        return
+    if case.startswith("one bit flipped in WAL frame"):
+        wal = Path(f"{db}-wal")
+        size = int.from_bytes(wal.read_bytes()[8:12], "big")
+        frame = int(case.rsplit(" ", 1)[1])
+        with open(wal, "r+b") as f:  # a byte in the middle of the frame's page image
+            f.seek(32 + (frame - 1) * (24 + size) + 24 + size // 2)
+            byte = f.read(1)[0]
+            f.seek(-1, os.SEEK_CUR)
+            f.write(bytes([byte ^ 0x10]))
+        return
     if case == "magic header":
         with open(db, "r+b") as f:
             f.write(b"\x00" * 16)
@@ -101,7 +148,7 @@ def damage(db: Path, case: str, rng: random.Random) -> None:
 
 def tally(original: Path, recovered: Path) -> tuple[int, int]:
     """(rows identical to a row of the same table in the original, rows in lost_and_found)."""
-    c = apsw.Connection(str(recovered))
+    c = connect(recovered)
     try:
         c.execute("ATTACH ? AS orig", (str(original),))
         names = {n for (n,) in c.execute("SELECT name FROM orig.sqlite_schema WHERE type = 'table' "
@@ -141,20 +188,22 @@ def run(size_mb: int, reps: int, say=print) -> str:
         c = apsw.Connection(str(original))
         c.execute(f"PRAGMA journal_mode = {mode}").fetchall()
         c.close()
+        if mode == "wal":
+            add_wal_commits(original)
         rows = total_rows(original)
-        for case in CASES:
+        for case in CASES + (WAL_CASES if mode == "wal" else []):
             figures = {}
             for name in ("orchestra-schema recover", "sqlite3 .recover"):
                 seconds, cpu = [], []
                 for rep in range(reps):
                     (WORK / "trial").mkdir()
-                    db = fresh_copy(original, WORK / "trial" / "orchestra.db")
+                    db = copy_with_wal(original, WORK / "trial" / "orchestra.db")
                     damage(db, case, random.Random(rep))
                     out = WORK / "trial" / "recovered.db"
                     remove_db(out)
                     before = _cpu()
                     if name.startswith("orchestra"):
-                        r = run_timed(tool.argv(db, "recover"))
+                        r = run_timed(tool.argv(db, "recover", "--yes"))
                         result = db
                         ok = r.ok or r.error.startswith("exit 1")  # 1: recovered with gaps
                     else:
@@ -162,8 +211,10 @@ def run(size_mb: int, reps: int, say=print) -> str:
                         result, ok = out, r.ok
                     seconds.append(r.seconds)
                     cpu.append(_cpu() - before)
+                    # our exit code is part of the result: 1 says rows are missing, 0 that none are
+                    said = r.error if not ok else r.error.split(":")[0] if r.error else "exit 0"
                     figures[name] = (*tally(original, result), statistics.median(seconds),
-                                     statistics.median(cpu), r.error if not ok else "")
+                                     statistics.median(cpu), said if name.startswith("orchestra") or not ok else "")
                     shutil.rmtree(WORK / "trial")
             say(f"{mode} {case}: {figures}")
             for name, (placed, lost_found, secs, cpu_secs, error) in figures.items():
@@ -177,7 +228,7 @@ def run(size_mb: int, reps: int, say=print) -> str:
               "seconds: wall clock from spawn to exit; CPU s: user + system time of the "
               "processes (the shell: both ends of its pipe).", "",
               "| journal | damage | tool | rows placed | rows not in their table | in lost_and_found "
-              "| seconds | CPU s | error |", "|---|---|---|---:|---:|---:|---:|---:|---|"]
+              "| seconds | CPU s | exit / error |", "|---|---|---|---:|---:|---:|---:|---:|---|"]
     text = "\n".join(header + lines) + "\n"
     (CACHE / "recover.md").write_text(text)
     shutil.rmtree(WORK, ignore_errors=True)
