@@ -44,7 +44,7 @@ from contenders import Tool, run_timed  # noqa: E402
 SHELL_DIR = CACHE / "sqlite3-shell"
 WORK = CACHE / "recover-work"
 CASES = ["page 1 zeroed", "page 1 random bytes", "magic header", "ChatMessages root page", "ChatMessages interior page",
-         "ChatMessages leaf page", "overflow page of a long message"]
+         "ChatMessages leaf page", "overflow page of a long message", "file cut to 2/3"]
 WAL_CASES = ["WAL: one bit of a frame's page", "WAL: two bits of a frame's page", "WAL: a frame's salt",
              "WAL: a frame's page number", "WAL: the header's salt"]
 COMMITS = 6
@@ -85,6 +85,9 @@ def pages(db: Path, sql: str, *args) -> list[int]:
 
 def damage(db: Path, case: str, rng: random.Random) -> None:
     chat = "SELECT pageno FROM dbstat WHERE name = 'ChatMessages' AND pagetype = ? ORDER BY pageno"
+    if case == "file cut to 2/3":
+        os.truncate(db, db.stat().st_size * 2 // 3)
+        return
     if case == "magic header":
         with open(db, "r+b") as f:
             f.write(b"\x00" * 16)
@@ -226,8 +229,11 @@ def run(size_mb: int, reps: int, say=print, only=None) -> str:
                         result, ok = out, r.ok
                     seconds.append(r.seconds)
                     cpu.append(_cpu() - before)
+                    # our exit code is part of the result: 1 says rows are missing, 0 that none are
+                    said = r.error if not ok else r.error.split(":")[0] if r.error else "exit 0"
                     figures[name] = (*tally(model, result), statistics.median(seconds),
-                                     statistics.median(cpu), r.error if not ok else "")
+                                     statistics.median(cpu),
+                                     said if name.startswith("orchestra") or not ok else "")
                     shutil.rmtree(WORK / "trial")
             say(f"{mode} {case}: {figures}")
             for name, (placed, lost_found, secs, cpu_secs, error) in figures.items():
@@ -244,7 +250,7 @@ def run(size_mb: int, reps: int, say=print, only=None) -> str:
               "seconds: wall clock from spawn to exit; CPU s: user + system time of the "
               "processes (the shell: both ends of its pipe).", "",
               "| journal | damage | tool | rows placed | rows not in their table | in lost_and_found "
-              "| seconds | CPU s | error |", "|---|---|---|---:|---:|---:|---:|---:|---|"]
+              "| seconds | CPU s | exit / error |", "|---|---|---|---:|---:|---:|---:|---:|---|"]
     text = "\n".join(header + lines) + "\n"
     (CACHE / "recover.md").write_text(text)
     shutil.rmtree(WORK, ignore_errors=True)
