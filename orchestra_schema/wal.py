@@ -130,6 +130,7 @@ class Frame:
     sound: bool = False
     current: bool = False
     fixed: bytes | None = None  # its page, one flipped bit corrected (the file still has it)
+    one_bit_off: bool = False  # damaged by one flipped bit, but which one is ambiguous (_one_bit)
 
 
 # A frame is sound when its checksum holds seeded from the checksum stored in
@@ -173,14 +174,18 @@ def _frames(f, size: int, seed: tuple[int, int], order: str):
 
 
 def _correct(frame: Frame, raw: bytes, seed: tuple[int, int], order: str) -> None:
-    fixed = _one_bit(raw[:8] + raw[FRAME_HEADER:], seed, _stored(raw, 16), order)
+    candidates = _one_bit(raw[:8] + raw[FRAME_HEADER:], seed, _stored(raw, 16), order)
+    # Flips of a word's top bit can cancel out in the checksum's sums, so several bits may
+    # fit: the frame was written whole (a torn write fits none), which bit is unknown.
+    frame.one_bit_off = len(candidates) > 1
+    fixed = candidates[0] if len(candidates) == 1 else None
     if fixed is not None and fixed[:4] != bytes(4):
         page, commit = struct.unpack_from(">II", fixed)
         frame.sound, frame.fixed, frame.page, frame.commit = True, fixed[8:], page, commit != 0
 
 
-def _one_bit(data: bytes, seed: tuple[int, int], stored: tuple[int, int], order: str) -> bytes | None:
-    """data with the one bit flipped that makes its checksum `stored` from `seed`, if exactly one.
+def _one_bit(data: bytes, seed: tuple[int, int], stored: tuple[int, int], order: str) -> list[bytes]:
+    """data with each one bit flipped that makes its checksum `stored` from `seed`.
 
     The checksum runs over pairs of words and each step can be undone: the
     states before each pair going forward from the seed, and going back from
@@ -206,11 +211,12 @@ def _one_bit(data: bytes, seed: tuple[int, int], stored: tuple[int, int], order:
             found.append((2 * k, need_a))
         if need_a == a and (need_b ^ b).bit_count() == 1:
             found.append((2 * k + 1, need_b))
-    if len(found) != 1:
-        return None
-    at, value = found[0]
-    words[at] = value
-    return struct.pack(f"{order}{len(words)}I", *words)
+    out = []
+    for at, value in found:
+        fixed = list(words)
+        fixed[at] = value
+        out.append(struct.pack(f"{order}{len(fixed)}I", *fixed))
+    return out
 
 
 def _currency(frames: list[Frame], salts: bytes) -> None:
@@ -246,16 +252,23 @@ def _ignored(out: Walk, frames: list[Frame], salts: bytes) -> None:
         if not frame.current:
             if frame.salts == salts:  # an older generation's frame is not damage
                 damaged[frame.index] = frame.page
+                if frame.one_bit_off and frame.commit:  # a commit all the same, its page lost
+                    _vouch(out, pending, damaged)
             continue
         pending[frame.page] = frame.offset
         if frame.fixed:
             out.fixed[frame.offset] = frame.fixed
         if frame.commit:
-            out.ignored.update(pending)
-            out.damaged.update(damaged)
-            out.transactions += 1
-            pending.clear()
-            damaged.clear()
+            _vouch(out, pending, damaged)
+
+
+def _vouch(out: Walk, pending: dict[int, int], damaged: dict[int, int]) -> None:
+    """A commit frame ends a transaction: its frames count, its damaged ones are named."""
+    out.ignored.update(pending)
+    out.damaged.update(damaged)
+    out.transactions += 1
+    pending.clear()
+    damaged.clear()
 
 
 def _why(frame: Frame, salts: bytes) -> str:

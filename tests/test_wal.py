@@ -155,6 +155,27 @@ def test_a_frame_damaged_beyond_correction_that_nothing_replaces_is_a_gap(origin
     assert left < before["ChatMessages"] and len(left) > len(before["ChatMessages"]) - 100
 
 
+def test_a_last_commit_frame_one_ambiguous_bit_off_is_a_gap_not_a_torn_write(original, tmp_path):
+    """The top bit of a page word flipped in the last commit frame: flips of other words' top
+    bits fit the checksum as well, so which bit is unknown, but a torn write fits none: the
+    transaction was committed. verify fails and recover names the page (exit 1), never exit 0
+    with the commit's rows gone (the fuzz test found this)."""
+    source, _ = original
+    db = tmp_path / "orchestra.db"
+    shutil.copy(source, db)
+    data = bytearray(Path(f"{source}-wal").read_bytes())
+    last = frames(bytes(data))[-1]
+    assert last[2]  # the last frame commits
+    data[32 + (last[0] - 1) * FRAME + 24 + PAGE - 100 + 3] ^= 0x80  # a word's top bit, big-endian
+    Path(f"{db}-wal").write_bytes(bytes(data))
+    found = wal.walk(Path(f"{db}-wal"))
+    assert not found.fixed and found.transactions == 1 and found.lost_pages == [last[1]]
+    assert cli("--database", db, "verify").exit_code == 1
+    result = cli("--database", db, "recover")
+    assert result.exit_code == 1, result.output
+    assert f"damaged frame(s) of page(s) {last[1]} " in result.stderr
+
+
 @pytest.mark.parametrize("kind", ["page data", "WAL header's salt"])
 def test_backup_keeps_the_wal_sqlite_ignores_and_it_recovers_every_row(original, tmp_path, kind):
     db, wal_bytes, after = damage(original, tmp_path, kind)
