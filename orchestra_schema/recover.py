@@ -262,6 +262,10 @@ def _page_history(found: salvage.Scan, result: RecoverResult) -> set[str] | None
     try:
         memory.execute(row.sql)
         column = salvage.shape_of(memory, default_migration_table).columns.index("migration_id")
+    except (apsw.Error, ValueError):  # its CREATE statement is damaged too
+        result.warnings.append("migration history's schema record damaged in the damaged file; "
+                               "applied every migration")
+        return None
     finally:
         memory.close()
     return {cell.values[column] for cell in found.tree_cells(row.rootpage)
