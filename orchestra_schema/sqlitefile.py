@@ -37,8 +37,14 @@ def journal_mode(path: Path) -> str:
 
 
 def truncation(path: Path) -> str | None:
-    """Say so if the file is shorter than its header says (a cut-off copy)."""
-    head = header(path)
+    """Say so if the file is shorter than its header says (a cut-off copy).
+
+    A missing file is not a truncated one: the command says "not found".
+    """
+    try:
+        head = header(path)
+    except FileNotFoundError:
+        return None
     if len(head) < 100:
         return f"truncated: {len(head)} bytes, shorter than an SQLite header"
     page_size = int.from_bytes(head[16:18], "big")
