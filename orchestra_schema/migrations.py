@@ -1,6 +1,7 @@
 """Reading sql/: paired ID.sql / ID.rollback.sql files, checksums, order, plans.
 
-yoyo splits each file into statements (sqlparse), when they are first needed:
+Each file is split into statements as yoyo splits them (sqlparse's split, found by
+sqlsplit in time linear in the file), when they are first needed:
 `status` reads only ids, directives and checksums, and never imports yoyo.
 Directives are read here with yoyo's rules, and checked against yoyo's own
 reading when it splits the file. Dependencies are resolved here by id, in the
@@ -45,21 +46,35 @@ class MigrationFile:
         return self.rollback_path is not None
 
     @cached_property
+    def split(self):
+        """The forward file split as yoyo splits it (a sqlsplit.Split: offsets and texts)."""
+        return _split(self.text)
+
+    @cached_property
+    def rollback_split(self):
+        return _split(self.rollback_text or "")
+
+    @cached_property
     def statements(self) -> tuple[str, ...]:
-        return _statements(self.text, self.path, self.depends)
+        return _statements(self.split, self.path, self.depends)
 
     @cached_property
     def rollback_statements(self) -> tuple[str, ...]:
         if self.rollback_text is None:
             return ()
-        return _statements(self.rollback_text, self.rollback_path, None)
+        return _statements(self.rollback_split, self.rollback_path, None)
 
 
-def _statements(text: str, path: Path, depends: tuple[str, ...] | None) -> tuple[str, ...]:
-    """yoyo's split of a file read at load (not read again: it may have changed since)."""
-    import sqlparse  # yoyo's SQL splitter, a dependency of yoyo-migrations
+def _split(text: str):
+    from .sqlsplit import Split
+    return Split(text)
 
-    statements = sqlparse.split(text)
+
+def _statements(split, path: Path,
+                depends: tuple[str, ...] | None) -> tuple[str, ...]:
+    """yoyo's statements of a file read at load (not read again: it may have changed since):
+    sqlparse's split, found in linear time; the first one without its directives."""
+    statements = [sql for _, sql in split.statements]
     if statements:
         statements[0] = without_directives(statements[0], path, depends)
     return tuple(s for s in statements if s.strip())

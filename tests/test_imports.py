@@ -128,4 +128,4 @@ def test_dependency_order_is_yoyos(graph):
 def test_a_depends_line_read_differently_is_refused_not_guessed(tmp_path):
     text = "-- depends: a\nCREATE TABLE t (x);\n"
     with pytest.raises(Exception, match="reads differently to yoyo"):
-        migrations._statements(text, tmp_path / "x.sql", ("b",))
+        migrations._statements(migrations._split(text), tmp_path / "x.sql", ("b",))

@@ -16,7 +16,7 @@ class PgScratch:
     def __init__(self, conn):
         self.conn = conn
 
-    def run(self, statements) -> tuple[int, str] | None:
+    def run(self, statements, hold: bool = False) -> tuple[int, str] | None:
         kept = [(i, s) for i, s in enumerate(statements) if _transactional(s)]
         failed = pg_schema.run(self.conn, [s for _, s in kept])
         return None if failed is None else (kept[failed[0]][0], failed[1])
@@ -26,6 +26,12 @@ class PgScratch:
 
     def differences(self, before, after) -> list[str]:
         return pg_schema.differences(before, after)
+
+    def state(self) -> None:
+        return None  # not read here: the forward file always runs a second time (nothing held)
+
+    def end(self, keep: bool) -> None:
+        raise AssertionError("PgScratch never holds a transaction (state() is None)")
 
 
 def _transactional(sql: str) -> bool:

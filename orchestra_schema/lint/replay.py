@@ -3,7 +3,12 @@ forward again on a scratch database built from the migrations before it.
 
 The rollback must give back exactly the schema before; forward again must give
 the same schema as the first time. An engine supplies a Scratch: run statements
-in one transaction, take a snapshot, name the differences of two.
+in one transaction, take a snapshot, name the differences of two. A Scratch that
+can also give a digest of its whole state (schema text and every row) runs the
+rollback in a transaction it holds open: when that gives back the state before
+the forward file exactly, it is undone instead of running the forward file a
+second time (the same statements on the same state do the same), so a data
+migration's rows run once in the replay, not twice.
 """
 
 from __future__ import annotations
@@ -18,9 +23,12 @@ FileCheck = Callable[[SqlFile, object, object], list[Finding]]
 
 
 class Scratch(Protocol):
-    def run(self, statements) -> tuple[int, str] | None: ...  # (index, error) on failure
+    # (index, error) on failure, rolled back; hold: leave the transaction open for end()
+    def run(self, statements, hold: bool = False) -> tuple[int, str] | None: ...
+    def end(self, keep: bool) -> None: ...  # commit (keep) or roll back a held transaction
     def snapshot(self): ...
     def differences(self, before, after) -> list[str]: ...
+    def state(self) -> bytes | None: ...  # digest of schema text and rows; None: cannot tell
 
 
 def check(scratch: Scratch, migrations, files: dict[tuple[str, str], SqlFile],
@@ -44,23 +52,31 @@ def check(scratch: Scratch, migrations, files: dict[tuple[str, str], SqlFile],
 def _round_trip(scratch: Scratch, forward: SqlFile, rollback: SqlFile | None,
                 file_check: FileCheck | None) -> list[Finding]:
     extra = file_check or (lambda f, before, after: [])
-    before = scratch.snapshot()
+    before, state = scratch.snapshot(), scratch.state()
     if (failed := _run_file(scratch, forward, "applying it")) is not None:
         return [failed]
     after = scratch.snapshot()
     out = extra(forward, before, after)
     if rollback is None:
         return out
-    if (failed := _run_file(scratch, rollback, "rolling it back")) is not None:
+    hold = state is not None
+    if (failed := _run_file(scratch, rollback, "rolling it back", hold)) is not None:
         return out + [failed]
     back = scratch.snapshot()
     out += extra(rollback, after, back)
     if (left := scratch.differences(before, back)):
+        if hold:
+            scratch.end(keep=True)
         out.append(finding(rollback, first_line(rollback), "round-trip", ERROR,
                            f"rolling back does not give back the schema before "
                            f"{forward.migration_id}: {'; '.join(left)}; make the rollback undo "
                            f"exactly what {forward.path.name} does"))
         return out  # applying again on what was left over would only fail on it
+    if hold:
+        same = scratch.state() == state
+        scratch.end(keep=not same)
+        if same:
+            return out  # the forward file's result is back: a second run would repeat the first
     if (failed := _run_file(scratch, forward, "applying it again after its rollback")) is not None:
         return out + [failed]
     if (changed := scratch.differences(after, scratch.snapshot())):
@@ -70,8 +86,8 @@ def _round_trip(scratch: Scratch, forward: SqlFile, rollback: SqlFile | None,
     return out
 
 
-def _run_file(scratch: Scratch, f: SqlFile, doing: str) -> Finding | None:
-    failed = scratch.run([st.sql for st in f.statements])
+def _run_file(scratch: Scratch, f: SqlFile, doing: str, hold: bool = False) -> Finding | None:
+    failed = scratch.run([st.sql for st in f.statements], hold)
     if failed is None:
         return None
     i, error = failed

@@ -5,6 +5,7 @@ implicit-delete.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import apsw
@@ -26,7 +27,7 @@ class SqliteScratch:
     def __init__(self, db: Database):
         self.db = db
 
-    def run(self, statements) -> tuple[int, str] | None:
+    def run(self, statements, hold: bool = False) -> tuple[int, str] | None:
         self.db.execute("BEGIN")
         for i, sql in enumerate(statements):
             READ["replayed"] += 1
@@ -37,13 +38,32 @@ class SqliteScratch:
             except apsw.Error as err:
                 self.db.execute("ROLLBACK")
                 return i, str(err)
-        self.db.execute("COMMIT")
+        if not hold:
+            self.db.execute("COMMIT")
         return None
+
+    def end(self, keep: bool) -> None:
+        self.db.execute("COMMIT" if keep else "ROLLBACK")
 
     def snapshot(self) -> Taken:
         bodies = {name: _body(sql) for name, sql in self.db.rows(
             "SELECT name, sql FROM sqlite_schema WHERE type = 'table' AND sql IS NOT NULL")}
         return Taken(snapshot(self.db), bodies)
+
+    def state(self) -> bytes:
+        """A digest of sqlite_schema's text and every table's rows (sqlite_sequence too: it
+        picks the next AUTOINCREMENT id), each table read in its key order."""
+        digest = hashlib.blake2b()
+        tables = []
+        for row in self.db.rows("SELECT type, name, tbl_name, sql FROM sqlite_schema ORDER BY name"):
+            digest.update(repr(row).encode())
+            tables += [row[1]] if row[0] == "table" else []
+        for name in tables:
+            digest.update(repr(name).encode())
+            quoted = name.replace('"', '""')
+            for row in self.db.connection.execute(f'SELECT * FROM "{quoted}"'):
+                digest.update(repr(row).encode())
+        return digest.digest()
 
     def differences(self, before: Taken, after: Taken) -> list[str]:
         found = differences(before.schema, after.schema)

@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .splitter import Split
+from ..sqlsplit import Split
 
 # Characters each reading of the text took (split, lines, tokens) and statements run on a
 # scratch database (replayed): lint's work, which must grow with the file, not faster.
@@ -85,10 +85,12 @@ def read_header(text: str) -> Header:
     return Header("\n".join(comments), depends, frozenset(allowed))
 
 
-def split(text: str, first=lambda sql: sql) -> list[Statement]:
+def split(text: str, first=lambda sql: sql, parts=None) -> list[Statement]:
     """The statements of text as yoyo splits it (first: what yoyo makes of the first one:
-    migrations.without_directives), each with the line it starts on."""
-    found, lines, parts = [], Lines(text), Split(text)
+    migrations.without_directives), each with the line it starts on. parts: the Split
+    already made of text (a MigrationFile's, the statements apply runs)."""
+    found, lines = [], Lines(text)
+    parts = parts or Split(text)
     READ["split"] += parts.plain_chars + parts.sqlparse_chars
     for i, (pos, sql) in enumerate(parts.statements):
         sql = first(sql) if i == 0 else sql
@@ -112,18 +114,19 @@ class SqlFile:
 
     @classmethod
     def forward(cls, m) -> "SqlFile":
-        """m's forward file (a MigrationFile) as loaded; its statements are m.statements,
-        found without sqlparse's 2.5 s per MB."""
-        return cls._of(m.path, "forward", m.id, m.text, m.depends)
+        """m's forward file (a MigrationFile) as loaded; its statements are m.statements
+        (the same split, made once)."""
+        return cls._of(m.path, "forward", m.id, m.text, m.depends, m.split)
 
     @classmethod
     def rollback(cls, m) -> "SqlFile":
-        return cls._of(m.rollback_path, "rollback", m.id, m.rollback_text, None)
+        return cls._of(m.rollback_path, "rollback", m.id, m.rollback_text, None, m.rollback_split)
 
     @classmethod
-    def _of(cls, path: Path, kind: str, migration_id: str, text: str, depends) -> "SqlFile":
+    def _of(cls, path: Path, kind: str, migration_id: str, text: str, depends,
+            parts) -> "SqlFile":
         from ..migrations import without_directives
-        statements = split(text, lambda sql: without_directives(sql, path, depends))
+        statements = split(text, lambda sql: without_directives(sql, path, depends), parts)
         return cls(Path(path), kind, migration_id, text, read_header(text), statements)
 
 
