@@ -726,11 +726,12 @@ def lint_command(s: Settings, dialect, strict, paths):
 
 
 def _lint_plan(s: Settings):
-    """apply and rehearse show lint's errors for the files they run; they never block on them."""
+    """apply and rehearse show lint's errors for the files they run; they never block on them.
+    Their replay leaves the row changes out: the command runs those next, all or nothing."""
     def review(migrations, plan) -> None:
         if plan:
-            for f in _advisory_lint(s, lambda lint: lint.lint_migrations(migrations, plan,
-                                                                          _engine(s)).errors):
+            for f in _advisory_lint(s, lambda lint: lint.lint_migrations(
+                    migrations, plan, _engine(s), schema_only=True).errors):
                 s.warn(f"lint: {f.text()}")
     return review
 

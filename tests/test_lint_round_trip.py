@@ -6,7 +6,8 @@ and only the second forward run finds that the migration cannot be applied again
 
 from __future__ import annotations
 
-from test_lint import CHANGE, lint, only, pg_dir, sql_dir
+from helpers import cli, history
+from test_lint import BASE, CHANGE, lint, only, pg_dir, sql_dir
 from test_lint_pg import pg_lint
 
 SEED = "CREATE TABLE n (a);\n\nINSERT INTO t (id, name) VALUES (1, 'seeded');\n"
@@ -20,6 +21,20 @@ def test_round_trip_reports_a_forward_file_that_fails_when_applied_again(tmp_pat
     assert (f["file"].endswith(f"{CHANGE}.sql"), f["line"], f["level"]) == (True, 6, "error")
     assert "fails when applying it again after its rollback" in f["message"]
     assert "UNIQUE constraint failed: t.id" in f["message"]
+
+
+def test_apply_leaves_the_rows_to_lint_and_still_warns_of_the_schema(tmp_path):
+    """apply's lint replays the schema only (apply runs the rows next, all or nothing): the
+    seeded row left behind is lint's finding, not apply's; a rollback that leaves a table is."""
+    d = sql_dir(tmp_path, SEED, LEAVES_THE_ROW)
+    db = tmp_path / "x.db"
+    result = cli("--sql-dir", d, "--database", db, "apply")
+    assert result.exit_code == 0 and "round-trip" not in result.stderr
+    assert history(db) == {BASE, CHANGE}
+    d = sql_dir(tmp_path / "keeps", SEED, "-- LOSES: the seeded row of t\nDELETE FROM t WHERE id = 1;\n")
+    result = cli("--sql-dir", d, "--database", tmp_path / "y.db", "apply")
+    assert result.exit_code == 0
+    assert "round-trip: rolling back does not give back the schema" in result.stderr
 
 
 def test_round_trip_passes_a_rollback_that_deletes_what_it_seeded(tmp_path):

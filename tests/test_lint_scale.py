@@ -90,3 +90,24 @@ def test_lint_work_grows_linearly_with_the_file(tmp_path):
     assert large["replayed"] <= statements
     seed = (tmp_path / "large" / "20251201000000_Seed.sql").stat().st_size
     assert large["split"] <= 2 * seed + 20_000  # each character read at most twice
+
+
+def test_apply_lint_reads_every_statement_but_replays_only_the_schema(tmp_path):
+    """apply's lint (schema_only): every rule still reads the rows (the data-loss finding is
+    there), the replay runs none of them (apply runs them next, all or nothing)."""
+    d = data_migration(tmp_path / "d", 3000)
+    migrations = mig.load(d)
+    READ.clear()
+    report = linting.lint_migrations(migrations, migrations, "sqlite", schema_only=True)
+    assert [(Path(f.file).name, f.line, f.rule) for f in report.findings] == [
+        ("20251201000000_Seed.sql", 3010, "data-loss")]
+    assert READ["replayed"] <= 45 + 8 + 9 + 2 + 3 + 3  # the shipped files, the seed's DDL
+
+
+def test_apply_lint_still_replays_the_schema(tmp_path):
+    d = data_migration(tmp_path / "d", 30)
+    rollback = d / "20251201000000_Seed.rollback.sql"
+    rollback.write_text(rollback.read_text().replace('DROP TABLE "Seen";\n', ""))
+    migrations = mig.load(d)
+    report = linting.lint_migrations(migrations, migrations, "sqlite", schema_only=True)
+    assert any(f.rule == "round-trip" and "Seen" in f.message for f in report.findings)

@@ -50,8 +50,14 @@ def lint(sql_dir: Path, dialect: str, paths=(), server: str | None = None) -> Li
     return report
 
 
-def lint_migrations(migrations, chosen, dialect: str, server: str | None = None) -> LintReport:
-    """Lint the chosen migrations of one directory (all of it, in order, as context)."""
+def lint_migrations(migrations, chosen, dialect: str, server: str | None = None,
+                    schema_only: bool = False) -> LintReport:
+    """Lint the chosen migrations of one directory (all of it, in order, as context).
+
+    schema_only: the round-trip replay leaves out statements that only change rows
+    (INSERT, REPLACE, UPDATE, DELETE): apply's and rehearse's lint, which run them next
+    anyway; every rule still reads them.
+    """
     files = _read(chosen)
     first = min((m.id for m in migrations), default=None)
     found = []
@@ -59,7 +65,7 @@ def lint_migrations(migrations, chosen, dialect: str, server: str | None = None)
         found += header_findings(f, needs_depends=mid != first)
         found += _engine_rules(dialect).check_file(f)
     found += [no_rollback(files[(m.id, "forward")]) for m in chosen if not m.has_rollback]
-    found += _replay(migrations, files, dialect, server)
+    found += _replay(migrations, files, dialect, server, schema_only)
     allowed = {str(f.path): f.header.allowed for f in files.values()}
     order = {str(f.path): i for i, f in enumerate(files.values())}  # forward, then its rollback
     kept = sorted({x for x in found if x.rule not in allowed.get(x.file, ())},
@@ -88,12 +94,13 @@ def _engine_rules(dialect: str):
     return sqlite_rules
 
 
-def _replay(migrations, files, dialect: str, server: str | None) -> list[Finding]:
+def _replay(migrations, files, dialect: str, server: str | None,
+            schema_only: bool) -> list[Finding]:
     if dialect == "sqlite":
-        return sqlite_replay.check(migrations, files)
+        return sqlite_replay.check(migrations, files, schema_only)
     if server:
         from . import pg_replay
-        return pg_replay.check(server, migrations, files)
+        return pg_replay.check(server, migrations, files, schema_only)
     return []
 
 

@@ -41,6 +41,7 @@ def _transactional(sql: str) -> bool:
     return not (not_transactional(sql) or concurrently)
 
 
-def check(server: str, migrations, files: dict[tuple[str, str], SqlFile]) -> list[Finding]:
+def check(server: str, migrations, files: dict[tuple[str, str], SqlFile],
+          schema_only: bool = False) -> list[Finding]:
     with pg_schema.scratch_database(server) as conn:
-        return replay.check(PgScratch(conn), migrations, files)
+        return replay.check(PgScratch(conn), migrations, files, None, schema_only)

@@ -87,9 +87,10 @@ def _body(create_sql: str) -> str:
     return " ".join(create_sql[create_sql.find("("):].split())
 
 
-def check(migrations, files: dict[tuple[str, str], SqlFile]) -> list[Finding]:
+def check(migrations, files: dict[tuple[str, str], SqlFile],
+          schema_only: bool = False) -> list[Finding]:
     with Database.in_memory() as db:
-        return replay.check(SqliteScratch(db), migrations, files, _schema_rules)
+        return replay.check(SqliteScratch(db), migrations, files, _schema_rules, schema_only)
 
 
 def _schema_rules(f: SqlFile, before: Taken, after: Taken) -> list[Finding]:

@@ -12,6 +12,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from ..sqlsplit import Split
 
@@ -49,8 +50,7 @@ class Lines:
         return self.line
 
 
-@dataclass(frozen=True)
-class Statement:
+class Statement(NamedTuple):  # a tuple: a data migration makes one per row
     sql: str
     line: int  # where the statement starts in its file
     word: str = ""  # its first word, upper-cased (first_word)
@@ -72,7 +72,7 @@ class Header:
 
 def read_header(text: str) -> Header:
     comments, depends, allowed = [], False, set()
-    for line in text.splitlines():
+    for line in text[:skip_blank(text, 0)].splitlines():  # the header's lines, not the file's
         stripped = line.strip()
         if stripped and not stripped.startswith("--"):
             break
@@ -88,16 +88,24 @@ def read_header(text: str) -> Header:
 def split(text: str, first=lambda sql: sql, parts=None) -> list[Statement]:
     """The statements of text as yoyo splits it (first: what yoyo makes of the first one:
     migrations.without_directives), each with the line it starts on. parts: the Split
-    already made of text (a MigrationFile's, the statements apply runs)."""
-    found, lines = [], Lines(text)
+    already made of text (a MigrationFile's, the statements apply runs).
+
+    One loop, its lookups bound once: apply lints every statement of a data migration
+    before it runs them, so each costs a regular expression match, a count and a tuple."""
     parts = parts or Split(text)
     READ["split"] += parts.plain_chars + parts.sqlparse_chars
+    found, line, last = [], 1, 0
+    match, count, add = _FIRST.match, text.count, found.append
     for i, (pos, sql) in enumerate(parts.statements):
-        sql = first(sql) if i == 0 else sql
-        if sql.strip():
-            m = _FIRST.match(text, pos)  # the blanks before its first token, that token if a word
-            start = m.start(1) if m.group(1) else m.end()
-            found.append(Statement(sql, lines.at(start), (m.group(1) or "").upper()))
+        if i == 0 and not (sql := first(sql)).strip():
+            continue
+        m = match(text, pos)  # the blanks before its first token, that token if a word
+        word = m.group(1)
+        start = m.start(1) if word else m.end()
+        line += count("\n", last, start)
+        last = start
+        add(Statement(sql, line, word.upper() if word else ""))
+    READ["lines"] += last
     return found
 
 
