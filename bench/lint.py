@@ -14,12 +14,14 @@ the shipped SQLite migrations (sql/sqlite) with a rollback:
   CREATE: 1 MB of new tables takes the shell 4 s); its rollback drops the table.
 
 Contenders, as real processes alternating A B C, timed from spawn to exit, with peak RSS (GNU
-time): `orchestra-schema lint` (all of it: the split, every rule, the round-trip replay: forward,
-rollback, forward again in memory), and the floor, the sqlite3 shell reading every forward
+time): `orchestra-schema lint` (all of it: the split, every rule, the round-trip replay in
+memory: forward, rollback, and forward again only when the rollback did not give back every
+row), and the floor, the sqlite3 shell reading every forward
 file into `:memory:` (`.read`): parsing and running each statement once. Target: lint <= 2x
 the floor at every size, peak memory flat (per MB of file). Then, at --apply-size, the data
-migration applied to a new database by `apply` and by `apply --no-lint` (yoyo's split,
-sqlparse, is in both): lint's share <= 10%.
+migration applied to a new database by `apply` and by `apply --no-lint` (both split the file
+once, with sqlsplit; apply's lint replays the schema, not the rows it runs next): lint's
+share <= 10%.
 Prints a markdown table; written to bench/results/lint.md (or --output).
 """
 
