@@ -51,3 +51,17 @@ def test_round_trip_on_postgresql_applies_the_forward_file_again(pgdb, tmp_path)
     assert f["file"].endswith(f"{CHANGE}.sql") and f["line"] == 6
     assert "fails when applying it again after its rollback" in f["message"]
     assert "duplicate key value violates unique constraint" in f["message"]
+
+
+def test_round_trip_on_postgresql_names_another_schema_from_the_second_forward_run(pgdb, tmp_path):
+    """The rollback gives the schema back but leaves a row; the forward file, run again, reads
+    that row and creates another table: the second run's schema is compared, not assumed."""
+    d = pg_dir(tmp_path, "CREATE TABLE n (a integer);\n\n"
+                         "INSERT INTO t (id, name) SELECT count(*) + 1, 'seeded' FROM t;\n"
+                         "DO $$ BEGIN IF (SELECT count(*) FROM t) > 1 THEN "
+                         "CREATE TABLE extra (a integer); END IF; END $$;\n",
+               "-- LOSES every row of n.\nDROP TABLE n;\n")
+    (f,) = only(pg_lint(pgdb.url, d)[1], "round-trip")
+    assert f["file"].endswith(f"{CHANGE}.sql") and f["line"] == 4
+    assert "applied again after its rollback it gives another schema" in f["message"]
+    assert "extra" in f["message"]

@@ -94,17 +94,21 @@ def split(text: str, first=lambda sql: sql, parts=None) -> list[Statement]:
     before it runs them, so each costs a regular expression match, a count and a tuple."""
     parts = parts or Split(text)
     READ["split"] += parts.plain_chars + parts.sqlparse_chars
+    statements = parts.statements
+    if statements and not (head := first(statements[0][1])).strip():
+        statements = statements[1:]
+    elif statements:
+        statements = [(statements[0][0], head), *statements[1:]]
     found, line, last = [], 1, 0
-    match, count, add = _FIRST.match, text.count, found.append
-    for i, (pos, sql) in enumerate(parts.statements):
-        if i == 0 and not (sql := first(sql)).strip():
-            continue
+    match, count, add, make = _FIRST.match, text.count, found.append, tuple.__new__
+    for pos, sql in statements:
         m = match(text, pos)  # the blanks before its first token, that token if a word
-        word = m.group(1)
-        start = m.start(1) if word else m.end()
+        start, end = m.span(1)
+        if start < 0:  # not a word
+            start = end = m.end()
         line += count("\n", last, start)
         last = start
-        add(Statement(sql, line, word.upper() if word else ""))
+        add(make(Statement, (sql, line, text[start:end].upper())))
     READ["lines"] += last
     return found
 
