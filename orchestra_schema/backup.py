@@ -23,7 +23,8 @@ from . import digest as digests, sqlitefile, staging, wal
 from .database import open_immutable
 from .context import Context
 from .copying import Progress, chain, integrity_of, integrity_pragma, new_backup
-from .errors import DatabaseCorrupt, DatabaseUnavailable, Refused, UsageError
+from .errors import (Busy, DatabaseCorrupt, DatabaseUnavailable, OrchestraError, Refused,
+                     UsageError)
 from .paths import read_regular, require_regular, require_sqlite
 
 MANIFEST_VERSION = 2  # 2: "digest" {algorithm, value}; 1 had "sha256"
@@ -147,6 +148,20 @@ def _original_wal(database: Path, first: Path):
 def original_wal_path(backup_path: Path) -> Path:
     """Where the live -wal is kept beside a backup: not NAME-wal, which SQLite would replay."""
     return Path(f"{backup_path}.original-wal")
+
+
+def settle(backup_path: Path | None, err: OrchestraError, changed: bool) -> Path | None:
+    """A command stopped after the backup it took first: drop the backup when the stop
+    changed nothing (busy or refused: the database is as the backup has it, the copy is
+    only clutter, as restore discards its own); else keep it and name it in the error
+    (under -q the error is the only place its path is printed). Returns what is kept."""
+    if backup_path is None:
+        return None
+    if isinstance(err, (Busy, Refused)) and not changed:
+        discard(backup_path)
+        return None
+    err.args = (f"{err}; kept the backup taken first: {backup_path}",)
+    return backup_path
 
 
 def discard(backup_path: Path) -> None:

@@ -12,7 +12,7 @@ from . import ef
 from . import migrations as mig
 from .context import Context
 from .engines import AppliedRecord, Driver
-from .errors import Busy, OrchestraError, Refused, UsageError
+from .errors import OrchestraError, Refused, UsageError
 
 # apply and rollback import engine (and the driver's yoyo side) when they run; status
 # needs neither, nor backup (apsw's copying): it reads the history through the driver.
@@ -226,20 +226,10 @@ def _rows_at_risk(db: Driver, holding: list[str], exact: bool) -> dict[str, int 
 
 
 def _settle_backup(result: RollbackResult, err: OrchestraError) -> None:
-    """A rollback stopped after its backup: drop the backup if nothing changed, else name it.
-
-    Busy or refused before its first change, the database is as the backup has
-    it, so the copy is only clutter (restore discards its own likewise). Once a
-    migration was rolled back, or after a failure, the backup is kept and the
-    error says where. err.result carries the result for --json.
-    """
-    if result.backup is not None:
-        if isinstance(err, (Busy, Refused)) and not result.rolled_back:
-            from .backup import discard
-            discard(result.backup)
-            result.backup = None
-        else:
-            err.args = (f"{err}; kept the backup taken first: {result.backup}",)
+    """A rollback stopped after its backup: dropped if nothing changed, else named
+    (backup.settle). err.result carries the result for --json."""
+    from .backup import settle
+    result.backup = settle(result.backup, err, changed=bool(result.rolled_back))
     err.result = result
 
 

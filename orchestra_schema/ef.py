@@ -149,4 +149,7 @@ def disagreements(found: list[EfEntry] | None, applied: set[str], rule: Rules) -
 
 def delete(db, migration_id: str) -> bool:
     """Remove one EF row (bound as a parameter); False if there was none."""
-    return driver_of(db).ef_delete(migration_id)
+    driver = driver_of(db)
+    with driver.writing_history(f"{TABLE}: could not remove {migration_id}",
+                                undone="nothing was removed"):
+        return driver.ef_delete(migration_id)

@@ -101,7 +101,9 @@ def record_applied(db, migrations, check=None) -> list[str]:
         already, recorded = driver.applied(), []
         for m in migrations:
             if m.id not in already:
-                driver.record(m, "mark")  # yoyo's word for recorded, not run
+                with driver.writing_history(f"{m.id}: could not record it in yoyo's history",
+                                            undone="nothing was recorded"):
+                    driver.record(m, "mark")  # yoyo's word for recorded, not run
                 recorded.append(m.id)
         ef.keep_in_step(driver, set(driver.applied()))
         return recorded
@@ -133,7 +135,9 @@ def forget_applied(db, migration_id: str) -> bool:
     def body():
         if migration_id not in driver.applied():
             return False
-        driver.unrecord(migration_id, "unmark")
+        with driver.writing_history(f"{migration_id}: could not remove it from yoyo's history",
+                                    undone="nothing was removed"):
+            driver.unrecord(migration_id, "unmark")
         return True
 
     return driver.in_transaction(f"forgetting {migration_id}", body)

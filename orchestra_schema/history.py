@@ -11,6 +11,7 @@ ef.keep_in_step from inside each migration's transaction.)
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -19,7 +20,7 @@ from . import ef
 from .context import Context
 from .engine import applied_migrations, forget_applied, record_applied
 from .engines import Driver, driver_of
-from .errors import Refused, UsageError
+from .errors import OrchestraError, Refused, UsageError
 from .verify import drift
 
 YOYO, EF = "yoyo", "ef"
@@ -47,11 +48,22 @@ def adopt(ctx: Context, backup: Callable[[], Path] | None = None) -> AdoptResult
     if not plan:
         return result
     result.backup = backup() if backup else None
-    with ctx.connect() as db:
+    with _backup_settled(result.backup), ctx.connect() as db:
         # Checked again under the write lock: the schema cannot change before the commit.
         result.recorded = record_applied(db, plan, check=lambda d: adoption_plan(d, migrations))
         result.ef_history = ef.entries(db)
     return result
+
+
+@contextlib.contextmanager
+def _backup_settled(backup_path: Path | None):
+    """The history write is one transaction: when it stops, nothing changed (backup.settle)."""
+    try:
+        yield
+    except OrchestraError as err:
+        from .backup import settle
+        settle(backup_path, err, changed=False)
+        raise
 
 
 def adoption_plan(db, migrations) -> list:
@@ -111,11 +123,11 @@ def forget(ctx: Context, migration_id: str, source: str | None = None, yes: bool
     if not yes and not (confirm and confirm(question)):
         raise Refused(f"{ctx.display}: would {question}; nothing changed; rerun with --yes")
     backup_path = backup() if backup else None
-    with ctx.connect() as db:
+    with _backup_settled(backup_path), ctx.connect() as db:
         done = forget_applied(db, migration_id) if source == YOYO else ef.delete(db, migration_id)
-    if not done:
-        raise UsageError(f"{migration_id} left {history_name(source)} meanwhile "
-                         "(another run?); nothing changed")
+        if not done:
+            raise UsageError(f"{migration_id} left {history_name(source)} meanwhile "
+                             "(another run?); nothing changed")
     return ForgetResult(ctx.display, migration_id, source, backup_path)
 
 

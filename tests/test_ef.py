@@ -3,6 +3,7 @@
 import json
 import random
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -339,3 +340,40 @@ def test_status_points_an_unadopted_ef_database_to_adopt(tmp_path):
     assert "note: made by EF Core and not adopted yet; run `orchestra-schema adopt`" in out
     assert cli("--database", path, "adopt").exit_code == 0
     assert "not adopted" not in cli("--database", path, "status").stdout
+
+
+@pytest.mark.parametrize("command, table, operation", [
+    (["adopt"], "_yoyo_migration", "INSERT"),
+    (["history", "forget", CHAT, "--from", "ef", "--yes"], "__EFMigrationsHistory", "DELETE")])
+def test_adopt_and_forget_name_their_backup_when_the_write_fails(tmp_path, command, table,
+                                                                 operation):
+    """Under -q the backup's path is printed nowhere else: the one error line names it."""
+    path = build_ef_database(tmp_path / "orchestra.db")
+    assert cli("--database", path, "adopt", "--no-backup").exit_code == 0
+    if command == ["adopt"]:  # adopted, then yoyo's history reset by hand: adopt again
+        for mid in (CHAT, CORE):
+            assert cli("--database", path, "history", "forget", mid, "--from", "yoyo", "--yes",
+                       "--no-backup").exit_code == 0
+    with connect(path) as c:
+        c.execute(f"CREATE TRIGGER frozen BEFORE {operation} ON {table} "
+                  "BEGIN SELECT RAISE(ABORT, 'history is frozen'); END")
+    before = (history(path), ef_history(path))
+
+    result = cli("-q", "--database", path, *command)
+
+    assert result.exit_code == 4, result.stderr
+    assert result.stdout == "" and result.stderr.count("\n") == 1
+    kept = result.stderr.split("kept the backup taken first: ")[1].strip()
+    assert Path(kept).is_file() and Path(f"{kept}.json").is_file()
+    assert (history(path), ef_history(path)) == before
+
+
+def test_adopt_drops_its_backup_when_it_stops_busy(tmp_path):
+    """Busy before the write: nothing changed, the backup is only clutter (as rollback's)."""
+    path = build_ef_database(tmp_path / "orchestra.db")
+    with connect(path) as holder:
+        holder.execute("BEGIN IMMEDIATE")
+        result = cli("-q", "--database", path, "--timeout", "0.2", "adopt")
+        holder.execute("ROLLBACK")
+    assert result.exit_code == 3, result.stderr
+    assert not [p for p in path.parent.rglob("*backup*")], list(path.parent.rglob("*"))

@@ -158,16 +158,17 @@ class Driver(ABC):
         """Remove one EF row (bound as a parameter); False if there was none."""
 
     @contextlib.contextmanager
-    def writing_history(self, what: str) -> Iterator[None]:
-        """Around a history write inside a migration's transaction: one the database refuses
-        (a trigger, a table not shaped as expected) fails the migration, exit 4."""
+    def writing_history(self, what: str,
+                        undone: str = "the migration was rolled back with it") -> Iterator[None]:
+        """Around a history write inside a transaction (a migration's, or adopt's and
+        forget's own): one the database refuses (a trigger, a table not shaped as expected)
+        fails it, exit 4; undone says what was rolled back."""
         try:
             yield
         except self.busy_errors:
             raise
         except self.Error as err:
-            raise MigrationFailed(f"{what}: {err}; the migration was rolled back with it and "
-                                  "nothing changed") from err
+            raise MigrationFailed(f"{what}: {err}; {undone} and nothing changed") from err
 
     @contextlib.contextmanager
     def explaining(self, migration_id: str) -> Iterator[None]:
