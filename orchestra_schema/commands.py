@@ -110,8 +110,13 @@ def apply(ctx: Context, to: str | None = None, dry_run: bool = False,
             plan = mig.plan_apply(migrations, applied, to)
             if review:  # before the write connection plans again: lint's time is not in that window
                 review(migrations, plan)
+            if dry_run:
+                result.ef_history = ef.planned(ef.entries(db) if db else None,
+                                               applied | {m.id for m in plan},
+                                               ef.RULES[ctx.engine])
         if dry_run:
-            result.sql = mig.dry_run_sql(plan, "apply")
+            result.sql = mig.dry_run_sql(plan, "apply") + ef.as_sql_comment(result.ef_history,
+                                                                            "apply")
             return result
     try:
         with ctx.connect(create=True) as db:
@@ -195,7 +200,10 @@ def rollback(ctx: Context, to: str | None = None, dry_run: bool = False, yes: bo
             holding = db.tables_with_rows(tables_losing_rows(db, statements))
             result.rows_lost = _rows_at_risk(db, holding, exact_counts or dry_run or not yes)
         if dry_run:
-            result.sql = mig.dry_run_sql(plan, "rollback")
+            result.ef_history = ef.planned(ef.entries(db), set(applied) - {m.id for m in plan},
+                                           ef.rules(db))
+            result.sql = mig.dry_run_sql(plan, "rollback") + ef.as_sql_comment(result.ef_history,
+                                                                               "rollback")
             return result
         if secure_delete:
             db.db.execute("PRAGMA secure_delete = ON")

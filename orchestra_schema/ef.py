@@ -118,6 +118,23 @@ def changes(before: list[EfEntry] | None, after: list[EfEntry] | None) -> list[s
             + [f"removed {i}" for i in sorted(old - new)])
 
 
+def planned(found: list[EfEntry] | None, applied: set[str], rule: Rules) -> list[str]:
+    """What keep_in_step would do once `applied` are the applied migrations, for a dry run:
+    in changes()' words, the table's creation first."""
+    present = ids(found)
+    wanted = {ef_id for ef_id, needed in rule.stands_for.items() if set(needed) <= applied}
+    return ([f"created {TABLE} (EF Core's definition)"] if found is None else []) + [
+        f"added {i} (ProductVersion {rule.product_version})" for i in sorted(wanted - present)] + [
+        f"removed {i}" for i in sorted((present & rule.stands_for.keys()) - wanted)]
+
+
+def as_sql_comment(planned_changes: list[str], command: str) -> str:
+    """A dry run's line on EF's history, after the migrations' statements."""
+    if not planned_changes:
+        return ""
+    return f"-- then in EF Core's history, as {command} leaves it: {'; '.join(planned_changes)}"
+
+
 def disagreements(found: list[EfEntry] | None, applied: set[str], rule: Rules) -> list[str]:
     """Where EF's history does not agree with the applied migrations, as EF Core reads it:
     a missing row (or table) means EF believes those tables do not exist, and

@@ -377,3 +377,26 @@ def test_adopt_drops_its_backup_when_it_stops_busy(tmp_path):
         holder.execute("ROLLBACK")
     assert result.exit_code == 3, result.stderr
     assert not [p for p in path.parent.rglob("*backup*")], list(path.parent.rglob("*"))
+
+
+def test_dry_runs_say_what_ef_history_becomes(tmp_path, db):
+    """--dry-run shows EF's rows as the run would leave them, after the statements."""
+    ef_line = ("-- then in EF Core's history, as apply leaves it: created __EFMigrationsHistory "
+               f"(EF Core's definition); added {CHAT} (ProductVersion 9.0.6)")
+    new = tmp_path / "new.db"
+    result = cli("--database", new, "apply", "--dry-run")
+    assert result.exit_code == 0 and result.stdout.splitlines()[-1] == ef_line
+    assert not new.exists()
+    with connect(db) as c:  # made by a version that wrote no EF table: apply repairs it
+        c.execute('DROP TABLE "__EFMigrationsHistory"')
+    result = cli("--database", db, "apply", "--dry-run")
+    assert (result.exit_code, result.stdout) == (0, ef_line + "\n")
+    assert json.loads(cli("--database", db, "--json", "apply", "--dry-run").stdout)[
+        "ef_history"] == ["created __EFMigrationsHistory (EF Core's definition)",
+                          f"added {CHAT} (ProductVersion 9.0.6)"]
+    assert ef_history(db) is None
+    assert cli("--database", db, "apply").exit_code == 0
+    result = cli("--database", db, "rollback", "--to", CORE, "--dry-run")
+    assert result.stdout.splitlines()[-1] == (
+        f"-- then in EF Core's history, as rollback leaves it: removed {CHAT}")
+    assert ef_history(db) == {CHAT: "9.0.6"}

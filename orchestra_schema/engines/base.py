@@ -54,6 +54,9 @@ class Driver(ABC):
     display: str  # where the database is, never with a password
     Error: type = Exception  # the engine library's error class
     busy_errors: tuple = ()  # its errors meaning "locked by another connection": exit 3
+    # its errors about the database itself (read-only, damaged, gone), mapped to their exit
+    # codes where they are caught: never a history write the database refused
+    unavailable_errors: tuple = ()
 
     # ---- reading
 
@@ -165,7 +168,7 @@ class Driver(ABC):
         fails it, exit 4; undone says what was rolled back."""
         try:
             yield
-        except self.busy_errors:
+        except self.busy_errors + self.unavailable_errors:
             raise
         except self.Error as err:
             raise MigrationFailed(f"{what}: {err}; {undone} and nothing changed") from err

@@ -49,6 +49,7 @@ class PgDriver(Driver):
     engine = "postgresql"
     Error = psycopg.Error
     busy_errors = LOCK_ERRORS
+    unavailable_errors = (psycopg.OperationalError, pgerrors.ReadOnlySqlTransaction)
 
     def __init__(self, conn: psycopg.Connection, display: str, timeout: float, schema: str):
         self.conn = conn
