@@ -23,7 +23,7 @@ from .paths import refuse_odd_sidecars
 
 _READONLY_ROLLBACK = 776  # SQLITE_READONLY_ROLLBACK: hot journal, read-only connection
 
-_UNREADABLE = UNAVAILABLE = (  # about the file, not the SQL (UNAVAILABLE: for the driver)
+_UNREADABLE = (
     apsw.NotADBError,
     apsw.CorruptError,
     apsw.CantOpenError,

@@ -54,8 +54,8 @@ class Driver(ABC):
     display: str  # where the database is, never with a password
     Error: type = Exception  # the engine library's error class
     busy_errors: tuple = ()  # its errors meaning "locked by another connection": exit 3
-    # its errors about the database itself (read-only, damaged, gone), mapped to their exit
-    # codes where they are caught: never a history write the database refused
+    # its errors saying the database cannot be written at all (read-only): exit 6 where they
+    # are caught, never "a history write the database refused"
     unavailable_errors: tuple = ()
 
     # ---- reading

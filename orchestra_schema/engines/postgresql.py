@@ -49,7 +49,7 @@ class PgDriver(Driver):
     engine = "postgresql"
     Error = psycopg.Error
     busy_errors = LOCK_ERRORS
-    unavailable_errors = (psycopg.OperationalError, pgerrors.ReadOnlySqlTransaction)
+    unavailable_errors = (pgerrors.ReadOnlySqlTransaction,)  # a standby: exit 6
 
     def __init__(self, conn: psycopg.Connection, display: str, timeout: float, schema: str):
         self.conn = conn

@@ -19,7 +19,7 @@ from pathlib import Path
 import apsw
 
 from ..applied import applied_migrations
-from ..database import UNAVAILABLE, Database, database_error, quote, translated
+from ..database import Database, database_error, quote, translated
 from ..errors import Busy, MigrationFailed
 from ..schema import snapshot
 from .base import CHECKSUM_TABLE, CREATE_CHECKSUM_TABLE, AppliedRecord, Driver, Integrity
@@ -43,7 +43,7 @@ class SqliteDriver(Driver):
     engine = "sqlite"
     Error = apsw.Error
     busy_errors = (apsw.BusyError, apsw.LockedError)
-    unavailable_errors = UNAVAILABLE
+    unavailable_errors = (apsw.ReadOnlyError,)  # as for a statement: the file, not the SQL
 
     def __init__(self, db: Database):
         self.db = db
