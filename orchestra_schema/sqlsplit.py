@@ -1,13 +1,14 @@
 """A file's statements exactly as yoyo splits them (sqlparse.split), in time linear in the file.
 
 sqlparse reads every token through up to 80 regular expressions in Python: about 2.5 s per MB,
-too slow to lint a data migration. Most statements are plain: words, numbers, strings, quoted
-names, comments, commas, parentheses. For those sqlparse ends the statement at the first `;`
+too slow to lint or apply a data migration (both read their statements here). Most statements
+are plain: words, numbers, strings, quoted names, comments, commas, parentheses. For those sqlparse ends the statement at the first `;`
 outside parentheses and keeps the spaces and `--` comments after it on the same line; a few
 regex matches per statement find that end (`_plain_end`). What the plain scan cannot vouch
 for (a BEGIN ... END body, GO, $$ quotes, operators sqlparse reads other than SQLite: `+--`,
 `||`, `::` ...) is read by sqlparse's own lexer and splitter from that statement's start
-(`_sqlparse_end`), so the split is sqlparse's in every case (test_lint_split compares them).
+(`_sqlparse_end`), so the split is sqlparse's in every case (tests/test_lint_scale.py compares
+them; pyproject pins the sqlparse version they were compared with).
 """
 
 from __future__ import annotations
