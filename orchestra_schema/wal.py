@@ -99,8 +99,11 @@ def _walk(f, head: bytes, page_size: int | None) -> Walk:
     if magic not in MAGIC or size is None:
         return Walk()
     order, salts = MAGIC[magic], head[16:24]
-    header_ok = checksum(head[:24], (0, 0), order) == _stored(head, 24)
-    frames = list(_frames(f, size, _stored(head, 24), order))
+    computed, seed = checksum(head[:24], (0, 0), order), _stored(head, 24)
+    header_ok = computed == seed
+    if _one_bit_apart(computed, seed):  # only the header's stored checksum took a flipped bit
+        seed = computed  # frame 1 was written from the true one
+    frames = _plausible(list(_frames(f, size, seed, order)))
     if not header_ok and frames and frames[0].linked:
         salts = frames[0].salts  # the header's own bytes are damaged: trust frame 1's salts
     _currency(frames, salts)
@@ -113,6 +116,16 @@ def _walk(f, head: bytes, page_size: int | None) -> Walk:
         out.why = (_why(frames[bad], salts) if header_ok
                    else "the WAL header's checksum fails, SQLite reads no frame")
     return out
+
+
+def _plausible(frames: list[Frame]) -> list[Frame]:
+    """A corrected frame is a guess: one naming a page past any the checksums vouch for, plus
+    one per frame (the most a transaction can grow the file), is not used (read as damaged)."""
+    limit = max((f.page for f in frames if f.linked), default=0) + len(frames)
+    for frame in frames:
+        if frame.fixed is not None and frame.page > limit:
+            frame.sound, frame.fixed, (frame.page, frame.commit) = False, None, frame.header
+    return frames
 
 
 def _stored(header: bytes, at: int) -> tuple[int, int]:
@@ -131,13 +144,15 @@ class Frame:
     current: bool = False
     fixed: bytes | None = None  # its page, one flipped bit corrected (the file still has it)
     one_bit_off: bool = False  # damaged by one flipped bit, but which one is ambiguous (_one_bit)
+    header: tuple[int, bool] = (0, False)  # page and commit as read, before a correction
 
 
 # A frame is sound when its checksum holds seeded from the checksum stored in
 # the frame before it (the WAL header's for frame 1): the writer wrote it right
 # after that frame, and its page number, commit mark and page are as written.
 # Also sound: a frame whose stored checksum alone is damaged, when the next
-# frame holds seeded from the checksum computed for it; and a frame whose
+# frame holds seeded from the checksum computed for it, or when the stored one
+# is one flipped bit off the computed one (the last frame too); and a frame whose
 # checksum holds once one bit of its page number, commit mark or page is
 # flipped back (corrected: _one_bit). Sound frames count only in the current
 # generation: with the current salts, or chained to a sound frame that has
@@ -159,18 +174,29 @@ def _frames(f, size: int, seed: tuple[int, int], order: str):
         computed = checksum(raw[:8] + raw[FRAME_HEADER:], seed, order)
         frame = Frame(index, HEADER + (index - 1) * len(raw) + FRAME_HEADER, page, commit != 0,
                       raw[8:16], computed == stored and page != 0)
-        frame.sound = frame.linked
-        if not frame.linked and alternative is not None and page != 0 \
+        # One flipped bit in the stored checksum itself: the frame is as written (damage to
+        # its bytes, or a torn write, changes the sum in about half its 64 bits, not one;
+        # a page word's top bit aside: _one_bit_apart).
+        flipped = not frame.linked and page != 0 and _one_bit_apart(computed, stored)
+        frame.sound = frame.linked or flipped
+        if not frame.sound and alternative is not None and page != 0 \
                 and checksum(raw[:8] + raw[FRAME_HEADER:], alternative, order) == stored:
             frame.sound = before.sound = True  # the frame before: only its checksum was damaged
         if not frame.sound:
             _correct(frame, raw, seed, order)
         if before is not None:
             yield before
-        alternative = None if frame.linked or frame.fixed else computed
-        before, seed = frame, stored
+        alternative = None if frame.linked or frame.fixed or flipped else computed
+        before, seed = frame, computed if flipped else stored  # the next was written from it
     if before is not None:
         yield before
+
+
+def _one_bit_apart(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    """The two checksums differ in one bit, not a top one: a flipped top bit of a page word
+    also moves the sum by a top bit alone (2**31 + 2**31 wraps to 0), so that is ambiguous."""
+    x0, x1 = a[0] ^ b[0], a[1] ^ b[1]
+    return x0.bit_count() + x1.bit_count() == 1 and (x0 | x1) != 0x80000000
 
 
 def _correct(frame: Frame, raw: bytes, seed: tuple[int, int], order: str) -> None:
@@ -181,6 +207,7 @@ def _correct(frame: Frame, raw: bytes, seed: tuple[int, int], order: str) -> Non
     fixed = candidates[0] if len(candidates) == 1 else None
     if fixed is not None and fixed[:4] != bytes(4):
         page, commit = struct.unpack_from(">II", fixed)
+        frame.header = (frame.page, frame.commit)  # as read, should the guess be dropped
         frame.sound, frame.fixed, frame.page, frame.commit = True, fixed[8:], page, commit != 0
 
 

@@ -176,6 +176,46 @@ def test_a_last_commit_frame_one_ambiguous_bit_off_is_a_gap_not_a_torn_write(ori
     assert f"damaged frame(s) of page(s) {last[1]} " in result.stderr
 
 
+def test_a_flipped_bit_in_the_wal_headers_own_checksum(original, tmp_path):
+    """SQLite then reads no frame at all; the frames are as written, chained from the true
+    checksum: every commit comes back."""
+    source, seen = original
+    db = tmp_path / "orchestra.db"
+    shutil.copy(source, db)
+    data = bytearray(Path(f"{source}-wal").read_bytes())
+    data[24 + 3] ^= 1 << 5  # the header's checksum-1, bit 5
+    Path(f"{db}-wal").write_bytes(bytes(data))
+    found = wal.walk(Path(f"{db}-wal"))
+    assert found.transactions == COMMITS + 1 and found.lost_pages == [] and found.stop == 1
+    assert cli("--database", db, "verify").exit_code == 1
+    result = cli("--database", db, "recover")
+    assert result.exit_code == 0, result.output
+    assert {t: rows(db, t) for t in TABLES} == seen
+
+
+@pytest.mark.parametrize("bit, whole", [(5, True), (31, False)])
+def test_a_flipped_bit_in_the_last_commit_frames_own_checksum(original, tmp_path, bit, whole):
+    """The stored checksum of the last commit frame one bit off (the fuzz test's seed 31337698:
+    exit 0 with that commit's rows gone): the frame is as written, so the commit comes back
+    whole. Bit 31 is ambiguous (a page word's top bit moves the sum the same way): the commit
+    counts and its page is named lost, exit 1, never exit 0 with rows gone."""
+    source, seen = original
+    db = tmp_path / "orchestra.db"
+    shutil.copy(source, db)
+    data = bytearray(Path(f"{source}-wal").read_bytes())
+    last = frames(bytes(data))[-1]
+    assert last[2]  # the last frame commits
+    data[32 + (last[0] - 1) * FRAME + 16 + 3 - bit // 8] ^= 1 << (bit % 8)  # checksum-1, big-endian
+    Path(f"{db}-wal").write_bytes(bytes(data))
+    found = wal.walk(Path(f"{db}-wal"))
+    assert found.transactions == 1 and found.lost_pages == ([] if whole else [last[1]])
+    assert cli("--database", db, "verify").exit_code == 1
+    result = cli("--database", db, "recover")
+    assert result.exit_code == (0 if whole else 1), result.output
+    if whole:
+        assert {t: rows(db, t) for t in TABLES} == seen
+
+
 @pytest.mark.parametrize("kind", ["page data", "WAL header's salt"])
 def test_backup_keeps_the_wal_sqlite_ignores_and_it_recovers_every_row(original, tmp_path, kind):
     db, wal_bytes, after = damage(original, tmp_path, kind)
@@ -273,3 +313,15 @@ def test_restore_refuses_before_its_pre_restore_copy(original, tmp_path):
     assert result.exit_code == 5, result.output
     assert "run `orchestra-schema recover` first" in result.stderr
     assert Path(f"{db}-wal").read_bytes() == wal_bytes and not list(tmp_path.glob("orchestra.db.*"))
+
+
+def test_a_correction_naming_a_page_far_past_the_others_is_not_used():
+    """A one-bit 'correction' is a guess; one that names page 2**24 (a file of 64 GB) where
+    the vouched frames name pages up to 9 is dropped, not scanned up to (recover read every
+    page number up to it: minutes of zero pages)."""
+    frames = [wal.Frame(1, 56, 9, False, b"s" * 8, True, sound=True),
+              wal.Frame(2, 4176, 2 ** 24 + 3, True, b"s" * 8, False, sound=True, fixed=b"p",
+                        header=(3, True))]
+    kept = wal._plausible(frames)
+    assert [(f.page, f.commit, f.sound, f.fixed) for f in kept] == [
+        (9, False, True, None), (3, True, False, None)]
