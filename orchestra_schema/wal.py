@@ -101,8 +101,8 @@ def _walk(f, head: bytes, page_size: int | None) -> Walk:
     order, salts = MAGIC[magic], head[16:24]
     computed, seed = checksum(head[:24], (0, 0), order), _stored(head, 24)
     header_ok = computed == seed
-    if _one_bit_apart(computed, seed):  # only the header's stored checksum took a flipped bit
-        seed = computed  # frame 1 was written from the true one
+    if _one_bit_apart(computed, seed) and not _one_bit(head[:24], (0, 0), seed, order):
+        seed = computed  # only its stored checksum took a flipped bit: frame 1 chains from the true one
     frames = _plausible(list(_frames(f, size, seed, order)))
     if not header_ok and frames and frames[0].linked:
         salts = frames[0].salts  # the header's own bytes are damaged: trust frame 1's salts
@@ -144,6 +144,7 @@ class Frame:
     current: bool = False
     fixed: bytes | None = None  # its page, one flipped bit corrected (the file still has it)
     one_bit_off: bool = False  # damaged by one flipped bit, but which one is ambiguous (_one_bit)
+    checksum_flipped: bool = False  # as written; its stored checksum took one flipped bit
     header: tuple[int, bool] = (0, False)  # page and commit as read, before a correction
 
 
@@ -152,7 +153,8 @@ class Frame:
 # after that frame, and its page number, commit mark and page are as written.
 # Also sound: a frame whose stored checksum alone is damaged, when the next
 # frame holds seeded from the checksum computed for it, or when the stored one
-# is one flipped bit off the computed one (the last frame too); and a frame whose
+# is one flipped bit off the computed one and no flipped bit of its page would
+# explain that (the last frame too); and a frame whose
 # checksum holds once one bit of its page number, commit mark or page is
 # flipped back (corrected: _one_bit). Sound frames count only in the current
 # generation: with the current salts, or chained to a sound frame that has
@@ -174,37 +176,40 @@ def _frames(f, size: int, seed: tuple[int, int], order: str):
         computed = checksum(raw[:8] + raw[FRAME_HEADER:], seed, order)
         frame = Frame(index, HEADER + (index - 1) * len(raw) + FRAME_HEADER, page, commit != 0,
                       raw[8:16], computed == stored and page != 0)
-        # One flipped bit in the stored checksum itself: the frame is as written (damage to
-        # its bytes, or a torn write, changes the sum in about half its 64 bits, not one;
-        # a page word's top bit aside: _one_bit_apart).
-        flipped = not frame.linked and page != 0 and _one_bit_apart(computed, stored)
-        frame.sound = frame.linked or flipped
+        frame.sound = frame.linked
         if not frame.sound and alternative is not None and page != 0 \
                 and checksum(raw[:8] + raw[FRAME_HEADER:], alternative, order) == stored:
             frame.sound = before.sound = True  # the frame before: only its checksum was damaged
         if not frame.sound:
-            _correct(frame, raw, seed, order)
+            _correct(frame, raw, seed, computed, order)
         if before is not None:
             yield before
-        alternative = None if frame.linked or frame.fixed or flipped else computed
-        before, seed = frame, computed if flipped else stored  # the next was written from it
+        own = frame.checksum_flipped
+        alternative = None if frame.linked or frame.fixed or own else computed
+        before, seed = frame, computed if own else stored  # the next was written from it
     if before is not None:
         yield before
 
 
 def _one_bit_apart(a: tuple[int, int], b: tuple[int, int]) -> bool:
-    """The two checksums differ in one bit, not a top one: a flipped top bit of a page word
-    also moves the sum by a top bit alone (2**31 + 2**31 wraps to 0), so that is ambiguous."""
-    x0, x1 = a[0] ^ b[0], a[1] ^ b[1]
-    return x0.bit_count() + x1.bit_count() == 1 and (x0 | x1) != 0x80000000
+    return (a[0] ^ b[0]).bit_count() + (a[1] ^ b[1]).bit_count() == 1
 
 
-def _correct(frame: Frame, raw: bytes, seed: tuple[int, int], order: str) -> None:
-    candidates = _one_bit(raw[:8] + raw[FRAME_HEADER:], seed, _stored(raw, 16), order)
+def _correct(frame: Frame, raw: bytes, seed: tuple[int, int], computed: tuple[int, int],
+             order: str) -> None:
+    stored = _stored(raw, 16)
+    candidates = _one_bit(raw[:8] + raw[FRAME_HEADER:], seed, stored, order)
+    # Its stored checksum one bit off the computed one: that field took the bit and the frame
+    # is as written, unless a flipped bit of its page also explains it (high bits can: the
+    # sums carry a difference up to the top), and then which is unknown.
+    own = frame.page != 0 and _one_bit_apart(computed, stored)
+    if own and not candidates:
+        frame.sound = frame.checksum_flipped = True
+        return
     # Flips of a word's top bit can cancel out in the checksum's sums, so several bits may
     # fit: the frame was written whole (a torn write fits none), which bit is unknown.
-    frame.one_bit_off = len(candidates) > 1
-    fixed = candidates[0] if len(candidates) == 1 else None
+    frame.one_bit_off = len(candidates) + own > 1
+    fixed = candidates[0] if len(candidates) == 1 and not own else None
     if fixed is not None and fixed[:4] != bytes(4):
         page, commit = struct.unpack_from(">II", fixed)
         frame.header = (frame.page, frame.commit)  # as read, should the guess be dropped
