@@ -155,20 +155,27 @@ def test_a_frame_damaged_beyond_correction_that_nothing_replaces_is_a_gap(origin
     assert left < before["ChatMessages"] and len(left) > len(before["ChatMessages"]) - 100
 
 
-def test_a_last_commit_frame_one_ambiguous_bit_off_is_a_gap_not_a_torn_write(original, tmp_path):
-    """The top bit of a page word flipped in the last commit frame: flips of other words' top
-    bits fit the checksum as well, so which bit is unknown, but a torn write fits none: the
-    transaction was committed. verify fails and recover names the page (exit 1), never exit 0
-    with the commit's rows gone (the fuzz test found this)."""
+def flipped(original, tmp_path, where, mask: int):
+    """A copy of the database whose -wal has the bits of mask flipped at where(offset of the
+    last frame): (db, the last frame as frames() gives it, the walk of its -wal)."""
     source, _ = original
     db = tmp_path / "orchestra.db"
     shutil.copy(source, db)
     data = bytearray(Path(f"{source}-wal").read_bytes())
     last = frames(bytes(data))[-1]
     assert last[2]  # the last frame commits
-    data[32 + (last[0] - 1) * FRAME + 24 + PAGE - 100 + 3] ^= 0x80  # a word's top bit, big-endian
+    data[where(32 + (last[0] - 1) * FRAME)] ^= mask
     Path(f"{db}-wal").write_bytes(bytes(data))
-    found = wal.walk(Path(f"{db}-wal"))
+    return db, last, wal.walk(Path(f"{db}-wal"))
+
+
+def test_a_last_commit_frame_one_ambiguous_bit_off_is_a_gap_not_a_torn_write(original, tmp_path):
+    """The top bit of a page word flipped in the last commit frame: flips of other words' top
+    bits fit the checksum as well, so which bit is unknown, but a torn write fits none: the
+    transaction was committed. verify fails and recover names the page (exit 1), never exit 0
+    with the commit's rows gone (the fuzz test found this)."""
+    # a word's top bit, big-endian, in the last frame's page
+    db, last, found = flipped(original, tmp_path, lambda at: at + 24 + PAGE - 100 + 3, 0x80)
     assert not found.fixed and found.transactions == 1 and found.lost_pages == [last[1]]
     assert cli("--database", db, "verify").exit_code == 1
     result = cli("--database", db, "recover")
@@ -179,18 +186,12 @@ def test_a_last_commit_frame_one_ambiguous_bit_off_is_a_gap_not_a_torn_write(ori
 def test_a_flipped_bit_in_the_wal_headers_own_checksum(original, tmp_path):
     """SQLite then reads no frame at all; the frames are as written, chained from the true
     checksum: every commit comes back."""
-    source, seen = original
-    db = tmp_path / "orchestra.db"
-    shutil.copy(source, db)
-    data = bytearray(Path(f"{source}-wal").read_bytes())
-    data[24 + 3] ^= 1 << 5  # the header's checksum-1, bit 5
-    Path(f"{db}-wal").write_bytes(bytes(data))
-    found = wal.walk(Path(f"{db}-wal"))
+    db, _, found = flipped(original, tmp_path, lambda at: 24 + 3, 1 << 5)  # header checksum-1
     assert found.transactions == COMMITS + 1 and found.lost_pages == [] and found.stop == 1
     assert cli("--database", db, "verify").exit_code == 1
     result = cli("--database", db, "recover")
     assert result.exit_code == 0, result.output
-    assert {t: rows(db, t) for t in TABLES} == seen
+    assert {t: rows(db, t) for t in TABLES} == original[1]
 
 
 @pytest.mark.parametrize("bit, whole", [(5, True), (31, False)])
@@ -199,21 +200,14 @@ def test_a_flipped_bit_in_the_last_commit_frames_own_checksum(original, tmp_path
     exit 0 with that commit's rows gone): the frame is as written, so the commit comes back
     whole. Bit 31 is ambiguous (a page word's top bit moves the sum the same way): the commit
     counts and its page is named lost, exit 1, never exit 0 with rows gone."""
-    source, seen = original
-    db = tmp_path / "orchestra.db"
-    shutil.copy(source, db)
-    data = bytearray(Path(f"{source}-wal").read_bytes())
-    last = frames(bytes(data))[-1]
-    assert last[2]  # the last frame commits
-    data[32 + (last[0] - 1) * FRAME + 16 + 3 - bit // 8] ^= 1 << (bit % 8)  # checksum-1, big-endian
-    Path(f"{db}-wal").write_bytes(bytes(data))
-    found = wal.walk(Path(f"{db}-wal"))
+    # the last frame's checksum-1, big-endian
+    db, last, found = flipped(original, tmp_path, lambda at: at + 16 + 3 - bit // 8, 1 << bit % 8)
     assert found.transactions == 1 and found.lost_pages == ([] if whole else [last[1]])
     assert cli("--database", db, "verify").exit_code == 1
     result = cli("--database", db, "recover")
     assert result.exit_code == (0 if whole else 1), result.output
     if whole:
-        assert {t: rows(db, t) for t in TABLES} == seen
+        assert {t: rows(db, t) for t in TABLES} == original[1]
 
 
 @pytest.mark.parametrize("kind", ["page data", "WAL header's salt"])
