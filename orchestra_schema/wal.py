@@ -252,8 +252,15 @@ def _one_bit(data: bytes, seed: tuple[int, int], stored: tuple[int, int], order:
 
 
 def _currency(frames: list[Frame], salts: bytes) -> None:
+    """Current: sound, with the current salts or chained to a current frame either side. A
+    restart writes the new generation from frame 1 on, so an older frame never stands before
+    a current one that chains from it: that is a damaged salt, not an older generation."""
     for i, frame in enumerate(frames):
         frame.current = frame.sound and (frame.salts == salts or (i > 0 and frames[i - 1].current))
+    for i in range(len(frames) - 2, -1, -1):
+        after = frames[i + 1]
+        if frames[i].sound and after.current and after.linked:
+            frames[i].current = True
 
 
 def _sqlite_end(frames: list[Frame], salts: bytes) -> tuple[int, int]:

@@ -183,6 +183,18 @@ def test_a_last_commit_frame_one_ambiguous_bit_off_is_a_gap_not_a_torn_write(ori
     assert f"damaged frame(s) of page(s) {last[1]} " in result.stderr
 
 
+def test_a_flipped_bit_in_the_first_frames_salt(original, tmp_path):
+    """SQLite stops at frame 1; its salt differs from the header's, as an older generation's
+    would, but the frame after it chains from it: a damaged salt (the fuzz test's seed 5550148:
+    exit 0 with the transaction's rows gone). Every commit comes back."""
+    db, _, found = flipped(original, tmp_path, lambda at: 32 + 15, 1 << 2)  # frame 1's salt-2
+    assert found.transactions == COMMITS + 1 and found.lost_pages == [] and found.stop == 1
+    assert cli("--database", db, "verify").exit_code == 1
+    result = cli("--database", db, "recover")
+    assert result.exit_code == 0, result.output
+    assert {t: rows(db, t) for t in TABLES} == original[1]
+
+
 def test_a_flipped_bit_in_the_wal_headers_own_checksum(original, tmp_path):
     """SQLite then reads no frame at all; the frames are as written, chained from the true
     checksum: every commit comes back."""
