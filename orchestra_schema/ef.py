@@ -93,21 +93,27 @@ def keep_in_step(db, applied: set[str]) -> None:
     if found is None:
         with driver.writing_history(f"{TABLE}: could not create it"):
             driver.ef_create(rule.history_ddl)
-    for ef_id, needed in rule.stands_for.items():
-        wanted, listed = set(needed) <= applied, ef_id in ids(found)
-        with driver.writing_history(f"{TABLE}: could not {'add' if wanted else 'remove'} {ef_id}"):
-            if wanted and not listed:
+    rows = wanted(rule, applied)
+    for ef_id in rule.stands_for:
+        want, listed = ef_id in rows, ef_id in ids(found)
+        with driver.writing_history(f"{TABLE}: could not {'add' if want else 'remove'} {ef_id}"):
+            if want and not listed:
                 driver.ef_insert(ef_id, rule.product_version)
-            elif listed and not wanted:
+            elif listed and not want:
                 driver.ef_delete(ef_id)
 
 
 def in_step(db) -> bool:
     """EF's table exists and keep_in_step would change none of its rows."""
     driver = driver_of(db)
-    found, rule, applied = entries(driver), rules(driver), set(driver.applied())
-    wanted = {ef_id for ef_id, needed in rule.stands_for.items() if set(needed) <= applied}
-    return found is not None and ids(found) & rule.stands_for.keys() == wanted
+    found, rule = entries(driver), rules(driver)
+    return found is not None and ids(found) & rule.stands_for.keys() == wanted(
+        rule, set(driver.applied()))
+
+
+def wanted(rule: Rules, applied: set[str]) -> set[str]:
+    """The EF rows that must be present: those whose migrations here are all applied."""
+    return {ef_id for ef_id, needed in rule.stands_for.items() if set(needed) <= applied}
 
 
 def changes(before: list[EfEntry] | None, after: list[EfEntry] | None) -> list[str]:
@@ -121,11 +127,11 @@ def changes(before: list[EfEntry] | None, after: list[EfEntry] | None) -> list[s
 def planned(found: list[EfEntry] | None, applied: set[str], rule: Rules) -> list[str]:
     """What keep_in_step would do once `applied` are the applied migrations, for a dry run:
     in changes()' words, the table's creation first."""
-    present = ids(found)
-    wanted = {ef_id for ef_id, needed in rule.stands_for.items() if set(needed) <= applied}
-    return ([f"created {TABLE} (EF Core's definition)"] if found is None else []) + [
-        f"added {i} (ProductVersion {rule.product_version})" for i in sorted(wanted - present)] + [
-        f"removed {i}" for i in sorted((present & rule.stands_for.keys()) - wanted)]
+    rows = wanted(rule, applied)
+    kept = [e for e in found or () if e.migration_id in rows or e.migration_id not in rule.stands_for]
+    after = kept + [EfEntry(i, rule.product_version) for i in sorted(rows - ids(found))]
+    return ([f"created {TABLE} (EF Core's definition)"] if found is None else []) + changes(
+        found, after)
 
 
 def as_sql_comment(planned_changes: list[str], command: str) -> str:
