@@ -41,16 +41,15 @@ def check(scratch: Scratch, migrations, files: dict[tuple[str, str], SqlFile],
           file_check: FileCheck | None = None, schema_only: bool = False) -> list[Finding]:
     """Replay every migration up to the last one linted; report on the linted ones."""
     if schema_only:
-        files = {k: replace(f, statements=[st for st in f.statements if st.word not in DATA])
+        files = {k: replace(f, statements=_replayed(f.statements, schema_only))
                  for k, f in files.items()}
     linted = [i for i, m in enumerate(migrations) if (m.id, "forward") in files]
     out: list[Finding] = []
     for m in migrations[: max(linted, default=-1) + 1]:
         forward = files.get((m.id, "forward"))
         if forward is None:  # only a step towards the migrations linted
-            step = SqlFile.forward(m).statements
-            if scratch.run([st.sql for st in step
-                            if not (schema_only and st.word in DATA)]) is not None:
+            step = _replayed(SqlFile.forward(m).statements, schema_only)
+            if scratch.run([st.sql for st in step]) is not None:
                 break
             continue
         problems = _round_trip(scratch, forward, files.get((m.id, "rollback")), file_check)
@@ -58,6 +57,10 @@ def check(scratch: Scratch, migrations, files: dict[tuple[str, str], SqlFile],
         if any(p.rule == "round-trip" for p in problems):
             break  # the scratch database no longer matches the files; later ones would mislead
     return out
+
+
+def _replayed(statements, schema_only: bool):
+    return [st for st in statements if st.word not in DATA] if schema_only else statements
 
 
 def _round_trip(scratch: Scratch, forward: SqlFile, rollback: SqlFile | None,
