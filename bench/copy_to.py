@@ -160,9 +160,9 @@ class Bench:
                       copies: list[str]) -> list[str]:
         """copy-to's statements on the server, with the rows from files: its settings, the
         migrations, keys and indexes dropped, COPY, keys rebuilt, the proof's queries."""
-        from orchestra_schema import copy_to
+        from orchestra_schema.copy_to import transfer as copy_to
         from orchestra_schema.address import parse
-        from orchestra_schema.engines.postgresql import PgDriver
+        from orchestra_schema.engines.postgresql.driver import PgDriver
         with PgDriver.connect(parse(self.url(db.name)), timeout=30) as driver:
             conn = driver.conn
             source = apsw.Connection(str(self.source), flags=apsw.SQLITE_OPEN_READONLY)

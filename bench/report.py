@@ -91,7 +91,7 @@ def _sha256_speed() -> int:
 def _digest() -> str:
     """The digest the tool's backup manifests record."""
     try:
-        from orchestra_schema.digest import ALGORITHM
+        from orchestra_schema.files.digest import ALGORITHM
     except ImportError:  # before the digest module: SHA-256
         return "sha256"
     return ALGORITHM

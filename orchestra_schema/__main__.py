@@ -1,3 +1,3 @@
-from orchestra_schema.entry import run
+from .entry import run
 
 run()

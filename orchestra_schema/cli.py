@@ -115,7 +115,7 @@ def _untranslated_busy(ctx: click.Context, err: Exception):
     apsw = sys.modules.get("apsw")  # not imported: the error is not SQLite's
     if apsw is None or not isinstance(err, (apsw.BusyError, apsw.LockedError)):
         return None
-    from .database import database_error
+    from .engines.sqlite.database import database_error
     settings = ctx.find_object(Settings)
     where = settings.given.get("database") if settings else "the database"
     return database_error(err, where, f"running {ctx.invoked_subcommand or 'the command'}")
@@ -261,7 +261,7 @@ def _status_line(m) -> str:  # commands.MigrationStatus
 @pass_settings
 def status(s: Settings):
     """List migrations: applied or pending, when, and whether files still match."""
-    from . import commands
+    from .commands import migrate as commands
     report = commands.status(s.ctx)
     lines = [f"database: {report.database}"] + [_status_line(m) for m in report.migrations]
     lines.append(_ef_line(report.ef_history))
@@ -279,7 +279,7 @@ def status(s: Settings):
 @pass_settings
 def apply(s: Settings, to, dry_run, no_lint):
     """Apply pending migrations (creates the database file if absent)."""
-    from . import commands
+    from .commands import migrate as commands
     result = commands.apply(s.ctx, to=to, dry_run=dry_run,
                             review=None if no_lint else _lint_plan(s))
     if dry_run:
@@ -308,7 +308,7 @@ def apply(s: Settings, to, dry_run, no_lint):
 @pass_settings
 def rollback(s: Settings, to, only, dry_run, yes, no_backup, secure_delete):
     """Roll back applied migrations with their rollback files (after a backup)."""
-    from . import commands
+    from .commands import migrate as commands
     result = commands.rollback(s.ctx, to=to, only=only, dry_run=dry_run, yes=yes,
                                confirm=None if s.json else _confirm_rows_lost,
                                backup=None if no_backup else _backup_first(s),
@@ -347,7 +347,7 @@ def _confirm_rows_lost(rows_lost: dict[str, int]) -> bool:
 @pass_settings
 def new(s: Settings, name):
     """Create NAME's forward/rollback pair with the next id."""
-    from . import commands
+    from .commands import migrate as commands
     forward, rollback_file = commands.new(s.ctx, name)
     found = _lint_new(s, forward)
     for f in found:  # a fresh pair's TODO headers: a reminder, not news
@@ -376,7 +376,7 @@ def _say_ef_changes(s: Settings, changes: list[str]) -> None:
 @pass_settings
 def verify(s: Settings, full):
     """Check integrity, foreign keys, migration files, schema drift and EF history."""
-    from . import verify as checks
+    from .commands import verify as checks
     report = checks.verify(s.ctx, full=full)
     lines = [f"database: {report.database}",
              f"yoyo history: {', '.join(report.yoyo_history) or 'empty'}",
@@ -402,7 +402,7 @@ def verify(s: Settings, full):
 @pass_settings
 def checklist(s: Settings, full):
     """The rollback procedure's Validation Checklist, checked: exit 0 only if no item fails."""
-    from . import verify as checks
+    from .commands import verify as checks
     report = checks.checklist(s.ctx, full=full)
     failed = [i.name for i in report.items if i.status == checks.FAIL]
     s.report(report, "\n".join(f"[{i.status:4}] {i.name}: {i.detail}" for i in report.items),
@@ -427,7 +427,7 @@ def checklist(s: Settings, full):
 def rehearse(s: Settings, to, only, memory, workdir):
     """Roll back and re-apply on an online snapshot (PostgreSQL: in a transaction that is
     always rolled back); the live database is never changed."""
-    from . import rehearse as rehearsal
+    from .commands import rehearse as rehearsal
     report = rehearsal.rehearse(s.ctx, to=to, memory=memory, workdir=workdir, only=only,
                                 review=_lint_plan(s))
     for warning in report.warnings:
@@ -453,7 +453,7 @@ def rehearse(s: Settings, to, only, memory, workdir):
 @pass_settings
 def adopt(s: Settings, no_backup):
     """Take over a database EF Core made: record the migrations as applied, without running them."""
-    from . import history
+    from .commands import history
     result = history.adopt(s.ctx, backup=None if no_backup else _backup_first(s))
     if result.already_adopted:
         s.say(f"{result.database}: already adopted, nothing to do")
@@ -476,7 +476,7 @@ def history_group():
 @pass_settings
 def forget(s: Settings, migration_id, source, yes, no_backup):
     """Remove ID from yoyo's history (and its checksums) or from __EFMigrationsHistory."""
-    from . import history
+    from .commands import history
     result = history.forget(s.ctx, migration_id, source=source, yes=yes,
                             confirm=None if s.json else _confirm_question,
                             backup=None if no_backup else _backup_first(s))
@@ -516,7 +516,7 @@ def _progress_bar(s: Settings, label: str):
 def _backup_first(s: Settings):
     """The backup a destructive command makes before its first change."""
     def make() -> Path:
-        from . import backup as backups
+        from .commands import backup as backups
         with _progress_bar(s, "backing up") as progress:
             result = backups.backup(s.ctx, progress=progress)
         s.say(f"backup: {result.path}")
@@ -544,7 +544,7 @@ def backup_command(s: Settings, output, directory, keep, full_check):
     The backup is checked, fsynced and only then given its name, with a
     manifest (NAME.json: size, BLAKE3 digest, migrations, integrity). Mode 0600.
     """
-    from . import backup as backups
+    from .commands import backup as backups
     with _progress_bar(s, "backing up") as progress:
         result = backups.backup(s.ctx, output=output, directory=directory, keep=keep,
                                 progress=progress, full_check=full_check)
@@ -576,7 +576,7 @@ def restore_command(s: Settings, backup_path, yes, no_backup):
     database fails its quick_check). The restore is one transaction: other
     connections see the old or the new content, never a mix.
     """
-    from . import restore as restoring
+    from .commands import restore as restoring
     with _progress_bar(s, "restoring") as progress:
         result = restoring.restore(s.ctx, backup_path, yes=yes, make_backup=not no_backup,
                                    progress=progress)
@@ -606,7 +606,7 @@ def recover_command(s: Settings, source, yes):
     The damaged file and its -wal/-shm are kept as DB.corrupted_TIMESTAMP.
     Stop the Orchestra API and Hangfire first.
     """
-    from . import recover as recovering
+    from .commands import recover as recovering
     with _progress_bar(s, "copying tables") as progress:
         result = recovering.recover(s.ctx, source, yes=yes, progress=progress)
     for path in result.moved_aside:
@@ -661,7 +661,7 @@ def copy_to_command(s: Settings, target, truncate_long_text, jobs):
     if not isinstance(found, address.PgAddress):
         raise UsageError(f"TARGET {str(found)!r} is not a PostgreSQL address; give a "
                          "postgresql:// URL or an Npgsql Host=...;Database=... string")
-    from . import copy_to as copying_to
+    from .copy_to import transfer as copying_to
     with _progress_bar(s, "copying rows") as progress:
         result = copying_to.copy_to(s.ctx.database, found, s.ctx.timeout,
                                     truncate=truncate_long_text, progress=progress,
@@ -756,7 +756,8 @@ def _advisory_lint(s: Settings, findings) -> list:
 @pass_settings
 def schema_command(s: Settings, check_file):
     """Print the schema the migrations produce, as reviewable SQL (fixed order, no timestamps)."""
-    from . import migrations, schema_dump
+    from . import migrations
+    from .commands import schema_dump
     engine = _engine(s)
     text = schema_dump.schema_sql(engine, migrations.load(_sql_dir(s, engine)), _server(s))
     if check_file is None:

@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING
 
 from .address import PgAddress
 from .errors import UsageError
-from .paths import database_file
+from .files.paths import database_file
 
 DEFAULT_TIMEOUT = 10.0  # seconds to wait for another process's lock; the CLI's --timeout default
 
 if TYPE_CHECKING:  # apsw's database.py only where an SQLite file is opened
-    from .database import Database
+    from .engines.sqlite.database import Database
     from .engines import Driver
     from .migrations import MigrationFile
 
@@ -63,9 +63,9 @@ class Context:
     def connect(self, *, readonly: bool = False, create: bool = False) -> Driver:
         """The database behind the seam (engines/), for the commands written once."""
         if self.engine == "postgresql":
-            from .engines.postgresql import PgDriver
+            from .engines.postgresql.driver import PgDriver
             return PgDriver.connect(self.database, timeout=self.timeout, readonly=readonly)
-        from .engines.sqlite import SqliteDriver
+        from .engines.sqlite.driver import SqliteDriver
         return SqliteDriver(self.open(readonly=readonly, create=create))
 
     def require_sqlite(self, command: str = "this command") -> None:
@@ -75,10 +75,10 @@ class Context:
 
     def open(self, *, readonly: bool = False, create: bool = False) -> Database:
         """The SQLite file itself, for the commands that are SQLite's alone so far."""
-        from .database import Database
+        from .engines.sqlite.database import Database
         self.require_sqlite()
         if not readonly:
-            from . import wal
+            from .engines.sqlite import wal
             wal.refuse(self.database)
         return Database.open(self.database, timeout=self.timeout, readonly=readonly,
                              create=create)

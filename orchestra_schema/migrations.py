@@ -22,7 +22,7 @@ from functools import cached_property
 from pathlib import Path
 
 from .errors import DatabaseUnavailable, UsageError
-from .paths import read_regular, require_regular
+from .files.paths import read_regular, require_regular
 
 _SQL_FILE = ("a migration file", "remove it from the sql directory")  # what a FIFO there is not
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .database import Database, quote
+from .engines.sqlite.database import Database, quote
 
 
 @dataclass(frozen=True)

@@ -188,7 +188,8 @@ def test_migration_ids_differing_only_in_case_are_one_id(tmp_path):
 
 @pytest.mark.parametrize("failure", [KeyboardInterrupt, lambda: apsw.ConstraintError("unmapped")])
 def test_an_interrupted_first_apply_leaves_no_empty_file(tmp_path, monkeypatch, failure):
-    from orchestra_schema import commands, engine  # apply imports apply_one from engine when it runs
+    from orchestra_schema.commands import migrate as commands  # apply imports apply_one from engine when it runs
+    from orchestra_schema.engines import runner as engine
     from orchestra_schema.context import Context
 
     def fail(db, m):

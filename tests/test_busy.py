@@ -93,7 +93,7 @@ def test_a_commit_that_waits_past_the_timeout_for_a_reader_is_exit_3(tmp_path):
 def test_a_lock_taken_after_a_rollback_committed_is_exit_3(db, monkeypatch):
     """Found by test_faults' concurrent runs (rollback exited 70, "BusyError: database is
     locked"): the read of EF's history after the rollback's commit was not translated."""
-    from orchestra_schema import engine
+    from orchestra_schema.engines import runner as engine
     real, holders = engine.rollback_one, []
 
     def rollback_one(*args, **kwargs):
@@ -118,7 +118,7 @@ def test_a_lock_taken_after_a_rollback_committed_is_exit_3(db, monkeypatch):
 def test_a_lock_met_during_a_backup_copy_is_exit_3(db, tmp_path, monkeypatch, step):
     """The lock comes after the command opened the database: as the raw copy's own
     connections begin, or (raw copy given up) between the backup API's steps."""
-    from orchestra_schema import copying, rawcopy
+    from orchestra_schema.engines.sqlite import copying, rawcopy
     holders = []
 
     def lock_first(real):
@@ -147,7 +147,7 @@ def test_a_lock_met_during_a_backup_copy_is_exit_3(db, tmp_path, monkeypatch, st
 
 def test_an_untranslated_busy_error_is_still_exit_3(db, monkeypatch):
     """The last line of defence (cli): an apsw lock error no command translated."""
-    from orchestra_schema import commands
+    from orchestra_schema.commands import migrate as commands
 
     def status(ctx):
         raise apsw.BusyError("database is locked")
@@ -166,7 +166,7 @@ def test_a_reader_arriving_as_restore_switches_the_journal_mode_back_loses_nothi
     needs every other connection gone. A reader arriving just then must not turn the finished
     restore into "locked, retry" with its pre-restore copy deleted (the only copy of the data
     the restore replaced): the restore stands, the copy is kept, a warning says what to run."""
-    from orchestra_schema import restore
+    from orchestra_schema.commands import restore
     wal_copy = tmp_path / "wal.db"
     assert cli("-d", db, "backup", "-o", wal_copy).exit_code == 0
     with connect(wal_copy) as c:

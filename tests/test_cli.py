@@ -104,7 +104,7 @@ def test_json_results_for_apply_and_rollback(db):
 
 
 def test_rollback_with_yes_names_the_tables_losing_rows_and_counts_only_for_json(db):
-    from orchestra_schema import commands
+    from orchestra_schema.commands import migrate as commands
     from orchestra_schema.context import Context
     with connect(db) as c:
         c.execute('DELETE FROM "ChatMessages"')  # empty: not at risk, so never listed

@@ -23,7 +23,7 @@ import psycopg
 import pytest
 
 from helpers import EF_SCRIPT, REAL_DB, cli, connect, file_state
-from orchestra_schema.copy_lines import SIGNATURE, TRAILER
+from orchestra_schema.copy_to.lines import SIGNATURE, TRAILER
 from pgserver import PASSWORD
 from test_pg_schema import AGENT_SESSIONS, INITIAL, catalog_schema, ef_schema
 
@@ -370,11 +370,11 @@ def test_a_bad_value_after_many_batches_is_named_by_its_row(tmp_path, pgdb, jobs
 def test_a_bad_value_is_named_by_its_row_whatever_order_the_ranges_arrive_in(tmp_path, pgdb):
     """Workers send rowid ranges in the order they finish them: COPY's line number is
     mapped back through the piece that held the line. Here the ranges go in reverse."""
-    from orchestra_schema import copy_lines, pg_values
+    from orchestra_schema.copy_to import lines as copy_lines, values as pg_values
     from orchestra_schema.address import parse
-    from orchestra_schema.copy_to import _stream, _target_columns
-    from orchestra_schema.database import Database
-    from orchestra_schema.engines.postgresql import PgDriver
+    from orchestra_schema.copy_to.transfer import _stream, _target_columns
+    from orchestra_schema.engines.sqlite.database import Database
+    from orchestra_schema.engines.postgresql.driver import PgDriver
     from orchestra_schema.errors import Refused
 
     source = orchestra_db(tmp_path / "orchestra.db", sessions=3, messages=3000)
@@ -785,7 +785,7 @@ def test_what_does_not_convert_is_rejected_by_every_type(pgdb):
     """The field pg_values sends for a value it cannot convert makes the column type's
     receive function stop COPY with a data error (boolrecv reads any byte, so one byte
     more than the width is what fails, not the byte's value)."""
-    from orchestra_schema.pg_values import KINDS, invalid_field
+    from orchestra_schema.copy_to.values import KINDS, invalid_field
 
     with pgdb.connect() as conn:
         for pg_type, kind in [*KINDS.items(), ("character varying(5)", "varchar")]:
@@ -795,7 +795,7 @@ def test_what_does_not_convert_is_rejected_by_every_type(pgdb):
 
 def test_doubles_arrive_bit_for_bit(pgdb):
     from hypothesis import given, settings, strategies as st
-    from orchestra_schema.pg_values import float8_field
+    from orchestra_schema.copy_to.values import float8_field
 
     with pgdb.connect() as conn:
         @settings(max_examples=200, deadline=None)
@@ -811,7 +811,7 @@ def test_integers_and_booleans_arrive_as_they_were(pgdb):
     """Every int4 (negatives through the 32-bit mask), int8 and 0/1, through a real binary
     COPY; an int4 out of range, a real, a text or 2 is the invalid field and is named."""
     from hypothesis import given, settings, strategies as st
-    from orchestra_schema.pg_values import Column, invalid_field
+    from orchestra_schema.copy_to.values import Column, invalid_field
 
     cols = {k: Column("x", t, True) for k, t in
             (("int4", "integer"), ("int8", "bigint"), ("bool", "boolean"))}
@@ -837,7 +837,7 @@ def test_integers_and_booleans_arrive_as_they_were(pgdb):
 
 def _sent(col, value):
     """(problem_sql, the field source_sql sends) for one value in column col, by SQLite."""
-    from orchestra_schema import pg_values
+    from orchestra_schema.copy_to import values as pg_values
     scratch = apsw.Connection(":memory:")
     pg_values.register(scratch)
     x = pg_values.q(col.name)
@@ -847,7 +847,7 @@ def _sent(col, value):
 
 
 def _date_field(text):
-    from orchestra_schema.pg_values import Column
+    from orchestra_schema.copy_to.values import Column
     return _sent(Column("d", "timestamp with time zone", True), text)
 
 
@@ -885,7 +885,7 @@ def test_dates_round_as_postgresql_stores_them(pgdb):
 def test_every_date_postgresql_would_misread_is_named_not_sent():
     """unixepoch() moves 2025-02-30 to March and reads hour 24: such dates must become the
     invalid field, and problem_sql must name them, on the fast path and off it."""
-    from orchestra_schema import pg_values
+    from orchestra_schema.copy_to import values as pg_values
 
     invalid = pg_values.invalid_field("timestamptz")
     for text in ["2025-02-30 10:00:00.1234567", "2023-02-29 10:00:00.1", "2025-04-31 10:00:00.5",
@@ -902,7 +902,7 @@ def test_every_date_postgresql_would_misread_is_named_not_sent():
 @JOBS
 def test_progress_counts_every_row_once(tmp_path, pgdb, jobs):
     from orchestra_schema.address import parse
-    from orchestra_schema.copy_to import copy_to
+    from orchestra_schema.copy_to.transfer import copy_to
 
     source = orchestra_db(tmp_path / "orchestra.db", sessions=2, messages=3000)
     seen = []
@@ -917,7 +917,7 @@ def test_every_guid_that_is_not_one_is_named_not_sent(pgdb):
     """unhex(x, '-') skips dashes between digit pairs: a GUID with two digits replaced by
     dashes would give 15 bytes and shift every field after it. Such values, and any other
     malformed one, become the invalid field; good ones give uuid_send's bytes."""
-    from orchestra_schema.pg_values import Column, invalid_field
+    from orchestra_schema.copy_to.values import Column, invalid_field
 
     col = Column("g", "uuid", True)
 

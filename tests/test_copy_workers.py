@@ -12,9 +12,9 @@ import pytest
 from helpers import connect
 from test_copy_to import guid, orchestra_db
 
-from orchestra_schema import copy_workers
-from orchestra_schema.copy_lines import Select
-from orchestra_schema.database import Database
+from orchestra_schema.copy_to import workers as copy_workers
+from orchestra_schema.copy_to.lines import Select
+from orchestra_schema.engines.sqlite.database import Database
 
 IDS = Select('SELECT CAST("Id" || char(10) AS BLOB) FROM "ChatMessages" '
              "WHERE rowid BETWEEN ? AND ? ORDER BY rowid")  # one Id a line
@@ -119,7 +119,7 @@ def test_a_worker_killed_mid_copy_is_an_error_not_a_short_copy(tmp_path):
 
 
 def test_workers_by_default_only_where_they_pay_off(tmp_path, monkeypatch):
-    from orchestra_schema.copy_to import AUTO_JOBS_FROM, auto_jobs
+    from orchestra_schema.copy_to.transfer import AUTO_JOBS_FROM, auto_jobs
 
     assert auto_jobs(orchestra_db(tmp_path / "small.db")) == 0
     big = tmp_path / "big.db"
@@ -132,7 +132,7 @@ def test_workers_by_default_only_where_they_pay_off(tmp_path, monkeypatch):
 
 
 def test_sparse_rowids_make_few_ranges_and_every_row_is_in_one():
-    from orchestra_schema.copy_workers import CHUNK_ROWIDS, _ranges
+    from orchestra_schema.copy_to.workers import CHUNK_ROWIDS, _ranges
 
     assert _ranges(None, None, 0) == []
     assert _ranges(1, 10_000, 10_000) == [(1, 4096), (4097, 8192), (8193, 10_000)]

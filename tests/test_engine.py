@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from helpers import CHAT, CORE, cli, connect, count, file_state, history, run, tables
-from orchestra_schema import commands, engine  # rollback imports rollback_one from engine when it runs
+from orchestra_schema.commands import migrate as commands  # rollback imports rollback_one from engine when it runs
+from orchestra_schema.engines import runner as engine
 from orchestra_schema.context import Context
-from orchestra_schema.engine import apply_one, rollback_one
+from orchestra_schema.engines.runner import apply_one, rollback_one
 from orchestra_schema.errors import Busy, Refused
 from orchestra_schema.migrations import default_sql_dir
 

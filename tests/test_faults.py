@@ -32,10 +32,11 @@ from faults import (CAN_SEE_OPEN_FILES, FIGURES, FOREIGN, Rounds, check_copies, 
                     contents, every_step_killed, final_copies, kill_trials, many_migrations,
                     remove_copies, run_to_end, settle,
                     start, work_span)
-from orchestra_schema import backup as backups
-from orchestra_schema import sqlitefile, staging
-from orchestra_schema.digest import of_file
-from orchestra_schema.database import Database
+from orchestra_schema.commands import backup as backups
+from orchestra_schema.engines.sqlite import files as sqlitefile
+from orchestra_schema.files import staging
+from orchestra_schema.files.digest import of_file
+from orchestra_schema.engines.sqlite.database import Database
 
 pytestmark = pytest.mark.skipif(not CAN_SEE_OPEN_FILES, reason="needs /proc to see a process's open files")
 

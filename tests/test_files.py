@@ -9,7 +9,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from orchestra_schema import sqlitefile, staging
+from orchestra_schema.engines.sqlite import files as sqlitefile
+from orchestra_schema.files import staging
 from orchestra_schema.errors import Refused
 
 

@@ -9,9 +9,9 @@ import pytest
 from helpers import CHAT, CORE, build_ef_database, connect, ef_history, history
 from orchestra_schema import ef
 from orchestra_schema.context import Context
-from orchestra_schema.database import Database
+from orchestra_schema.engines.sqlite.database import Database
 from orchestra_schema.errors import Refused, UsageError
-from orchestra_schema.history import EF, YOYO, adopt, adoption_plan, forget
+from orchestra_schema.commands.history import EF, YOYO, adopt, adoption_plan, forget
 from orchestra_schema.migrations import default_sql_dir, load
 
 

@@ -39,9 +39,9 @@ def test_read_only_commands_do_not_import_yoyo_or_other_commands(db, command):
     loaded = modules_loaded("-q", "-d", db, *command)
     assert not {m for m in loaded if m.startswith("yoyo")}
     # engine.py is the engine-neutral rules now; yoyo's side of SQLite is engines/yoyo_apsw.py
-    assert not loaded & {"orchestra_schema.engines.yoyo_apsw", "orchestra_schema.recover",
-                         "orchestra_schema.rehearse", "orchestra_schema.overlay",
-                         "orchestra_schema.restore", "orchestra_schema.verify"}
+    assert not loaded & {"orchestra_schema.engines.sqlite.yoyo_apsw", "orchestra_schema.commands.recover",
+                         "orchestra_schema.commands.rehearse", "orchestra_schema.engines.sqlite.overlay",
+                         "orchestra_schema.commands.restore", "orchestra_schema.commands.verify"}
 
 
 def test_status_on_postgresql_imports_neither_yoyo_nor_sqlites_modules(pgdb):
@@ -50,15 +50,15 @@ def test_status_on_postgresql_imports_neither_yoyo_nor_sqlites_modules(pgdb):
     from pgserver import PASSWORD
     loaded = modules_loaded("-q", "-d", pgdb.url_no_password, "status",
                             env={"PGPASSWORD": PASSWORD})
-    assert "orchestra_schema.engines.postgresql" in loaded
+    assert "orchestra_schema.engines.postgresql.driver" in loaded
     assert not {m for m in loaded if m.split(".")[0] in ("yoyo", "apsw", "sqlparse")}
-    assert not loaded & {"orchestra_schema.engine", "orchestra_schema.backup",
-                         "orchestra_schema.schema", "orchestra_schema.database"}
+    assert not loaded & {"orchestra_schema.engines.runner", "orchestra_schema.commands.backup",
+                         "orchestra_schema.schema", "orchestra_schema.engines.sqlite.database"}
 
 
 GC_SEEN = """import gc, sys
 import orchestra_schema.cli
-from orchestra_schema import commands
+from orchestra_schema.commands import migrate as commands
 seen = [gc.isenabled()]  # a library import leaves the collector alone
 from orchestra_schema import entry
 seen.append(gc.isenabled())  # the program's start: off

@@ -11,8 +11,8 @@ import pytest
 
 from backup_helpers import add_padding, add_pairs, pairs_state
 from helpers import connect
-from orchestra_schema import overlay, rawcopy
-from orchestra_schema.database import Database
+from orchestra_schema.engines.sqlite import overlay, rawcopy
+from orchestra_schema.engines.sqlite.database import Database
 
 
 @contextlib.contextmanager

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from helpers import connect
-from orchestra_schema import pages
+from orchestra_schema.engines.sqlite import pages
 from salvage_helpers import no_checkpoint
 
 

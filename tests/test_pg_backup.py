@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestra_schema import address, pgarchive
-from orchestra_schema import digest as digests
+from orchestra_schema import address
+from orchestra_schema.engines.postgresql import archive as pgarchive
+from orchestra_schema.files import digest as digests
 from orchestra_schema.context import Context
 from orchestra_schema.errors import Refused
 from orchestra_schema.migrations import default_sql_dir, load

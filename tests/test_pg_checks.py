@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from helpers import cli, run
-from orchestra_schema.engines.postgresql import LOCK_TIMEOUT_MS
+from orchestra_schema.engines.postgresql.driver import LOCK_TIMEOUT_MS
 from orchestra_schema.migrations import default_sql_dir
 from pgserver import PASSWORD
 from test_pg_commands import AGENT, CHAT, CORE, add_rows, pg

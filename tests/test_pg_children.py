@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 
 from helpers import run
-from orchestra_schema import address, background, pgarchive
+from orchestra_schema import address, background
+from orchestra_schema.engines.postgresql import archive as pgarchive
 from pgserver import PASSWORD, USER
 from test_pg_backup import build, ctx_of
 

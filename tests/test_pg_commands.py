@@ -130,7 +130,7 @@ def test_rollback_only_chat_keeps_agent_sessions(applied):
 def test_rollback_counts_the_rows_at_risk_exactly_wherever_the_numbers_are_shown(applied):
     """Without counts asked for (the CLI's --yes without --json), the tables that hold rows
     are named but not counted: COUNT(*) would read all of ChatMessages before its DROP."""
-    from orchestra_schema import commands
+    from orchestra_schema.commands import migrate as commands
     from orchestra_schema.context import Context
     from orchestra_schema.errors import Refused
     applied.run_sql('DELETE FROM "AgentSessions"')  # empty: never listed

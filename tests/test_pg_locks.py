@@ -10,7 +10,7 @@ import time
 
 from helpers import run
 from faults import start
-from orchestra_schema.engines.postgresql import LOCK_TIMEOUT_MS, advisory_key
+from orchestra_schema.engines.postgresql.driver import LOCK_TIMEOUT_MS, advisory_key
 from test_pg_commands import CHAT, CHAT_TABLES, add_rows, history
 
 # The app's worst query while the tool waits behind it: a fraction of a second, whatever

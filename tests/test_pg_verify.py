@@ -3,7 +3,7 @@ the reason where it cannot), foreign keys never checked against their rows."""
 
 from __future__ import annotations
 
-from orchestra_schema import pgcheck
+from orchestra_schema.engines.postgresql import checks as pgcheck
 
 from test_pg_backup import build
 

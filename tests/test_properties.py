@@ -20,10 +20,10 @@ from hypothesis import settings, strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, multiple, rule
 
 from helpers import CHAT, CHAT_TABLES, CORE, CORE_TABLES, connect, history, tables
-from orchestra_schema import backup as backups
-from orchestra_schema import commands, restore
+from orchestra_schema.commands import backup as backups
+from orchestra_schema.commands import migrate as commands, restore
 from orchestra_schema.context import Context
-from orchestra_schema.database import Database
+from orchestra_schema.engines.sqlite.database import Database
 from orchestra_schema.schema import diff, snapshot
 
 OWNED = {CORE: CORE_TABLES, CHAT: CHAT_TABLES}

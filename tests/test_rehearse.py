@@ -10,7 +10,7 @@ import pytest
 from backup_helpers import LOCK_HOLDER, READ_HOLDER, spawn
 from helpers import (CHAT, CORE, cli, connect, count, ef_history, file_state, history,
                       mounted_tmpfs, run)
-from orchestra_schema import rehearse as rehearsal
+from orchestra_schema.commands import rehearse as rehearsal
 from orchestra_schema.context import Context
 from orchestra_schema.errors import DatabaseUnavailable
 from orchestra_schema.migrations import default_sql_dir

@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from helpers import cli, connect
-from orchestra_schema import pages as page_reader
-from orchestra_schema import salvage
+from orchestra_schema.engines.sqlite import pages as page_reader
+from orchestra_schema.engines.sqlite import salvage
 from salvage_helpers import (HANGFIRE, TABLES, build, damage, overflow_owners, pages_of, rows, snapshot,
                              table_leaf_rows, wal_pages)
 

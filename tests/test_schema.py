@@ -4,7 +4,7 @@ import pytest
 
 from helpers import CHAT_TABLES, CORE_TABLES, build_ef_database, cli, connect
 from orchestra_schema import schema
-from orchestra_schema.database import Database
+from orchestra_schema.engines.sqlite.database import Database
 
 EF_TABLES = CORE_TABLES | CHAT_TABLES
 

@@ -9,7 +9,7 @@ def driver_of(db) -> Driver:
     """A Driver for db: itself, or the SQLite driver around an open Database."""
     if isinstance(db, Driver):
         return db
-    from .sqlite import SqliteDriver
+    from .sqlite.driver import SqliteDriver
     return SqliteDriver(db)
 
 

@@ -5,7 +5,7 @@ read from the catalogs (pg_schema), so the finding names each object.
 
 from __future__ import annotations
 
-from .. import pg_schema
+from ..engines.postgresql import catalog as pg_schema
 from . import replay
 from .findings import Finding
 from .sqlite_rules import not_transactional

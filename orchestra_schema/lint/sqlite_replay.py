@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import apsw
 
-from ..database import Database
+from ..engines.sqlite.database import Database
 from ..schema import Schema, Sides, Table, differences, render, snapshot
 from . import replay
 from .findings import ERROR, WARNING, Finding, finding

@@ -1,0 +1,1 @@
+"""The commands, each written once against the engine seam (engines/): what a DBA runs."""

@@ -1,0 +1,1 @@
+"""SQLite behind the seam: apsw connections, online backups, the page reader and salvage."""
