@@ -10,7 +10,7 @@ from .address import PgAddress
 from .errors import UsageError
 from .files.paths import database_file
 
-DEFAULT_TIMEOUT = 10.0  # seconds to wait for another process's lock; the CLI's --timeout default
+from .engines.base import DEFAULT_TIMEOUT  # noqa: F401 (the CLI reads it here)
 
 if TYPE_CHECKING:  # apsw's database.py only where an SQLite file is opened
     from .engines.sqlite.database import Database
@@ -62,11 +62,8 @@ class Context:
 
     def connect(self, *, readonly: bool = False, create: bool = False) -> Driver:
         """The database behind the seam (engines/), for the commands written once."""
-        if self.engine == "postgresql":
-            from .engines.postgresql.driver import PgDriver
-            return PgDriver.connect(self.database, timeout=self.timeout, readonly=readonly)
-        from .engines.sqlite.driver import SqliteDriver
-        return SqliteDriver(self.open(readonly=readonly, create=create))
+        from . import engines
+        return engines.of(self.engine).connect(self, readonly=readonly, create=create)
 
     def require_sqlite(self, command: str = "this command") -> None:
         if self.engine != "sqlite":

@@ -16,14 +16,14 @@ database update` would try to create tables that exist.
 
 engine.apply_one/rollback_one call keep_in_step inside the migration's own
 transaction, so a kill cannot leave the two histories out of step. This
-module therefore imports nothing from engine.
+module therefore imports nothing from engines: `db` below is an engines.base.Driver.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .engines import driver_of
+from .errors import Refused
 
 TABLE = "__EFMigrationsHistory"
 CORE, CHAT = "20250922204128_OrchestraCore", "20250922204129_AddChatTables"  # SQLite's
@@ -58,7 +58,7 @@ RULES = {
 
 
 def rules(db) -> Rules:
-    return RULES[driver_of(db).engine]
+    return RULES[db.engine]
 
 
 @dataclass(frozen=True)
@@ -68,12 +68,12 @@ class EfEntry:
 
 
 def exists(db) -> bool:
-    return TABLE in driver_of(db).table_names()
+    return TABLE in db.table_names()
 
 
 def entries(db) -> list[EfEntry] | None:
     """EF's history rows in id order; None when the table does not exist."""
-    rows = driver_of(db).ef_rows()
+    rows = db.ef_rows()
     return None if rows is None else [EfEntry(*row) for row in rows]
 
 
@@ -88,7 +88,7 @@ def keep_in_step(db, applied: set[str]) -> None:
 
     Runs inside the caller's transaction (engine.apply_one/rollback_one).
     """
-    driver, rule = driver_of(db), rules(db)
+    driver, rule = db, rules(db)
     found = entries(driver)
     if found is None:
         with driver.writing_history(f"{TABLE}: could not create it"):
@@ -105,7 +105,7 @@ def keep_in_step(db, applied: set[str]) -> None:
 
 def in_step(db) -> bool:
     """EF's table exists and keep_in_step would change none of its rows."""
-    driver = driver_of(db)
+    driver = db
     found, rule = entries(driver), rules(driver)
     return found is not None and ids(found) & rule.stands_for.keys() == wanted(
         rule, set(driver.applied()))
@@ -172,7 +172,18 @@ def disagreements(found: list[EfEntry] | None, applied: set[str], rule: Rules) -
 
 def delete(db, migration_id: str) -> bool:
     """Remove one EF row (bound as a parameter); False if there was none."""
-    driver = driver_of(db)
+    driver = db
     with driver.writing_history(f"{TABLE}: could not remove {migration_id}",
                                 undone="nothing was removed"):
         return driver.ef_delete(migration_id)
+
+
+def refuse_unadopted(db, applied: set[str]) -> None:
+    """EF Core made this schema: applying the SQL on top would fail on every CREATE."""
+    listed = ids(entries(db))
+    if listed and not applied:
+        raise Refused(
+            f"{db.display}: made by EF Core ({TABLE} lists {', '.join(sorted(listed))}) "
+            "and not adopted; nothing changed; "
+            "run `orchestra-schema adopt` first"
+        )

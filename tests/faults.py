@@ -25,7 +25,7 @@ from helpers import connect
 from orchestra_schema.engines.sqlite import files as sqlitefile
 from orchestra_schema.files import staging
 from orchestra_schema.engines.sqlite.database import open_immutable
-from orchestra_schema.commands.backup import check_backup
+from orchestra_schema.engines.sqlite.backup import check_backup
 
 ROWS = 20000
 HOT_JOURNAL, UNCOMMITTED = "hot journal", "uncommitted WAL frame(s)"

@@ -23,7 +23,7 @@ from backup_helpers import (LOCK_HOLDER, WRITER, add_padding, add_pairs, backup_
                             overwrite_pages, pairs_state, quiet, root_page, spawn, wait_for)
 from helpers import (CHAT, CHAT_TABLES, CORE, CORE_TABLES, cli, connect, count, file_state, history, run,
                       tables, unavailable)
-from orchestra_schema.commands import backup as backups
+from orchestra_schema.engines.sqlite import backup as backups
 from orchestra_schema.engines.sqlite import rawcopy, files as sqlitefile
 from orchestra_schema.files import staging
 from orchestra_schema.context import Context

@@ -166,7 +166,7 @@ def test_a_reader_arriving_as_restore_switches_the_journal_mode_back_loses_nothi
     needs every other connection gone. A reader arriving just then must not turn the finished
     restore into "locked, retry" with its pre-restore copy deleted (the only copy of the data
     the restore replaced): the restore stands, the copy is kept, a warning says what to run."""
-    from orchestra_schema.commands import restore
+    from orchestra_schema.engines.sqlite import restore
     wal_copy = tmp_path / "wal.db"
     assert cli("-d", db, "backup", "-o", wal_copy).exit_code == 0
     with connect(wal_copy) as c:

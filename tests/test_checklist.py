@@ -60,7 +60,7 @@ def test_backup_item_fails_without_a_backup_or_with_a_changed_one(ef_db):
     assert "taken between" in items[ITEMS[6]][1]
     assert cli("--database", ef_db, "apply").exit_code == 0
     roll_back_chat(ef_db)  # takes a backup first
-    from orchestra_schema.commands.backup import backups_of
+    from orchestra_schema.engines.sqlite.backup import backups_of
     newest = backups_of(ef_db)[-1]
     with open(newest, "r+b") as f:  # one byte changed after the fact
         f.seek(200)

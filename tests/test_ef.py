@@ -262,7 +262,7 @@ def test_forget_ef_row_leaves_schema_and_yoyo_history(ef_db):
     out = json.loads(result.stdout)
     backup = out.pop("backup")
     assert out == {"database": str(ef_db), "migration_id": CHAT, "history": "ef"}
-    from orchestra_schema.commands.backup import backups_of
+    from orchestra_schema.engines.sqlite.backup import backups_of
     assert backup == str(backups_of(ef_db)[-1])  # taken before the history changed
     assert ef_history(ef_db) == {}
     assert history(ef_db) == {CORE, CHAT} and tables(ef_db) == schema_before

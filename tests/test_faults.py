@@ -32,7 +32,7 @@ from faults import (CAN_SEE_OPEN_FILES, FIGURES, FOREIGN, Rounds, check_copies, 
                     contents, every_step_killed, final_copies, kill_trials, many_migrations,
                     remove_copies, run_to_end, settle,
                     start, work_span)
-from orchestra_schema.commands import backup as backups
+from orchestra_schema.engines.sqlite import backup as backups
 from orchestra_schema.engines.sqlite import files as sqlitefile
 from orchestra_schema.files import staging
 from orchestra_schema.files.digest import of_file

@@ -38,10 +38,14 @@ def modules_loaded(*args, env=None) -> set[str]:
 def test_read_only_commands_do_not_import_yoyo_or_other_commands(db, command):
     loaded = modules_loaded("-q", "-d", db, *command)
     assert not {m for m in loaded if m.startswith("yoyo")}
-    # engine.py is the engine-neutral rules now; yoyo's side of SQLite is engines/yoyo_apsw.py
-    assert not loaded & {"orchestra_schema.engines.sqlite.yoyo_apsw", "orchestra_schema.commands.recover",
-                         "orchestra_schema.commands.rehearse", "orchestra_schema.engines.sqlite.overlay",
-                         "orchestra_schema.commands.restore", "orchestra_schema.commands.verify"}
+    # engines/runner.py is the engine-neutral rules; yoyo's side of SQLite is engines/sqlite/yoyo_apsw.py
+    assert not loaded & {"orchestra_schema.engines.sqlite.yoyo_apsw",
+                         "orchestra_schema.commands.recover", "orchestra_schema.engines.sqlite.recover",
+                         "orchestra_schema.commands.rehearse",
+                         "orchestra_schema.engines.sqlite.rehearsal",
+                         "orchestra_schema.engines.sqlite.overlay",
+                         "orchestra_schema.commands.restore", "orchestra_schema.engines.sqlite.restore",
+                         "orchestra_schema.commands.verify"}
 
 
 def test_status_on_postgresql_imports_neither_yoyo_nor_sqlites_modules(pgdb):

@@ -11,7 +11,7 @@ import pytest
 from backup_helpers import files_in
 from helpers import (CHAT, CORE, build_ef_database, cli, count, file_state, history,
                       mounted_tmpfs, run)
-from orchestra_schema.commands import backup as backups
+from orchestra_schema.engines.sqlite import backup as backups
 
 
 def names(directory: Path) -> set[str]:

@@ -20,11 +20,13 @@ from hypothesis import settings, strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, multiple, rule
 
 from helpers import CHAT, CHAT_TABLES, CORE, CORE_TABLES, connect, history, tables
-from orchestra_schema.commands import backup as backups
-from orchestra_schema.commands import migrate as commands, restore
+from orchestra_schema.engines.sqlite import backup as backups
+from orchestra_schema.commands import migrate as commands
+from orchestra_schema.engines.sqlite import restore
 from orchestra_schema.context import Context
 from orchestra_schema.engines.sqlite.database import Database
-from orchestra_schema.schema import diff, snapshot
+from orchestra_schema.engines.sqlite.snapshot import snapshot
+from orchestra_schema.schema import diff
 
 OWNED = {CORE: CORE_TABLES, CHAT: CHAT_TABLES}
 NEEDS = {CORE: {CORE}, CHAT: {CORE, CHAT}}  # a migration and what it depends on

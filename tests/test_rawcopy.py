@@ -15,7 +15,7 @@ import pytest
 from backup_helpers import (LOCK_HOLDER, READ_HOLDER, WRITER, add_padding, add_pairs, backup_json,
                             files_in, pairs_state, spawn)
 from helpers import cli, connect, count, file_state, run
-from orchestra_schema.commands import backup as backups
+from orchestra_schema.engines.sqlite import backup as backups
 from orchestra_schema.engines.sqlite import rawcopy
 from orchestra_schema.context import Context
 from orchestra_schema.errors import DatabaseUnavailable

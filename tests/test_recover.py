@@ -16,7 +16,7 @@ import pytest
 
 from backup_helpers import WAL_HOLDER, files_in, leaf_pages, overwrite_pages, spawn
 from helpers import CHAT, CHAT_TABLES, CORE, CORE_TABLES, cli, connect, count, file_state, history, tables
-from orchestra_schema.commands import backup as backups
+from orchestra_schema.engines.sqlite import backup as backups
 from orchestra_schema.engines.sqlite import files as sqlitefile
 from orchestra_schema.files import staging
 from orchestra_schema.context import Context

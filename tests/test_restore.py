@@ -17,7 +17,7 @@ import pytest
 from backup_helpers import (LOCK_HOLDER, WAL_HOLDER, add_padding, files_in, overwrite_pages,
                             root_page, spawn, wait_for)
 from helpers import CHAT, CHAT_TABLES, CORE, cli, connect, count, file_state, history, tables
-from orchestra_schema.commands import backup as backups
+from orchestra_schema.engines.sqlite import backup as backups
 from orchestra_schema.context import Context
 
 

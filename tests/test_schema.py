@@ -5,13 +5,14 @@ import pytest
 from helpers import CHAT_TABLES, CORE_TABLES, build_ef_database, cli, connect
 from orchestra_schema import schema
 from orchestra_schema.engines.sqlite.database import Database
+from orchestra_schema.engines.sqlite.snapshot import snapshot
 
 EF_TABLES = CORE_TABLES | CHAT_TABLES
 
 
 def snap(path, only=EF_TABLES):
     with Database.open(path, readonly=True) as db:
-        return schema.snapshot(db).restricted_to(only)
+        return snapshot(db).restricted_to(only)
 
 
 def test_applied_schema_equals_ef_core(tmp_path):

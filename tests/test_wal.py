@@ -18,7 +18,7 @@ import pytest
 
 from helpers import cli
 from orchestra_schema.engines.sqlite import wal
-from orchestra_schema.commands.backup import check_backup
+from orchestra_schema.engines.sqlite.backup import check_backup
 from salvage_helpers import TABLES, _message, build, no_checkpoint, rows
 
 PAGE = 4096

@@ -21,7 +21,7 @@ from ..context import Context
 from ..engines.runner import applied_migrations, forget_applied, record_applied
 from ..engines import Driver, driver_of
 from ..errors import OrchestraError, Refused, UsageError
-from .verify import drift
+from ..engines.drift import drift
 
 YOYO, EF = "yoyo", "ef"
 
@@ -61,7 +61,7 @@ def _backup_settled(backup_path: Path | None):
     try:
         yield
     except OrchestraError as err:
-        from .backup import settle
+        from ..files.backups import settle
         settle(backup_path, err, changed=False)
         raise
 

@@ -8,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
-from .. import ef
+from .. import ef, engines
 from .. import migrations as mig
 from ..context import Context
 from ..engines import AppliedRecord, Driver
@@ -75,7 +75,7 @@ def status(ctx: Context) -> StatusReport:
     report = StatusReport(database=ctx.display,
                           migrations=migration_statuses(migrations, applied), ef_history=ef_history,
                           notes=out_of_step)
-    if ctx.engine == "sqlite" and ctx.database.stat().st_size == 0:
+    if engines.of(ctx.engine).empty_file(ctx):
         # SQLite takes an empty file for an empty database: every migration is
         # pending, which is true, but the file may be a database cut to nothing.
         report.notes.append("empty file (0 bytes): SQLite reads it as an empty database, so "
@@ -106,7 +106,7 @@ def apply(ctx: Context, to: str | None = None, dry_run: bool = False,
             db = stack.enter_context(ctx.connect(readonly=True)) if exists else None
             applied = set(db.applied()) if db else set()
             if db:
-                refuse_unadopted(db, applied)
+                ef.refuse_unadopted(db, applied)
             plan = mig.plan_apply(migrations, applied, to)
             if review:  # before the write connection plans again: lint's time is not in that window
                 review(migrations, plan)
@@ -121,7 +121,7 @@ def apply(ctx: Context, to: str | None = None, dry_run: bool = False,
     try:
         with ctx.connect(create=True) as db:
             applied = set(db.applied())
-            refuse_unadopted(db, applied)
+            ef.refuse_unadopted(db, applied)
             ef_before = ef.entries(db)
             for m in mig.plan_apply(migrations, applied, to):
                 (result.applied if apply_one(db, m) else result.skipped).append(m.id)
@@ -132,17 +132,6 @@ def apply(ctx: Context, to: str | None = None, dry_run: bool = False,
             ctx.database.unlink()  # "nothing changed": not even an empty file for the app to find
         raise
     return result
-
-
-def refuse_unadopted(db: Driver, applied: set[str]) -> None:
-    """EF Core made this schema: applying the SQL on top would fail on every CREATE."""
-    listed = ef.ids(ef.entries(db))
-    if listed and not applied:
-        raise Refused(
-            f"{db.display}: made by EF Core ({ef.TABLE} lists {', '.join(sorted(listed))}) "
-            "and not adopted; nothing changed; "
-            "run `orchestra-schema adopt` first"
-        )
 
 
 @dataclass
@@ -184,7 +173,7 @@ def rollback(ctx: Context, to: str | None = None, dry_run: bool = False, yes: bo
         mig.resolve_target(to, migrations)  # an unknown id fails before anything is opened
     else:
         mig.dependents(only, migrations)
-    if secure_delete and ctx.engine != "sqlite":
+    if secure_delete and not engines.of(ctx.engine).secure_delete:
         raise UsageError("--secure-delete is for SQLite files; PostgreSQL's DROP TABLE "
                          "removes the table's files; nothing changed")
     result = RollbackResult(database=ctx.display)
@@ -236,7 +225,7 @@ def _rows_at_risk(db: Driver, holding: list[str], exact: bool) -> dict[str, int 
 def _settle_backup(result: RollbackResult, err: OrchestraError) -> None:
     """A rollback stopped after its backup: dropped if nothing changed, else named
     (backup.settle). err.result carries the result for --json."""
-    from .backup import settle
+    from ..files.backups import settle
     result.backup = settle(result.backup, err, changed=bool(result.rolled_back))
     err.result = result
 

@@ -9,24 +9,19 @@ are neither. Every check is read-only: the database is opened read-only.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-import apsw
-
-from .. import ef
-from ..engines.sqlite import files as sqlitefile, wal
-from .backup import backups_of, check_backup, read_manifest
-from .migrate import migration_statuses
+from .. import ef, engines
 from ..context import Context
-from ..engines.sqlite.copying import integrity_pragma
-from ..engines.sqlite.database import Database, quote, translated
-from ..engines.runner import HISTORY_TABLES, AppliedRecord, applied_migrations, replay
 from ..engines import driver_of
 from ..engines.base import Integrity
-from ..errors import DatabaseCorrupt, DatabaseUnavailable, MigrationFailed, UsageError
-from ..files.paths import require_sqlite
-from ..schema import diff
+from ..engines.drift import Drift, drift
+from ..engines.runner import AppliedRecord, applied_migrations, replay
+from ..errors import DatabaseUnavailable, MigrationFailed, UsageError
+from ..files.backups import read_manifest
+from .migrate import migration_statuses
 
 MAX_LINES = 10  # of one PRAGMA's complaints; the rest are counted
 
@@ -36,13 +31,6 @@ class Check:
     name: str
     ok: bool
     problems: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Drift:
-    differences: list[str]
-    managed_tables: list[str]
-    unmanaged_tables: list[str]
 
 
 @dataclass
@@ -59,13 +47,20 @@ class VerifyReport:
     unmanaged_tables: list[str]
 
 
+@contextlib.contextmanager
+def _checking(ctx: Context, doing: str):
+    """(engine, driver) in one read transaction of the database verify and checklist look at,
+    once the engine has refused a database every check would wrongly pass (an empty file)."""
+    engine = engines.of(ctx.engine)
+    engine.before_checks(ctx)
+    with (ctx.connect(readonly=True) as db, engine.translated(ctx, doing),
+          db.check_transaction(doing)):
+        yield engine, db
+
+
 def verify(ctx: Context, full: bool = False) -> VerifyReport:
     migrations = ctx.migrations()
-    if ctx.engine == "sqlite":
-        require_sqlite(ctx.database)  # an empty file would pass every check
-        _refuse_truncated(ctx.database)
-    with (ctx.connect(readonly=True) as db, translated(ctx.database, "verifying"),
-          db.check_transaction("verifying")):
+    with _checking(ctx, "verifying") as (engine, db):
         applied = applied_migrations(db)
         ef_history = ef.entries(db)
         found = Drift([], [], [])
@@ -76,19 +71,19 @@ def verify(ctx: Context, full: bool = False) -> VerifyReport:
             return found.differences
 
         # Drift first: it names the managed tables, the only ones the engine's checks look at.
-        drifted = _check("drift", drift_check)
-        integrity = _answer(lambda: db.integrity(full, found.managed_tables),
-                            lambda why: Integrity(integrity_pragma(full), [why]))
+        drifted = _check(engine, "drift", drift_check)
+        integrity = _answer(engine, lambda: db.integrity(full, found.managed_tables),
+                            lambda why: Integrity(engine.integrity_method(full), [why]))
         checks = [
             Check("integrity", not integrity.problems, integrity.problems),
-            _check("foreign_keys", lambda: db.foreign_key_problems(found.managed_tables)),
-            _check("migration_files", lambda: file_problems(migrations, applied)),
+            _check(engine, "foreign_keys",
+                   lambda: db.foreign_key_problems(found.managed_tables)),
+            _check(engine, "migration_files", lambda: file_problems(migrations, applied)),
             drifted,
-            _check("ef_history",
+            _check(engine, "ef_history",
                    lambda: ef.disagreements(ef_history, set(applied), ef.rules(db))),
         ]
-    if ctx.engine == "sqlite":  # what the -wal holds that SQLite does not read
-        checks.append(_check("wal", lambda: wal.problems(ctx.database)))
+    checks += [_check(engine, name, run) for name, run in engine.file_checks(ctx)]
     problems = [f"{c.name}: {p}" for c in checks for p in c.problems]
     notes = [f"integrity: n/a: {integrity.note}"] if integrity.note else []
     return VerifyReport(
@@ -101,61 +96,20 @@ def verify(ctx: Context, full: bool = False) -> VerifyReport:
     )
 
 
-def _refuse_truncated(path) -> None:
-    """A file shorter than its header says has lost its last pages: named, not half-checked."""
-    cut = sqlitefile.truncation(path)
-    if cut:
-        raise DatabaseCorrupt(f"{path}: {cut}: its last pages are missing; run "
-                              "`orchestra-schema recover` (or restore a backup)", cut)
-
-
-def _answer(run, failed):
+def _answer(engine, run, failed):
     """run(); a database too damaged to answer (or SQL that no longer replays)
     gives failed(error) as the answer instead of a crash. Locks still raise (exit 3)."""
     try:
         return run()
-    except (apsw.BusyError, apsw.LockedError):
-        raise
-    except (apsw.Error, DatabaseUnavailable, MigrationFailed) as err:
+    except (DatabaseUnavailable, MigrationFailed) + engine.check_errors as err:
+        if isinstance(err, engine.busy_errors):
+            raise
         return failed(f"could not check: {err}")
 
 
-def _check(name: str, run) -> Check:
-    problems = _answer(run, lambda why: [why])
+def _check(engine, name: str, run) -> Check:
+    problems = _answer(engine, run, lambda why: [why])
     return Check(name, not problems, problems)
-
-
-def integrity_problems(db: Database, full: bool = False) -> list[str]:
-    pragma = integrity_pragma(full)
-    try:
-        lines = [row[0] for row in db.rows(f"PRAGMA {pragma}")]
-    except apsw.CorruptError as err:  # some damage stops the check instead of being listed
-        return [f"PRAGMA {pragma} stopped: {err}"] + _damaged_tables(db, pragma)
-    if lines == ["ok"]:
-        return []
-    more = [f"... and {len(lines) - MAX_LINES} more"] if len(lines) > MAX_LINES else []
-    return [f"PRAGMA {pragma}: {line}" for line in lines[:MAX_LINES]] + more
-
-
-def _damaged_tables(db: Database, pragma: str) -> list[str]:
-    """Where the damage is: the same check, one table (with its indexes) at a time."""
-    out = []
-    for table in sorted(db.table_names()):
-        try:
-            lines = [row[0] for row in db.rows(f"PRAGMA {pragma}({quote(table)})")]
-        except apsw.CorruptError as err:
-            lines = [str(err)]
-        if lines != ["ok"]:
-            out.append(f"table {table} is damaged ({lines[0]}); restore it from a backup")
-    return out
-
-
-def foreign_key_problems(db: Database) -> list[str]:
-    counts: dict[tuple[str, str], list] = {}
-    for table, rowid, parent, _ in db.rows("PRAGMA foreign_key_check"):
-        counts.setdefault((table, parent), []).append(rowid)
-    return [f"{table}: {len(rowids)} row(s) reference missing {parent} rows "
-            f"(first rowid {rowids[0]})" for (table, parent), rowids in counts.items()]
 
 
 def file_problems(migrations, applied: dict[str, AppliedRecord]) -> list[str]:
@@ -179,23 +133,6 @@ def file_problems(migrations, applied: dict[str, AppliedRecord]) -> list[str]:
     return out
 
 
-def drift(db, migrations, applied: set[str], ignore=()) -> Drift:
-    """The managed tables' schema against what the applied migrations produce.
-
-    Managed: every table some migration in the sql dir creates, minus `ignore`.
-    db: an SQLite Database or any engine's Driver (its replay: SQLite in memory,
-    PostgreSQL in a scratch schema that is rolled back).
-    """
-    driver = driver_of(db)
-    expected = driver.replay([m for m in migrations if m.id in applied])
-    created = driver.replay(migrations).created
-    managed = set().union(expected.schema.tables, *created.values()) - set(ignore)
-    actual = driver.snapshot().restricted_to(managed)
-    unmanaged = driver.table_names() - managed - HISTORY_TABLES - {ef.TABLE} - set(ignore)
-    return Drift(diff(expected.schema.restricted_to(managed), actual),
-                 sorted(managed), sorted(unmanaged))
-
-
 # ---- checklist: the procedure's Validation Checklist, after rolling back the chat tables
 
 PASS, FAIL, NOT_APPLICABLE = "pass", "fail", "n/a"
@@ -217,11 +154,7 @@ class ChecklistReport:
 
 def checklist(ctx: Context, full: bool = False) -> ChecklistReport:
     migrations = ctx.migrations()
-    if ctx.engine == "sqlite":
-        require_sqlite(ctx.database)  # an empty file would pass every check
-        _refuse_truncated(ctx.database)
-    with (ctx.connect(readonly=True) as db, translated(ctx.database, "running the checklist"),
-          db.check_transaction("running the checklist")):
+    with _checking(ctx, "running the checklist") as (engine, db):
         chat = ef.rules(db).chat
         if chat not in {m.id for m in migrations}:
             raise UsageError(f"{chat} is not in the sql dir; the checklist is for its rollback; "
@@ -232,22 +165,22 @@ def checklist(ctx: Context, full: bool = False) -> ChecklistReport:
         others = sorted(set().union(*created.values()) - set(chat_tables))
         integrity = db.integrity(full, sorted(set(others) & db.table_names()))
         items = [
-            _item(f"{chat} absent from yoyo's history",
+            _item(engine, f"{chat} absent from yoyo's history",
                   lambda: _absent_from_yoyo(applied, chat)),
-            _item(f"{chat} absent from {ef.TABLE}", lambda: _absent_from_ef(db, chat)),
-            *[_item(f"table {t} does not exist", lambda t=t: _table_absent(db, t))
+            _item(engine, f"{chat} absent from {ef.TABLE}", lambda: _absent_from_ef(db, chat)),
+            *[_item(engine, f"table {t} does not exist", lambda t=t: _table_absent(db, t))
               for t in chat_tables],
-            _item("every other managed table present and matching its history",
+            _item(engine, "every other managed table present and matching its history",
                   lambda: _others_match(db, migrations, applied, chat, chat_tables)),
-            _item(_integrity_name(integrity), lambda: _integrity_item(integrity)),
-            _item("a backup taken before the rollback exists and matches its manifest",
+            _item(engine, _integrity_name(integrity), lambda: _integrity_item(integrity)),
+            _item(engine, "a backup taken before the rollback exists and matches its manifest",
                   lambda: _backup_item(db, ctx, chat, full)),
         ]
     return ChecklistReport(ctx.display, all(i.status != FAIL for i in items), items)
 
 
-def _item(name: str, run) -> Item:
-    return Item(name, *_answer(run, lambda why: (FAIL, why)))
+def _item(engine, name: str, run) -> Item:
+    return Item(name, *_answer(engine, run, lambda why: (FAIL, why)))
 
 
 def _absent_from_yoyo(applied: dict[str, AppliedRecord], chat: str):
@@ -336,15 +269,7 @@ def _backup_item(db, ctx: Context, chat: str, full: bool):
 def _backups(ctx: Context, full: bool):
     """Where this database's backups are looked for, those found, how to check one, and
     what that check is called."""
-    if ctx.engine == "postgresql":
-        from ..engines.postgresql import archive as pgarchive
-        return ([ctx.backups], pgarchive.backups_of(ctx.database, ctx.backups),
-                lambda p: pgarchive.check_archive(ctx.database, p, read_all=full),
-                pgarchive.CHECKS[full])
-    # The backup directory, and beside the database (where backups went before it was set).
-    places = list(dict.fromkeys(p.resolve() for p in (ctx.backups, ctx.database.parent)))
-    return (places, [p for place in places for p in backups_of(ctx.database, place)],
-            lambda p: check_backup(p, full=full), integrity_pragma(full))
+    return engines.of(ctx.engine).backups(ctx, full)
 
 
 def _taken_at(backup_path) -> datetime | None:

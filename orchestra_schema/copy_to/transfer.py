@@ -53,7 +53,7 @@ from ..errors import Busy, DatabaseUnavailable, MigrationFailed, Refused
 from ..migrations import default_sql_dir, load
 from ..schema import diff
 from ..engines.sqlite.files import database_size
-from ..commands.verify import drift
+from ..engines.drift import drift
 
 HANGFIRE_TABLES = {"AggregatedCounter", "Counter", "Job", "List", "Hash", "JobParameter",
                    "JobQueue", "Server", "Set", "State", "DistributedLock"}
@@ -311,9 +311,8 @@ def _check_encoding(driver: PgDriver) -> None:
 
 def _apply(driver: PgDriver, migrations) -> tuple[list[str], list[str]]:
     """The pending migrations and EF's history, each in a savepoint of the one transaction."""
-    from ..commands.migrate import refuse_unadopted
     applied = set(applied_migrations(driver))
-    refuse_unadopted(driver, applied)
+    ef.refuse_unadopted(driver, applied)
     ef_before = ef.entries(driver)
     done = [m.id for m in migrations if m.id not in applied and apply_one(driver, m)]
     ef.keep_in_step(driver, set(applied_migrations(driver)))  # also with nothing left to apply

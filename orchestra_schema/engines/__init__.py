@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from .base import CHECKSUM_TABLE, HISTORY_TABLES, YOYO_TABLES, AppliedRecord, Driver
+from .base import CHECKSUM_TABLE, HISTORY_TABLES, YOYO_TABLES, AppliedRecord, Driver, Engine
+
+
+def of(engine: str) -> Engine:
+    """The engine a command works on, by name (Context.engine): the commands ask it, never
+    a module inside sqlite/ or postgresql/."""
+    if engine == "postgresql":
+        from .postgresql import PgEngine
+        return PgEngine()
+    from .sqlite import SqliteEngine
+    return SqliteEngine()
 
 
 def driver_of(db) -> Driver:
@@ -13,4 +23,5 @@ def driver_of(db) -> Driver:
     return SqliteDriver(db)
 
 
-__all__ = ["CHECKSUM_TABLE", "HISTORY_TABLES", "YOYO_TABLES", "AppliedRecord", "Driver", "driver_of"]
+__all__ = ["CHECKSUM_TABLE", "HISTORY_TABLES", "YOYO_TABLES", "AppliedRecord", "Driver", "Engine", "driver_of",
+           "of"]

@@ -15,6 +15,7 @@ from typing import Callable, Iterator
 
 from ..errors import MigrationFailed
 
+DEFAULT_TIMEOUT = 10.0  # seconds to wait for another process's lock; the CLI's --timeout default
 CHECKSUM_TABLE = "_orchestra_schema_checksum"
 MIGRATION_TABLE = "_yoyo_migration"  # yoyo.migrations.default_migration_table (a test checks)
 YOYO_TABLES = frozenset({MIGRATION_TABLE, "_yoyo_log", "_yoyo_version", "yoyo_lock"})
@@ -187,3 +188,67 @@ class Driver(ABC):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class Engine(ABC):
+    """What a command asks of an engine beyond one connection: the commands branch on
+    nothing else. Each method imports its engine's modules when called, so `status`
+    loads neither the page reader nor pg_dump's archive code."""
+
+    name: str  # "sqlite" or "postgresql"
+    secure_delete = False  # rollback --secure-delete means something (SQLite's pages)
+    rehearses_chat_alone = False  # rehearse's default: --only the chat migration, not --to
+
+    @abstractmethod
+    def connect(self, ctx, *, readonly: bool = False, create: bool = False) -> Driver:
+        """One connection to ctx.database, behind the Driver seam."""
+
+    @abstractmethod
+    def backup(self, ctx, output, directory, keep, progress, full_check):
+        """The backup command's copy and manifest (files.backups.BackupResult)."""
+
+    @abstractmethod
+    def restore(self, ctx, backup_path, yes: bool, make_backup: bool, progress):
+        """Put a backup back (files.backups.RestoreResult)."""
+
+    @abstractmethod
+    def recover(self, ctx, source, yes: bool, progress):
+        """Rebuild a damaged database; an engine that recovers by itself refuses (exit 2)."""
+
+    @abstractmethod
+    def rehearsal(self, ctx, report, memory: bool, workdir) -> contextlib.AbstractContextManager:
+        """Where rehearse may roll back and apply again without changing the live database:
+        yields (the database or driver to rehearse on, the snapshot's seconds, what the
+        snapshot step says); sets report.snapshot and report.snapshot_mode."""
+
+    scratch_errors: tuple = ()  # the rehearsal's own files failing (not the SQL): exit 6
+
+    @abstractmethod
+    def schema_sql(self, migrations, server) -> str:
+        """The schema the migrations produce, as the engine writes it."""
+
+    def empty_file(self, ctx) -> bool:
+        """The database is a file cut to nothing (status says so)."""
+        return False
+
+    def before_checks(self, ctx) -> None:
+        """verify and checklist: refuse a database every check would wrongly pass."""
+
+    def file_checks(self, ctx) -> list[tuple[str, Callable[[], list[str]]]]:
+        """verify's checks of the files beside the database: (name, run) pairs."""
+        return []
+
+    def translated(self, ctx, doing: str) -> contextlib.AbstractContextManager:
+        """Around a check: the engine library's errors as the tool's, naming the database."""
+        return contextlib.nullcontext()
+
+    check_errors: tuple = ()  # a check's errors that mean "could not check", not a crash
+    busy_errors: tuple = ()  # ... except these: locked by another connection, exit 3
+
+    def integrity_method(self, full: bool) -> str:
+        """What the integrity check is called when it could not run."""
+        return "integrity_check" if full else "quick_check"
+
+    @abstractmethod
+    def backups(self, ctx, full: bool):
+        """(places looked in, this database's backups found, check(path), the check's name)."""

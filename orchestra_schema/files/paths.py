@@ -17,7 +17,9 @@ import stat
 from pathlib import Path
 
 from ..errors import DatabaseUnavailable
-from ..engines.sqlite.files import SQLITE_HEADER
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+SIDECARS = ("-wal", "-shm", "-journal")  # the files SQLite keeps beside a database
 
 _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
           (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),

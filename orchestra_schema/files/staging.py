@@ -21,7 +21,7 @@ from typing import Iterable, Iterator
 import apsw
 
 from ..errors import DatabaseUnavailable, Refused
-from ..engines.sqlite.files import SIDECARS
+from .paths import SIDECARS
 
 TEMP_MARK = ".orchestra-tmp-"
 _TEMP_NAME = re.compile(r"(\..+\.orchestra-tmp-\d+-[0-9a-f]{8})(?:-journal|-wal|-shm)?")

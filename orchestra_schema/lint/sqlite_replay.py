@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import apsw
 
 from ..engines.sqlite.database import Database
-from ..schema import Schema, Sides, Table, differences, render, snapshot
+from ..engines.sqlite.snapshot import snapshot
+from ..schema import Schema, Sides, Table, differences, render
 from . import replay
 from .findings import ERROR, WARNING, Finding, finding
 from .sqlite_rules import dropped_table, not_transactional, rebuilds

@@ -1,1 +1,64 @@
-"""PostgreSQL behind the seam: psycopg 3 connections, pg_dump archives, catalog checks."""
+"""PostgreSQL behind the seam: psycopg 3 connections, pg_dump archives, catalog checks.
+
+PgEngine is what the commands see (engines.of); each method imports the module that
+does the work when it is called (status never loads pg_dump's archive code).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+from ...errors import UsageError
+from ..base import Engine
+
+
+class PgEngine(Engine):
+    name = "postgresql"
+    rehearses_chat_alone = True  # AgentSessions (a later migration) stays
+
+    def connect(self, ctx, *, readonly=False, create=False):
+        from .driver import PgDriver
+        return PgDriver.connect(ctx.database, timeout=ctx.timeout, readonly=readonly)
+
+    def backup(self, ctx, output, directory, keep, progress, full_check):
+        from .archive import backup_database  # pg_dump's archive
+        return backup_database(ctx, output, directory, keep, full_check=full_check)
+
+    def restore(self, ctx, backup_path, yes, make_backup, progress):
+        from .archive import restore_database  # pg_restore, one transaction
+        return restore_database(ctx, backup_path, make_backup=make_backup, yes=yes)
+
+    def recover(self, ctx, source, yes, progress):
+        raise UsageError(f"{ctx.display}: PostgreSQL recovers from crashes by itself (its WAL "
+                         "replay at start-up), so there is nothing for recover to do; to go back "
+                         "to a backup use `orchestra-schema restore ARCHIVE`")
+
+    @contextlib.contextmanager
+    def rehearsal(self, ctx, report, memory, workdir):
+        """The real rollback and apply on the live database, inside one repeatable-read
+        transaction that is always rolled back. The run lock and the lock_timeout retries
+        are the migration commands' own (rollback_one, apply_one): a table the app holds
+        is waited for at most lock_timeout at a time, until --timeout (exit 3). Once the
+        rollback has its locks, the app's queries on the tables it drops wait until the
+        rehearsal ends (its checks and the apply again)."""
+        report.snapshot = report.snapshot_mode = "transaction"
+        with self.connect(ctx) as driver:
+            start = time.perf_counter()
+            driver.lock()
+            with driver.check_transaction("rehearsing"):
+                yield driver, round(time.perf_counter() - start, 3), \
+                    "ok (a transaction, rolled back at the end)"
+
+    def schema_sql(self, migrations, server):
+        from .catalog import schema_sql
+        if not server:
+            raise UsageError("the PostgreSQL schema is read from a scratch database on a server; "
+                             "give --database postgresql://USER@HOST/DB")
+        return schema_sql(server, migrations)
+
+    def backups(self, ctx, full):
+        from . import archive
+        return ([ctx.backups], archive.backups_of(ctx.database, ctx.backups),
+                lambda p: archive.check_archive(ctx.database, p, read_all=full),
+                archive.CHECKS[full])

@@ -36,8 +36,8 @@ from pathlib import Path
 
 from ... import background
 from ...files import digest as digests, staging
-from ...commands.backup import (MANIFEST_VERSION, BackupResult, manifest_path, read_manifest,
-                                write_manifest)
+from ...files.backups import (MANIFEST_VERSION, BackupResult, RestoreResult, manifest_path,
+                              read_manifest, write_manifest)
 from .driver import LOCK_TIMEOUT_MS, RETRY_PAUSE  # restore waits as rollback does
 from ...errors import Busy, DatabaseUnavailable, Refused, UsageError
 
@@ -550,7 +550,6 @@ def _refuse_another_database(address, archive: Path, manifest, yes: bool) -> Non
 
 def restore_database(ctx, archive: Path, make_backup: bool = True, yes: bool = False):
     """The restore command on PostgreSQL; returns restore.RestoreResult (SQLite's keys)."""
-    from ...commands.restore import RestoreResult
     address, archive = ctx.database, Path(archive)
     if not archive.exists():
         raise UsageError(f"{archive}: no such backup; check the path (backups are named "

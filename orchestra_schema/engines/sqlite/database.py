@@ -17,7 +17,7 @@ from pathlib import Path
 
 import apsw
 
-from ...context import DEFAULT_TIMEOUT
+from ..base import DEFAULT_TIMEOUT
 from ...errors import Busy, DatabaseCorrupt, DatabaseUnavailable
 from ...files.paths import refuse_odd_sidecars
 

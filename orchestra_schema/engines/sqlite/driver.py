@@ -21,7 +21,7 @@ import apsw
 from .applied import applied_migrations
 from .database import Database, database_error, quote, translated
 from ...errors import Busy, MigrationFailed
-from ...schema import snapshot
+from .snapshot import snapshot
 from ..base import CHECKSUM_TABLE, CREATE_CHECKSUM_TABLE, AppliedRecord, Driver, Integrity
 
 EF_TABLE = "__EFMigrationsHistory"
@@ -114,11 +114,11 @@ class SqliteDriver(Driver):
             "ORDER BY created_at_utc", (migration_id,))]
 
     def integrity(self, full, tables):
-        from ...commands.verify import integrity_pragma, integrity_problems
+        from .checks import integrity_pragma, integrity_problems
         return Integrity(integrity_pragma(full), integrity_problems(self.db, full))
 
     def foreign_key_problems(self, tables):
-        from ...commands.verify import foreign_key_problems
+        from .checks import foreign_key_problems
         return foreign_key_problems(self.db)
 
     def replay(self, migrations):

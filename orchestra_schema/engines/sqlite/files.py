@@ -13,9 +13,7 @@ import sys
 from pathlib import Path
 
 from ...errors import Busy
-
-SQLITE_HEADER = b"SQLite format 3\x00"
-SIDECARS = ("-wal", "-shm", "-journal")
+from ...files.paths import SIDECARS, SQLITE_HEADER  # noqa: F401 (read here too)
 _PENDING_BYTE = 0x40000000  # SQLite's lock bytes on the database file start here (512 of them)
 
 
