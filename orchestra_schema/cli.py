@@ -254,6 +254,8 @@ def _status_line(m) -> str:  # commands.MigrationStatus
         notes.append("no checksum recorded")
     if m.in_sql_dir and not m.has_rollback:
         notes.append("NO ROLLBACK FILE")
+    if m.partly:
+        notes.append(m.partly)
     return f"{state:8} {when:20}  {m.id}" + (f"  ({'; '.join(notes)})" if notes else "")
 
 

@@ -40,6 +40,10 @@ class MigrationFile:
     rollback_text: str | None = field(repr=False, compare=False)
     forward_sha256: str = ""
     rollback_sha256: str | None = None
+    # yoyo's `-- transactional: false`: run statement by statement, each recorded as done,
+    # outside one transaction (PostgreSQL's CREATE INDEX CONCURRENTLY); the forward file's
+    # directive holds for the rollback file too, as in yoyo (it is per migration)
+    transactional: bool = True
 
     @property
     def has_rollback(self) -> bool:
@@ -110,6 +114,15 @@ def _leading_comment(text: str) -> tuple[dict[str, str], str]:
         else:
             break
     return directives, textwrap.dedent(ending.join(comments))
+
+
+def _transactional(directives: dict[str, str], path: Path) -> bool:
+    """yoyo's reading of `-- transactional:` (true or false, any case); anything else it
+    would fail on, so it is refused here."""
+    value = directives.get("transactional", "true").strip().lower()
+    if value not in ("true", "false"):
+        raise UsageError(f"{path}: `-- transactional: {value}`: write true or false")
+    return value == "true"
 
 
 def _depends(directives: dict[str, str]) -> tuple[str, ...]:
@@ -188,6 +201,7 @@ def _read_pair(path: Path) -> MigrationFile:
         path=path,
         rollback_path=rollback,
         depends=_depends(directives),
+        transactional=_transactional(directives, path),
         comment=comment.strip(),
         text=text,
         rollback_text=rollback_text,
@@ -268,14 +282,21 @@ def plan_rollback_only(migrations, applied: set[str], migration_id: str) -> list
     return [m for m in reversed(migrations) if m.id in applied and m.id in drop]
 
 
-def dry_run_sql(plan: list[MigrationFile], direction: str) -> str:
-    """The exact statements, in order, under a header per migration."""
+def dry_run_sql(plan: list[MigrationFile], direction: str, step_note=None) -> str:
+    """The exact statements, in order, under a header per migration; a `-- transactional:
+    false` one's each under what it will hold (step_note(statement), the engine's words)."""
     parts = []
     for m in plan:
         source = m.path if direction == "apply" else m.rollback_path
         statements = m.statements if direction == "apply" else m.rollback_statements
         parts.append(f"-- {direction} {m.id} ({source})")
-        parts.extend(s.strip() + ("" if s.strip().endswith(";") else ";") for s in statements)
+        if not m.transactional:
+            parts.append("-- `-- transactional: false`: one statement at a time, each recorded "
+                         "as done when it ends; a run stopped part way is resumed by the next")
+        for number, s in enumerate(statements, 1):
+            if not m.transactional and step_note:
+                parts.append(f"-- statement {number} of {len(statements)}: {step_note(s)}")
+            parts.append(s.strip() + ("" if s.strip().endswith(";") else ";"))
         parts.append("")
     return "\n".join(parts)
 

@@ -27,6 +27,9 @@ class MigrationStatus:
     in_sql_dir: bool
     forward_matches: bool | None  # None: no checksum recorded, or not applied
     rollback_matches: bool | None
+    # a `-- transactional: false` migration stopped part way: "partly applied: statement 2
+    # of 3 done" (the next apply, or rollback, resumes it)
+    partly: str | None = None
 
 
 @dataclass
@@ -58,23 +61,35 @@ def _utc(stored: str | None) -> str | None:
     return datetime.fromisoformat(str(stored)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def migration_statuses(migrations, applied: dict[str, AppliedRecord]) -> list[MigrationStatus]:
+def migration_statuses(migrations, applied: dict[str, AppliedRecord],
+                       progress=None) -> list[MigrationStatus]:
     """Every migration in the sql dir, then applied ones the sql dir lacks."""
     rows = [_migration_status(m.id, m, applied.get(m.id)) for m in migrations]
     known = {m.id for m in migrations}
     rows += [_migration_status(mid, None, rec) for mid, rec in applied.items() if mid not in known]
+    for row in rows:
+        row.partly = partly((progress or {}).get(row.id))
     return rows
+
+
+def partly(p) -> str | None:
+    """How far a non-transactional migration got (an engines.base.Progress), in words."""
+    if p is None:
+        return None
+    past = "applied" if p.operation == "apply" else "rolled back"
+    return (f"partly {past}: statement {p.done} of {p.total} done; run "
+            f"`orchestra-schema {p.operation}` again to resume")
 
 
 def status(ctx: Context) -> StatusReport:
     migrations = ctx.migrations()
     with ctx.connect(readonly=True) as db:
-        applied = db.applied()
+        applied, progress = db.applied(), db.progress()
         ef_history = ef.entries(db)
         out_of_step = ef.disagreements(ef_history, set(applied), ef.rules(db)) if applied else []
     report = StatusReport(database=ctx.display,
-                          migrations=migration_statuses(migrations, applied), ef_history=ef_history,
-                          notes=out_of_step)
+                          migrations=migration_statuses(migrations, applied, progress),
+                          ef_history=ef_history, notes=out_of_step)
     if engines.of(ctx.engine).empty_file(ctx):
         # SQLite takes an empty file for an empty database: every migration is
         # pending, which is true, but the file may be a database cut to nothing.
@@ -115,8 +130,8 @@ def apply(ctx: Context, to: str | None = None, dry_run: bool = False,
                                                applied | {m.id for m in plan},
                                                ef.RULES[ctx.engine])
         if dry_run:
-            result.sql = mig.dry_run_sql(plan, "apply") + ef.as_sql_comment(result.ef_history,
-                                                                            "apply")
+            result.sql = mig.dry_run_sql(plan, "apply", engines.of(ctx.engine).step_note) + \
+                ef.as_sql_comment(result.ef_history, "apply")
             return result
     try:
         with ctx.connect(create=True) as db:
@@ -191,8 +206,8 @@ def rollback(ctx: Context, to: str | None = None, dry_run: bool = False, yes: bo
         if dry_run:
             result.ef_history = ef.planned(ef.entries(db), set(applied) - {m.id for m in plan},
                                            ef.rules(db))
-            result.sql = mig.dry_run_sql(plan, "rollback") + ef.as_sql_comment(result.ef_history,
-                                                                               "rollback")
+            result.sql = mig.dry_run_sql(plan, "rollback", engines.of(ctx.engine).step_note) + \
+                ef.as_sql_comment(result.ef_history, "rollback")
             return result
         if secure_delete:
             db.db.execute("PRAGMA secure_delete = ON")

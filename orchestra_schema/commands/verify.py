@@ -78,7 +78,8 @@ def verify(ctx: Context, full: bool = False) -> VerifyReport:
             Check("integrity", not integrity.problems, integrity.problems),
             _check(engine, "foreign_keys",
                    lambda: db.foreign_key_problems(found.managed_tables)),
-            _check(engine, "migration_files", lambda: file_problems(migrations, applied)),
+            _check(engine, "migration_files",
+                   lambda: file_problems(migrations, applied, db.progress())),
             drifted,
             _check(engine, "ef_history",
                    lambda: ef.disagreements(ef_history, set(applied), ef.rules(db))),
@@ -112,12 +113,15 @@ def _check(engine, name: str, run) -> Check:
     return Check(name, not problems, problems)
 
 
-def file_problems(migrations, applied: dict[str, AppliedRecord]) -> list[str]:
-    """Files changed since applied, missing, without rollback, or pending out of order."""
+def file_problems(migrations, applied: dict[str, AppliedRecord], progress=None) -> list[str]:
+    """Files changed since applied, missing, without rollback, pending out of order, or
+    stopped part way (a `-- transactional: false` migration)."""
     by_id = {m.id: m for m in migrations}
     newest = max(applied, default="")
     out = []
-    for s in migration_statuses(migrations, applied):
+    for s in migration_statuses(migrations, applied, progress):
+        if s.partly:
+            out.append(f"{s.id}: {s.partly}")
         m = by_id.get(s.id)
         if not s.in_sql_dir:
             out.append(f"{s.id}: applied but missing from the sql dir")

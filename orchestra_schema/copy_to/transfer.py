@@ -313,6 +313,8 @@ def _apply(driver: PgDriver, migrations) -> tuple[list[str], list[str]]:
     """The pending migrations and EF's history, each in a savepoint of the one transaction."""
     applied = set(applied_migrations(driver))
     ef.refuse_unadopted(driver, applied)
+    # All in the one transaction: CONCURRENTLY statements run plainly (the tables are empty).
+    driver.in_steps = False
     ef_before = ef.entries(driver)
     done = [m.id for m in migrations if m.id not in applied and apply_one(driver, m)]
     ef.keep_in_step(driver, set(applied_migrations(driver)))  # also with nothing left to apply

@@ -19,7 +19,10 @@ DEFAULT_TIMEOUT = 10.0  # seconds to wait for another process's lock; the CLI's 
 CHECKSUM_TABLE = "_orchestra_schema_checksum"
 MIGRATION_TABLE = "_yoyo_migration"  # yoyo.migrations.default_migration_table (a test checks)
 YOYO_TABLES = frozenset({MIGRATION_TABLE, "_yoyo_log", "_yoyo_version", "yoyo_lock"})
-HISTORY_TABLES = YOYO_TABLES | {CHECKSUM_TABLE}
+# What a failed statement's message says happened, inside one transaction per migration.
+UNDONE = "the migration was rolled back and nothing changed; fix the SQL and run again"
+PROGRESS_TABLE = "_orchestra_schema_progress"  # how far a non-transactional migration got
+HISTORY_TABLES = YOYO_TABLES | {CHECKSUM_TABLE, PROGRESS_TABLE}
 # Our checksums of both files of each applied migration; {} is the table's (quoted) name.
 CREATE_CHECKSUM_TABLE = """
 CREATE TABLE IF NOT EXISTS {} (
@@ -29,6 +32,30 @@ CREATE TABLE IF NOT EXISTS {} (
     rollback_sha256 TEXT,
     applied_at_utc TIMESTAMP NOT NULL
 )"""
+
+
+# One row per migration part way through `-- transactional: false` statements; {} is its name.
+CREATE_PROGRESS_TABLE = """
+CREATE TABLE IF NOT EXISTS {} (
+    migration_id TEXT NOT NULL PRIMARY KEY,
+    operation TEXT NOT NULL,
+    done INTEGER NOT NULL,
+    total INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    updated_at_utc TIMESTAMP NOT NULL
+)"""
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A non-transactional migration stopped part way: `done` of `total` statements of its
+    forward (operation "apply") or rollback ("rollback") file ran, that file's sha256."""
+
+    migration_id: str
+    operation: str
+    done: int
+    total: int
+    sha256: str
 
 
 @dataclass(frozen=True)
@@ -122,6 +149,10 @@ class Driver(ABC):
 
     # ---- writing: the body runs inside one transaction per migration
 
+    def lock(self) -> None:
+        """Hold the lock that keeps runs apart until the connection closes (PostgreSQL's
+        session advisory lock); SQLite's is its write lock, taken by each transaction."""
+
     @abstractmethod
     def in_transaction(self, doing: str, body: Callable[[], object]):
         """Run body() in one transaction with the history tables ensured, after taking the
@@ -133,8 +164,10 @@ class Driver(ABC):
         """
 
     @abstractmethod
-    def run_statements(self, migration_id: str, statements, path) -> set[str]:
-        """Run them; return the tables they wrote, created, altered or dropped."""
+    def run_statements(self, migration_id: str, statements, path, first: int = 1,
+                       undone: str = UNDONE) -> set[str]:
+        """Run them; return the tables they wrote, created, altered or dropped. A failure
+        (MigrationFailed) names the statement (numbered from `first`) and says `undone`."""
 
     @abstractmethod
     def check_constraints(self, migration_id: str, touched: set[str]) -> None:
@@ -173,6 +206,73 @@ class Driver(ABC):
             raise
         except self.Error as err:
             raise MigrationFailed(f"{what}: {err}; {undone} and nothing changed") from err
+
+    # ---- a `-- transactional: false` migration, one statement at a time (runner.run_in_steps)
+
+    def progress(self) -> dict[str, Progress]:
+        """The migrations stopped part way through their statements ({} without the table)."""
+        return {}
+
+    def set_progress(self, migration_id: str, progress: Progress | None) -> None:
+        """Record how far a migration got (None: forget it), in the current transaction or,
+        outside one, at once; creates the table on first use."""
+        raise NotImplementedError
+
+    in_steps = True  # False inside a transaction of the caller's (copy-to's target, rehearse)
+    plain_concurrently = True  # there, CONCURRENTLY runs plainly (an empty table); else skipped
+
+    def in_transaction_forms(self, m, statements, plain: bool | None = None) -> list[str]:
+        """m's statements as one transaction can run them: a `-- transactional: false`
+        migration's CONCURRENTLY statements plainly (or left out, listed in self.skipped),
+        VACUUM left out. A transactional migration's are run as written."""
+        if m.transactional:
+            return statements
+        plain = self.plain_concurrently if plain is None else plain
+        out = []
+        for number, statement in enumerate(statements, 1):
+            form = statement
+            if self.outside_transaction(statement):
+                form = self.in_transaction_form(statement) if plain else None
+            if form is None:
+                self.skipped.append(f"{m.id} statement {number}: "
+                                    f"{statement.strip().splitlines()[0][:80]}")
+            else:
+                out.append(form)
+        return out
+
+    @property
+    def skipped(self) -> list[str]:
+        if "_skipped" not in self.__dict__:
+            self._skipped: list[str] = []
+        return self._skipped
+
+    def in_transaction_form(self, statement: str) -> str | None:
+        """What a statement that cannot run in a transaction does inside one (CREATE INDEX
+        for CREATE INDEX CONCURRENTLY), or None when it has no such form (VACUUM)."""
+        return statement
+
+    def outside_transaction(self, statement: str) -> bool:
+        """The statement cannot run inside a transaction block (PostgreSQL: CONCURRENTLY,
+        VACUUM): it runs alone, and its progress is recorded just after it."""
+        return False
+
+    def autocommit(self, doing: str, body: Callable[[], object]):
+        """Run body() outside any transaction, after taking the run lock; each statement
+        waits for a table lock at most the engine's short lock_timeout, tried again until
+        --timeout (exit 3)."""
+        raise NotImplementedError
+
+    def concurrent_index(self, statement: str) -> tuple[str, str] | None:
+        """("create" or "drop", index name) for CREATE/DROP INDEX CONCURRENTLY, else None."""
+        return None
+
+    def index_state(self, name: str) -> str | None:
+        """"valid", "invalid" (a CONCURRENTLY build that did not finish) or None (absent)."""
+        return None
+
+    def drop_index(self, name: str) -> None:
+        """Drop an index without blocking writes (PostgreSQL: DROP INDEX CONCURRENTLY)."""
+        raise NotImplementedError
 
     @contextlib.contextmanager
     def explaining(self, migration_id: str) -> Iterator[None]:
@@ -226,6 +326,11 @@ class Engine(ABC):
     @abstractmethod
     def schema_sql(self, migrations, server) -> str:
         """The schema the migrations produce, as the engine writes it."""
+
+    def step_note(self, statement: str) -> str:
+        """For --dry-run: how one statement of a `-- transactional: false` migration runs and
+        which lock it holds meanwhile."""
+        return "in a transaction of its own"
 
     def empty_file(self, ctx) -> bool:
         """The database is a file cut to nothing (status says so)."""

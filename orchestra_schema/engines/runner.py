@@ -13,12 +13,14 @@ again under it: a run that finds the history changed under its plan stops (exit 
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .. import ef
 from . import CHECKSUM_TABLE, HISTORY_TABLES, YOYO_TABLES, AppliedRecord, driver_of
-from ..errors import Busy
+from .base import Progress
+from ..errors import Busy, Refused
 
 if TYPE_CHECKING:  # annotations only: rollback on PostgreSQL never imports apsw's schema.py
     from ..migrations import MigrationFile
@@ -37,8 +39,11 @@ def applied_migrations(db) -> dict[str, AppliedRecord]:
 
 
 def apply_one(db, m: MigrationFile) -> bool:
-    """Apply m and record it (and EF's history), atomically. False if it was already applied."""
+    """Apply m and record it (and EF's history), atomically. False if it was already applied.
+    A `-- transactional: false` migration runs statement by statement (run_in_steps)."""
     driver = driver_of(db)
+    if not m.transactional and driver.in_steps:
+        return run_in_steps(driver, m, "apply")
 
     def body():
         applied = driver.applied()
@@ -49,7 +54,8 @@ def apply_one(db, m: MigrationFile) -> bool:
             raise HistoryChanged(
                 f"{m.id}: not applied: {', '.join(missing)}, which it depends on, was rolled back "
                 "meanwhile by another run; nothing more changed; run apply again")
-        touched = driver.run_statements(m.id, m.statements, m.path)
+        touched = driver.run_statements(m.id, driver.in_transaction_forms(m, m.statements),
+                                        m.path)
         with driver.writing_history(f"{m.id}: could not record it in yoyo's history"):
             driver.record(m, "apply")
         ef.keep_in_step(driver, set(applied) | {m.id})
@@ -66,6 +72,8 @@ def rollback_one(db, m: MigrationFile, dependents=()) -> bool:
     dependents: ids of the migrations that depend on m; none may be applied.
     """
     driver = driver_of(db)
+    if not m.transactional and driver.in_steps:
+        return run_in_steps(driver, m, "rollback", dependents)
 
     def body():
         applied = driver.applied()
@@ -76,7 +84,8 @@ def rollback_one(db, m: MigrationFile, dependents=()) -> bool:
             raise HistoryChanged(
                 f"{m.id}: not rolled back: {', '.join(on_top)}, which depends on it, was applied "
                 "meanwhile by another run; nothing more changed; run the rollback again")
-        touched = driver.run_statements(m.id, m.rollback_statements, m.rollback_path)
+        touched = driver.run_statements(
+            m.id, driver.in_transaction_forms(m, m.rollback_statements), m.rollback_path)
         with driver.writing_history(f"{m.id}: could not remove it from yoyo's history"):
             driver.unrecord(m.id, "rollback")
         ef.keep_in_step(driver, set(applied) - {m.id})
@@ -85,6 +94,136 @@ def rollback_one(db, m: MigrationFile, dependents=()) -> bool:
 
     with driver.explaining(m.id):
         return driver.in_transaction(f"rolling back {m.id}", body)
+
+
+# ---- `-- transactional: false`: one statement at a time, each recorded as done
+
+def run_in_steps(driver, m: MigrationFile, operation: str, dependents=()) -> bool:
+    """Run m's forward (operation "apply") or rollback file one statement at a time: each
+    in a transaction of its own with its progress row, or, where the engine cannot run it
+    in one (CREATE INDEX CONCURRENTLY), alone with its progress recorded just after. The
+    history (yoyo's, checksums, EF's) is written after the last statement, in one
+    transaction. A run stopped at any instant is resumed by the next: status shows how far
+    it got; an index a killed CONCURRENTLY build left INVALID is dropped and built again.
+    False when there was nothing to do."""
+    statements, path = ((m.statements, m.path) if operation == "apply"
+                        else (m.rollback_statements, m.rollback_path))
+    total = len(statements)
+    driver.lock()  # PostgreSQL: the session lock, on a connection with no transaction open
+    done = _steps_done(driver, m, operation, statements, dependents)
+    if done is None:
+        return False
+    for number in range(done + 1, total + 1):
+        _step(driver, m, operation, number, statements[number - 1], path,
+              Progress(m.id, operation, number, total, _digest(statements[:number])))
+    return _finish_steps(driver, m, operation)
+
+
+def _digest(statements) -> str:
+    """What the statements done so far were: those may not change before the rest runs
+    (a failed statement after them may be fixed)."""
+    return hashlib.sha256("\0".join(statements).encode()).hexdigest()
+
+
+def _steps_done(driver, m, operation, statements, dependents) -> int | None:
+    """How many statements an earlier run did (0: none), under the run lock; None when
+    the migration is already where the operation takes it."""
+    found = driver.progress().get(m.id)
+    if found and found.operation != operation:
+        raise Refused(f"{m.id}: partly {_past(found.operation)} ({found.done} of {found.total} "
+                      f"statements); nothing changed; run `orchestra-schema {found.operation}` "
+                      "again to finish that first")
+    if found and found.sha256 != _digest(statements[:found.done]):
+        raise Refused(f"{m.id}: statements 1-{found.done} of its "
+                      f"{'forward' if operation == 'apply' else 'rollback'} file changed since "
+                      "they ran; nothing changed; put them back as they were to resume (only "
+                      "the statements not yet run may change)")
+    applied = driver.applied()
+    if found is None and (m.id in applied) == (operation == "apply"):
+        return None
+    if operation == "apply":
+        missing = [d for d in m.depends if d not in applied]
+        if missing:
+            raise HistoryChanged(f"{m.id}: not applied: {', '.join(missing)}, which it depends "
+                                 "on, is not applied (another run rolled it back?); nothing "
+                                 "changed; run apply again")
+    else:
+        on_top = [d for d in dependents if d in applied]
+        if on_top:
+            raise HistoryChanged(f"{m.id}: not rolled back: {', '.join(on_top)}, which depends "
+                                 "on it, is applied; nothing changed")
+    return found.done if found else 0
+
+
+def _step(driver, m, operation, number, statement, path, progress: Progress) -> None:
+    """One statement and its progress row; a CONCURRENTLY index statement first looks at
+    what an interrupted one left."""
+    undone = (f"this statement was undone; statements 1-{number - 1} of {progress.total} stay "
+              f"done and recorded ({m.id} is partly {_past(operation)}); fix statement {number} "
+              f"and run `orchestra-schema {operation}` again to resume there")
+
+    def body():
+        if not _index_already(driver, statement):
+            driver.run_statements(m.id, [statement], path, first=number, undone=undone)
+        driver.set_progress(m.id, progress)
+
+    doing = f"{_ing(operation)} {m.id}, statement {number} of {progress.total}"
+    try:
+        if driver.outside_transaction(statement):
+            driver.autocommit(doing, body)
+        else:
+            driver.in_transaction(doing, body)
+    except HistoryChanged:
+        raise
+    except Busy as err:
+        raise Busy(f"{err}; statements 1-{number - 1} of {m.id} stay done and recorded; run "
+                   f"`orchestra-schema {operation}` again to resume at statement {number}") from None
+
+
+def _index_already(driver, statement: str) -> bool:
+    """True when a CONCURRENTLY index statement has nothing left to do, as if it said IF
+    [NOT] EXISTS: the index is there and valid (CREATE), or gone (DROP); a kill after the
+    build but before its progress row leaves exactly that. An INVALID index (a build
+    killed or timed out part way; PostgreSQL keeps it, unusable, but writes maintain it)
+    is dropped first, so CREATE builds it again."""
+    found = driver.concurrent_index(statement)
+    if found is None:
+        return False
+    verb, name = found
+    state = driver.index_state(name)
+    if state == "invalid":
+        driver.drop_index(name)
+        state = None
+    return (state == "valid") == (verb == "create")
+
+
+def _finish_steps(driver, m, operation) -> bool:
+    """The history, after the last statement, in one transaction with the progress row."""
+    def body():
+        applied = driver.applied()
+        if operation == "apply":
+            with driver.writing_history(f"{m.id}: could not record it in yoyo's history",
+                                        undone="its statements stay done; run apply again"):
+                driver.record(m, "apply")
+            ef.keep_in_step(driver, set(applied) | {m.id})
+        else:
+            with driver.writing_history(f"{m.id}: could not remove it from yoyo's history",
+                                        undone="its statements stay done; run rollback again"):
+                driver.unrecord(m.id, "rollback")
+            ef.keep_in_step(driver, set(applied) - {m.id})
+        driver.set_progress(m.id, None)
+        return True
+
+    with driver.explaining(m.id):
+        return driver.in_transaction(f"recording {m.id}", body)
+
+
+def _past(operation: str) -> str:
+    return "applied" if operation == "apply" else "rolled back"
+
+
+def _ing(operation: str) -> str:
+    return "applying" if operation == "apply" else "rolling back"
 
 
 def record_applied(db, migrations, check=None) -> list[str]:
@@ -170,7 +309,9 @@ def run_forward(db, m: MigrationFile) -> None:
 
     Raises MigrationFailed naming the statement that fails.
     """
-    driver_of(db).run_statements(m.id, m.statements, m.path)
+    driver = driver_of(db)
+    driver.run_statements(m.id, driver.in_transaction_forms(m, m.statements, plain=True),
+                          m.path)
 
 
 def replay(migrations, db=None) -> Replay:

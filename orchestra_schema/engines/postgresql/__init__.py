@@ -44,11 +44,23 @@ class PgEngine(Engine):
         rehearsal ends (its checks and the apply again)."""
         report.snapshot = report.snapshot_mode = "transaction"
         with self.connect(ctx) as driver:
+            # A `-- transactional: false` migration runs inside this one transaction; its
+            # CONCURRENTLY statements cannot, and built plainly they would block the app's
+            # writes until the rehearsal ends: they are left out, and listed.
+            driver.in_steps = driver.plain_concurrently = False
             start = time.perf_counter()
             driver.lock()
             with driver.check_transaction("rehearsing"):
                 yield driver, round(time.perf_counter() - start, 3), \
                     "ok (a transaction, rolled back at the end)"
+            report.warnings += [
+                f"not rehearsed: {s} (CONCURRENTLY cannot run in the rehearsal's transaction, "
+                "and built plainly it would block the app's writes until the rehearsal ends; "
+                "the real run builds it without blocking them)" for s in driver.skipped]
+
+    def step_note(self, statement):
+        from .locks import lock_taken
+        return lock_taken(statement)
 
     def schema_sql(self, migrations, server):
         from .catalog import schema_sql

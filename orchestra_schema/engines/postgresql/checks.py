@@ -21,10 +21,33 @@ MAX_LINES = 10
 
 
 def integrity(conn, schema: str, tables, full: bool = False) -> Integrity:
-    """amcheck on `tables` of `schema`; conn is autocommit, left as it was found."""
+    """INVALID indexes, then amcheck on `tables` of `schema`; conn is left as it was found."""
+    method = "amcheck heapallindexed" if full else "amcheck"
+    invalid = _invalid_indexes(conn, schema, sorted(tables))
+    found = _amchecked(conn, schema, tables, full, method)
+    found.problems[:0] = invalid
+    return found
+
+
+_INVALID = """
+SELECT i.relname, t.relname FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
+JOIN pg_class t ON t.oid = x.indrelid JOIN pg_namespace n ON n.oid = t.relnamespace
+WHERE n.nspname = %s AND t.relname = ANY(%s) AND NOT x.indisvalid ORDER BY t.relname, i.relname"""
+
+
+def _invalid_indexes(conn, schema: str, tables: list[str]) -> list[str]:
+    """Indexes a CREATE INDEX CONCURRENTLY left unfinished: writes maintain them, no query
+    uses them, and the catalog lists them as if they were there."""
+    return [f"index {index} on {table} is INVALID (a CREATE INDEX CONCURRENTLY that did not "
+            f"finish): queries do not use it; run `orchestra-schema apply` again if a "
+            f"migration builds it (it is dropped and built again), else DROP INDEX "
+            f"CONCURRENTLY and create it again"
+            for index, table in conn.execute(_INVALID, (schema, tables)).fetchall()]
+
+
+def _amchecked(conn, schema: str, tables, full: bool, method: str) -> Integrity:
     import psycopg
     from psycopg import errors
-    method = "amcheck heapallindexed" if full else "amcheck"
     with conn.transaction(force_rollback=True):
         installed = conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'amcheck'").fetchone()
         if not installed:

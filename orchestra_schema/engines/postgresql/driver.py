@@ -20,6 +20,7 @@ import hashlib
 import math
 import re
 import time
+from dataclasses import astuple
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
@@ -28,7 +29,8 @@ from psycopg import errors as pgerrors
 from psycopg import sql
 
 from ...errors import Busy, DatabaseUnavailable, MigrationFailed
-from ..base import CHECKSUM_TABLE, CREATE_CHECKSUM_TABLE, MIGRATION_TABLE, AppliedRecord, Driver
+from ..base import (CHECKSUM_TABLE, CREATE_CHECKSUM_TABLE, CREATE_PROGRESS_TABLE, MIGRATION_TABLE,
+                    PROGRESS_TABLE, UNDONE, AppliedRecord, Driver, Progress)
 
 if TYPE_CHECKING:
     from ...schema import Schema
@@ -211,7 +213,8 @@ class PgDriver(Driver):
                 sql.Identifier(scratch)))
             for m in migrations:
                 before = _tables_in_order(self.conn, scratch)
-                self.run_statements(m.id, m.statements, m.path)
+                self.run_statements(m.id, self.in_transaction_forms(m, m.statements, plain=True),
+                                    m.path)
                 created[m.id] = [t for t in _tables_in_order(self.conn, scratch)
                                  if t not in before]
             schema = catalog_snapshot(self.conn, scratch)
@@ -264,9 +267,9 @@ class PgDriver(Driver):
         finally:
             self._backend = None
 
-    def run_statements(self, migration_id, statements, path) -> set[str]:
+    def run_statements(self, migration_id, statements, path, first=1, undone=UNDONE) -> set[str]:
         touched: set[str] = set()
-        for number, statement in enumerate(statements, 1):
+        for number, statement in enumerate(statements, first):
             try:
                 self.conn.execute(statement)
             except LOCK_ERRORS:
@@ -274,9 +277,9 @@ class PgDriver(Driver):
             except psycopg.OperationalError as err:
                 if isinstance(err, pgerrors.QueryCanceled) or self.conn.closed:
                     raise
-                raise _failed(migration_id, number, path, statement, err) from None
+                raise _failed(migration_id, number, path, statement, err, undone) from None
             except psycopg.Error as err:
-                raise _failed(migration_id, number, path, statement, err) from None
+                raise _failed(migration_id, number, path, statement, err, undone) from None
             touched.update(statement_targets(statement, writes=True))
         return touched
 
@@ -302,6 +305,73 @@ class PgDriver(Driver):
         self.conn.execute(sql.SQL("DELETE FROM {} WHERE migration_hash = %s").format(
             self.qualified(CHECKSUM_TABLE)), (ref.hash,))
 
+    # ---- a `-- transactional: false` migration, one statement at a time
+
+    def progress(self):
+        if PROGRESS_TABLE not in self.table_names():
+            return {}
+        return {r[0]: Progress(*r) for r in self._rows(sql.SQL(
+            "SELECT migration_id, operation, done, total, sha256 FROM {}").format(
+            self.qualified(PROGRESS_TABLE)))}
+
+    def set_progress(self, migration_id, progress):
+        table = self.qualified(PROGRESS_TABLE)
+        with self.conn.transaction():  # outside a migration's transaction: one of its own
+            self.conn.execute(sql.SQL(CREATE_PROGRESS_TABLE).format(table))
+            self.conn.execute(sql.SQL("DELETE FROM {} WHERE migration_id = %s").format(table),
+                              (migration_id,))
+            if progress is not None:
+                self.conn.execute(sql.SQL("INSERT INTO {} VALUES (%s, %s, %s, %s, %s, %s)").format(
+                    table), (*astuple(progress),
+                             datetime.now(timezone.utc).replace(tzinfo=None)))
+            elif not self.conn.execute(sql.SQL("SELECT 1 FROM {} LIMIT 1").format(table)).fetchall():
+                self.conn.execute(sql.SQL("DROP TABLE {}").format(table))  # only while needed
+
+    def outside_transaction(self, statement):
+        return bool(_OUTSIDE.match(_strip_comments(statement)))
+
+    def autocommit(self, doing, body):
+        self.lock()
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                with self._translated(doing):
+                    self.conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT_MS}ms'")
+                    try:
+                        return body()
+                    finally:
+                        with contextlib.suppress(psycopg.Error):
+                            self.conn.execute("RESET lock_timeout")
+            except LOCK_ERRORS as err:
+                if time.monotonic() + RETRY_PAUSE > deadline:
+                    raise Busy(f"{self.display}: {_lock_wait(err)} past --timeout while "
+                               f"{doing}") from None
+                time.sleep(RETRY_PAUSE)
+
+    def in_transaction_form(self, statement):
+        text = _strip_comments(statement)
+        if not re.match(r"\s*(?:CREATE|DROP|REINDEX)\b", text, re.IGNORECASE):
+            return None  # VACUUM and the like change no schema
+        return re.sub(r"\bCONCURRENTLY\b", "", statement, count=1, flags=re.IGNORECASE)
+
+    def concurrent_index(self, statement):
+        match = _CONCURRENT_INDEX.match(_strip_comments(statement))
+        if not match:
+            return None
+        verb = "create" if match.group(1) else "drop"
+        return verb, _unquote(match.group(2) or match.group(3))
+
+    def index_state(self, name):
+        rows = self._rows(
+            "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relname = %s", (self.schema, name))
+        return None if not rows else "valid" if rows[0][0] else "invalid"
+
+    def drop_index(self, name):
+        self.conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(
+            self.qualified(name)))
+
     def ef_create(self, ddl):
         self.conn.execute(sql.SQL(ddl).format(self.qualified(EF_TABLE)))
 
@@ -319,12 +389,11 @@ class PgDriver(Driver):
         self.conn.close()
 
 
-def _failed(migration_id, number, path, statement, err) -> MigrationFailed:
+def _failed(migration_id, number, path, statement, err, undone) -> MigrationFailed:
     first_line = statement.strip().splitlines()[0][:80]
     return MigrationFailed(
         f"{migration_id}: statement {number} in {path} failed: {_first_line(err)} "
-        f"[{first_line}]; the migration was rolled back and nothing changed; "
-        "fix the SQL and run again")
+        f"[{first_line}]; {undone}")
 
 
 def _lock_wait(err) -> str:
@@ -349,6 +418,17 @@ _LOSING = re.compile(
 _WRITING = re.compile(
     rf"\b(?:CREATE\s+TABLE(?:\s+IF\s+NOT\s+EXISTS)?|ALTER\s+TABLE(?:\s+IF\s+EXISTS)?(?:\s+ONLY)?|"
     rf"INSERT\s+INTO|UPDATE(?:\s+ONLY)?)\s+({_QUALIFIED})", re.IGNORECASE)
+
+
+# Statements PostgreSQL refuses inside a transaction block.
+_OUTSIDE = re.compile(
+    r"\s*(?:VACUUM\b|(?:CREATE|DROP)\s+(?:DATABASE|TABLESPACE)\b|ALTER\s+SYSTEM\b|"
+    r"CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY\b|DROP\s+INDEX\s+CONCURRENTLY\b|"
+    r"REINDEX\b[^;]*\bCONCURRENTLY\b)", re.IGNORECASE)
+_CONCURRENT_INDEX = re.compile(
+    rf"\s*(?:(CREATE)\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY\s+(?:IF\s+NOT\s+EXISTS\s+)?"
+    rf"({_QUALIFIED})|DROP\s+INDEX\s+CONCURRENTLY\s+(?:IF\s+EXISTS\s+)?({_QUALIFIED}))",
+    re.IGNORECASE)
 
 
 def _strip_comments(statement: str) -> str:

@@ -42,6 +42,9 @@ class SqliteEngine(Engine):
         from .schema_sql import schema_sql
         return schema_sql(migrations)
 
+    def step_note(self, statement):
+        return "in a transaction of its own (SQLite's write lock on the whole file meanwhile)"
+
     def empty_file(self, ctx):
         return ctx.database.stat().st_size == 0
 

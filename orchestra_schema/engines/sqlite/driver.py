@@ -13,6 +13,7 @@ waits up to the busy timeout and then fails with Busy (exit 3).
 from __future__ import annotations
 
 import contextlib
+from dataclasses import astuple
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -22,7 +23,8 @@ from .applied import applied_migrations
 from .database import Database, database_error, quote, translated
 from ...errors import Busy, MigrationFailed
 from .snapshot import snapshot
-from ..base import CHECKSUM_TABLE, CREATE_CHECKSUM_TABLE, AppliedRecord, Driver, Integrity
+from ..base import (CHECKSUM_TABLE, CREATE_CHECKSUM_TABLE, CREATE_PROGRESS_TABLE, PROGRESS_TABLE,
+                    UNDONE, AppliedRecord, Driver, Integrity, Progress)
 
 EF_TABLE = "__EFMigrationsHistory"
 
@@ -128,7 +130,8 @@ class SqliteDriver(Driver):
             driver = SqliteDriver(scratch)
             for m in migrations:
                 before = _tables_in_order(scratch)
-                driver.run_statements(m.id, m.statements, m.path)
+                driver.run_statements(
+                    m.id, driver.in_transaction_forms(m, m.statements, plain=True), m.path)
                 created[m.id] = [t for t in _tables_in_order(scratch) if t not in before]
             return Replay(snapshot(scratch), created)
 
@@ -155,7 +158,7 @@ class SqliteDriver(Driver):
             finally:
                 self._backend = None
 
-    def run_statements(self, migration_id, statements, path) -> set[str]:
+    def run_statements(self, migration_id, statements, path, first=1, undone=UNDONE) -> set[str]:
         touched: set[str] = set()
 
         def authorizer(op, arg1, arg2, dbname, trigger):
@@ -166,11 +169,11 @@ class SqliteDriver(Driver):
             return apsw.SQLITE_OK
 
         with _authorizer(self.db, authorizer):
-            for number, sql in enumerate(statements, 1):
-                self._run_statement(migration_id, number, sql, path)
+            for number, sql in enumerate(statements, first):
+                self._run_statement(migration_id, number, sql, path, undone)
         return {t for t in touched if t and not t.startswith("sqlite_")}
 
-    def _run_statement(self, migration_id, number: int, sql: str, path) -> None:
+    def _run_statement(self, migration_id, number: int, sql: str, path, undone: str) -> None:
         try:
             self.db.execute(sql)
         except (apsw.BusyError, apsw.LockedError):
@@ -180,9 +183,24 @@ class SqliteDriver(Driver):
         except apsw.Error as err:
             first_line = sql.strip().splitlines()[0][:80]
             raise MigrationFailed(
-                f"{migration_id}: statement {number} in {path} failed: {err} [{first_line}]; "
-                "the migration was rolled back and nothing changed; fix the SQL and run again"
+                f"{migration_id}: statement {number} in {path} failed: {err} [{first_line}]; {undone}"
             ) from err
+
+    def progress(self):
+        if PROGRESS_TABLE not in self.db.table_names():
+            return {}
+        return {r[0]: Progress(*r) for r in self.db.rows(
+            f"SELECT migration_id, operation, done, total, sha256 FROM {PROGRESS_TABLE}")}
+
+    def set_progress(self, migration_id, progress):
+        """Inside the step's own transaction: SQLite runs every statement in one."""
+        self.db.execute(CREATE_PROGRESS_TABLE.format(PROGRESS_TABLE))
+        self.db.execute(f"DELETE FROM {PROGRESS_TABLE} WHERE migration_id = ?", (migration_id,))
+        if progress is not None:
+            self.db.execute(f"INSERT INTO {PROGRESS_TABLE} VALUES (?, ?, ?, ?, ?, ?)",
+                            (*astuple(progress), datetime.now(timezone.utc).isoformat(" ")))
+        elif not self.db.rows(f"SELECT 1 FROM {PROGRESS_TABLE} LIMIT 1"):
+            self.db.execute(f"DROP TABLE {PROGRESS_TABLE}")  # only while needed
 
     def check_constraints(self, migration_id, touched) -> None:
         """SQLite's schema-change procedure: commit only if foreign_key_check is clean.
