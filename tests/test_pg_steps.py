@@ -136,3 +136,51 @@ def test_a_directive_yoyo_cannot_read_is_refused(pgdb, tmp_path, case):
     where = sql_dir(tmp_path, FORWARD.replace("transactional: false", "transactional: no"))
     result = pg(pgdb, where, "status")
     assert result.exit_code == 2 and "`-- transactional: no`: write true or false" in result.stderr
+
+
+def test_the_dry_run_says_how_each_statement_runs_and_the_lock_it_holds(pgdb, tmp_path):
+    forward = FORWARD + 'ALTER TABLE "ChatMessages" ADD COLUMN "Pinned" boolean;\n'
+    where = sql_dir(tmp_path, forward)
+    assert pg(pgdb, where, "apply", "--to", CHAT).exit_code == 0
+    result = pg(pgdb, where, "apply", "--dry-run", "--no-lint")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    at = lines.index(f"-- apply {INDEX_ID} ({where / (INDEX_ID + '.sql')})")
+    assert lines[at + 1].startswith("-- `-- transactional: false`: one statement at a time")
+    assert lines[at + 2].startswith("-- statement 1 of 2: outside a transaction (PostgreSQL "
+                                    "refuses it inside one); lock SHARE UPDATE EXCLUSIVE on "
+                                    "ChatMessages: the app's reads and writes go on")
+    assert lines[at + 4].startswith("-- statement 2 of 2: in a transaction of its own; lock "
+                                    "ACCESS EXCLUSIVE (most forms) on ChatMessages")
+    assert index_state(pgdb) is None and INDEX_ID not in history(pgdb)
+
+
+def test_rehearse_leaves_concurrently_out_and_says_so(pgdb, tmp_path):
+    """Inside the rehearsal's one transaction CONCURRENTLY cannot run, and a plain build
+    would block the app's writes until it ends: left out, listed, the rest rehearsed."""
+    where = sql_dir(tmp_path)
+    assert pg(pgdb, where, "apply").exit_code == 0
+    result = pg(pgdb, where, "--json", "rehearse", "--only", INDEX_ID)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["ok"] and report["rolled_back"] == [INDEX_ID]
+    skipped = [w for w in report["warnings"] if w.startswith("not rehearsed:")]
+    assert len(skipped) == 2 and "DROP INDEX CONCURRENTLY" in skipped[0]
+    assert "CREATE INDEX CONCURRENTLY" in skipped[1]
+    assert index_state(pgdb) == "valid" and INDEX_ID in history(pgdb)
+
+
+def test_inside_a_callers_transaction_concurrently_runs_plainly(pgdb, tmp_path):
+    """As copy-to applies the migrations on its empty target: all inside its one
+    transaction, CONCURRENTLY dropped (the table is empty, nobody else uses it)."""
+    from orchestra_schema import address
+    from orchestra_schema.context import Context
+    from orchestra_schema.engines.runner import apply_one
+    from orchestra_schema.migrations import load
+    where = sql_dir(tmp_path)
+    with Context(address.parse(pgdb.url), sql_dir=where).connect() as driver, \
+            driver.conn.transaction():
+        driver.in_steps = False  # what copy-to sets on its target
+        assert all(apply_one(driver, m) for m in load(where))
+    assert index_state(pgdb) == "valid" and INDEX_ID in history(pgdb)
+    assert "_orchestra_schema_progress" not in pgdb.tables()

@@ -39,6 +39,10 @@ EF_TABLE = "__EFMigrationsHistory"
 LOCK_TIMEOUT_MS = 200  # how long the app's queries may queue behind one of our DDL statements
 RETRY_PAUSE = 0.3  # seconds between attempts: the app's queued queries run meanwhile
 LOCK_ERRORS = (pgerrors.LockNotAvailable, pgerrors.DeadlockDetected)
+# How often the server looks for our process while a statement runs: a run killed mid-way
+# (a long CREATE INDEX CONCURRENTLY) stops its statement and frees its locks at once, not
+# when the statement would have ended.
+CHECK_INTERVAL_MS = 100
 
 
 def advisory_key(schema: str) -> int:
@@ -74,6 +78,8 @@ class PgDriver(Driver):
         try:
             if readonly:
                 conn.execute("SET default_transaction_read_only = on")
+            if conn.info.server_version >= 140000:  # a killed run's statement ends with it
+                conn.execute(f"SET client_connection_check_interval = {CHECK_INTERVAL_MS}")
             schema = conn.execute("SELECT current_schema()").fetchone()[0]
         except psycopg.Error as err:
             conn.close()

@@ -1,0 +1,66 @@
+"""`-- transactional: false` on SQLite, on the real orchestra.db EF Core made: every
+statement is SQLite-transactional anyway, so the directive changes only the transaction
+boundaries; each statement commits with its progress row, and a failed one leaves those
+before it done, recorded, resumed by the next run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from helpers import CHAT, REAL_DB, cli, connect, history, tables
+from orchestra_schema.migrations import default_sql_dir
+
+PINS = "20261208000000_ChatPins"
+FORWARD = f"""-- Pinned messages.
+-- transactional: false
+-- depends: {CHAT}
+CREATE TABLE ChatPins (MessageId TEXT NOT NULL PRIMARY KEY REFERENCES ChatMessages (Id));
+CREATE INDEX IX_ChatPins_MessageId ON ChatPins (MessageId);
+INSERT INTO ChatPins SELECT Id FROM ChatMessages WHERE Nope;
+"""
+ROLLBACK = "DROP INDEX IX_ChatPins_MessageId;\nDROP TABLE ChatPins;\n"
+
+
+def setup(tmp_path):
+    db = tmp_path / "orchestra.db"
+    shutil.copy(REAL_DB, db)
+    where = tmp_path / "sql"
+    shutil.copytree(default_sql_dir("sqlite"), where)
+    assert cli("-d", db, "--sql-dir", where, "-q", "adopt", "--no-backup").exit_code == 0
+    (where / f"{PINS}.sql").write_text(FORWARD)
+    (where / f"{PINS}.rollback.sql").write_text(ROLLBACK)
+    return db, where
+
+
+def test_a_failed_statement_leaves_the_ones_before_it_done_and_the_rerun_resumes(tmp_path):
+    db, where = setup(tmp_path)
+    result = cli("-d", db, "--sql-dir", where, "apply", "--no-lint")
+    assert result.exit_code == 4 and "statement 3 in" in result.stderr
+    assert "statements 1-2 of 3 stay done and recorded" in result.stderr
+    assert "ChatPins" in tables(db) and PINS not in history(db)
+    status = json.loads(cli("-d", db, "--sql-dir", where, "--json", "status").stdout)
+    assert {m["id"]: m["partly"] for m in status["migrations"]}[PINS] == (
+        "partly applied: statement 2 of 3 done; run `orchestra-schema apply` again to resume")
+    verify = cli("-d", db, "--sql-dir", where, "verify")
+    assert verify.exit_code == 1 and f"{PINS}: partly applied" in verify.stdout
+    (where / f"{PINS}.sql").write_text(FORWARD.replace("WHERE Nope", "WHERE 0"))
+    result = cli("-d", db, "--sql-dir", where, "apply", "--no-lint")
+    assert result.exit_code == 0, result.output
+    assert PINS in history(db) and "_orchestra_schema_progress" not in tables(db)
+    assert cli("-d", db, "--sql-dir", where, "-q", "verify").exit_code == 0
+    result = cli("-d", db, "--sql-dir", where, "rollback", "--only", PINS, "--no-backup")
+    assert result.exit_code == 0, result.output
+    assert "ChatPins" not in tables(db) and PINS not in history(db)
+    with connect(db) as c:
+        assert c.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+
+
+def test_each_statement_commits_with_its_progress_row(tmp_path):
+    """The directive's one effect on SQLite: statement 1 stays although statement 3
+    failed (in one transaction it would have been rolled back with it)."""
+    db, where = setup(tmp_path)
+    (where / f"{PINS}.sql").write_text(FORWARD.replace("-- transactional: false\n", ""))
+    result = cli("-d", db, "--sql-dir", where, "apply", "--no-lint")
+    assert result.exit_code == 4 and "the migration was rolled back" in result.stderr
+    assert "ChatPins" not in tables(db)
