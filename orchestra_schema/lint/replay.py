@@ -26,7 +26,7 @@ FileCheck = Callable[[SqlFile, object, object], list[Finding]]
 
 class Scratch(Protocol):
     # (index, error) on failure, rolled back; hold: leave the transaction open for end();
-    # each: each statement in its own transaction (a `-- transactional: false` file), never held
+    # each: each statement in its own transaction (a `-- transactional: false` file)
     def run(self, statements, hold: bool = False,
             each: bool = False) -> tuple[int, str] | None: ...
     def end(self, keep: bool) -> None: ...  # commit (keep) or roll back a held transaction
@@ -75,7 +75,7 @@ def _round_trip(scratch: Scratch, forward: SqlFile, rollback: SqlFile | None,
     out = extra(forward, before, after)
     if rollback is None:
         return out
-    hold = state is not None and rollback.transactional
+    hold = state is not None
     if (failed := _run_file(scratch, rollback, "rolling it back", hold)) is not None:
         return out + [failed]
     back = scratch.snapshot()
