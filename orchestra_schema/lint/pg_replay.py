@@ -16,9 +16,15 @@ class PgScratch:
     def __init__(self, conn):
         self.conn = conn
 
-    def run(self, statements, hold: bool = False) -> tuple[int, str] | None:
-        kept = [(i, s) for i, s in enumerate(statements) if _transactional(s)]
-        failed = pg_schema.run(self.conn, [s for _, s in kept])
+    def run(self, statements, hold: bool = False,
+            each: bool = False) -> tuple[int, str] | None:
+        kept = [(i, s) for i, s in enumerate(statements) if _replayed(s, each)]
+        self.conn.commit()  # a snapshot's reading; autocommit needs no transaction open
+        self.conn.autocommit = each  # each statement commits alone, as the tool runs the file
+        try:
+            failed = pg_schema.run(self.conn, [s for _, s in kept])
+        finally:
+            self.conn.autocommit = False
         return None if failed is None else (kept[failed[0]][0], failed[1])
 
     def snapshot(self) -> dict[str, str]:
@@ -34,10 +40,12 @@ class PgScratch:
         raise AssertionError("PgScratch never holds a transaction (state() is None)")
 
 
-def _transactional(sql: str) -> bool:
-    """Statements the not-transactional rule reports are left out, as in SQLite's replay."""
+def _replayed(sql: str, each: bool) -> bool:
+    """Statements the not-transactional rule reports are left out, as in SQLite's replay; in a
+    file run statement by statement (each) CONCURRENTLY runs, as on the live database."""
     READ["replayed"] += 1
-    concurrently = "CONCURRENTLY" in sql.upper() and any(t.word == "CONCURRENTLY" for t in tokens(sql))
+    concurrently = not each and "CONCURRENTLY" in sql.upper() and any(
+        t.word == "CONCURRENTLY" for t in tokens(sql))
     return not (not_transactional(sql) or concurrently)
 
 

@@ -4,6 +4,10 @@ statement takes on a table the running app uses, and the data-loss statements.
 A table created earlier in the same file is new and empty: nothing waits on it,
 so the lock rules leave it alone. Every other table is taken to be live.
 Each message says which lock the statement takes and the safer pattern.
+
+A file whose header says `-- transactional: false` (or whose forward file's does) runs
+statement by statement in autocommit: there CONCURRENTLY, VACUUM and a new enum value used
+later in the file are fine, and non-transactional-mix warns of what should stay atomic.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from pglast import ast
 from pglast.enums import AlterTableType as AT
 from pglast.enums import ConstrType, ObjectType
 
-from .findings import ERROR, Finding, finding, loss
+from .findings import ERROR, WARNING, Finding, finding, loss
 from .sqltext import Lines, SqlFile, line_at, skip_blank
 
 # Functions whose default makes ADD COLUMN write every row (volatile); now() and
@@ -27,6 +31,11 @@ _CONSTRAINT_KINDS = {ConstrType.CONSTR_FOREIGN: "FOREIGN KEY", ConstrType.CONSTR
                      ConstrType.CONSTR_PRIMARY: "PRIMARY KEY", ConstrType.CONSTR_UNIQUE: "UNIQUE"}
 _LATER = ("in a later migration `ALTER TABLE {t} VALIDATE CONSTRAINT ...` (SHARE UPDATE "
           "EXCLUSIVE: reads and writes go on while it scans)")
+_OWN = "in a migration of its own whose header says `-- transactional: false`"
+_ADD_DIRECTIVE = ("add `-- transactional: false` to the file's header (the migration then runs "
+                  "statement by statement)")
+_DML = {ast.InsertStmt: "INSERT", ast.UpdateStmt: "UPDATE", ast.DeleteStmt: "DELETE",
+        ast.MergeStmt: "MERGE", ast.TruncateStmt: "TRUNCATE"}
 
 
 class _File:
@@ -34,12 +43,22 @@ class _File:
 
     def __init__(self, f: SqlFile):
         self.f, self.created, self.out = f, set(), []
+        self.new_values: dict[str, tuple[str, int]] = {}  # enum value added -> (type, line)
+        self.changed: dict[str, int] = {}  # tables and types changed -> first line (mix)
+        self.indexes: dict[str, str] = {}  # index created in the file -> its table
+        self.mixed = False  # non-transactional-mix reported: once a file
 
     def live(self, relation: ast.RangeVar | None) -> bool:
         return relation is not None and relation.relname not in self.created
 
-    def add(self, line: int, rule: str, message: str) -> None:
-        self.out.append(finding(self.f, line, rule, ERROR, message))
+    def add(self, line: int, rule: str, message: str, level: str = ERROR) -> None:
+        self.out.append(finding(self.f, line, rule, level, message))
+
+    def needs_autocommit(self, line: int, what: str) -> None:
+        """not-transactional: what cannot run in a transaction block; fine in a directive file."""
+        if self.f.transactional:
+            self.add(line, "not-transactional", f"{what} cannot run inside the transaction "
+                     f"orchestra-schema runs each migration in; {_ADD_DIRECTIVE}")
 
 
 def check_file(f: SqlFile) -> list[Finding]:
@@ -58,8 +77,12 @@ def check_file(f: SqlFile) -> list[Finding]:
 
 
 def _statement(s: _File, stmt, line: int) -> None:
+    if s.new_values:
+        _uses_new_value(s, stmt, line)
     if isinstance(stmt, ast.CreateStmt):
         s.created.add(stmt.relation.relname)
+    elif isinstance(stmt, ast.CreateEnumStmt):
+        s.created.add(stmt.typeName[-1].sval)
     elif isinstance(stmt, ast.IndexStmt):
         _index(s, stmt, line)
     elif isinstance(stmt, ast.AlterTableStmt):
@@ -67,34 +90,101 @@ def _statement(s: _File, stmt, line: int) -> None:
             _alter(s, stmt.relation, cmd, line)
     elif isinstance(stmt, ast.RenameStmt):
         _rename(s, stmt, line)
-    elif isinstance(stmt, (ast.TransactionStmt, ast.VacuumStmt)):
-        s.add(line, "not-transactional", f"{_keyword(stmt)} cannot run inside the transaction "
-              "orchestra-schema runs each migration in; remove it")
+    elif isinstance(stmt, ast.TransactionStmt):
+        word = stmt.kind.name.removeprefix("TRANS_STMT_").replace("_", " ")
+        s.add(line, "not-transactional",
+              f"{word} begins or ends a transaction, which orchestra-schema does for each "
+              f"migration (or, with `-- transactional: false`, for each statement); remove it")
+    elif isinstance(stmt, ast.VacuumStmt) and stmt.is_vacuumcmd:  # ANALYZE runs in one
+        s.needs_autocommit(line, "VACUUM")
+    elif isinstance(stmt, ast.DropStmt) and stmt.concurrent:
+        s.needs_autocommit(line, f"DROP INDEX CONCURRENTLY {stmt.objects[0][-1].sval}")
+    elif isinstance(stmt, ast.ReindexStmt) and any(
+            p.defname == "concurrently" for p in stmt.params or ()):
+        name = stmt.relation.relname if stmt.relation else stmt.name
+        s.needs_autocommit(line, f"REINDEX {stmt.kind.name.removeprefix('REINDEX_OBJECT_')} "
+                                 f"CONCURRENTLY {name}")
+    elif isinstance(stmt, ast.AlterEnumStmt) and stmt.oldVal is None:
+        _enum_value(s, stmt, line)
+    if not s.f.transactional and not s.mixed:
+        _mix(s, stmt, line)
     _losses(s, stmt, line)
-
-
-def _keyword(stmt) -> str:
-    if isinstance(stmt, ast.VacuumStmt):
-        return "VACUUM" if stmt.is_vacuumcmd else "ANALYZE"
-    return stmt.kind.name.removeprefix("TRANS_STMT_").replace("_", " ")
 
 
 def _index(s: _File, stmt: ast.IndexStmt, line: int) -> None:
     table, name = stmt.relation.relname, stmt.idxname or "(unnamed)"
+    s.indexes[name] = table
     if stmt.concurrent:
-        s.add(line, "not-transactional",
-              f"CREATE INDEX CONCURRENTLY {name} cannot run inside the transaction orchestra-schema "
-              "runs each migration in; build it by hand before the migration and keep "
-              "`CREATE INDEX IF NOT EXISTS` here")
+        s.needs_autocommit(line, f"CREATE INDEX CONCURRENTLY {name}")
     elif s.live(stmt.relation):
         s.add(line, "index-blocks-writes",
               f"CREATE INDEX {name} on {table} takes a SHARE lock on {table} for the whole build: "
-              f"every INSERT, UPDATE and DELETE on {table} waits; build it beforehand with "
-              f"`CREATE INDEX CONCURRENTLY` (outside a transaction) and keep "
-              f"`CREATE INDEX IF NOT EXISTS` here")
+              f"every INSERT, UPDATE and DELETE on {table} waits; build it with "
+              f"`CREATE INDEX CONCURRENTLY` {_OWN}")
+
+
+def _enum_value(s: _File, stmt: ast.AlterEnumStmt, line: int) -> None:
+    """ADD VALUE runs in a transaction (PostgreSQL 12+), but the value cannot be used before
+    that transaction commits: reported where a later statement of the file uses it."""
+    enum = stmt.typeName[-1].sval
+    if s.f.transactional and enum not in s.created:  # a type created in the same one is fine
+        s.new_values[stmt.newVal] = (enum, line)
+
+
+def _uses_new_value(s: _File, stmt, line: int) -> None:
+    for node in _walk(stmt):
+        value = node.val.sval if isinstance(node, ast.A_Const) and isinstance(
+            node.val, ast.String) else None
+        if value in s.new_values:
+            enum, added = s.new_values.pop(value)
+            s.add(added, "not-transactional",
+                  f"ALTER TYPE {enum} ADD VALUE '{value}' commits only with the migration, "
+                  f"and line {line} uses the value before that (unsafe use of new value); use "
+                  f"it in a later migration, or {_ADD_DIRECTIVE}")
+            if not s.new_values:
+                return
+
+
+def _mix(s: _File, stmt, line: int) -> None:
+    """non-transactional-mix: rows changed, or a second table or type changed, in a file run
+    statement by statement; a CONCURRENTLY index and the old one it replaces stay quiet."""
+    if type(stmt) in _DML:
+        why = f"{_DML[type(stmt)]} changes rows"
+    else:
+        for name in _changes(s, stmt):
+            s.changed.setdefault(name, line)
+        if len(s.changed) < 2:
+            return
+        (first, at), (second, _) = list(s.changed.items())[:2]
+        why = f"changing {second} here after {first} at line {at}"
+    s.mixed = True
+    by = "its header" if s.f.directive == s.f.path else s.f.directive.name
+    s.add(line, "non-transactional-mix",
+          f"{why} in a file run statement by statement (`-- transactional: false` in {by}): a "
+          f"kill between statements leaves some done and some not; keep CONCURRENTLY statements "
+          f"in a migration of their own", WARNING)
+
+
+def _changes(s: _File, stmt) -> list[str]:
+    """The tables and types a statement changes (an index's table when the file made it)."""
+    if isinstance(stmt, ast.DropStmt):
+        names = [o[-1].sval for o in stmt.objects if isinstance(o, tuple)]
+        if stmt.removeType == ObjectType.OBJECT_INDEX:
+            return [s.indexes[n] for n in names if n in s.indexes]
+        return names
+    if isinstance(stmt, (ast.AlterEnumStmt, ast.CreateEnumStmt)):
+        return [stmt.typeName[-1].sval]
+    if isinstance(stmt, ast.ReindexStmt) and stmt.kind.name == "REINDEX_OBJECT_INDEX":
+        return [s.indexes[stmt.relation.relname]] if stmt.relation.relname in s.indexes else []
+    if isinstance(stmt, ast.VacuumStmt):
+        return []
+    relation = getattr(stmt, "relation", None) or getattr(stmt, "view", None)
+    return [relation.relname] if isinstance(relation, ast.RangeVar) else []
 
 
 def _alter(s: _File, relation: ast.RangeVar, cmd: ast.AlterTableCmd, line: int) -> None:
+    if cmd.subtype == AT.AT_DetachPartition and cmd.def_.concurrent:
+        s.needs_autocommit(line, "DETACH PARTITION ... CONCURRENTLY")
     if not s.live(relation):
         return
     table, column = relation.relname, cmd.name
@@ -163,7 +253,8 @@ def _constraint(s: _File, table: str, c: ast.Constraint, line: int) -> None:
         s.add(line, "index-blocks-writes",
               f"ADD CONSTRAINT {name} {kind} builds an index on {table} under an ACCESS EXCLUSIVE lock: "
               f"reads and writes wait; build a unique index with `CREATE UNIQUE INDEX "
-              f"CONCURRENTLY` first, then `ADD CONSTRAINT {name} ... USING INDEX`")
+              f"CONCURRENTLY` first ({_OWN.removeprefix('in ')}), then "
+              f"`ADD CONSTRAINT {name} ... USING INDEX`")
 
 
 def _rename(s: _File, stmt: ast.RenameStmt, line: int) -> None:

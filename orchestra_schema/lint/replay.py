@@ -3,7 +3,8 @@ forward again on a scratch database built from the migrations before it.
 
 The rollback must give back exactly the schema before; forward again must give
 the same schema as the first time. An engine supplies a Scratch: run statements
-in one transaction, take a snapshot, name the differences of two. A Scratch that
+in one transaction (or each in its own, for a file whose migration says
+`-- transactional: false`), take a snapshot, name the differences of two. A Scratch that
 can also give a digest of its whole state (schema text and every row) runs the
 rollback in a transaction it holds open: when that gives back the state before
 the forward file exactly, it is undone instead of running the forward file a
@@ -24,8 +25,10 @@ FileCheck = Callable[[SqlFile, object, object], list[Finding]]
 
 
 class Scratch(Protocol):
-    # (index, error) on failure, rolled back; hold: leave the transaction open for end()
-    def run(self, statements, hold: bool = False) -> tuple[int, str] | None: ...
+    # (index, error) on failure, rolled back; hold: leave the transaction open for end();
+    # each: each statement in its own transaction (a `-- transactional: false` file)
+    def run(self, statements, hold: bool = False,
+            each: bool = False) -> tuple[int, str] | None: ...
     def end(self, keep: bool) -> None: ...  # commit (keep) or roll back a held transaction
     def snapshot(self): ...
     def differences(self, before, after) -> list[str]: ...
@@ -41,15 +44,13 @@ def check(scratch: Scratch, migrations, files: dict[tuple[str, str], SqlFile],
           file_check: FileCheck | None = None, schema_only: bool = False) -> list[Finding]:
     """Replay every migration up to the last one linted; report on the linted ones."""
     if schema_only:
-        files = {k: replace(f, statements=_replayed(f.statements, schema_only))
-                 for k, f in files.items()}
+        files = {k: _replayed(f, schema_only) for k, f in files.items()}
     linted = [i for i, m in enumerate(migrations) if (m.id, "forward") in files]
     out: list[Finding] = []
     for m in migrations[: max(linted, default=-1) + 1]:
         forward = files.get((m.id, "forward"))
         if forward is None:  # only a step towards the migrations linted
-            step = _replayed(SqlFile.forward(m).statements, schema_only)
-            if scratch.run([st.sql for st in step]) is not None:
+            if _run_file(scratch, _replayed(SqlFile.forward(m), schema_only), "") is not None:
                 break
             continue
         problems = _round_trip(scratch, forward, files.get((m.id, "rollback")), file_check)
@@ -59,8 +60,9 @@ def check(scratch: Scratch, migrations, files: dict[tuple[str, str], SqlFile],
     return out
 
 
-def _replayed(statements, schema_only: bool):
-    return [st for st in statements if st.word not in DATA] if schema_only else statements
+def _replayed(f: SqlFile, schema_only: bool) -> SqlFile:
+    return replace(f, statements=[st for st in f.statements if st.word not in DATA]) \
+        if schema_only else f
 
 
 def _round_trip(scratch: Scratch, forward: SqlFile, rollback: SqlFile | None,
@@ -101,7 +103,7 @@ def _round_trip(scratch: Scratch, forward: SqlFile, rollback: SqlFile | None,
 
 
 def _run_file(scratch: Scratch, f: SqlFile, doing: str, hold: bool = False) -> Finding | None:
-    failed = scratch.run([st.sql for st in f.statements], hold)
+    failed = scratch.run([st.sql for st in f.statements], hold, not f.transactional)
     if failed is None:
         return None
     i, error = failed

@@ -28,7 +28,11 @@ class SqliteScratch:
     def __init__(self, db: Database):
         self.db = db
 
-    def run(self, statements, hold: bool = False) -> tuple[int, str] | None:
+    def run(self, statements, hold: bool = False,
+            each: bool = False) -> tuple[int, str] | None:
+        """each (`-- transactional: false`) is run in one transaction too: the tool's
+        transaction per statement differs only in what a failing statement leaves, and a
+        failure ends the replay."""
         self.db.execute("BEGIN")
         for i, sql in enumerate(statements):
             READ["replayed"] += 1

@@ -1,5 +1,5 @@
 """SQLite rules read from the statements' text: pragma-in-transaction,
-not-transactional, and the data-loss statements.
+not-transactional, transactional-directive and the data-loss statements.
 
 The shapes a rule needs are found by the small tokenizer in sqltext; the
 rules that need the schema (round-trip, rebuild-loses, implicit-delete) are in
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .findings import ERROR, Finding, finding, loss
+from .findings import ERROR, WARNING, Finding, finding, loss
 from .sqltext import SqlFile, Statement, Token, first_word, tokens
 
 _PRAGMAS = {
@@ -170,7 +170,7 @@ def rebuilds(statements: list[Statement]) -> list[Rebuild]:
 
 
 def check_file(f: SqlFile) -> list[Finding]:
-    out: list[Finding] = []
+    out = _directive(f)
     rebuilt = {r.dropped.lower() for r in rebuilds(f.statements)}
     for st in f.statements:
         if st.word not in RULE_WORDS:
@@ -194,6 +194,18 @@ def _transaction(f: SqlFile, st: Statement, toks: list[Token]) -> list[Finding]:
         return []
     word = _first(toks)
     vacuum = "; VACUUM the database outside migrations" if word == "VACUUM" else ""
+    each = "" if f.transactional else " (with `-- transactional: false` too: each statement's own)"
     return [finding(f, st.line, "not-transactional", ERROR,
                     f"{word} cannot run inside the transaction orchestra-schema runs each migration "
-                    f"in (it would fail, or end that transaction early); remove it{vacuum}")]
+                    f"in{each} (it would fail, or end that transaction early); remove it{vacuum}")]
+
+
+def _directive(f: SqlFile) -> list[Finding]:
+    """transactional-directive: said once a migration, where the directive is written (the
+    forward file's governs its rollback too, which may repeat it)."""
+    if f.directive != f.path:
+        return []
+    return [finding(f, f.header.not_transactional, "transactional-directive", WARNING,
+                    "on SQLite every statement is transactional: `-- transactional: false` only "
+                    "makes each statement its own transaction, and a kill leaves the statements "
+                    "before it done; remove the line")]

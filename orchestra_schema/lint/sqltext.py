@@ -21,7 +21,7 @@ from ..sqlsplit import Split
 READ: Counter[str] = Counter()
 
 _BLANK = re.compile(r"(?:\s+|--[^\n]*|/\*.*?(?:\*/|\Z))*", re.S)
-_DIRECTIVE = re.compile(r"^--\s*(depends|transactional)\s*:", re.I)
+_DIRECTIVE = re.compile(r"^--\s*(depends|transactional)\s*:(.*)$", re.I)
 _ALLOW = re.compile(r"^--\s*lint\s*:\s*allow\s+(.*)$", re.I)
 
 
@@ -63,6 +63,7 @@ class Header:
     text: str = ""  # the comment lines, directives left out
     has_depends: bool = False
     allowed: frozenset[str] = frozenset()  # rules a `-- lint: allow RULE ...` line waives
+    not_transactional: int = 0  # the line of a `-- transactional: false` directive, else 0
 
     def declares_loss_of(self, table: str) -> bool:
         """A `LOSES` line, and the table named in the header: the loss is intended."""
@@ -71,18 +72,21 @@ class Header:
 
 
 def read_header(text: str) -> Header:
-    comments, depends, allowed = [], False, set()
-    for line in text[:skip_blank(text, 0)].splitlines():  # the header's lines, not the file's
+    comments, depends, allowed, autocommit = [], False, set(), 0
+    for number, line in enumerate(text[:skip_blank(text, 0)].splitlines(), 1):  # the header's
         stripped = line.strip()
         if stripped and not stripped.startswith("--"):
             break
-        if _DIRECTIVE.match(stripped):
-            depends = depends or stripped.lower().lstrip("- ").startswith("depends")
+        if directive := _DIRECTIVE.match(stripped):
+            name, value = directive.group(1).lower(), directive.group(2).strip().lower()
+            depends = depends or name == "depends"
+            if name == "transactional" and value == "false":  # yoyo's spelling: true or false
+                autocommit = autocommit or number
         elif allow := _ALLOW.match(stripped):
             allowed.update(r.strip() for r in re.split(r"[\s,]+", allow.group(1)) if r.strip())
         elif stripped.lstrip("-").strip():
             comments.append(stripped.lstrip("-").strip())
-    return Header("\n".join(comments), depends, frozenset(allowed))
+    return Header("\n".join(comments), depends, frozenset(allowed), autocommit)
 
 
 def split(text: str, first=lambda sql: sql, parts=None) -> list[Statement]:
@@ -123,6 +127,14 @@ class SqlFile:
     text: str
     header: Header
     statements: list[Statement] = field(default_factory=list)
+    # The file whose header says `-- transactional: false`, so that this one runs statement by
+    # statement, each in its own transaction: this file, or (a rollback) its forward file, whose
+    # directive governs the migration as in yoyo; None: one transaction for the whole file.
+    directive: Path | None = None
+
+    @property
+    def transactional(self) -> bool:
+        return self.directive is None
 
     @classmethod
     def forward(cls, m) -> "SqlFile":
@@ -132,14 +144,19 @@ class SqlFile:
 
     @classmethod
     def rollback(cls, m) -> "SqlFile":
-        return cls._of(m.rollback_path, "rollback", m.id, m.rollback_text, None, m.rollback_split)
+        f = cls._of(m.rollback_path, "rollback", m.id, m.rollback_text, None, m.rollback_split)
+        if read_header(m.text).not_transactional:  # the forward file's header: cheap, read alone
+            f.directive = Path(m.path)
+        return f
 
     @classmethod
     def _of(cls, path: Path, kind: str, migration_id: str, text: str, depends,
             parts) -> "SqlFile":
         from ..migrations import without_directives
         statements = split(text, lambda sql: without_directives(sql, path, depends), parts)
-        return cls(Path(path), kind, migration_id, text, read_header(text), statements)
+        header = read_header(text)
+        return cls(Path(path), kind, migration_id, text, header, statements,
+                   Path(path) if header.not_transactional else None)
 
 
 # ---- tokens (for the SQLite rules)
