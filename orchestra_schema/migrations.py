@@ -42,8 +42,14 @@ class MigrationFile:
     rollback_sha256: str | None = None
     # yoyo's `-- transactional: false`: run statement by statement, each recorded as done,
     # outside one transaction (PostgreSQL's CREATE INDEX CONCURRENTLY); the forward file's
-    # directive holds for the rollback file too, as in yoyo (it is per migration)
+    # directive holds for the rollback file too, as in yoyo (it is per migration), and a
+    # rollback file may say it for itself (lint reads it the same way)
     transactional: bool = True
+    rollback_transactional: bool = True
+
+    def in_steps(self, direction: str) -> bool:
+        """Does this direction ("apply" or "rollback") run one statement at a time?"""
+        return not (self.transactional if direction == "apply" else self.rollback_transactional)
 
     @property
     def has_rollback(self) -> bool:
@@ -196,12 +202,15 @@ def _read_pair(path: Path) -> MigrationFile:
     except (UnicodeDecodeError, OSError) as err:
         raise UsageError(f"{path}: cannot read migration ({err}); files must be UTF-8 text")
     directives, comment = _leading_comment(text)
+    transactional = _transactional(directives, path)
+    rollback_directives = _leading_comment(rollback_text)[0] if rollback_text else {}
     return MigrationFile(
         id=path.stem,
         path=path,
         rollback_path=rollback,
         depends=_depends(directives),
-        transactional=_transactional(directives, path),
+        transactional=transactional,
+        rollback_transactional=transactional and _transactional(rollback_directives, rollback),
         comment=comment.strip(),
         text=text,
         rollback_text=rollback_text,
@@ -290,11 +299,12 @@ def dry_run_sql(plan: list[MigrationFile], direction: str, step_note=None) -> st
         source = m.path if direction == "apply" else m.rollback_path
         statements = m.statements if direction == "apply" else m.rollback_statements
         parts.append(f"-- {direction} {m.id} ({source})")
-        if not m.transactional:
+        steps = m.in_steps(direction)
+        if steps:
             parts.append("-- `-- transactional: false`: one statement at a time, each recorded "
                          "as done when it ends; a run stopped part way is resumed by the next")
         for number, s in enumerate(statements, 1):
-            if not m.transactional and step_note:
+            if steps and step_note:
                 parts.append(f"-- statement {number} of {len(statements)}: {step_note(s)}")
             parts.append(s.strip() + ("" if s.strip().endswith(";") else ";"))
         parts.append("")

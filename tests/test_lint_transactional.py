@@ -99,12 +99,20 @@ def test_the_forward_files_directive_governs_its_rollback(tmp_path):
     assert pg(write(tmp_path / "c", "SELECT 1;\n", rollback, rollback_directive=True)) == []
 
 
-@pytest.mark.parametrize("header", ["-- transactional: true\n", "-- transactional: no\n"])
-def test_only_false_is_the_directive(tmp_path, header):
+def test_only_false_is_the_directive(tmp_path):
     d = write(tmp_path, "CREATE INDEX CONCURRENTLY ix ON t (name);\n")
     text = (d / f"{CHANGE}.sql").read_text()
-    (d / f"{CHANGE}.sql").write_text(text.replace("-- depends:", header + "-- depends:"))
+    (d / f"{CHANGE}.sql").write_text(text.replace("-- depends:", "-- transactional: true\n-- depends:"))
     assert [f["rule"] for f in pg(d)] == ["not-transactional"]
+
+
+def test_a_directive_yoyo_cannot_read_is_refused_before_any_rule(tmp_path):
+    """yoyo reads true or false only (it fails on anything else): so does the tool."""
+    d = write(tmp_path, "CREATE INDEX CONCURRENTLY ix ON t (name);\n")
+    text = (d / f"{CHANGE}.sql").read_text()
+    (d / f"{CHANGE}.sql").write_text(text.replace("-- depends:", "-- transactional: no\n-- depends:"))
+    result = cli("--sql-dir", d, "lint", "--dialect", "postgresql")
+    assert result.exit_code == 2 and "`-- transactional: no`: write true or false" in result.stderr
 
 
 def test_the_directive_counts_only_in_the_header(tmp_path):

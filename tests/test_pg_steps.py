@@ -184,3 +184,15 @@ def test_inside_a_callers_transaction_concurrently_runs_plainly(pgdb, tmp_path):
         assert all(apply_one(driver, m) for m in load(where))
     assert index_state(pgdb) == "valid" and INDEX_ID in history(pgdb)
     assert "_orchestra_schema_progress" not in pgdb.tables()
+
+
+def test_a_rollback_file_may_say_it_for_itself(pgdb, tmp_path):
+    """As lint reads it: the forward file runs in one transaction, its rollback, whose own
+    header has the directive, statement by statement (DROP INDEX CONCURRENTLY)."""
+    forward = FORWARD.replace("-- transactional: false\n", "").replace(" CONCURRENTLY", "")
+    where = sql_dir(tmp_path, forward, "-- transactional: false\n" + ROLLBACK)
+    assert pg(pgdb, where, "apply").exit_code == 0
+    assert index_state(pgdb) == "valid" and INDEX_ID in history(pgdb)
+    result = pg(pgdb, where, "rollback", "--only", INDEX_ID, "--yes", "--no-backup")
+    assert result.exit_code == 0, result.output
+    assert index_state(pgdb) is None and INDEX_ID not in history(pgdb)

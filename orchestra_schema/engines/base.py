@@ -221,11 +221,12 @@ class Driver(ABC):
     in_steps = True  # False inside a transaction of the caller's (copy-to's target, rehearse)
     plain_concurrently = True  # there, CONCURRENTLY runs plainly (an empty table); else skipped
 
-    def in_transaction_forms(self, m, statements, plain: bool | None = None) -> list[str]:
+    def in_transaction_forms(self, m, direction: str, plain: bool | None = None) -> list[str]:
         """m's statements as one transaction can run them: a `-- transactional: false`
         migration's CONCURRENTLY statements plainly (or left out, listed in self.skipped),
         VACUUM left out. A transactional migration's are run as written."""
-        if m.transactional:
+        statements = m.statements if direction == "apply" else m.rollback_statements
+        if not m.in_steps(direction):
             return statements
         plain = self.plain_concurrently if plain is None else plain
         out = []

@@ -42,7 +42,7 @@ def apply_one(db, m: MigrationFile) -> bool:
     """Apply m and record it (and EF's history), atomically. False if it was already applied.
     A `-- transactional: false` migration runs statement by statement (run_in_steps)."""
     driver = driver_of(db)
-    if not m.transactional and driver.in_steps:
+    if m.in_steps("apply") and driver.in_steps:
         return run_in_steps(driver, m, "apply")
 
     def body():
@@ -54,7 +54,7 @@ def apply_one(db, m: MigrationFile) -> bool:
             raise HistoryChanged(
                 f"{m.id}: not applied: {', '.join(missing)}, which it depends on, was rolled back "
                 "meanwhile by another run; nothing more changed; run apply again")
-        touched = driver.run_statements(m.id, driver.in_transaction_forms(m, m.statements),
+        touched = driver.run_statements(m.id, driver.in_transaction_forms(m, "apply"),
                                         m.path)
         with driver.writing_history(f"{m.id}: could not record it in yoyo's history"):
             driver.record(m, "apply")
@@ -72,7 +72,7 @@ def rollback_one(db, m: MigrationFile, dependents=()) -> bool:
     dependents: ids of the migrations that depend on m; none may be applied.
     """
     driver = driver_of(db)
-    if not m.transactional and driver.in_steps:
+    if m.in_steps("rollback") and driver.in_steps:
         return run_in_steps(driver, m, "rollback", dependents)
 
     def body():
@@ -85,7 +85,7 @@ def rollback_one(db, m: MigrationFile, dependents=()) -> bool:
                 f"{m.id}: not rolled back: {', '.join(on_top)}, which depends on it, was applied "
                 "meanwhile by another run; nothing more changed; run the rollback again")
         touched = driver.run_statements(
-            m.id, driver.in_transaction_forms(m, m.rollback_statements), m.rollback_path)
+            m.id, driver.in_transaction_forms(m, "rollback"), m.rollback_path)
         with driver.writing_history(f"{m.id}: could not remove it from yoyo's history"):
             driver.unrecord(m.id, "rollback")
         ef.keep_in_step(driver, set(applied) - {m.id})
@@ -310,7 +310,7 @@ def run_forward(db, m: MigrationFile) -> None:
     Raises MigrationFailed naming the statement that fails.
     """
     driver = driver_of(db)
-    driver.run_statements(m.id, driver.in_transaction_forms(m, m.statements, plain=True),
+    driver.run_statements(m.id, driver.in_transaction_forms(m, "apply", plain=True),
                           m.path)
 
 

@@ -219,7 +219,7 @@ class PgDriver(Driver):
                 sql.Identifier(scratch)))
             for m in migrations:
                 before = _tables_in_order(self.conn, scratch)
-                self.run_statements(m.id, self.in_transaction_forms(m, m.statements, plain=True),
+                self.run_statements(m.id, self.in_transaction_forms(m, "apply", plain=True),
                                     m.path)
                 created[m.id] = [t for t in _tables_in_order(self.conn, scratch)
                                  if t not in before]

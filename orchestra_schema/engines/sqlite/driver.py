@@ -131,7 +131,7 @@ class SqliteDriver(Driver):
             for m in migrations:
                 before = _tables_in_order(scratch)
                 driver.run_statements(
-                    m.id, driver.in_transaction_forms(m, m.statements, plain=True), m.path)
+                    m.id, driver.in_transaction_forms(m, "apply", plain=True), m.path)
                 created[m.id] = [t for t in _tables_in_order(scratch) if t not in before]
             return Replay(snapshot(scratch), created)
 
