@@ -56,9 +56,7 @@ def apply_one(db, m: MigrationFile) -> bool:
                 "meanwhile by another run; nothing more changed; run apply again")
         touched = driver.run_statements(m.id, driver.in_transaction_forms(m, "apply"),
                                         m.path)
-        with driver.writing_history(f"{m.id}: could not record it in yoyo's history"):
-            driver.record(m, "apply")
-        ef.keep_in_step(driver, set(applied) | {m.id})
+        _write_history(driver, m, "apply", applied)
         driver.check_constraints(m.id, touched)
         return True
 
@@ -86,9 +84,7 @@ def rollback_one(db, m: MigrationFile, dependents=()) -> bool:
                 "meanwhile by another run; nothing more changed; run the rollback again")
         touched = driver.run_statements(
             m.id, driver.in_transaction_forms(m, "rollback"), m.rollback_path)
-        with driver.writing_history(f"{m.id}: could not remove it from yoyo's history"):
-            driver.unrecord(m.id, "rollback")
-        ef.keep_in_step(driver, set(applied) - {m.id})
+        _write_history(driver, m, "rollback", applied)
         driver.check_constraints(m.id, touched)
         return True
 
@@ -200,22 +196,27 @@ def _index_already(driver, statement: str) -> bool:
 def _finish_steps(driver, m, operation) -> bool:
     """The history, after the last statement, in one transaction with the progress row."""
     def body():
-        applied = driver.applied()
-        if operation == "apply":
-            with driver.writing_history(f"{m.id}: could not record it in yoyo's history",
-                                        undone="its statements stay done; run apply again"):
-                driver.record(m, "apply")
-            ef.keep_in_step(driver, set(applied) | {m.id})
-        else:
-            with driver.writing_history(f"{m.id}: could not remove it from yoyo's history",
-                                        undone="its statements stay done; run rollback again"):
-                driver.unrecord(m.id, "rollback")
-            ef.keep_in_step(driver, set(applied) - {m.id})
+        _write_history(driver, m, operation, driver.applied(),
+                       undone=f"its statements stay done; run {operation} again")
         driver.set_progress(m.id, None)
         return True
 
     with driver.explaining(m.id):
         return driver.in_transaction(f"recording {m.id}", body)
+
+
+def _write_history(driver, m, operation: str, applied, undone: str | None = None) -> None:
+    """yoyo's row and log entry and our checksums written (apply) or removed (rollback), and
+    EF's history kept in step, in the caller's transaction; a refused write fails it (exit 4)."""
+    how = {} if undone is None else {"undone": undone}
+    if operation == "apply":
+        with driver.writing_history(f"{m.id}: could not record it in yoyo's history", **how):
+            driver.record(m, "apply")
+        ef.keep_in_step(driver, set(applied) | {m.id})
+    else:
+        with driver.writing_history(f"{m.id}: could not remove it from yoyo's history", **how):
+            driver.unrecord(m.id, "rollback")
+        ef.keep_in_step(driver, set(applied) - {m.id})
 
 
 def _past(operation: str) -> str:

@@ -243,17 +243,23 @@ class PgDriver(Driver):
         self._locked = True
 
     def in_transaction(self, doing, body):
+        return self._retrying(doing, lambda: self._attempt(body),
+                              "it was rolled back and nothing changed; retry when the app is "
+                              "quieter, or raise --timeout")
+
+    def _retrying(self, doing: str, attempt, stopped: str = ""):
+        """attempt() under the run lock, again after a pause each time a lock was not granted
+        within lock_timeout, until --timeout: then Busy (exit 3), saying `stopped`."""
         self.lock()
         deadline = time.monotonic() + self.timeout
         while True:
             try:
                 with self._translated(doing):
-                    return self._attempt(body)
+                    return attempt()
             except LOCK_ERRORS as err:
                 if time.monotonic() + RETRY_PAUSE > deadline:
-                    raise Busy(f"{self.display}: {_lock_wait(err)} past --timeout while {doing}; "
-                               "it was rolled back and nothing changed; retry when the app is "
-                               "quieter, or raise --timeout") from None
+                    raise Busy(f"{self.display}: {_lock_wait(err)} past --timeout while {doing}"
+                               + (f"; {stopped}" if stopped else "")) from None
                 time.sleep(RETRY_PAUSE)
 
     def _attempt(self, body):
@@ -337,22 +343,14 @@ class PgDriver(Driver):
         return bool(_OUTSIDE.match(_strip_comments(statement)))
 
     def autocommit(self, doing, body):
-        self.lock()
-        deadline = time.monotonic() + self.timeout
-        while True:
+        def attempt():
+            self.conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT_MS}ms'")
             try:
-                with self._translated(doing):
-                    self.conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT_MS}ms'")
-                    try:
-                        return body()
-                    finally:
-                        with contextlib.suppress(psycopg.Error):
-                            self.conn.execute("RESET lock_timeout")
-            except LOCK_ERRORS as err:
-                if time.monotonic() + RETRY_PAUSE > deadline:
-                    raise Busy(f"{self.display}: {_lock_wait(err)} past --timeout while "
-                               f"{doing}") from None
-                time.sleep(RETRY_PAUSE)
+                return body()
+            finally:
+                with contextlib.suppress(psycopg.Error):
+                    self.conn.execute("RESET lock_timeout")
+        return self._retrying(doing, attempt)
 
     def in_transaction_form(self, statement):
         text = _strip_comments(statement)
