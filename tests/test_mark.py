@@ -10,8 +10,8 @@ import shutil
 
 import pytest
 
-from helpers import (CHAT, CORE, build_ef_database, cli, connect, count, ef_history,
-                     file_state, history)
+from helpers import (CHAT, CORE, assert_refused, build_ef_database, cli, connect, count,
+                     ef_history, file_state, history)
 from orchestra_schema import ef
 from orchestra_schema.commands import backup as backups
 from orchestra_schema.commands.history import mark
@@ -26,14 +26,6 @@ CHECKSUMS = "_orchestra_schema_checksum"
 SQL = {m.id: m.path for m in load(default_sql_dir())}
 
 
-def one_error_line(result, code, *words):
-    assert result.exit_code == code, (result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("orchestra-schema: error: "), result.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
-
-
 def by_hand(path, *ids):
     """An SQLite file where a DBA ran these forward files with sqlite3: no history at all."""
     with connect(path) as c:
@@ -44,8 +36,8 @@ def by_hand(path, *ids):
 
 def sqlite_log(path, mid) -> list[str]:
     with connect(path) as c:
-        return [r[0] for r in c.execute(
-            "SELECT operation FROM _yoyo_log WHERE migration_id = ? ORDER BY created_at_utc", (mid,))]
+        return [r[0] for r in c.execute("SELECT operation FROM _yoyo_log WHERE migration_id = ? "
+                                        "ORDER BY created_at_utc", (mid,))]
 
 
 def checksums(path) -> dict[str, str]:
@@ -84,13 +76,15 @@ def test_mark_records_what_was_made_by_hand_and_ef_follows(tmp_path, vault):
 def test_mark_refuses_a_schema_that_differs_naming_every_difference(tmp_path, vault):
     path = by_hand(tmp_path / "orchestra.db", CORE, CHAT)
     with connect(path) as c:
-        c.execute('DROP INDEX "IX_ChatMessages_SessionId"; ALTER TABLE "ChatSessions" ADD "Extra" TEXT')
+        c.execute('DROP INDEX "IX_ChatMessages_SessionId";'
+                  'ALTER TABLE "ChatSessions" ADD "Extra" TEXT')
     # The chat tables' differences are not the core's: marking the core is not held up by them.
     assert cli("--database", path, "mark", CORE, "--no-backup").exit_code == 0
     before = file_state(path)
     refused = cli("--database", path, "--backup-dir", vault, "mark", CHAT)
-    one_error_line(refused, 5, CHAT, "2 way(s)", "index IX_ChatMessages_SessionId on ChatMessages: "
-                   "missing", "column ChatSessions.Extra: not expected", "nothing changed", "--force")
+    assert_refused(refused, 5, CHAT, "2 way(s)",
+                   "index IX_ChatMessages_SessionId on ChatMessages: missing",
+                   "column ChatSessions.Extra: not expected", "nothing changed", "--force")
     assert file_state(path) == before and history(path) == {CORE} and ef_history(path) == {}
     assert list(vault.iterdir()) == []
 
@@ -131,11 +125,11 @@ def test_mark_compares_a_migration_that_only_adds_an_index(db, tmp_path):
                                       'CREATE INDEX "IX_Tasks_Title" ON "Tasks" ("Title");\n')
     (sql / f"{index}.rollback.sql").write_text('DROP INDEX "IX_Tasks_Title";\n')
     refused = cli("--database", db, "--sql-dir", sql, "mark", index, "--no-backup")
-    one_error_line(refused, 5, "1 way(s)", "index IX_Tasks_Title on Tasks: missing")
+    assert_refused(refused, 5, "1 way(s)", "index IX_Tasks_Title on Tasks: missing")
     assert history(db) == {CORE, CHAT}
     with connect(db) as c:
         c.execute('CREATE INDEX "IX_Tasks_Title" ON "Tasks" ("Title" DESC)')
-    one_error_line(cli("--database", db, "--sql-dir", sql, "mark", index, "--no-backup"), 5,
+    assert_refused(cli("--database", db, "--sql-dir", sql, "mark", index, "--no-backup"), 5,
                    "index IX_Tasks_Title on Tasks: differs")
     with connect(db) as c:
         c.execute('DROP INDEX "IX_Tasks_Title"; CREATE INDEX "IX_Tasks_Title" ON "Tasks" ("Title")')
@@ -146,18 +140,18 @@ def test_mark_compares_a_migration_that_only_adds_an_index(db, tmp_path):
 def test_mark_needs_what_it_depends_on_applied_and_a_known_id(tmp_path):
     path = by_hand(tmp_path / "orchestra.db", CORE, CHAT)
     before = file_state(path)
-    one_error_line(cli("--database", path, "mark", CHAT, "--no-backup"), 5,
+    assert_refused(cli("--database", path, "mark", CHAT, "--no-backup"), 5,
                    f"depends on {CORE}", "nothing changed", "apply or mark")
-    one_error_line(cli("--database", path, "mark", "20250101000000_Nope"), 2,
+    assert_refused(cli("--database", path, "mark", "20250101000000_Nope"), 2,
                    "unknown migration '20250101000000_Nope'", str(default_sql_dir()))
-    one_error_line(cli("--database", path, "unmark", "20250101000000_Nope", "--yes"), 2,
+    assert_refused(cli("--database", path, "unmark", "20250101000000_Nope", "--yes"), 2,
                    "unknown migration '20250101000000_Nope'")
     assert file_state(path) == before and list(tmp_path.iterdir()) == [path]
 
 
 def test_mark_refuses_a_database_ef_core_made_until_adopted(tmp_path):
     path = build_ef_database(tmp_path / "ef.db")
-    one_error_line(cli("--database", path, "mark", CORE, "--no-backup"), 5, "adopt")
+    assert_refused(cli("--database", path, "mark", CORE, "--no-backup"), 5, "adopt")
     assert history(path) == set() and ef_history(path) == {CHAT: "9.0.6"}
 
 
@@ -180,10 +174,10 @@ def test_unmark_forgets_the_history_and_ef_row_leaving_the_schema(ef_db, tmp_pat
 
 def test_unmark_refuses_while_a_dependent_is_applied_or_nobody_said_yes(db, vault):
     before = file_state(db)
-    one_error_line(cli("--database", db, "--backup-dir", vault, "unmark", CORE, "--yes"), 5,
+    assert_refused(cli("--database", db, "--backup-dir", vault, "unmark", CORE, "--yes"), 5,
                    f"{CHAT} depends on {CORE} and is applied", "unmark them first")
     for asked in (("unmark", CHAT), ("--json", "unmark", CHAT)):  # no terminal; --json never asks
-        one_error_line(cli("--database", db, "--backup-dir", vault, *asked), 5,
+        assert_refused(cli("--database", db, "--backup-dir", vault, *asked), 5,
                        f"would remove {CHAT} from yoyo's history", f"{ef.TABLE}: removed {CHAT}",
                        "rerun with --yes")
     assert file_state(db) == before and list(vault.iterdir()) == []
@@ -248,10 +242,10 @@ def test_pg_mark_refuses_a_schema_that_differs_then_force(pg_adopted):
 
 
 def test_pg_unmark_names_every_applied_dependent_and_unknown_ids(pg_adopted):
-    one_error_line(pg(pg_adopted, "unmark", PG_CORE, "--yes", "--no-backup"), 5,
+    assert_refused(pg(pg_adopted, "unmark", PG_CORE, "--yes", "--no-backup"), 5,
                    f"{AGENT}, {PG_CHAT} depend on {PG_CORE} and are applied")
-    one_error_line(pg(pg_adopted, "mark", "nope"), 2, "unknown migration 'nope'")
-    one_error_line(pg(pg_adopted, "unmark", "nope", "--yes"), 2, "unknown migration 'nope'")
+    assert_refused(pg(pg_adopted, "mark", "nope"), 2, "unknown migration 'nope'")
+    assert_refused(pg(pg_adopted, "unmark", "nope", "--yes"), 2, "unknown migration 'nope'")
     assert pg_history(pg_adopted) == {PG_CORE, PG_CHAT, AGENT}
 
 
