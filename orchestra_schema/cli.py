@@ -154,8 +154,9 @@ GLOBAL_HELP = {
     "quiet": "Print nothing on success (listings asked for, warnings and failures aside).",
     "verbose": "Show tracebacks on errors.",
     "timeout": "Seconds to wait for a lock held by another process before exit 3.",
-    "backup_dir": "Where backups and the safety copies of rollback, restore, adopt and history "
-                  "forget go; defaults to $ORCHESTRA_BACKUP_DIR, then beside the database.",
+    "backup_dir": "Where backups and the safety copies of rollback, restore, adopt, mark, "
+                  "unmark and history forget go; defaults to $ORCHESTRA_BACKUP_DIR, then beside "
+                  "the database.",
 }
 SQL_DIR = click.Path(path_type=Path, file_okay=False)
 TIMEOUT = click.FloatRange(min=0, max=2_000_000)
@@ -461,6 +462,48 @@ def adopt(s: Settings, no_backup):
         s.say(f"{result.database}: already adopted, nothing to do")
     for mid in result.recorded:
         s.say(f"recorded {mid} as applied (schema matched; not run)")
+    s.emit(result, None)
+
+
+@main.command()
+@click.argument("migration_id", metavar="ID")
+@click.option("--force", is_flag=True,
+              help="Record it even where the schema differs (each difference is a warning).")
+@click.option("--no-backup", is_flag=True, help="Do not back the database up first.")
+@pass_settings
+def mark(s: Settings, migration_id, force, no_backup):
+    """Record migration ID as applied without running it, once the schema is what it makes."""
+    from .commands import history
+    result = history.mark(s.ctx, migration_id, force=force,
+                          backup=None if no_backup else _backup_first(s))
+    for difference in result.differences:
+        s.warn(f"{result.migration_id}: recorded although the schema differs (--force): "
+               f"{difference}")
+    if result.recorded:
+        s.say(f"recorded {result.migration_id} as applied "
+              f"({'--force' if result.differences else 'schema matched'}; not run)")
+    else:
+        s.say(f"{result.database}: {result.migration_id} already applied, nothing to do")
+    _say_ef_changes(s, result.ef_history)
+    s.emit(result, None)
+
+
+@main.command()
+@click.argument("migration_id", metavar="ID")
+@click.option("--yes", "-y", is_flag=True, help="Do it without asking.")
+@click.option("--no-backup", is_flag=True, help="Do not back the database up first.")
+@pass_settings
+def unmark(s: Settings, migration_id, yes, no_backup):
+    """Forget that migration ID is applied (yoyo's history and EF's row), schema untouched."""
+    from .commands import history
+    result = history.unmark(s.ctx, migration_id, yes=yes,
+                            confirm=None if s.json else _confirm_question,
+                            backup=None if no_backup else _backup_first(s))
+    if result.removed:
+        s.say(f"removed {result.migration_id} from yoyo's history; schema untouched")
+    else:
+        s.say(f"{result.database}: {result.migration_id} not applied, nothing to do")
+    _say_ef_changes(s, result.ef_history)
     s.emit(result, None)
 
 

@@ -111,6 +111,14 @@ def render(d: Difference, sides: Sides = EXPECTED_VS_FOUND) -> str:
     return f"{head}: {d.what} {values}" if d.what else f"{head}: differs ({values})"
 
 
+def changed(before: Schema, after: Schema) -> set[str]:
+    """The tables, views and triggers defined differently in the two (made, dropped or
+    altered: what one migration changes), for restricted_to."""
+    def differing(old: dict, new: dict) -> set[str]:
+        return {n for n in old.keys() | new.keys() if old.get(n) != new.get(n)}
+    return differing(before.tables, after.tables) | differing(before.others, after.others)
+
+
 def diff(expected: Schema, actual: Schema) -> list[str]:
     """Every difference, one readable line each; empty when structurally equal."""
     return [render(d) for d in differences(expected, actual)]

@@ -55,8 +55,10 @@ def device(tmp_path, name, minor):
 
 
 def assert_refused(result, code, *words):
-    """A process (run) that exited `code` with one error line holding every word."""
-    assert result.returncode == code, (result.stdout, result.stderr)
+    """A process (run), or the CLI in this process (cli), that exited `code` with one error
+    line holding every word."""
+    exit_code = result.exit_code if hasattr(result, "exit_code") else result.returncode
+    assert exit_code == code, (result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("orchestra-schema: error: "), result.stderr
     for word in words:

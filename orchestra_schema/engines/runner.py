@@ -265,19 +265,24 @@ def bring_ef_in_step(db) -> bool:
     return not ef.in_step(driver) and driver.in_transaction(f"writing {ef.TABLE}", body)
 
 
-def forget_applied(db, migration_id: str) -> bool:
+def forget_applied(db, migration_id: str, check=None, ef_in_step: bool = False) -> bool:
     """Remove one entry from yoyo's history and our checksums, schema untouched.
 
-    False if the id was not in the history.
+    False if the id was not in the history. check(db), if given, runs first under the
+    write lock (raise to remove nothing); ef_in_step: EF's history follows (unmark).
     """
     driver = driver_of(db)
 
     def body():
+        if check:
+            check(driver)
         if migration_id not in driver.applied():
             return False
         with driver.writing_history(f"{migration_id}: could not remove it from yoyo's history",
                                     undone="nothing was removed"):
             driver.unrecord(migration_id, "unmark")
+        if ef_in_step:
+            ef.keep_in_step(driver, set(driver.applied()))
         return True
 
     return driver.in_transaction(f"forgetting {migration_id}", body)
