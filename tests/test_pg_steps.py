@@ -196,3 +196,19 @@ def test_a_rollback_file_may_say_it_for_itself(pgdb, tmp_path):
     result = pg(pgdb, where, "rollback", "--only", INDEX_ID, "--yes", "--no-backup")
     assert result.exit_code == 0, result.output
     assert index_state(pgdb) is None and INDEX_ID not in history(pgdb)
+
+
+def test_marking_a_partly_applied_migration_leaves_nothing_to_resume(pgdb, tmp_path):
+    """Its last statement run by hand, then `mark`: applied, no progress row left behind."""
+    forward = FORWARD + 'CREATE INDEX CONCURRENTLY "IX_Bad" ON "ChatMessages" ("Nope");\n'
+    where = sql_dir(tmp_path, forward, ROLLBACK)
+    assert pg(pgdb, where, "apply", "--to", CHAT).exit_code == 0
+    assert pg(pgdb, where, "apply", "--no-lint").exit_code == 4
+    pgdb.run_sql('CREATE INDEX CONCURRENTLY "IX_Bad" ON "ChatMessages" ("Nope")'.replace(
+        "Nope", "CreatedAt"))
+    (where / f"{INDEX_ID}.sql").write_text(forward.replace('"Nope"', '"CreatedAt"'))
+    result = pg(pgdb, where, "mark", INDEX_ID, "--no-backup")
+    assert result.exit_code == 0, result.output
+    assert INDEX_ID in history(pgdb) and "_orchestra_schema_progress" not in pgdb.tables()
+    status = json.loads(pg(pgdb, where, "--json", "status").stdout)
+    assert all(m["partly"] is None for m in status["migrations"])

@@ -238,12 +238,14 @@ def record_applied(db, migrations, check=None) -> list[str]:
     def body():
         if check:
             check(driver)
-        already, recorded = driver.applied(), []
+        already, partly, recorded = driver.applied(), driver.progress(), []
         for m in migrations:
             if m.id not in already:
                 with driver.writing_history(f"{m.id}: could not record it in yoyo's history",
                                             undone="nothing was recorded"):
                     driver.record(m, "mark")  # yoyo's word for recorded, not run
+                    if m.id in partly:  # finished by hand: nothing left to resume
+                        driver.set_progress(m.id, None)
                 recorded.append(m.id)
         ef.keep_in_step(driver, set(driver.applied()))
         return recorded
