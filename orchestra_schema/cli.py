@@ -621,12 +621,14 @@ def restore_command(s: Settings, backup_path, yes, no_backup):
     database fails its quick_check). The restore is one transaction: other
     connections see the old or the new content, never a mix.
     """
+    from . import engines
     from .commands import restore as restoring
     with _progress_bar(s, "restoring") as progress:
         result = restoring.restore(s.ctx, backup_path, yes=yes, make_backup=not no_backup,
                                    progress=progress)
-    if not result.has_manifest and s.ctx.engine == "sqlite":
-        s.warn(f"{backup_path}: no manifest; trusted on its integrity_check alone")
+    engine = engines.of(s.ctx.engine)
+    if not result.has_manifest and engine.without_manifest:
+        s.warn(f"{backup_path}: no manifest; {engine.without_manifest}")
     for warning in result.warnings:
         s.warn(warning)
     for line in result.schema_differences:
@@ -635,8 +637,8 @@ def restore_command(s: Settings, backup_path, yes, no_backup):
         s.warn(f"{result.database} was damaged ({result.live_integrity}); moved aside")
     if result.backup:
         s.say(f"backup: {result.backup}")
-    check = "quick_check" if s.ctx.engine == "sqlite" else "pg_restore"
-    s.say(f"restored {result.database} from {backup_path}; {check} {result.integrity}")
+    s.say(f"restored {result.database} from {backup_path}; {engine.restore_check} "
+          f"{result.integrity}")
     s.emit(result, None)
 
 

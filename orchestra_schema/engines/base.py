@@ -297,6 +297,8 @@ class Engine(ABC):
     loads neither the page reader nor pg_dump's archive code."""
 
     name: str  # "sqlite" or "postgresql"
+    restore_check: str  # what checked the database restore put back
+    without_manifest: str | None = None  # what a backup without a manifest is trusted on
     secure_delete = False  # rollback --secure-delete means something (SQLite's pages)
     rehearses_chat_alone = False  # rehearse's default: --only the chat migration, not --to
 

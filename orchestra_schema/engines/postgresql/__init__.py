@@ -15,6 +15,7 @@ from ..base import Engine
 
 class PgEngine(Engine):
     name = "postgresql"
+    restore_check = "pg_restore"
     rehearses_chat_alone = True  # AgentSessions (a later migration) stays
 
     def connect(self, ctx, *, readonly=False, create=False):

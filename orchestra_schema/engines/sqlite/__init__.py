@@ -11,6 +11,8 @@ from ..base import Engine
 
 class SqliteEngine(Engine):
     name = "sqlite"
+    restore_check = "quick_check"
+    without_manifest = "trusted on its integrity_check alone"
     secure_delete = True
 
     def connect(self, ctx, *, readonly=False, create=False):
