@@ -148,6 +148,9 @@ def test_kill_9_at_random_instants_of_the_build_then_a_plain_rerun(pgdb, tmp_pat
         mid_build += kill_at(proc, 0) and seen
         time.sleep(0.3)  # the server ends the killed run's session (client_connection_check)
         left_invalid += index_state(pgdb) == "invalid"
+        if index_state(pgdb) == "invalid":  # status says so, not merely "pending"
+            status = run(*args, "status").stdout
+            assert f"{INDEX_ID}  (partly applied: none of its 1 statement(s) done" in status, status
         after = run(*args, "apply", "--no-lint")
         assert after.returncode == 0, after.stderr
         assert index_state(pgdb) == "valid" and INDEX_ID in history(pgdb)

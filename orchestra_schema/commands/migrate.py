@@ -77,8 +77,9 @@ def partly(p) -> str | None:
     if p is None:
         return None
     past = "applied" if p.operation == "apply" else "rolled back"
-    return (f"partly {past}: statement {p.done} of {p.total} done; run "
-            f"`orchestra-schema {p.operation}` again to resume")
+    done = (f"statement {p.done} of {p.total} done" if p.done
+            else f"none of its {p.total} statement(s) done, the first stopped part way")
+    return f"partly {past}: {done}; run `orchestra-schema {p.operation}` again to resume"
 
 
 def status(ctx: Context) -> StatusReport:

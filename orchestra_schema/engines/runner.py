@@ -109,6 +109,10 @@ def run_in_steps(driver, m: MigrationFile, operation: str, dependents=()) -> boo
     done = _steps_done(driver, m, operation, statements, dependents)
     if done is None:
         return False
+    if done == 0 and statements and driver.outside_transaction(statements[0]):
+        # killed during its first statement (a long CONCURRENTLY build), a run leaves this row:
+        # status and verify then say the migration is part way, not merely pending
+        driver.set_progress(m.id, Progress(m.id, operation, 0, total, _digest([])))
     for number in range(done + 1, total + 1):
         _step(driver, m, operation, number, statements[number - 1], path,
               Progress(m.id, operation, number, total, _digest(statements[:number])))
@@ -130,7 +134,7 @@ def _steps_done(driver, m, operation, statements, dependents) -> int | None:
                       f"statements); nothing changed; run `orchestra-schema {found.operation}` "
                       "again to finish that first")
     if found and found.sha256 != _digest(statements[:found.done]):
-        raise Refused(f"{m.id}: statements 1-{found.done} of its "
+        raise Refused(f"{m.id}: {_first(found.done)} of its "
                       f"{'forward' if operation == 'apply' else 'rollback'} file changed since "
                       "they ran; nothing changed; put them back as they were to resume (only "
                       "the statements not yet run may change)")
@@ -154,7 +158,7 @@ def _steps_done(driver, m, operation, statements, dependents) -> int | None:
 def _step(driver, m, operation, number, statement, path, progress: Progress) -> None:
     """One statement and its progress row; a CONCURRENTLY index statement first looks at
     what an interrupted one left."""
-    undone = (f"this statement was undone; statements 1-{number - 1} of {progress.total} stay "
+    undone = (f"this statement was undone; {_first(number - 1)} of {progress.total} stay "
               f"done and recorded ({m.id} is partly {_past(operation)}); fix statement {number} "
               f"and run `orchestra-schema {operation}` again to resume there")
 
@@ -172,7 +176,7 @@ def _step(driver, m, operation, number, statement, path, progress: Progress) -> 
     except HistoryChanged:
         raise
     except Busy as err:
-        raise Busy(f"{err}; statements 1-{number - 1} of {m.id} stay done and recorded; run "
+        raise Busy(f"{err}; {_first(number - 1)} of {m.id} stay done and recorded; run "
                    f"`orchestra-schema {operation}` again to resume at statement {number}") from None
 
 
@@ -217,6 +221,12 @@ def _write_history(driver, m, operation: str, applied, undone: str | None = None
         with driver.writing_history(f"{m.id}: could not remove it from yoyo's history", **how):
             driver.unrecord(m.id, "rollback")
         ef.keep_in_step(driver, set(applied) - {m.id})
+
+
+def _first(count: int) -> str:
+    """The statements 1 to count, in words."""
+    return ("none of the statements" if count == 0 else "statement 1" if count == 1
+            else f"statements 1-{count}")
 
 
 def _past(operation: str) -> str:
