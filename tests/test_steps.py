@@ -64,3 +64,29 @@ def test_each_statement_commits_with_its_progress_row(tmp_path):
     result = cli("-d", db, "--sql-dir", where, "apply", "--no-lint")
     assert result.exit_code == 4 and "the migration was rolled back" in result.stderr
     assert "ChatPins" not in tables(db)
+
+
+def test_two_runs_at_once_never_run_a_statement_twice(tmp_path):
+    """SQLite holds no lock between a migration's statements: each statement's transaction
+    checks that the progress row is where this run left it, so a second run that went on
+    meanwhile stops it (exit 3) instead of running a statement again."""
+    from faults import start
+    db, where = setup(tmp_path)
+    counted = (f"-- transactional: false\n-- depends: {CHAT}\n"
+               "CREATE TABLE Runs (n INTEGER);\n" +
+               "INSERT INTO Runs WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c "
+               "WHERE x < 1500000) SELECT count(*) FROM c;\n" * 6)
+    (where / f"{PINS}.sql").write_text(counted)
+    (where / f"{PINS}.rollback.sql").write_text("DROP TABLE Runs;\n")
+    for _ in range(4):
+        procs = [start("-d", db, "--sql-dir", where, "--timeout", "30", "apply", "--no-lint")
+                 for _ in range(2)]
+        outputs = [p.communicate(timeout=120) for p in procs]
+        assert sorted(p.returncode for p in procs) in ([0, 0], [0, 3]), outputs
+        if any(p.returncode == 3 for p in procs):
+            assert cli("-d", db, "--sql-dir", where, "-q", "apply", "--no-lint").exit_code == 0
+        with connect(db) as c:
+            assert c.execute("SELECT count(*) FROM Runs").fetchall() == [(6,)]
+        assert PINS in history(db)
+        assert cli("-d", db, "--sql-dir", where, "-q", "rollback", "--only", PINS, "--yes",
+                   "--no-backup").exit_code == 0

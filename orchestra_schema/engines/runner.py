@@ -163,6 +163,13 @@ def _step(driver, m, operation, number, statement, path, progress: Progress) -> 
               f"and run `orchestra-schema {operation}` again to resume there")
 
     def body():
+        # SQLite holds no lock between statements: another run may have gone on meanwhile
+        current = driver.progress().get(m.id)
+        if (current.done if current else 0) != number - 1 or (
+                m.id in driver.applied()) != (operation == "rollback"):
+            raise HistoryChanged(f"{m.id}: another run went on with it meanwhile (at statement "
+                                 f"{number} of {progress.total}); nothing more changed here; "
+                                 f"run `orchestra-schema {operation}` again")
         if not _index_already(driver, statement):
             driver.run_statements(m.id, [statement], path, first=number, undone=undone)
         driver.set_progress(m.id, progress)
@@ -200,7 +207,10 @@ def _index_already(driver, statement: str) -> bool:
 def _finish_steps(driver, m, operation) -> bool:
     """The history, after the last statement, in one transaction with the progress row."""
     def body():
-        _write_history(driver, m, operation, driver.applied(),
+        applied = driver.applied()
+        if (m.id in applied) == (operation == "apply"):
+            return False  # another run finished it meanwhile
+        _write_history(driver, m, operation, applied,
                        undone=f"its statements stay done; run {operation} again")
         driver.set_progress(m.id, None)
         return True
