@@ -441,6 +441,7 @@ def rehearse(s: Settings, to, only, memory, workdir):
         report.snapshot_mode].format(report.snapshot)
     what = f"to {report.target}" if report.only is None else f"{report.only} only"
     lines = [f"rehearsal: roll back {report.database} {what} on {on}"]
+    lines += [f"plan: {line}" for line in report.plan]
     if not report.rolled_back:
         lines.append(f"nothing to roll back ({what})")
     lines += [f"real rollback would delete {n} row(s) of {t}" for t, n in report.rows_lost.items()]

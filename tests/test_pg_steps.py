@@ -167,6 +167,15 @@ def test_rehearse_leaves_concurrently_out_and_says_so(pgdb, tmp_path):
     skipped = [w for w in report["warnings"] if w.startswith("not rehearsed:")]
     assert len(skipped) == 2 and "DROP INDEX CONCURRENTLY" in skipped[0]
     assert "CREATE INDEX CONCURRENTLY" in skipped[1]
+    assert report["plan"] == [
+        f"rollback {INDEX_ID}, statement 1 of 1: outside a transaction (PostgreSQL refuses it "
+        "inside one); lock SHARE UPDATE EXCLUSIVE: the app's reads and writes go on; it waits for "
+        "that lock at most 200 ms at a time (lock_timeout), tried again until --timeout; left out "
+        "of this rehearsal",
+        f"apply again {INDEX_ID}, statement 1 of 1: outside a transaction (PostgreSQL refuses it "
+        "inside one); lock SHARE UPDATE EXCLUSIVE on ChatMessages: the app's reads and writes go "
+        "on; it waits for the transactions older than it; it waits for that lock at most 200 ms "
+        "at a time (lock_timeout), tried again until --timeout; left out of this rehearsal"]
     assert index_state(pgdb) == "valid" and INDEX_ID in history(pgdb)
 
 

@@ -17,7 +17,7 @@ from orchestra_schema.migrations import default_sql_dir
 
 STEPS = ["snapshot", "count rows", "rollback", "check after rollback", "apply again", "check after apply"]
 REPORT_KEYS = ["database", "snapshot", "target", "snapshot_mode", "rolled_back", "rows_lost",
-               "warnings", "steps", "problems", "ok", "only"]
+               "warnings", "steps", "problems", "ok", "only", "plan"]
 
 
 def rehearse(path, *args, sql_dir=None):

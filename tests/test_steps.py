@@ -90,3 +90,17 @@ def test_two_runs_at_once_never_run_a_statement_twice(tmp_path):
         assert PINS in history(db)
         assert cli("-d", db, "--sql-dir", where, "-q", "rollback", "--only", PINS, "--yes",
                    "--no-backup").exit_code == 0
+
+
+def test_rehearse_runs_each_statement_on_the_snapshot_and_shows_the_plan(tmp_path):
+    db, where = setup(tmp_path)
+    (where / f"{PINS}.sql").write_text(FORWARD.replace("WHERE Nope", "WHERE 0"))
+    assert cli("-d", db, "--sql-dir", where, "-q", "apply", "--no-lint").exit_code == 0
+    result = cli("-d", db, "--sql-dir", where, "--json", "rehearse", "--only", PINS)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["ok"] and report["rolled_back"] == [PINS]
+    note = "in a transaction of its own (SQLite's write lock on the whole file meanwhile)"
+    assert report["plan"] == [f"rollback {PINS}, statement {k} of 2: {note}" for k in (1, 2)] + [
+        f"apply again {PINS}, statement {k} of 3: {note}" for k in (1, 2, 3)]
+    assert PINS in history(db) and "_orchestra_schema_progress" not in tables(db)

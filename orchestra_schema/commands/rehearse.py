@@ -48,6 +48,9 @@ class RehearsalReport:
     problems: list[str] = field(default_factory=list)
     ok: bool = True
     only: str | None = None  # --only: that migration and what depends on it
+    # a `-- transactional: false` migration's statements, one line each: how it runs, its
+    # lock, and whether the rehearsal runs it (step_plan)
+    plan: list[str] = field(default_factory=list)
 
 
 def default_target(migrations, chat_id: str) -> str:
@@ -77,14 +80,14 @@ def rehearse(ctx: Context, to: str | None = None, memory: bool = False,
     report = RehearsalReport(ctx.display, "", to, only=only)
     with engine.rehearsal(ctx, report, memory, workdir) as (snap, seconds, detail):
         report.steps.append(Step("snapshot", seconds, True, detail))
-        _rehearse_on(snap, migrations, report, review, engine.scratch_errors)
+        _rehearse_on(snap, migrations, report, review, engine)
     report.problems = [f"{s.name}: {s.detail}" for s in report.steps if not s.ok]
     report.ok = not report.problems
     return report
 
 
-def _rehearse_on(snap, migrations, report: RehearsalReport, review=None,
-                 scratch_errors=()) -> None:
+def _rehearse_on(snap, migrations, report: RehearsalReport, review=None, engine=None) -> None:
+    scratch_errors = engine.scratch_errors if engine else ()
     applied = applied_migrations(snap)
     plan = (mig.plan_rollback(migrations, set(applied), report.target) if report.only is None
             else mig.plan_rollback_only(migrations, set(applied), report.only))
@@ -92,6 +95,8 @@ def _rehearse_on(snap, migrations, report: RehearsalReport, review=None,
         review(migrations, plan)
     # Refused exactly where the real rollback would be.
     report.warnings = check_rollback_safe(plan, applied, {m.id for m in migrations})
+    if engine:
+        report.plan = step_plan(driver_of(snap), engine, plan)
     if not plan:
         return
     start: dict = {}
@@ -116,6 +121,26 @@ def _rehearse_on(snap, migrations, report: RehearsalReport, review=None,
     for name, run in steps:
         if not _timed(report, name, run, scratch_errors):
             break  # later steps would only repeat the failure
+
+
+def step_plan(driver, engine, plan) -> list[str]:
+    """For each `-- transactional: false` migration rolled back (then applied again), each
+    statement: how it runs and the lock it holds (the dry run's words), and whether this
+    rehearsal runs it."""
+    lines = []
+    for direction, migrations in (("rollback", plan), ("apply again", reversed(plan))):
+        for m in migrations:
+            key = "rollback" if direction == "rollback" else "apply"
+            statements = m.rollback_statements if key == "rollback" else m.statements
+            if not m.in_steps(key):
+                continue
+            for number, statement in enumerate(statements, 1):
+                left_out = (driver.outside_transaction(statement) and not driver.in_steps
+                            and not driver.plain_concurrently)
+                lines.append(f"{direction} {m.id}, statement {number} of {len(statements)}: "
+                             f"{engine.step_note(statement)}"
+                             + ("; left out of this rehearsal" if left_out else ""))
+    return lines
 
 
 def _record_start(snap, into: dict) -> list[str]:
