@@ -51,6 +51,12 @@ class MigrationFile:
         """Does this direction ("apply" or "rollback") run one statement at a time?"""
         return not (self.transactional if direction == "apply" else self.rollback_transactional)
 
+    def side(self, direction: str) -> tuple[tuple[str, ...], Path | None]:
+        """The statements a direction ("apply" or "rollback") runs, and their file."""
+        if direction == "apply":
+            return self.statements, self.path
+        return self.rollback_statements, self.rollback_path
+
     @property
     def has_rollback(self) -> bool:
         return self.rollback_path is not None
@@ -296,8 +302,7 @@ def dry_run_sql(plan: list[MigrationFile], direction: str, step_note=None) -> st
     false` one's each under what it will hold (step_note(statement), the engine's words)."""
     parts = []
     for m in plan:
-        source = m.path if direction == "apply" else m.rollback_path
-        statements = m.statements if direction == "apply" else m.rollback_statements
+        statements, source = m.side(direction)
         parts.append(f"-- {direction} {m.id} ({source})")
         steps = m.in_steps(direction)
         if steps:

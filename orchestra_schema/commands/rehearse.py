@@ -128,16 +128,16 @@ def step_plan(driver, engine, plan) -> list[str]:
     statement: how it runs and the lock it holds (the dry run's words), and whether this
     rehearsal runs it."""
     lines = []
-    for direction, migrations in (("rollback", plan), ("apply again", reversed(plan))):
+    for said, direction, migrations in (("rollback", "rollback", plan),
+                                        ("apply again", "apply", reversed(plan))):
         for m in migrations:
-            key = "rollback" if direction == "rollback" else "apply"
-            statements = m.rollback_statements if key == "rollback" else m.statements
-            if not m.in_steps(key):
+            if not m.in_steps(direction):
                 continue
+            statements = m.side(direction)[0]
             for number, statement in enumerate(statements, 1):
                 left_out = (driver.outside_transaction(statement) and not driver.in_steps
                             and not driver.plain_concurrently)
-                lines.append(f"{direction} {m.id}, statement {number} of {len(statements)}: "
+                lines.append(f"{said} {m.id}, statement {number} of {len(statements)}: "
                              f"{engine.step_note(statement)}"
                              + ("; left out of this rehearsal" if left_out else ""))
     return lines

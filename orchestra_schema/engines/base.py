@@ -225,7 +225,7 @@ class Driver(ABC):
         """m's statements as one transaction can run them: a `-- transactional: false`
         migration's CONCURRENTLY statements plainly (or left out, listed in self.skipped),
         VACUUM left out. A transactional migration's are run as written."""
-        statements = m.statements if direction == "apply" else m.rollback_statements
+        statements = m.side(direction)[0]
         if not m.in_steps(direction):
             return statements
         plain = self.plain_concurrently if plain is None else plain

@@ -102,8 +102,7 @@ def run_in_steps(driver, m: MigrationFile, operation: str, dependents=()) -> boo
     transaction. A run stopped at any instant is resumed by the next: status shows how far
     it got; an index a killed CONCURRENTLY build left INVALID is dropped and built again.
     False when there was nothing to do."""
-    statements, path = ((m.statements, m.path) if operation == "apply"
-                        else (m.rollback_statements, m.rollback_path))
+    statements, path = m.side(operation)
     total = len(statements)
     driver.lock()  # PostgreSQL: the session lock, on a connection with no transaction open
     done = _steps_done(driver, m, operation, statements, dependents)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from .driver import _QUALIFIED, LOCK_TIMEOUT_MS, _strip_comments, _unquote
+from .driver import _OUTSIDE, _QUALIFIED, LOCK_TIMEOUT_MS, _strip_comments, _unquote
 
 _ON = re.compile(rf"\bON\s+(?:ONLY\s+)?({_QUALIFIED})", re.IGNORECASE)
 _TABLE = re.compile(rf"\bTABLE\s+(?:IF\s+(?:NOT\s+)?EXISTS\s+)?(?:ONLY\s+)?({_QUALIFIED})",
@@ -32,9 +32,7 @@ _LOCKS = [
 def lock_taken(statement: str) -> str:
     text = _strip_comments(statement).strip()
     where = _on_table(text)
-    autocommit = bool(re.search(r"\bCONCURRENTLY\b", text, re.I) or
-                      re.match(r"VACUUM\b", text, re.I))
-    how = ("outside a transaction (PostgreSQL refuses it inside one)" if autocommit
+    how = ("outside a transaction (PostgreSQL refuses it inside one)" if _OUTSIDE.match(text)
            else "in a transaction of its own")
     for pattern, lock, meaning in _LOCKS:
         if re.match(pattern, text, re.IGNORECASE | re.DOTALL):
