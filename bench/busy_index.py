@@ -30,7 +30,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -39,13 +38,13 @@ ROOT = HERE.parent
 sys.path[:0] = [str(HERE), str(ROOT / "tests")]
 
 import report  # noqa: E402
+from busy_chat import Writer, fill  # noqa: E402
 from contenders import program  # noqa: E402
 from pgserver import PASSWORD, Cluster  # noqa: E402
 
 CHAT = "20250927103132_AddChatTables"
 INDEX_ID = "20261208000000_ChatMessagesAuthorIndex"
 INDEX = "IX_ChatMessages_Author"
-SESSION = "51462f0a-ef08-4c51-aaf2-89fc4e821db8"
 CONCURRENT = f'CREATE INDEX CONCURRENTLY "{INDEX}" ON "ChatMessages" ("Author");'
 PLAIN = f'CREATE INDEX "{INDEX}" ON "ChatMessages" ("Author");'
 TOOL, PSQL_PLAIN, BY_HAND = ("orchestra-schema apply (CONCURRENTLY)", "psql -f (plain CREATE INDEX)",
@@ -58,25 +57,6 @@ def parse_args(argv=None):
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--output", type=Path, default=HERE / "results" / "busy-index.md")
     return p.parse_args(argv)
-
-
-class Writer(threading.Thread):
-    """The app: one message per transaction; (began, seconds) of every insert."""
-
-    def __init__(self, database):
-        super().__init__(daemon=True)
-        self.database, self.samples, self.stop = database, [], threading.Event()
-
-    def run(self):
-        with self.database.connect() as conn:
-            while not self.stop.is_set():
-                began = time.perf_counter()
-                conn.execute('INSERT INTO "ChatMessages" VALUES (gen_random_uuid(), %s, '
-                             "'writer', 'hi', 0, now(), NULL)", (SESSION,))
-                self.samples.append((began, time.perf_counter() - began))
-
-    def during(self, start: float, end: float) -> list[float]:
-        return [d for b, d in list(self.samples) if b + d >= start and b <= end]
 
 
 def sql_dir(where: Path) -> Path:
@@ -92,11 +72,7 @@ def build(cluster, messages: int, tool: str, where: Path):
     db = cluster.new_database()
     subprocess.run([tool, "-q", "-d", db.url, "--sql-dir", where, "apply", "--to", CHAT],
                    check=True)
-    db.run_sql(f"""
-        INSERT INTO "ChatSessions" VALUES ('{SESSION}', 'u1', 'i1', 't', now(), now());
-        INSERT INTO "ChatMessages" SELECT md5(n::text)::uuid, '{SESSION}', 'author ' || (n % 1000),
-            'hello there', 0, now(), NULL FROM generate_series(1, {messages}) AS n;""")
-    db.run_sql('VACUUM ANALYZE "ChatMessages"')
+    fill(db, messages)
     return db
 
 

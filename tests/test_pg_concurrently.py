@@ -7,48 +7,16 @@ sessions."""
 from __future__ import annotations
 
 import random
-import threading
 import time
 
 import pytest
 
+from busy_chat import SESSION, Writer, fill
 from faults import kill_at, start
 from helpers import run
 from test_pg_steps import CHAT, FORWARD, INDEX, INDEX_ID, history, index_state, sql_dir
 
-SESSION = "51462f0a-ef08-4c51-aaf2-89fc4e821db8"
 PLAIN_ID = "20261208000001_ChatMessagesAuthorIndexPlain"
-
-
-def fill(database, messages: int) -> None:
-    database.run_sql(f"""
-        INSERT INTO "ChatSessions" VALUES ('{SESSION}', 'u1', 'i1', 't', now(), now());
-        INSERT INTO "ChatMessages" SELECT md5(n::text)::uuid, '{SESSION}', 'author ' || (n % 1000),
-            'hello there', 0, now(), NULL FROM generate_series(1, {messages}) AS n;
-    """)
-    database.run_sql('VACUUM ANALYZE "ChatMessages"')
-
-
-class Writer(threading.Thread):
-    """The app: one message per transaction, as fast as it can; each insert's latency kept
-    with when it began."""
-
-    def __init__(self, database):
-        super().__init__(daemon=True)
-        self.database, self.samples, self.stop = database, [], threading.Event()
-
-    def run(self):
-        with self.database.connect() as conn:  # autocommit
-            n = 0
-            while not self.stop.is_set():
-                n += 1
-                began = time.perf_counter()
-                conn.execute('INSERT INTO "ChatMessages" VALUES (gen_random_uuid(), %s, '
-                             "'writer', 'hi', 0, now(), NULL)", (SESSION,))
-                self.samples.append((began, time.perf_counter() - began))
-
-    def worst(self, start: float, end: float) -> float:
-        return max(d for b, d in self.samples if b + d >= start and b <= end)
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +56,7 @@ def test_the_app_writes_on_while_the_index_is_built_concurrently(busy):
         writer.join()
     assert concurrent.returncode == 0 and plain.returncode == 0, concurrent.stderr + plain.stderr
     assert index_state(database) == "valid" and index_state(database, "IX_Plain") == "valid"
-    worst_concurrent, worst_plain = writer.worst(c0, c1), writer.worst(p0, p1)
+    worst_concurrent, worst_plain = max(writer.during(c0, c1)), max(writer.during(p0, p1))
     print(f"\nwriter's worst insert: {worst_concurrent * 1000:.0f} ms while the tool built the "
           f"index concurrently ({c1 - c0:.2f} s), {worst_plain * 1000:.0f} ms while it built "
           f"it plainly ({p1 - p0:.2f} s); {len(writer.samples)} inserts")
